@@ -1,0 +1,24 @@
+# The two commands of the README, and a few more for contributors.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+OUT ?= demo-output
+
+.PHONY: setup demo test lint bench clean
+
+setup:
+	@bash scripts/setup.sh test
+
+demo: setup
+	$(VENV)/bin/pushforward demo --out $(OUT)
+
+test: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

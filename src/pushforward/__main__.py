@@ -1,0 +1,5 @@
+"""``python -m pushforward`` runs the command-line interface."""
+
+from pushforward.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,56 @@
+"""Errors a user can cause, each with one clear message, and the registry lookup that names them.
+
+Every exception the library raises for bad input derives from :class:`PushforwardError`; the CLI
+prints its message on one line and exits non-zero, with no traceback. Internal invariants use
+``assert``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TypeVar
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "NoDensityError",
+    "PushforwardError",
+    "TrainingError",
+    "lookup",
+]
+
+T = TypeVar("T")
+
+
+class PushforwardError(Exception):
+    """A mistake in what the user asked for or handed in; the message says what and where."""
+
+
+class DataError(PushforwardError, ValueError):
+    """A data file or array that cannot be used: missing, corrupt, NaN, wrong shape, empty."""
+
+
+class ConfigError(PushforwardError, ValueError):
+    """An option or setting outside what is allowed; the message names it and the allowed values."""
+
+
+class NoDensityError(PushforwardError, NotImplementedError):
+    """The pushforward has no tractable density; the message says why."""
+
+
+class CheckpointError(PushforwardError):
+    """A run folder or checkpoint that cannot be read or written."""
+
+
+class TrainingError(PushforwardError, RuntimeError):
+    """Training stopped because a quantity became non-finite; the message names it and when."""
+
+
+def lookup(registry: Mapping[str, T], name: str, *, what: str) -> T:
+    """Return ``registry[name]``, or raise :class:`ConfigError` listing the known names."""
+    try:
+        return registry[name]
+    except KeyError:
+        known = ", ".join(sorted(registry))
+        raise ConfigError(f"unknown {what} {name!r}; known: {known}") from None

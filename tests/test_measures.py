@@ -1,0 +1,217 @@
+"""Pushforward sampling and exact densities against closed forms and torch.distributions."""
+
+import math
+
+import pytest
+import torch
+from scipy import integrate
+from torch import nn
+from torch.distributions import Cauchy, Chi2, Exponential, LogNormal, Normal, transforms
+
+from pushforward.errors import ConfigError, NoDensityError
+from pushforward.measures import (
+    EXAMPLES,
+    DistributionMeasure,
+    Map1D,
+    Pushforward,
+    StandardNormal,
+    Uniform,
+    empirical_quantile,
+    example,
+    inverse_cdf,
+)
+from pushforward.metrics import ks_critical_value, ks_distance
+
+N = 100_000
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_example_samples_match_exact_cdf(name):
+    ex = EXAMPLES[name]
+    y = example(name).sample(N, generator=gen(1))
+    assert y.shape == (N, 1)
+    assert ks_distance(y, ex.cdf) < ks_critical_value(N, alpha=0.001)
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_example_log_prob_matches_closed_form(name):
+    ex = EXAMPLES[name]
+    lo, hi = ex.support
+    y = torch.linspace(lo, hi, 203, dtype=torch.float64)[1:-1]
+    got = example(name).log_prob(y.reshape(-1, 1))
+    torch.testing.assert_close(got, ex.log_density(y), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_example_density_integrates_to_one(name):
+    p = example(name)
+
+    def density(t: float) -> float:
+        return float(p.prob(torch.tensor([[t]], dtype=torch.float64)))
+
+    lo, hi = {"gaussian-icdf": (-12, 12), "square-normal": (0, 60)}.get(name, (0, 1))
+    total, _ = integrate.quad(density, lo, hi, limit=200, points=None)
+    assert total == pytest.approx(1.0, abs=1e-6)
+
+
+def test_square_density_is_one_over_two_sqrt_y():
+    y = torch.tensor([[0.01], [0.25], [0.81], [1.0]], dtype=torch.float64)
+    torch.testing.assert_close(example("square").prob(y), 1 / (2 * y.sqrt().reshape(-1)))
+    outside = torch.tensor([[-0.5], [1.5]], dtype=torch.float64)
+    assert torch.all(example("square").prob(outside) == 0)
+
+
+def test_square_of_gaussian_is_chi2_1():
+    y = torch.linspace(0.05, 8, 50, dtype=torch.float64)
+    got = example("square-normal").log_prob(y.reshape(-1, 1))
+    torch.testing.assert_close(got, Chi2(torch.tensor(1.0, dtype=torch.float64)).log_prob(y))
+
+
+def test_gaussian_icdf_is_standard_normal():
+    y = torch.linspace(-5, 5, 41)
+    got = example("gaussian-icdf").log_prob(y.reshape(-1, 1))
+    torch.testing.assert_close(got, Normal(0.0, 1.0).log_prob(y))
+
+
+def test_map1d_sums_over_both_preimages_giving_arcsine():
+    # cos on Uniform([0, 2π]) has two preimages for each y and the arcsine density 1/(π√(1−y²)).
+    g = Map1D(torch.cos, [torch.acos, lambda y: 2 * math.pi - torch.acos(y)])
+    p = Pushforward(g, Uniform(0.0, 2 * math.pi))
+    y = torch.linspace(-0.95, 0.95, 39, dtype=torch.float64)
+    torch.testing.assert_close(p.prob(y.reshape(-1, 1)), 1 / (math.pi * torch.sqrt(1 - y**2)))
+    draws = p.sample(N, generator=gen(2))
+
+    def arcsine_cdf(t):
+        return 0.5 + torch.asin(t.clamp(-1, 1)) / math.pi
+
+    assert ks_distance(draws, arcsine_cdf) < ks_critical_value(N)
+
+
+def test_map1d_with_given_derivatives_equals_autograd():
+    auto = Map1D(lambda x: x**2, [torch.sqrt, lambda y: -torch.sqrt(y)])
+    given = Map1D(
+        lambda x: x**2,
+        [torch.sqrt, lambda y: -torch.sqrt(y)],
+        [lambda y: 0.5 / torch.sqrt(y), lambda y: -0.5 / torch.sqrt(y)],
+    )
+    y = torch.rand(100, 1, generator=gen(3)) * 4 + 0.01
+    base = StandardNormal(1)
+    torch.testing.assert_close(
+        Pushforward(auto, base).log_prob(y), Pushforward(given, base).log_prob(y)
+    )
+
+
+def test_bijection_chain_matches_torch_lognormal():
+    chain = [transforms.AffineTransform(0.5, 2.0), transforms.ExpTransform()]
+    p = Pushforward(chain, StandardNormal(1))
+    y = torch.linspace(0.01, 30, 100).reshape(-1, 1)
+    torch.testing.assert_close(p.log_prob(y), LogNormal(0.5, 2.0).log_prob(y).reshape(-1))
+    draws = p.sample(N, generator=gen(4))
+    assert ks_distance(draws, LogNormal(0.5, 2.0).cdf) < ks_critical_value(N)
+
+
+def test_bijection_in_two_dimensions_sums_the_log_jacobian():
+    loc, scale = torch.tensor([1.0, -2.0]), torch.tensor([0.5, 3.0])
+    p = Pushforward(transforms.AffineTransform(loc, scale), StandardNormal(2))
+    y = torch.randn(64, 2, generator=gen(5)) * 3
+    want = Normal(loc, scale).log_prob(y).sum(dim=1)
+    torch.testing.assert_close(p.log_prob(y), want)
+    assert p.event_shape == (2,)
+    assert p.has_density
+
+
+def test_general_network_has_no_density_and_says_why():
+    p = Pushforward(nn.Linear(2, 3), StandardNormal(2))
+    assert not p.has_density
+    with pytest.raises(NoDensityError, match="no tractable density"):
+        p.log_prob(torch.zeros(4, 3))
+
+
+def test_rsample_is_differentiable_through_g_and_sample_is_not():
+    torch.manual_seed(0)
+    g = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 3))
+    p = Pushforward(g, StandardNormal(2))
+    y = p.rsample(16, generator=gen(6))
+    y.pow(2).sum().backward()
+    assert all(q.grad is not None and q.grad.abs().sum() > 0 for q in g.parameters())
+    assert not p.sample(16, generator=gen(6)).requires_grad
+    assert p.sample(7, generator=gen(6)).shape == (7, 3)
+    assert p.event_shape == (3,)
+
+
+def test_sampling_is_reproducible_from_the_generator_alone():
+    p = example("gaussian-icdf")
+    torch.testing.assert_close(p.sample(100, generator=gen(7)), p.sample(100, generator=gen(7)))
+    assert not torch.equal(p.sample(100, generator=gen(7)), p.sample(100, generator=gen(8)))
+
+
+def test_torch_distribution_base_is_seeded_by_generator_and_leaves_global_rng_alone():
+    base = DistributionMeasure(Cauchy(0.0, 1.0))
+    state = torch.get_rng_state()
+    a = base.sample(50, generator=gen(9))
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.testing.assert_close(a, base.sample(50, generator=gen(9)))
+    p = Pushforward(torch.tanh, Normal(0.0, 1.0))
+    assert p.sample(10, generator=gen(1)).shape == (10,)
+
+
+@pytest.mark.parametrize(
+    "dist", [Exponential(torch.tensor(2.0)), Cauchy(1.0, 0.5), Normal(3.0, 0.2)], ids=repr
+)
+def test_inverse_cdf_reproduces_the_distribution(dist):
+    p = inverse_cdf(dist)
+    draws = p.sample(N, generator=gen(10))
+    assert draws.shape == (N, 1)
+    assert ks_distance(draws, dist.cdf) < ks_critical_value(N)
+    y = dist.sample((20,)).reshape(-1, 1)
+    torch.testing.assert_close(p.log_prob(y), dist.log_prob(y).reshape(-1))
+
+
+def test_inverse_cdf_without_quantile_is_refused():
+    from torch.distributions import Gamma
+
+    with pytest.raises(ConfigError, match="no quantile function"):
+        inverse_cdf(Gamma(2.0, 1.0))
+
+
+def test_empirical_quantile_pushforward_reproduces_the_empirical_distribution():
+    data = torch.tensor([0.3, -1.0, 2.5, 2.5, 7.0])
+    p = inverse_cdf(empirical_quantile(data))
+    draws = p.sample(N, generator=gen(11)).reshape(-1)
+    values, counts = torch.unique(draws, return_counts=True)
+    torch.testing.assert_close(values, torch.tensor([-1.0, 0.3, 2.5, 7.0]))
+    freq = counts.double() / N
+    torch.testing.assert_close(
+        freq, torch.tensor([0.2, 0.2, 0.4, 0.2], dtype=torch.float64), atol=0.01, rtol=0
+    )
+    with pytest.raises(NoDensityError):
+        p.log_prob(draws[:3].reshape(-1, 1))
+
+
+def test_uniform_box_and_standard_normal_log_prob():
+    box = Uniform(torch.tensor([0.0, -1.0]), torch.tensor([2.0, 1.0]))
+    x = torch.tensor([[1.0, 0.0], [3.0, 0.0]])
+    torch.testing.assert_close(box.log_prob(x), torch.tensor([-math.log(4.0), -math.inf]))
+    z = torch.randn(10, 3, generator=gen(12))
+    torch.testing.assert_close(StandardNormal(3).log_prob(z), Normal(0.0, 1.0).log_prob(z).sum(1))
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: Uniform(1.0, 0.0), "low < high"),
+        (lambda: StandardNormal(0), "dim must be an integer ≥ 1"),
+        (lambda: StandardNormal(2).sample(-1), "non-negative integer"),
+        (lambda: Map1D(torch.exp, []), "at least one inverse branch"),
+        (lambda: Pushforward(torch.exp, "gaussian"), "base must be"),
+        (lambda: example("cube"), "unknown example 'cube'; known: gaussian-icdf, identity"),
+        (lambda: empirical_quantile(torch.tensor([])), "at least one sample"),
+    ],
+)
+def test_bad_arguments_name_the_problem(call, match):
+    with pytest.raises(ConfigError, match=match):
+        call()
