@@ -1,0 +1,198 @@
+"""Network blocks shared by every model: MLPs and small convolutional encoders and decoders.
+
+An encoder maps data rows (B, d) to features (B, m); a decoder maps latents (B, k) to outputs
+(B, d). Image data stay flattened (B, h·w) at the interface; convolutional blocks reshape inside.
+Blocks are built from a small JSON-able :class:`NetConfig`, so a saved run can rebuild them.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pushforward.errors import ConfigError, lookup
+
+__all__ = [
+    "ACTIVATIONS",
+    "MLP",
+    "ConvDecoder",
+    "ConvEncoder",
+    "NetConfig",
+    "TiedDecoder",
+    "build_decoder",
+    "build_encoder",
+]
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "identity": nn.Identity,
+}
+
+
+@dataclass
+class NetConfig:
+    """How to build an encoder or decoder: ``kind`` 'mlp' or 'conv', hidden widths, activation.
+
+    For 'conv', ``hidden`` are the channel counts of the stride-2 convolutions (default (32, 64))
+    and the data must be square images (28×28 or 8×8, say).
+    """
+
+    kind: str = "mlp"
+    hidden: list[int] | None = None
+    activation: str = "relu"
+
+    def __post_init__(self) -> None:
+        defaults = {"mlp": [400], "conv": [32, 64]}
+        lookup(defaults, self.kind, what="network kind")
+        self.hidden = [int(h) for h in (self.hidden or defaults[self.kind])]
+        if any(h < 1 for h in self.hidden):
+            raise ConfigError(f"hidden widths must be ≥ 1, got {self.hidden}")
+        lookup(ACTIVATIONS, self.activation, what="activation")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class MLP(nn.Sequential):
+    """A multilayer perceptron (B, in_dim) → (B, out_dim): Linear, activation, …, Linear."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: Sequence[int],
+        out_dim: int,
+        *,
+        activation: str = "relu",
+    ):
+        act = lookup(ACTIVATIONS, activation, what="activation")
+        widths = [in_dim, *hidden, out_dim]
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(itertools.pairwise(widths)):
+            layers.append(nn.Linear(a, b))
+            if i < len(widths) - 2:
+                layers.append(act())
+        super().__init__(*layers)
+
+    @property
+    def linears(self) -> list[nn.Linear]:
+        """The affine layers, input side first."""
+        return [m for m in self if isinstance(m, nn.Linear)]
+
+
+class TiedDecoder(nn.Module):
+    """Decoder (B, k) → (B, d) that reuses the transposes of an MLP encoder's weight matrices.
+
+    Layer i of the decoder is x ↦ W_{L−i}ᵀ x + c_i with its own bias c_i; activations sit between
+    layers as in the encoder. Only the biases are new parameters.
+    """
+
+    def __init__(self, encoder: MLP, *, activation: str = "relu"):
+        super().__init__()
+        self.encoder = [encoder]  # a list hides it from .parameters(): the weights are shared
+        self.act = lookup(ACTIVATIONS, activation, what="activation")()
+        widths = [lin.in_features for lin in encoder.linears]
+        self.biases = nn.ParameterList([nn.Parameter(torch.zeros(w)) for w in reversed(widths)])
+
+    def forward(self, z: Tensor) -> Tensor:
+        h = z
+        linears = list(reversed(self.encoder[0].linears))
+        for i, (lin, bias) in enumerate(zip(linears, self.biases, strict=True)):
+            h = F.linear(h, lin.weight.t(), bias)
+            if i < len(linears) - 1:
+                h = self.act(h)
+        return h
+
+
+def _side(image_shape: Sequence[int] | None, dim: int) -> int:
+    if image_shape is None or len(image_shape) != 2 or image_shape[0] != image_shape[1]:
+        raise ConfigError(
+            f"a conv network needs square images, got data of dimension {dim} "
+            f"with image shape {image_shape}; use --net mlp"
+        )
+    return int(image_shape[0])
+
+
+class ConvEncoder(nn.Module):
+    """Convolutional encoder (B, s·s) → (B, out_dim) for square grey images of side s.
+
+    Stride-2 3×3 convolutions with the given channel counts, then a linear layer.
+    """
+
+    def __init__(
+        self, side: int, out_dim: int, *, channels: Sequence[int] = (32, 64), activation="relu"
+    ):
+        super().__init__()
+        act = lookup(ACTIVATIONS, activation, what="activation")
+        self.side = side
+        layers: list[nn.Module] = []
+        c_in, s = 1, side
+        for c in channels:
+            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), act()]
+            c_in, s = c, (s + 1) // 2
+        self.conv = nn.Sequential(*layers)
+        self.head = nn.Linear(c_in * s * s, out_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv(x.reshape(-1, 1, self.side, self.side))  # (B, C, s', s')
+        return self.head(h.flatten(1))
+
+
+class ConvDecoder(nn.Module):
+    """Convolutional decoder (B, in_dim) → (B, s·s), mirroring :class:`ConvEncoder`."""
+
+    def __init__(
+        self, in_dim: int, side: int, *, channels: Sequence[int] = (32, 64), activation="relu"
+    ):
+        super().__init__()
+        act = lookup(ACTIVATIONS, activation, what="activation")
+        self.side = side
+        sizes = [side]
+        for _ in channels:
+            sizes.append((sizes[-1] + 1) // 2)
+        self.c0, self.s0 = channels[-1], sizes[-1]
+        self.head = nn.Linear(in_dim, self.c0 * self.s0 * self.s0)
+        layers: list[nn.Module] = [act()]
+        chans = list(reversed(channels))
+        outs = [*chans[1:], 1]
+        targets = list(reversed(sizes[:-1]))
+        s = self.s0
+        for i, (c_in, c_out, target) in enumerate(zip(chans, outs, targets, strict=True)):
+            pad = target - (2 * s - 1)  # output_padding so that sizes retrace the encoder's
+            layers.append(
+                nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=pad)
+            )
+            if i < len(chans) - 1:
+                layers.append(act())
+            s = target
+        self.deconv = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        h = self.head(z).reshape(-1, self.c0, self.s0, self.s0)
+        return self.deconv(h).flatten(1)
+
+
+def build_encoder(cfg: NetConfig, in_dim: int, out_dim: int, image_shape=None) -> nn.Module:
+    """Return an encoder (B, in_dim) → (B, out_dim) as ``cfg`` describes."""
+    if cfg.kind == "conv":
+        side = _side(image_shape, in_dim)
+        return ConvEncoder(side, out_dim, channels=cfg.hidden, activation=cfg.activation)
+    return MLP(in_dim, cfg.hidden, out_dim, activation=cfg.activation)
+
+
+def build_decoder(cfg: NetConfig, in_dim: int, out_dim: int, image_shape=None) -> nn.Module:
+    """Return a decoder (B, in_dim) → (B, out_dim), the mirror image of :func:`build_encoder`."""
+    if cfg.kind == "conv":
+        side = _side(image_shape, out_dim)
+        return ConvDecoder(in_dim, side, channels=cfg.hidden, activation=cfg.activation)
+    return MLP(in_dim, list(reversed(cfg.hidden)), out_dim, activation=cfg.activation)

@@ -1,0 +1,186 @@
+"""Pure functions that return matplotlib figures; callers save them (nothing is shown).
+
+Figures are built on ``matplotlib.figure.Figure`` directly, never through pyplot's global state,
+so they are safe in libraries, tests and worker processes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from fractions import Fraction
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+
+__all__ = [
+    "density_histogram",
+    "error_vs_k",
+    "image_grid",
+    "loss_curves",
+    "pmf_bars",
+    "scatter_2d",
+]
+
+COLORS = "tab10"
+
+
+def _numpy(x: Tensor | np.ndarray) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
+
+
+def density_histogram(
+    samples: Tensor,
+    log_density: Callable[[Tensor], Tensor] | None = None,
+    *,
+    title: str = "",
+    bins: int = 100,
+    support: tuple[float, float] | None = None,
+) -> Figure:
+    """Return a histogram of samples (n,) or (n, 1) with the exact density p(y) drawn over it.
+
+    ``log_density`` maps a (m,) float64 tensor of points to (m,) log-densities.
+    """
+    y = _numpy(samples).reshape(-1)
+    lo, hi = support if support is not None else (float(np.min(y)), float(np.max(y)))
+    fig = Figure(figsize=(5.0, 3.4), layout="constrained")
+    ax = fig.add_subplot()
+    ax.hist(
+        y, bins=bins, range=(lo, hi), density=True, color="#9ecae1", label=f"{y.size:,} samples"
+    )
+    if log_density is not None:
+        grid = torch.linspace(lo, hi, 801, dtype=torch.float64)
+        p = log_density(grid).exp().numpy()
+        ax.plot(grid.numpy(), p, color="#d62728", lw=1.8, label="exact density")
+        finite = p[np.isfinite(p)]
+        if finite.size:
+            # singular densities (1/(2√y) at 0) would flatten the picture; cap the axis
+            hist_top = np.histogram(y, bins=bins, range=(lo, hi), density=True)[0].max()
+            ax.set_ylim(0, 1.15 * max(hist_top, np.percentile(finite, 95)))
+    ax.set_xlabel("y")
+    ax.set_ylabel("density")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, frameon=False)
+    return fig
+
+
+def pmf_bars(pmf: Mapping[Hashable, Fraction], *, title: str = "") -> Figure:
+    """Return a bar chart of an exact pmf, each bar labelled with its fraction."""
+    fig = Figure(figsize=(5.0, 3.4), layout="constrained")
+    ax = fig.add_subplot()
+    labels = [str(v) for v in pmf]
+    heights = [float(p) for p in pmf.values()]
+    bars = ax.bar(labels, heights, color="#6baed6")
+    for bar, p in zip(bars, pmf.values(), strict=True):
+        ax.annotate(
+            str(p), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center", va="bottom", fontsize=7,
+        )  # fmt: skip
+    ax.set_ylabel("probability")
+    ax.set_ylim(0, max(heights) * 1.18)
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
+def scatter_2d(
+    x: Tensor,
+    *,
+    labels: Tensor | None = None,
+    others: Sequence[tuple[Tensor, str]] = (),
+    title: str = "",
+    size: float = 2.0,
+    ax_limits: tuple[float, float, float, float] | None = None,
+) -> Figure:
+    """Return a scatter plot of points x (n, 2), coloured by integer labels (n,) when given.
+
+    ``others`` are further (points (m, 2), legend label) layers drawn on top, e.g. model samples.
+    """
+    pts = _numpy(x)
+    fig = Figure(figsize=(4.6, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    if labels is not None:
+        lab = _numpy(labels)
+        sc = ax.scatter(pts[:, 0], pts[:, 1], c=lab, cmap=COLORS, s=size, vmin=-0.5, vmax=9.5)
+        if lab.max() < 10:
+            fig.colorbar(sc, ax=ax, ticks=np.unique(lab), shrink=0.8, label="label")
+    else:
+        ax.scatter(pts[:, 0], pts[:, 1], s=size, color="#3182bd", alpha=0.5, label="data")
+    for layer, name in others:
+        q = _numpy(layer)
+        ax.scatter(q[:, 0], q[:, 1], s=size, alpha=0.6, label=name)
+    if others:
+        ax.legend(fontsize=8, markerscale=4, frameon=False)
+    if ax_limits is not None:
+        ax.set_xlim(*ax_limits[:2])
+        ax.set_ylim(*ax_limits[2:])
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
+def image_grid(
+    images: Tensor,
+    image_shape: tuple[int, int],
+    *,
+    ncols: int | None = None,
+    titles: Sequence[str] | None = None,
+    title: str = "",
+    scale: float = 0.6,
+) -> Figure:
+    """Return a grid of grey images from rows (n, h·w) with values in [0, 1]."""
+    imgs = _numpy(images).reshape(-1, *image_shape)
+    n = imgs.shape[0]
+    ncols = ncols or min(n, math.ceil(math.sqrt(n)))
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(scale * ncols + 0.2, scale * nrows + (0.4 if title else 0.1)))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i < n:
+            ax.imshow(imgs[i], cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=6, pad=1)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.9 if title else 0.99)
+    return fig
+
+
+def loss_curves(history: Sequence[Mapping[str, float]], *, title: str = "training") -> Figure:
+    """Return the per-epoch curves of every loss term in ``history`` (records from metrics.jsonl).
+
+    Each numeric key other than bookkeeping (epoch, seconds, samples_per_s) becomes one curve, so
+    a VAE's reconstruction and KL terms, or a GAN's two losses, appear apart.
+    """
+    skip = {"epoch", "seconds", "samples_per_s"}
+    epochs = [r["epoch"] for r in history]
+    keys = [k for k in history[0] if k not in skip and isinstance(history[0][k], int | float)]
+    fig = Figure(figsize=(5.0, 3.4), layout="constrained")
+    ax = fig.add_subplot()
+    for k in keys:
+        ax.plot(epochs, [r.get(k, np.nan) for r in history], label=k, lw=1.5)
+    values = np.array([r.get(k, np.nan) for r in history for k in keys], dtype=float)
+    if values.size and np.nanmin(values) > 0 and np.nanmax(values) / np.nanmin(values) > 50:
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("mean per example")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, frameon=False)
+    return fig
+
+
+def error_vs_k(
+    curves: Mapping[str, tuple[Sequence[int], Sequence[float]]], *, title: str = ""
+) -> Figure:
+    """Return reconstruction error against latent size k, one line per method name."""
+    fig = Figure(figsize=(5.0, 3.4), layout="constrained")
+    ax = fig.add_subplot()
+    for name, (ks, errs) in curves.items():
+        ax.plot(list(ks), list(errs), marker="o", label=name)
+    ax.set_xlabel("latent dimension k")
+    ax.set_ylabel("reconstruction error per example")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, frameon=False)
+    return fig

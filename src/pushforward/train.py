@@ -1,0 +1,451 @@
+"""One training loop for every model: seeded minibatches, checkpoints, exact resume, metrics.
+
+A model subclasses :class:`Trainable` and says how to take one step; :func:`fit` does the rest:
+
+* the data stay one tensor on the device; each epoch shuffles row indices with the run's
+  ``torch.Generator`` and slices batches (no per-item Python work);
+* ``batch_size=0`` means full batch, "use all the data each round";
+* after each epoch the metrics (means over examples) are appended to ``metrics.jsonl`` and, every
+  ``checkpoint_every`` epochs, a checkpoint holding weights, optimiser and RNG state is written
+  atomically as one safetensors file, so a run resumed from epoch k ends bit-exactly where an
+  uninterrupted run would (on the CPU, with the same thread count);
+* a non-finite loss stops training with :class:`~pushforward.errors.TrainingError` naming the
+  term, the epoch and the step; the last good checkpoint is left intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from pushforward.checkpoint import atomic_write_bytes, load_tensors, save_tensors
+from pushforward.errors import CheckpointError, ConfigError, TrainingError, lookup
+
+__all__ = [
+    "CHECKPOINT",
+    "METRICS",
+    "OPTIMIZERS",
+    "Progress",
+    "TrainConfig",
+    "Trainable",
+    "fit",
+    "read_metrics",
+    "resolve_device",
+    "seeded",
+]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.safetensors"
+METRICS = "metrics.jsonl"
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run. ``batch_size=0`` is full batch; ``grad_clip=0`` is off."""
+
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    grad_clip: float = 0.0
+    seed: int = 0
+    checkpoint_every: int = 1
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        self.betas = (float(self.betas[0]), float(self.betas[1]))
+        checks = {
+            "epochs": self.epochs >= 0,
+            "batch_size": self.batch_size >= 0,
+            "lr": self.lr > 0 and math.isfinite(self.lr),
+            "weight_decay": self.weight_decay >= 0,
+            "grad_clip": self.grad_clip >= 0,
+            "checkpoint_every": self.checkpoint_every >= 1,
+            "betas": all(0 <= b < 1 for b in self.betas),
+        }
+        allowed = {
+            "epochs": "an integer ≥ 0",
+            "batch_size": "an integer ≥ 1, or 0 for full batch",
+            "lr": "a finite number > 0",
+            "weight_decay": "≥ 0",
+            "grad_clip": "≥ 0 (0 turns clipping off)",
+            "checkpoint_every": "an integer ≥ 1",
+            "betas": "two numbers in [0, 1)",
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ConfigError(
+                    f"{name} = {getattr(self, name)!r} is not allowed; use {allowed[name]}"
+                )
+        lookup(OPTIMIZERS, self.optimizer, what="optimizer")
+        resolve_device(self.device)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        """Build from a mapping, refusing unknown keys with the list of known ones."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown training setting {unknown[0]!r}; known: {', '.join(sorted(known))}"
+            )
+        return cls(**dict(d))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+
+def _adam(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+
+def _adamw(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+
+def _sgd(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.betas[0], weight_decay=cfg.weight_decay)
+
+
+OPTIMIZERS = {"adam": _adam, "adamw": _adamw, "sgd": _sgd}
+
+
+def resolve_device(name: str) -> torch.device:
+    """Return the torch device for 'auto', 'cpu' or 'cuda' ('auto' picks CUDA when present)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r} was asked for, but this torch sees no CUDA device")
+        return torch.device(name)
+    raise ConfigError(f"unknown device {name!r}; known: auto, cpu, cuda")
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block (typically a model's construction) with the global RNG seeded, then restore it.
+
+    Layer initialisers draw from the global generator; this makes them reproducible without
+    leaving the caller's global RNG state changed.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+class Trainable(nn.Module):
+    """The contract a model meets to be trained by :func:`fit` and saved in a run folder.
+
+    Subclasses define :meth:`loss` (one optimiser) or override :meth:`training_step` (several,
+    as the GAN does), and :meth:`get_config` so that ``type(m)(**m.get_config())`` rebuilds it.
+    """
+
+    def get_config(self) -> dict[str, Any]:
+        """Return the JSON-able constructor arguments of this model."""
+        raise NotImplementedError(f"{type(self).__name__} must define get_config")
+
+    def loss(self, x: Tensor, *, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Return {'loss': scalar to minimise, other named scalar terms} for a batch x (B, d)."""
+        raise NotImplementedError(f"{type(self).__name__} must define loss or training_step")
+
+    def configure_optimizers(self, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+        """Return the named optimisers; by default one over all parameters."""
+        return {"model": OPTIMIZERS[cfg.optimizer](self.parameters(), cfg)}
+
+    def training_step(
+        self,
+        x: Tensor,
+        optimizers: Mapping[str, torch.optim.Optimizer],
+        cfg: TrainConfig,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
+        """Take one optimisation step on the batch x (B, d); return the detached terms."""
+        terms = self.loss(x, generator=generator)
+        check_finite(terms)
+        (opt,) = optimizers.values()
+        opt.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.parameters(), cfg.grad_clip)
+        opt.step()
+        return {k: v.detach() for k, v in terms.items()}
+
+    def diagnostics(
+        self, x: Tensor, *, generator: torch.Generator | None = None
+    ) -> dict[str, float]:
+        """Return extra per-epoch metrics on the training data x (n, d); none by default."""
+        return {}
+
+
+def check_finite(terms: Mapping[str, Tensor]) -> None:
+    """Raise a bare TrainingError naming the first non-finite term; :func:`fit` adds when."""
+    bad = [k for k, v in terms.items() if not bool(torch.isfinite(v).all())]
+    if bad:
+        name = next((k for k in bad if k != "loss"), bad[0])
+        value = float(terms[name].detach().reshape(-1)[0])
+        raise TrainingError(f"the {name} term became {value}")
+
+
+class Progress(Protocol):
+    """What :func:`fit` reports to (the CLI draws a progress bar from it)."""
+
+    def start(self, epochs: int, steps_per_epoch: int, first_epoch: int) -> None: ...
+
+    def step(self, loss: Tensor) -> None: ...
+
+    def epoch(self, record: dict[str, float]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+# --- state dicts as tensors + JSON (no pickle) ---------------------------------------------------
+
+
+def flatten_state(obj: Any, prefix: str, tensors: dict[str, Tensor]) -> Any:
+    """Return a JSON skeleton of a nested state, moving every tensor into ``tensors``."""
+    if isinstance(obj, Tensor):
+        key = f"{prefix}"
+        tensors[key] = obj.detach().cpu().clone()
+        return {"__tensor__": key}
+    if isinstance(obj, Mapping):
+        return {"__dict__": [[flatten_state(k, f"{prefix}.k{i}", tensors),
+                              flatten_state(v, f"{prefix}.{i}", tensors)]
+                             for i, (k, v) in enumerate(obj.items())]}  # fmt: skip
+    if isinstance(obj, tuple):
+        return {
+            "__tuple__": [flatten_state(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]
+        }
+    if isinstance(obj, list):
+        return [flatten_state(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    raise CheckpointError(f"cannot store a {type(obj).__name__} in a checkpoint ({prefix})")
+
+
+def unflatten_state(skeleton: Any, tensors: Mapping[str, Tensor]) -> Any:
+    """Invert :func:`flatten_state`."""
+    if isinstance(skeleton, dict):
+        if "__tensor__" in skeleton:
+            key = skeleton["__tensor__"]
+            if key not in tensors:
+                raise CheckpointError(f"checkpoint is missing the tensor {key!r}")
+            return tensors[key]
+        if "__tuple__" in skeleton:
+            return tuple(unflatten_state(v, tensors) for v in skeleton["__tuple__"])
+        if "__dict__" in skeleton:
+            return {
+                unflatten_state(k, tensors): unflatten_state(v, tensors)
+                for k, v in skeleton["__dict__"]
+            }
+        raise CheckpointError(f"unexpected entry in checkpoint: {sorted(skeleton)}")
+    if isinstance(skeleton, list):
+        return [unflatten_state(v, tensors) for v in skeleton]
+    return skeleton
+
+
+def load_state_checked(module: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
+    """Load weights into ``module``, refusing missing, extra or mis-shaped tensors by name."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    if missing or extra:
+        raise CheckpointError(
+            f"{source} does not fit the model: missing {missing[:5]}, unexpected {extra[:5]}"
+        )
+    for k, v in own.items():
+        if tuple(v.shape) != tuple(state[k].shape):
+            raise CheckpointError(
+                f"{source}: tensor {k!r} has shape {tuple(state[k].shape)} but the model's "
+                f"{k!r} has shape {tuple(v.shape)}"
+            )
+    module.load_state_dict(dict(state))
+
+
+def save_checkpoint(
+    path: Path,
+    model: nn.Module,
+    optimizers: Mapping[str, torch.optim.Optimizer],
+    generator: torch.Generator,
+    meta: dict[str, Any],
+) -> None:
+    """Write weights, optimiser and RNG state, and ``meta`` as one safetensors file, atomically."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    optim = {
+        name: flatten_state(opt.state_dict(), f"optim.{name}", tensors)
+        for name, opt in optimizers.items()
+    }
+    tensors["rng.generator"] = generator.get_state()
+    info = {"format": CHECKPOINT_FORMAT, "optimizers": optim, **meta}
+    save_tensors(path, tensors, metadata={"pushforward": json.dumps(info)})
+
+
+def load_checkpoint(
+    path: Path,
+    model: nn.Module,
+    optimizers: Mapping[str, torch.optim.Optimizer],
+    generator: torch.Generator,
+) -> dict[str, Any]:
+    """Restore a checkpoint written by :func:`save_checkpoint`; return its ``meta``."""
+    from safetensors import safe_open
+
+    tensors = load_tensors(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            info = json.loads((f.metadata() or {}).get("pushforward", "null"))
+    except Exception as e:  # the file was readable a moment ago; report anything odd as corrupt
+        raise CheckpointError(f"'{path}' has unreadable metadata: {e}") from None
+    if not isinstance(info, dict) or info.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"'{path}' is not a pushforward checkpoint of format {CHECKPOINT_FORMAT}"
+        )
+    load_state_checked(
+        model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, str(path)
+    )
+    saved = info["optimizers"]
+    if set(saved) != set(optimizers):
+        raise CheckpointError(
+            f"'{path}' holds optimisers {sorted(saved)}, the model has {sorted(optimizers)}"
+        )
+    for name, opt in optimizers.items():
+        opt.load_state_dict(unflatten_state(saved[name], tensors))
+    generator.set_state(tensors["rng.generator"])
+    return info
+
+
+def read_metrics(folder: Path) -> list[dict[str, Any]]:
+    """Return the records of metrics.jsonl in ``folder``; a torn last line is dropped."""
+    path = Path(folder) / METRICS
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return out
+
+
+def _write_metrics(folder: Path, records: list[dict[str, Any]]) -> None:
+    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+    atomic_write_bytes(folder / METRICS, text.encode("utf-8"))
+
+
+# --- the loop ----------------------------------------------------------------------------------
+
+
+def fit(
+    model: Trainable,
+    x: Tensor,
+    cfg: TrainConfig,
+    *,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: Progress | None = None,
+    x_val: Tensor | None = None,
+) -> list[dict[str, Any]]:
+    """Train ``model`` on the rows of x (n, d) as ``cfg`` says; return the per-epoch metrics.
+
+    With ``run_dir``, metrics go to ``metrics.jsonl`` and checkpoints to ``checkpoint.safetensors``
+    there; ``resume=True`` continues from that checkpoint. With ``x_val`` (m, d), each epoch
+    also records ``val_loss``, the mean loss on it (no gradient step).
+    """
+    if x.dim() != 2 or x.shape[0] == 0:
+        raise ConfigError(f"training data must have shape (n, d) with n ≥ 1, got {tuple(x.shape)}")
+    device = resolve_device(cfg.device)
+    n = x.shape[0]
+    batch = n if cfg.batch_size == 0 else cfg.batch_size
+    if batch > n:
+        log.warning("batch_size %d is larger than the data (%d rows); using full batches", batch, n)
+        batch = n
+    steps_per_epoch = math.ceil(n / batch)
+    model.to(device)
+    data = x.to(device)
+    val = x_val.to(device) if x_val is not None else None
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    optimizers = model.configure_optimizers(cfg)
+    folder = Path(run_dir) if run_dir is not None else None
+    history: list[dict[str, Any]] = []
+    first_epoch = 1
+    if resume:
+        if folder is None or not (folder / CHECKPOINT).exists():
+            raise CheckpointError(f"cannot resume: no {CHECKPOINT} in '{folder}'")
+        info = load_checkpoint(folder / CHECKPOINT, model, optimizers, generator)
+        first_epoch = int(info["epoch"]) + 1
+        history = [r for r in read_metrics(folder) if r.get("epoch", 0) < first_epoch]
+        log.info("resumed from epoch %d of %s", first_epoch - 1, folder)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    last_good = first_epoch - 1
+
+    if progress is not None:
+        progress.start(cfg.epochs, steps_per_epoch, first_epoch)
+    try:
+        for epoch in range(first_epoch, cfg.epochs + 1):
+            model.train()
+            start = time.perf_counter()
+            order = torch.randperm(n, generator=generator, device=device)
+            sums: dict[str, Tensor] = {}
+            for step in range(steps_per_epoch):
+                idx = order[step * batch : (step + 1) * batch]
+                xb = data[idx]
+                try:
+                    terms = model.training_step(xb, optimizers, cfg, generator=generator)
+                    check_finite(terms)
+                except TrainingError as e:
+                    where = (
+                        f"'{folder / CHECKPOINT}'" if folder is not None and last_good else "none"
+                    )
+                    raise TrainingError(
+                        f"{e} at epoch {epoch}, step {step + 1}; training stopped "
+                        f"(last good checkpoint: epoch {last_good}, {where})"
+                    ) from None
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + v * xb.shape[0]
+                if progress is not None:
+                    progress.step(terms["loss"])
+            elapsed = time.perf_counter() - start
+            record: dict[str, Any] = {"epoch": epoch}
+            record.update({k: float(v) / n for k, v in sums.items()})
+            record["seconds"] = elapsed
+            record["samples_per_s"] = n / elapsed if elapsed > 0 else float("inf")
+            model.eval()
+            if val is not None:
+                with torch.no_grad():
+                    vg = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+                    record["val_loss"] = float(model.loss(val, generator=vg)["loss"])
+            diag_gen = torch.Generator(device=device).manual_seed(cfg.seed + epoch)
+            record.update(model.diagnostics(data, generator=diag_gen))
+            history.append(record)
+            if progress is not None:
+                progress.epoch(record)
+            if folder is not None:
+                _write_metrics(folder, history)
+                if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
+                    meta = {"epoch": epoch, "train_config": cfg.to_dict()}
+                    save_checkpoint(folder / CHECKPOINT, model, optimizers, generator, meta)
+                    last_good = epoch
+    finally:
+        if progress is not None:
+            progress.close()
+    model.eval()
+    return history

@@ -1,0 +1,177 @@
+"""The shared training loop: exact resume, clean stops on NaN, metrics, checkpoints, settings."""
+
+import json
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from pushforward.autoencoder import Autoencoder
+from pushforward.checkpoint import load_tensors
+from pushforward.errors import CheckpointError, ConfigError, TrainingError
+from pushforward.train import (
+    CHECKPOINT,
+    METRICS,
+    Trainable,
+    TrainConfig,
+    fit,
+    flatten_state,
+    load_checkpoint,
+    read_metrics,
+    seeded,
+    unflatten_state,
+)
+
+
+def data(n=96, d=12, seed=0):
+    return torch.rand(n, d, generator=torch.Generator().manual_seed(seed))
+
+
+def make_ae(seed=0):
+    with seeded(seed):
+        return Autoencoder(12, 2, net={"hidden": [16]})
+
+
+def states_equal(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_resumed_run_ends_bit_exactly_like_an_uninterrupted_one(tmp_path):
+    x = data()
+    full = make_ae()
+    h_full = fit(full, x, TrainConfig(epochs=6, batch_size=32, seed=3), run_dir=tmp_path / "a")
+
+    part = make_ae()
+    fit(part, x, TrainConfig(epochs=3, batch_size=32, seed=3), run_dir=tmp_path / "b")
+    resumed = make_ae(seed=99)  # different init: everything must come from the checkpoint
+    h_res = fit(
+        resumed,
+        x,
+        TrainConfig(epochs=6, batch_size=32, seed=3),
+        run_dir=tmp_path / "b",
+        resume=True,
+    )
+    assert states_equal(full, resumed)
+    assert [r["loss"] for r in h_full] == [r["loss"] for r in h_res]
+    assert [r["epoch"] for r in read_metrics(tmp_path / "b")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_seeded_runs_are_reproducible_and_seeds_matter():
+    x = data()
+    a, b, c = make_ae(), make_ae(), make_ae()
+    fit(a, x, TrainConfig(epochs=2, seed=1))
+    fit(b, x, TrainConfig(epochs=2, seed=1))
+    fit(c, x, TrainConfig(epochs=2, seed=2))
+    assert states_equal(a, b)
+    assert not states_equal(a, c)
+
+
+def test_seeded_leaves_the_global_rng_as_it_was():
+    state = torch.get_rng_state()
+    with seeded(5):
+        torch.rand(3)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_metrics_and_checkpoint_files(tmp_path):
+    x = data()
+    hist = fit(
+        make_ae(), x, TrainConfig(epochs=4, batch_size=0, checkpoint_every=3), run_dir=tmp_path
+    )
+    lines = (tmp_path / METRICS).read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
+    assert hist[-1]["loss"] < hist[0]["loss"]
+    assert {"loss", "seconds", "samples_per_s"} <= set(hist[0])
+    tensors = load_tensors(tmp_path / CHECKPOINT)
+    assert "rng.generator" in tensors and any(k.startswith("optim.model") for k in tensors)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_full_batch_takes_one_step_per_epoch():
+    class Counter(Autoencoder):
+        steps = 0
+
+        def training_step(self, x, optimizers, cfg, *, generator=None):
+            Counter.steps += 1
+            assert x.shape[0] == 96
+            return super().training_step(x, optimizers, cfg, generator=generator)
+
+    with seeded(0):
+        m = Counter(12, 2)
+    fit(m, data(), TrainConfig(epochs=3, batch_size=0))
+    assert Counter.steps == 3
+
+
+class Exploding(Trainable):
+    """A model whose KL term becomes NaN at a chosen global step."""
+
+    def __init__(self, bad_step: int):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(3))
+        self.bad_step, self.calls = bad_step, 0
+
+    def get_config(self):
+        return {"bad_step": self.bad_step}
+
+    def loss(self, x: Tensor, *, generator=None):
+        self.calls += 1
+        rec = (x[:, :3] - self.w).pow(2).sum(1).mean()
+        kl = self.w.sum() * (float("nan") if self.calls == self.bad_step else 0.0)
+        return {"loss": rec + kl, "reconstruction": rec, "kl": kl}
+
+
+def test_nan_in_training_stops_cleanly_naming_term_epoch_step(tmp_path):
+    x = data(n=40)
+    model = Exploding(bad_step=7)  # batch 10 → 4 steps per epoch → epoch 2, step 3
+    with pytest.raises(TrainingError, match=r"the kl term became nan at epoch 2, step 3") as e:
+        fit(model, x, TrainConfig(epochs=5, batch_size=10), run_dir=tmp_path)
+    assert "last good checkpoint: epoch 1" in str(e.value)
+    good = Exploding(bad_step=-1)
+    info = load_checkpoint(
+        tmp_path / CHECKPOINT, good, good.configure_optimizers(TrainConfig()), torch.Generator()
+    )
+    assert info["epoch"] == 1
+    assert torch.isfinite(good.w).all()
+    assert [r["epoch"] for r in read_metrics(tmp_path)] == [1]
+
+
+def test_resume_without_checkpoint_is_refused(tmp_path):
+    with pytest.raises(CheckpointError, match=r"cannot resume: no checkpoint\.safetensors"):
+        fit(make_ae(), data(), TrainConfig(epochs=1), run_dir=tmp_path, resume=True)
+
+
+def test_optimizer_state_round_trips_through_tensors_and_json():
+    m = make_ae()
+    opt = m.configure_optimizers(TrainConfig())["model"]
+    m.loss(data())["loss"].backward()
+    opt.step()
+    tensors = {}
+    skeleton = json.loads(json.dumps(flatten_state(opt.state_dict(), "o", tensors)))
+    back = unflatten_state(skeleton, tensors)
+    orig = opt.state_dict()
+    assert back["param_groups"] == [dict(g, betas=tuple(g["betas"])) for g in orig["param_groups"]]
+    for pid, st in orig["state"].items():
+        for k, v in st.items():
+            assert torch.equal(back["state"][pid][k], v)
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        ({"epochs": -1}, "epochs = -1 is not allowed; use an integer ≥ 0"),
+        ({"batch_size": -5}, "batch_size = -5 is not allowed"),
+        ({"lr": 0.0}, "lr = 0.0 is not allowed; use a finite number > 0"),
+        ({"optimizer": "lbfgs"}, "unknown optimizer 'lbfgs'; known: adam, adamw, sgd"),
+        ({"device": "tpu"}, "unknown device 'tpu'; known: auto, cpu, cuda"),
+        ({"epochz": 3}, "unknown training setting 'epochz'"),
+    ],
+)
+def test_bad_training_settings_name_the_problem(settings, match):
+    with pytest.raises(ConfigError, match=match):
+        TrainConfig.from_dict(settings)
+
+
+def test_bad_training_data_is_refused():
+    with pytest.raises(ConfigError, match=r"shape \(n, d\) with n ≥ 1, got \(0, 12\)"):
+        fit(make_ae(), torch.zeros(0, 12), TrainConfig(epochs=1))
