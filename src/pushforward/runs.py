@@ -1,0 +1,315 @@
+"""Run folders: fit a model by name, save it, load it back, and use it on new data.
+
+A run folder holds everything a run made and nothing that needs unpickling::
+
+    RUN/
+      config.json            the resolved settings, the model's constructor arguments, the data
+      model.safetensors      final weights (or fitted state, for PCA)
+      checkpoint.safetensors weights + optimiser + RNG state of the last checkpoint (trained models)
+      metrics.jsonl          one JSON record per epoch
+      figures/*.png
+
+:func:`fit_run` is the one library call behind ``pushforward fit``; :func:`load_model` rebuilds a
+model from a folder, refusing folders of another format and tensors that do not fit.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pushforward import __version__, datasets, plots
+from pushforward.autoencoder import Autoencoder
+from pushforward.checkpoint import load_json, load_tensors, save_figure, save_json, save_tensors
+from pushforward.errors import CheckpointError, ConfigError, lookup
+from pushforward.pca import PCA, ProbabilisticPCA
+from pushforward.train import (
+    CHECKPOINT,
+    Progress,
+    TrainConfig,
+    fit,
+    load_state_checked,
+    read_metrics,
+    seeded,
+)
+
+__all__ = [
+    "MODELS",
+    "RunConfig",
+    "decode_run",
+    "encode_run",
+    "fit_run",
+    "load_model",
+    "load_run_config",
+]
+
+log = logging.getLogger(__name__)
+
+RUN_FORMAT = 1
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+
+
+@dataclass
+class RunConfig:
+    """Everything ``pushforward fit`` needs; ``train`` holds the optimisation settings."""
+
+    model: str
+    data: str
+    latent: int = 2
+    n: int | None = None
+    loss: str = "l2"
+    net: str = "mlp"
+    hidden: list[int] | None = None
+    activation: str = "relu"
+    tied: bool = False
+    center: bool = True
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        lookup(MODELS, self.model, what="model")
+        if isinstance(self.latent, bool) or not isinstance(self.latent, int) or self.latent < 1:
+            raise ConfigError(f"latent = {self.latent!r} is not allowed; use an integer ≥ 1")
+        if self.n is not None and self.n < 1:
+            raise ConfigError(f"n = {self.n!r} is not allowed; use an integer ≥ 1")
+
+    @classmethod
+    def from_flat(cls, values: Mapping[str, Any]) -> RunConfig:
+        """Build from one flat mapping of run and training settings (as in a config file)."""
+        run_keys = {f.name for f in fields(cls)} - {"train"}
+        train_keys = {f.name for f in fields(TrainConfig)}
+        unknown = sorted(set(values) - run_keys - train_keys)
+        if unknown:
+            known = ", ".join(sorted(run_keys | train_keys))
+            raise ConfigError(f"unknown setting {unknown[0]!r}; known: {known}")
+        for key in ("model", "data"):
+            if key not in values:
+                raise ConfigError(f"the setting {key!r} is required")
+        train = TrainConfig.from_dict({k: v for k, v in values.items() if k in train_keys})
+        return cls(**{k: v for k, v in values.items() if k in run_keys}, train=train)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["train"] = self.train.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RunConfig:
+        return cls.from_flat({**{k: v for k, v in d.items() if k != "train"}, **d.get("train", {})})
+
+
+# --- the models a run can hold -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """How to build a model of one kind from a run's settings and its data."""
+
+    cls: type
+    build: Callable[[RunConfig, datasets.Dataset], Any]
+    trained: bool  # by gradient descent through the shared loop, or fitted in closed form
+
+
+def _build_pca(rc: RunConfig, ds: datasets.Dataset) -> PCA:
+    return PCA(rc.latent, center=rc.center)
+
+
+def _build_ppca(rc: RunConfig, ds: datasets.Dataset) -> ProbabilisticPCA:
+    return ProbabilisticPCA(rc.latent)
+
+
+def _build_ae(rc: RunConfig, ds: datasets.Dataset) -> Autoencoder:
+    net = {"kind": rc.net, "hidden": rc.hidden, "activation": rc.activation}
+    return Autoencoder(
+        ds.dim, rc.latent, loss=rc.loss, net=net, tied=rc.tied, image_shape=ds.image_shape
+    )
+
+
+MODELS: dict[str, ModelKind] = {
+    "pca": ModelKind(PCA, _build_pca, trained=False),
+    "ppca": ModelKind(ProbabilisticPCA, _build_ppca, trained=False),
+    "ae": ModelKind(Autoencoder, _build_ae, trained=True),
+}
+
+
+def _model_state(model: Any) -> dict[str, Tensor]:
+    return model.state_dict() if isinstance(model, nn.Module) else model.get_state()
+
+
+def save_model(folder: Path, model: Any) -> None:
+    """Write the model's weights (or fitted state) to ``folder/model.safetensors`` atomically."""
+    save_tensors(folder / WEIGHTS, _model_state(model), metadata={"pushforward": __version__})
+
+
+def load_run_config(folder: str | Path) -> dict[str, Any]:
+    """Return the parsed ``config.json`` of a run folder, checking its format."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"run folder '{folder}' not found")
+    cfg = load_json(folder / CONFIG)
+    if not isinstance(cfg, dict) or cfg.get("format") != RUN_FORMAT or "model" not in cfg:
+        raise CheckpointError(
+            f"'{folder / CONFIG}' is not a pushforward run of format {RUN_FORMAT} "
+            f"(found format {cfg.get('format') if isinstance(cfg, dict) else None!r})"
+        )
+    return cfg
+
+
+def load_model(folder: str | Path) -> Any:
+    """Rebuild the model saved in a run folder (final weights, else the last checkpoint)."""
+    folder = Path(folder)
+    cfg = load_run_config(folder)
+    kind = lookup(MODELS, cfg["model"]["kind"], what="model")
+    config = cfg["model"]["config"]
+    if (folder / WEIGHTS).exists():
+        state, source = load_tensors(folder / WEIGHTS), folder / WEIGHTS
+    elif (folder / CHECKPOINT).exists():
+        full = load_tensors(folder / CHECKPOINT)
+        state = {k[6:]: v for k, v in full.items() if k.startswith("model.")}
+        source = folder / CHECKPOINT
+    else:
+        raise CheckpointError(f"run folder '{folder}' holds no {WEIGHTS} and no {CHECKPOINT}")
+    if issubclass(kind.cls, nn.Module):
+        try:
+            model = kind.cls(**config)
+        except TypeError as e:
+            raise CheckpointError(
+                f"'{folder / CONFIG}' does not describe a {kind.cls.__name__}: {e}"
+            ) from None
+        load_state_checked(model, state, str(source))
+        model.eval()
+        return model
+    return kind.cls.from_state(config, state)
+
+
+# --- fit -----------------------------------------------------------------------------------------
+
+
+def _fresh_folder(rc: RunConfig, ds: datasets.Dataset) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path("runs") / f"{rc.model}-{ds.name}-{stamp}"
+    folder, i = base, 1
+    while folder.exists():
+        folder, i = Path(f"{base}-{i}"), i + 1
+    return folder
+
+
+def fit_run(
+    rc: RunConfig,
+    *,
+    out: str | Path | None = None,
+    resume: bool = False,
+    progress: Progress | None = None,
+    figures: bool = True,
+) -> Path:
+    """Fit the model ``rc`` describes on its data, write the run folder, and return its path.
+
+    ``out`` names the folder (default: a fresh one under ``runs/``); it must not already hold a
+    run unless ``resume`` is set, in which case training continues from its last checkpoint.
+    """
+    kind = lookup(MODELS, rc.model, what="model")
+    gen = torch.Generator().manual_seed(rc.train.seed)
+    ds = datasets.load_data(rc.data, n=rc.n, generator=gen)
+    folder = Path(out) if out is not None else _fresh_folder(rc, ds)
+    if resume:
+        if not kind.trained:
+            raise ConfigError(f"{rc.model} is fitted in closed form; there is nothing to resume")
+    elif (folder / CONFIG).exists():
+        raise CheckpointError(
+            f"'{folder}' already holds a run; use --resume to continue it or choose another --out"
+        )
+    with seeded(rc.train.seed):
+        model = kind.build(rc, ds)
+    record = {
+        "format": RUN_FORMAT,
+        "pushforward": __version__,
+        "torch": torch.__version__,
+        "run": rc.to_dict(),
+        "model": {"kind": rc.model, "config": model.get_config()},
+        "data": {
+            "spec": rc.data,
+            "name": ds.name,
+            "shape": list(ds.x.shape),
+            "image_shape": list(ds.image_shape) if ds.image_shape else None,
+        },
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    save_json(folder / CONFIG, record)
+    if kind.trained:
+        fit(model, ds.x, rc.train, run_dir=folder, resume=resume, progress=progress)
+    else:
+        model.fit(ds.x)
+    save_model(folder, model)
+    if figures:
+        write_figures(folder, model, ds)
+    log.info("run written to %s", folder)
+    return folder
+
+
+def write_figures(folder: Path, model: Any, ds: datasets.Dataset) -> list[Path]:
+    """Draw the run's figures into ``folder/figures``: reconstructions, latent scatter, curves."""
+    out = []
+    figs = folder / "figures"
+    with torch.no_grad():
+        x = ds.x[:16]
+        recon = model.decode(model.encode(x))
+        z = model.encode(ds.x[:5000])
+    if ds.image_shape is not None:
+        grid = torch.cat([x, recon.to(x.dtype).clamp(0, 1)])
+        fig = plots.image_grid(
+            grid, ds.image_shape, ncols=16, title="originals (top), reconstructions"
+        )
+        out.append(save_figure(fig, figs / "reconstructions.png"))
+    elif ds.dim == 2:
+        fig = plots.scatter_2d(
+            ds.x[:5000], others=[(model.decode(z), "g(f(x))")], title="reconstructions"
+        )
+        out.append(save_figure(fig, figs / "reconstructions.png"))
+    if z.shape[1] >= 2:
+        labels = ds.labels[:5000] if ds.labels is not None else None
+        fig = plots.scatter_2d(z[:, :2], labels=labels, title="latent codes f(x)", size=3.0)
+        out.append(save_figure(fig, figs / "latent.png"))
+    history = read_metrics(folder)
+    if history:
+        fig = plots.loss_curves(history)
+        out.append(save_figure(fig, figs / "loss.png"))
+    return out
+
+
+# --- use a run -----------------------------------------------------------------------------------
+
+
+def encode_run(folder: str | Path, data: str, *, n: int | None = None, seed: int = 0) -> Tensor:
+    """Return the latent codes (n, k) of the run's model for the data set ``data``."""
+    model = load_model(folder)
+    ds = datasets.load_data(data, n=n, generator=torch.Generator().manual_seed(seed))
+    _check_dim(model, ds.dim, f"data {data!r}")
+    with torch.no_grad():
+        return model.encode(ds.x)
+
+
+def decode_run(folder: str | Path, z: Tensor) -> Tensor:
+    """Return the decoded points (n, d) of latents z (n, k) under the run's model."""
+    model = load_model(folder)
+    k = _latent_dim(model)
+    if z.dim() != 2 or z.shape[1] != k:
+        raise ConfigError(f"latents must have shape (n, {k}) for this run, got {tuple(z.shape)}")
+    with torch.no_grad():
+        return model.decode(z)
+
+
+def _latent_dim(model: Any) -> int:
+    return int(model.latent if isinstance(model, nn.Module) else model.n_components)
+
+
+def _check_dim(model: Any, dim: int, what: str) -> None:
+    want = int(model.dim if isinstance(model, nn.Module) else model.n_features_)
+    if dim != want:
+        raise ConfigError(f"{what} has dimension {dim}, but the run's model expects {want}")

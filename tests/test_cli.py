@@ -1,0 +1,219 @@
+"""The command line end to end: run folders, resume, encode/decode, and clear errors."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from pushforward.cli import main
+from pushforward.datasets import find_mnist_folder
+from pushforward.runs import load_model
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("pushforward: error: ")
+    return lines[0]
+
+
+def test_example_draws_the_histogram_and_reports_ks(capsys, tmp_path):
+    code, out, _err = run(capsys, "example", "square", "-n", 20000, "--out", tmp_path / "sq.png")
+    assert code == 0
+    assert "KS distance" in out
+    assert (tmp_path / "sq.png").stat().st_size > 1000
+
+
+def test_dice_prints_the_exact_pmf(capsys):
+    code, out, _ = run(capsys, "dice")
+    assert code == 0
+    assert "Pr[Y =  3] = 1/18" in out
+    assert "Pr[Y =  7] = 1/6" in out
+
+
+def test_data_describes_and_draws(capsys, tmp_path):
+    code, out, _ = run(capsys, "data", "grid25", "-n", 500, "--plot", tmp_path / "g.png")
+    assert code == 0
+    assert "500 points × 2 dims" in out
+    assert (tmp_path / "g.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["data", "foo"], "unknown data 'foo'; use one of"),
+        (["data", "nothere.npy"], "data file 'nothere.npy' not found"),
+        (["example", "cube"], "unknown example 'cube'"),
+        (["data", "digits", "--plot", "x.gif"], "must end in one of .png"),
+        (["fit", "vaex", "--data", "digits"], "unknown model 'vaex'; known:"),
+        (["fit", "ae", "--data", "digits", "--loss", "mse"], "unknown reconstruction loss 'mse'"),
+        (["fit", "ae", "--data", "digits", "--net", "conv", "--tied"], "tied weights need an MLP"),
+        (["fit", "--data", "digits"], "the setting 'model' is required"),
+    ],
+)
+def test_user_mistakes_give_one_clear_line_and_exit_2(capsys, tmp_path, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert message in error_line(err)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_argparse_rejects_negative_epochs(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "ae", "--data", "digits", "--epochs", "-1"])
+    assert e.value.code == 2
+
+
+def test_fit_pca_writes_a_run_that_loads_bit_exactly(capsys, tmp_path):
+    folder = tmp_path / "pca"
+    code, _, err = run(capsys, "fit", "pca", "--data", "digits", "--latent", 2, "--out", folder)
+    assert code == 0, err
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "figures/latent.png",
+        "figures/reconstructions.png",
+    ):
+        assert (folder / name).exists(), name
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["model"]["kind"] == "pca" and cfg["data"]["shape"] == [1797, 64]
+    pca = load_model(folder)
+    from pushforward.datasets import load_data
+    from pushforward.pca import PCA
+
+    fresh = PCA(2).fit(load_data("digits").x)
+    for k, v in fresh.get_state().items():
+        assert torch.equal(pca.get_state()[k], v), k
+
+
+def test_fit_ae_encode_decode(capsys, tmp_path):
+    folder = tmp_path / "ae"
+    code, _, err = run(
+        capsys, "fit", "ae", "--data", "digits", "--latent", 2, "--epochs", 2, "--hidden", "64",
+        "--loss", "bce", "--out", folder,
+    )  # fmt: skip
+    assert code == 0, err
+    assert (folder / "figures" / "loss.png").exists()
+    assert len((folder / "metrics.jsonl").read_text().splitlines()) == 2
+    code, _, err = run(capsys, "encode", folder, "--data", "digits", "--out", tmp_path / "z.npy")
+    assert code == 0, err
+    z = np.load(tmp_path / "z.npy")
+    assert z.shape == (1797, 2)
+    code, _, err = run(
+        capsys, "decode", folder, "--latents", tmp_path / "z.npy", "--out", tmp_path / "x.csv"
+    )
+    assert code == 0, err
+    x = np.loadtxt(tmp_path / "x.csv", delimiter=",")
+    assert x.shape == (1797, 64) and 0 <= x.min() and x.max() <= 1
+    model = load_model(folder)
+    with torch.no_grad():
+        np.testing.assert_allclose(
+            model.decode(torch.from_numpy(z)).numpy(), x, rtol=1e-5, atol=1e-6
+        )
+    np.save(tmp_path / "bad.npy", np.zeros((3, 5), dtype=np.float32))
+    code, _, err = run(capsys, "decode", folder, "--latents", tmp_path / "bad.npy")
+    assert code == 2 and r"latents must have shape (n, 2)" in error_line(err)
+
+
+def test_resume_from_the_cli_equals_an_uninterrupted_run(capsys, tmp_path):
+    common = ["fit", "ae", "--data", "digits", "--hidden", "32", "--batch-size", "256"]
+    assert run(capsys, *common, "--epochs", 4, "--out", tmp_path / "full")[0] == 0
+    assert run(capsys, *common, "--epochs", 2, "--out", tmp_path / "part")[0] == 0
+    code, _, err = run(capsys, "fit", "--resume", tmp_path / "part", "--epochs", 4)
+    assert code == 0, err
+    a, b = load_model(tmp_path / "full").state_dict(), load_model(tmp_path / "part").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert len((tmp_path / "part" / "metrics.jsonl").read_text().splitlines()) == 4
+
+
+def test_an_existing_run_is_never_overwritten(capsys, tmp_path):
+    folder = tmp_path / "run"
+    assert run(capsys, "fit", "pca", "--data", "digits", "--out", folder)[0] == 0
+    before = (folder / "model.safetensors").read_bytes()
+    code, _, err = run(capsys, "fit", "pca", "--data", "digits", "--latent", 3, "--out", folder)
+    assert code == 2 and "already holds a run" in error_line(err)
+    assert (folder / "model.safetensors").read_bytes() == before
+
+
+def test_config_file_values_are_overridden_by_flags(capsys, tmp_path):
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text('model = "ae"\ndata = "digits"\nepochs = 1\nlr = 0.002\nhidden = [16]\n')
+    code, _, err = run(capsys, "fit", "--config", cfg, "--epochs", 2, "--out", tmp_path / "r")
+    assert code == 0, err
+    stored = json.loads((tmp_path / "r" / "config.json").read_text())["run"]
+    assert stored["train"]["epochs"] == 2 and stored["train"]["lr"] == 0.002
+    assert stored["hidden"] == [16]
+    bad = tmp_path / "bad.toml"
+    bad.write_text('model = "ae"\nepochs = \n')
+    code, _, err = run(capsys, "fit", "--config", bad)
+    assert code == 2 and "cannot be parsed" in error_line(err)
+    bad.write_text('model = "ae"\ndata = "digits"\nepoch = 3\n')
+    code, _, err = run(capsys, "fit", "--config", bad)
+    assert code == 2 and "unknown setting 'epoch'" in error_line(err)
+
+
+class _Boom:
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.target),))
+
+
+def test_corrupt_or_foreign_runs_are_refused_without_unpickling(capsys, tmp_path):
+    folder = tmp_path / "ae"
+    run(capsys, "fit", "ae", "--data", "digits", "--epochs", 1, "--hidden", "16", "--out", folder)
+    # a pickle that would create a file if anything unpickled it
+    boom = _Boom()
+    boom.target = str(tmp_path / "pwned")
+    (folder / "model.safetensors").write_bytes(pickle.dumps({"w": boom}))
+    code, _, err = run(capsys, "encode", folder, "--data", "digits")
+    assert code == 2 and "not a valid safetensors file" in error_line(err)
+    assert not (tmp_path / "pwned").exists()
+
+    from pushforward.checkpoint import save_tensors
+
+    state = load_model_state_from_checkpoint(folder)
+    state["encoder.0.weight"] = torch.zeros(3, 3)
+    save_tensors(folder / "model.safetensors", state)
+    code, _, err = run(capsys, "encode", folder, "--data", "digits")
+    line = error_line(err)
+    assert code == 2 and "'encoder.0.weight' has shape (3, 3)" in line and "(16, 64)" in line
+
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["format"] = 99
+    (folder / "config.json").write_text(json.dumps(cfg))
+    code, _, err = run(capsys, "encode", folder, "--data", "digits")
+    assert code == 2 and "not a pushforward run of format 1" in error_line(err)
+    (folder / "config.json").write_text("{ not json")
+    code, _, err = run(capsys, "encode", folder, "--data", "digits")
+    assert code == 2 and "not valid JSON" in error_line(err)
+
+
+def load_model_state_from_checkpoint(folder):
+    from pushforward.checkpoint import load_tensors
+
+    full = load_tensors(folder / "checkpoint.safetensors")
+    return {k[6:]: v for k, v in full.items() if k.startswith("model.")}
+
+
+@pytest.mark.skipif(find_mnist_folder() is None, reason="MNIST files not found")
+@pytest.mark.parametrize("model", ["pca", "ae"])
+def test_fit_on_mnist_with_two_latents(capsys, tmp_path, model):
+    folder = tmp_path / model
+    code, _, err = run(
+        capsys, "fit", model, "--data", f"mnist:{find_mnist_folder()}", "--latent", 2,
+        "--epochs", 1, "--loss", "bce", "--out", folder,
+    )  # fmt: skip
+    assert code == 0, err
+    assert (folder / "figures" / "latent.png").exists()
+    assert (folder / "figures" / "reconstructions.png").exists()
+    assert json.loads((folder / "config.json").read_text())["data"]["shape"] == [10000, 784]
