@@ -92,10 +92,11 @@ def test_full_batch_takes_one_step_per_epoch():
     class Counter(Autoencoder):
         steps = 0
 
-        def training_step(self, x, optimizers, cfg, *, generator=None):
+        def training_step(self, x, optimizers, cfg, *, generator=None, epoch=0.0):
             Counter.steps += 1
             assert x.shape[0] == 96
-            return super().training_step(x, optimizers, cfg, generator=generator)
+            assert epoch == Counter.steps - 1
+            return super().training_step(x, optimizers, cfg, generator=generator, epoch=epoch)
 
     with seeded(0):
         m = Counter(12, 2)
@@ -114,7 +115,7 @@ class Exploding(Trainable):
     def get_config(self):
         return {"bad_step": self.bad_step}
 
-    def loss(self, x: Tensor, *, generator=None):
+    def loss(self, x: Tensor, *, generator=None, epoch=None):
         self.calls += 1
         rec = (x[:, :3] - self.w).pow(2).sum(1).mean()
         kl = self.w.sum() * (float("nan") if self.calls == self.bad_step else 0.0)

@@ -94,7 +94,9 @@ class Autoencoder(Trainable):
         """Return g(f(x)), shape (n, d)."""
         return self.decode(self.encode(x))
 
-    def loss(self, x: Tensor, *, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    def loss(
+        self, x: Tensor, *, generator: torch.Generator | None = None, epoch: float | None = None
+    ) -> dict[str, Tensor]:
         r = reconstruction(self.loss_name, x, self.decoder(self.encoder(x))).mean()
         return {"loss": r}
 

@@ -276,11 +276,27 @@ def write_figures(folder: Path, model: Any, ds: datasets.Dataset) -> list[Path]:
         labels = ds.labels[:5000] if ds.labels is not None else None
         fig = plots.scatter_2d(z[:, :2], labels=labels, title="latent codes f(x)", size=3.0)
         out.append(save_figure(fig, figs / "latent.png"))
+    fig = _error_vs_k_figure(model, ds.x)
+    out.append(save_figure(fig, figs / "error_vs_k.png"))
     history = read_metrics(folder)
     if history:
         fig = plots.loss_curves(history)
         out.append(save_figure(fig, figs / "loss.png"))
     return out
+
+
+def _error_vs_k_figure(model: Any, x: Tensor) -> Any:
+    """PCA's training error for every k (one SVD) beside this model's, both in squared ℓ2."""
+    n, d = x.shape
+    s2 = torch.linalg.svdvals((x - x.mean(0)).double()).pow(2)
+    kmax = min(32, d, n - 1)
+    ks = list(range(1, kmax + 1))
+    pca = [float(s2[k:].sum()) / n for k in ks]
+    with torch.no_grad():
+        own = float((model.decode(model.encode(x)).to(x.dtype) - x).pow(2).sum(1).mean())
+    name = type(model).__name__
+    curves = {"PCA (closed form)": (ks, pca), f"this {name}": ([_latent_dim(model)], [own])}
+    return plots.error_vs_k(curves, title="training error against latent size k")
 
 
 # --- use a run -----------------------------------------------------------------------------------

@@ -162,8 +162,18 @@ class Trainable(nn.Module):
         """Return the JSON-able constructor arguments of this model."""
         raise NotImplementedError(f"{type(self).__name__} must define get_config")
 
-    def loss(self, x: Tensor, *, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """Return {'loss': scalar to minimise, other named scalar terms} for a batch x (B, d)."""
+    def loss(
+        self,
+        x: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        epoch: float | None = None,
+    ) -> dict[str, Tensor]:
+        """Return {'loss': scalar to minimise, other named scalar terms} for a batch x (B, d).
+
+        ``epoch`` is the training time elapsed in epochs (0.5 = half way through the first), for
+        schedules; None means training is over (evaluation).
+        """
         raise NotImplementedError(f"{type(self).__name__} must define loss or training_step")
 
     def configure_optimizers(self, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
@@ -177,9 +187,10 @@ class Trainable(nn.Module):
         cfg: TrainConfig,
         *,
         generator: torch.Generator | None = None,
+        epoch: float = 0.0,
     ) -> dict[str, Tensor]:
         """Take one optimisation step on the batch x (B, d); return the detached terms."""
-        terms = self.loss(x, generator=generator)
+        terms = self.loss(x, generator=generator, epoch=epoch)
         check_finite(terms)
         (opt,) = optimizers.values()
         opt.zero_grad(set_to_none=True)
@@ -409,7 +420,10 @@ def fit(
                 idx = order[step * batch : (step + 1) * batch]
                 xb = data[idx]
                 try:
-                    terms = model.training_step(xb, optimizers, cfg, generator=generator)
+                    elapsed_epochs = epoch - 1 + step / steps_per_epoch
+                    terms = model.training_step(
+                        xb, optimizers, cfg, generator=generator, epoch=elapsed_epochs
+                    )
                     check_finite(terms)
                 except TrainingError as e:
                     where = (
