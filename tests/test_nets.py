@@ -53,3 +53,8 @@ def test_tied_decoder_uses_encoder_transposes():
 def test_bad_network_settings(make, match):
     with pytest.raises(ConfigError, match=match):
         make()
+
+
+def test_empty_hidden_list_means_a_single_linear_layer():
+    enc = build_encoder(NetConfig(hidden=[], activation="identity"), 10, 3)
+    assert [m.out_features for m in enc.linears] == [3] and len(enc) == 1

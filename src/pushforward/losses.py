@@ -32,6 +32,7 @@ from pushforward.errors import ConfigError, lookup
 __all__ = [
     "RECONSTRUCTIONS",
     "gaussian_kl",
+    "gaussian_kl_terms",
     "negative_log_likelihood",
     "output_mean",
     "reconstruction",
@@ -95,9 +96,14 @@ def negative_log_likelihood(
     raise AssertionError(name)
 
 
+def gaussian_kl_terms(mu: Tensor, logvar: Tensor) -> Tensor:
+    """Return the per-dimension terms ½ (μ_j² + e^{ξ_j} − 1 − ξ_j) of the KL below, shape (B, k)."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+
+
 def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
     """Return KL(N(μ, diag e^ξ) ‖ N(0, I)) = ½ Σ_j (μ_j² + e^{ξ_j} − 1 − ξ_j) per row, shape (B,).
 
     μ and ξ (the log-variance) have shape (B, k).
     """
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1)
+    return gaussian_kl_terms(mu, logvar).sum(dim=1)

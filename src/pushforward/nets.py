@@ -55,7 +55,9 @@ class NetConfig:
     def __post_init__(self) -> None:
         defaults = {"mlp": [400], "conv": [32, 64]}
         lookup(defaults, self.kind, what="network kind")
-        self.hidden = [int(h) for h in (self.hidden or defaults[self.kind])]
+        self.hidden = [
+            int(h) for h in (defaults[self.kind] if self.hidden is None else self.hidden)
+        ]
         if any(h < 1 for h in self.hidden):
             raise ConfigError(f"hidden widths must be ≥ 1, got {self.hidden}")
         lookup(ACTIVATIONS, self.activation, what="activation")

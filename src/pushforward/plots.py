@@ -156,7 +156,7 @@ def loss_curves(history: Sequence[Mapping[str, float]], *, title: str = "trainin
     """
     skip = {"epoch", "seconds", "samples_per_s"}
     epochs = [r["epoch"] for r in history]
-    keys = [k for k in history[0] if k not in skip and isinstance(history[0][k], int | float)]
+    keys = [k for k in history[0] if k not in skip and isinstance(history[0][k], float)]
     fig = Figure(figsize=(5.0, 3.4), layout="constrained")
     ax = fig.add_subplot()
     for k in keys:

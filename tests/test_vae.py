@@ -1,0 +1,226 @@
+"""The VAE: reparameterisation, the ELBO/IWAE bounds against the exact linear-Gaussian likelihood,
+schedules, diagnostics, exact resume and clean stops."""
+
+import logging
+import math
+
+import pytest
+import torch
+
+from pushforward.datasets import grid25, load_data
+from pushforward.errors import ConfigError, DataError, TrainingError
+from pushforward.pca import ProbabilisticPCA
+from pushforward.train import TrainConfig, fit, seeded
+from pushforward.vae import VAE
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_gradients_flow_through_the_reparameterisation():
+    with seeded(0):
+        vae = VAE(6, 2, loss="l2", net={"hidden": [8]})
+    mu = torch.zeros(4, 2, requires_grad=True)
+    logvar = torch.full((4, 2), 0.3, requires_grad=True)
+    z = vae.reparameterize(mu, logvar, generator=gen(1))
+    z.sum().backward()
+    eps = torch.randn(4, 2, generator=gen(1))
+    torch.testing.assert_close(mu.grad, torch.ones(4, 2))
+    torch.testing.assert_close(logvar.grad, 0.5 * math.exp(0.15) * eps)
+    vae.loss(torch.rand(4, 6, generator=gen(2)), generator=gen(3))["loss"].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in vae.encoder.parameters())
+
+
+def linear_gaussian_vae(d=5, k=2, n=400, seed=0):
+    """A VAE whose decoder is the PPCA maximum-likelihood pushforward and whose encoder is exact."""
+    g = gen(seed)
+    w_true = torch.randn(d, k, generator=g, dtype=torch.float64) * 2
+    x = (torch.randn(n, k, generator=g, dtype=torch.float64) @ w_true.T
+         + 0.5 * torch.randn(n, d, generator=g, dtype=torch.float64) + 1.0)  # fmt: skip
+    ppca = ProbabilisticPCA(k).fit(x)
+    w, mu, s2 = ppca.W_, ppca.mean_, float(ppca.noise_variance_)
+    m = w.T @ w + s2 * torch.eye(k, dtype=torch.float64)
+    assert torch.allclose(m, torch.diag(torch.diag(m)))  # W = U_k(Λ_k − σ²I)^½ makes M diagonal
+    vae = VAE(
+        d, k, loss="gaussian", sigma=math.sqrt(s2), net={"hidden": [], "activation": "identity"}
+    )
+    vae = vae.double()
+    enc, dec = vae.encoder[0], vae.decoder[0]
+    a = torch.linalg.solve(m, w.T)  # posterior mean M⁻¹Wᵀ(x − μ)
+    with torch.no_grad():
+        dec.weight.copy_(w)
+        dec.bias.copy_(mu)
+        enc.weight.zero_()
+        enc.weight[:k] = a
+        enc.bias[:k] = -a @ mu
+        enc.bias[k:] = torch.log(s2 / torch.diag(m))  # posterior variance σ²M⁻¹
+    return vae, ppca, x
+
+
+def test_iwae_equals_the_exact_likelihood_when_q_is_the_exact_posterior():
+    vae, ppca, x = linear_gaussian_vae()
+    exact = ppca.log_prob(x)
+    # every importance weight p(x, z)/q(z | x) equals p(x): the estimate is exact for any k
+    est = vae.log_likelihood(x, k=7, generator=gen(2))
+    torch.testing.assert_close(est.log_px, exact, rtol=1e-6, atol=1e-6)
+    assert float(est.stderr.max()) < 1e-6
+    # the one-draw ELBO (analytic KL) is then unbiased for log p(x): equal up to Monte Carlo error
+    elbo = vae.elbo(x, generator=gen(1))["elbo"]
+    gap = float((elbo - exact).mean())
+    assert abs(gap) < 4 * float((elbo - exact).std()) / math.sqrt(len(x))
+
+
+def test_elbo_below_iwae_below_exact_and_iwae_converges_as_k_grows():
+    vae, ppca, x = linear_gaussian_vae(seed=1)
+    with torch.no_grad():  # a worse q: means shifted by about one posterior std, wider variances
+        vae.encoder[0].bias[:2] += 0.1
+        vae.encoder[0].bias[2:] += 0.5
+    exact = float(ppca.log_prob(x).mean())
+    elbo = float(vae.elbo(x, generator=gen(3))["elbo"].mean())
+    iwae = {k: vae.log_likelihood(x, k=k, generator=gen(4)) for k in (1, 10, 100, 5000)}
+    assert elbo < iwae[10].mean < iwae[100].mean < iwae[5000].mean
+    assert iwae[5000].mean <= exact + 3 * iwae[5000].mean_stderr
+    assert exact - iwae[5000].mean < 0.01
+    assert exact - iwae[1].mean > 0.1  # the gap closes with k; it is not zero to start with
+    assert iwae[1].mean == pytest.approx(elbo, abs=0.1)  # k = 1 is a one-sample ELBO
+
+
+def test_iwae_chunking_changes_only_the_random_draws():
+    vae, _, x = linear_gaussian_vae(seed=2)
+    with torch.no_grad():
+        vae.encoder[0].bias[:2] += 0.1
+
+    def estimate(max_elements):
+        return vae.log_likelihood(
+            x[:50], k=256, generator=gen(5), batch_size=25, max_elements=max_elements
+        )
+
+    a, b = estimate(25 * 5 * 256), estimate(25 * 5 * 7)
+    torch.testing.assert_close(a.log_px, estimate(25 * 5 * 256).log_px)  # reproducible
+    assert abs(a.mean - b.mean) < 4 * math.hypot(a.mean_stderr, b.mean_stderr)
+
+
+def test_kl_schedules_and_free_bits():
+    with seeded(0):
+        lin = VAE(4, 2, kl_weight=2.0, kl_schedule="linear", kl_warmup=4)
+        cyc = VAE(4, 2, kl_schedule="cyclical", kl_warmup=4)
+    assert [lin.current_kl_weight(e) for e in (0, 1, 4, 9)] == [0.0, 0.5, 2.0, 2.0]
+    assert lin.current_kl_weight(None) == 2.0
+    assert [cyc.current_kl_weight(e) for e in (0, 1, 2, 3, 4, 5)] == [0, 0.5, 1, 1, 0, 0.5]
+    with seeded(0):
+        fb = VAE(4, 2, loss="l2", free_bits=100.0, net={"hidden": [8]})
+    x = torch.rand(16, 4, generator=gen(1))
+    with torch.no_grad():
+        terms = fb.loss(x, generator=gen(2))
+    # every dimension sits below the free-bits floor, so the KL adds a constant, no gradient
+    assert float(terms["loss"]) == pytest.approx(float(terms["reconstruction"]) + 200.0)
+    assert float(terms["kl"]) < 100
+
+
+def test_l2_loss_is_the_negative_elbo_up_to_its_constant():
+    with seeded(0):
+        vae = VAE(6, 2, loss="l2", net={"hidden": [8]})
+    x = torch.rand(32, 6, generator=gen(1))
+    loss = float(vae.loss(x, generator=gen(2))["loss"])
+    elbo = float(vae.elbo(x, generator=gen(2))["elbo"].mean())
+    assert loss == pytest.approx(-elbo - 3 * math.log(math.pi), rel=1e-5)
+
+
+def test_diagnostics_find_active_units_and_warn_on_collapse(caplog):
+    x = load_data("moons", n=2000).x
+    with seeded(0):
+        good = VAE(2, 2, loss="gaussian", sigma=0.1, net={"hidden": [64]})
+        collapsed = VAE(2, 2, loss="gaussian", kl_weight=50.0, net={"hidden": [64]})
+    hist = fit(good, x, TrainConfig(epochs=5, batch_size=100))
+    assert hist[-1]["active_units"] >= 1 and not hist[-1]["posterior_collapse"]
+    assert len(hist[-1]["kl_per_dim"]) == 2
+    with caplog.at_level(logging.WARNING, logger="pushforward.vae"):
+        hist = fit(collapsed, x, TrainConfig(epochs=5, batch_size=100))
+    assert hist[-1]["active_units"] == 0 and hist[-1]["posterior_collapse"]
+    assert "posterior collapse" in caplog.text
+
+
+def test_two_dimensional_vae_on_grid25_reaches_all_25_modes():
+    x = load_data("grid25", n=10_000).x
+    with seeded(0):
+        vae = VAE(2, 2, loss="gaussian", learn_sigma=True, net={"hidden": [128, 128]})
+    fit(vae, x, TrainConfig(epochs=30, batch_size=128, lr=2e-3))
+    samples = vae.sample(2500, generator=gen(1))
+    assert samples.shape == (2500, 2)
+    dist, mode = torch.cdist(samples, grid25().means.float()).min(1)
+    captured = set(mode[dist <= 3 * 0.05].tolist())  # PacGAN: within 3 std of a mode
+    assert captured == set(range(25))
+
+
+def test_sampling_is_a_reproducible_pushforward_of_the_prior():
+    with seeded(0):
+        vae = VAE(64, 3, loss="bce", net={"hidden": [16]}, image_shape=(8, 8))
+    a, b = vae.sample(10, generator=gen(1)), vae.sample(10, generator=gen(1))
+    assert a.shape == (10, 64) and torch.equal(a, b)
+    assert 0 <= float(a.min()) and float(a.max()) <= 1
+    assert vae.as_pushforward().event_shape == (64,)
+    assert vae.interpolate(torch.rand(64), torch.rand(64), steps=5).shape == (5, 64)
+    assert vae.reconstruct(torch.rand(7, 64)).shape == (7, 64)
+
+
+def test_resumed_vae_with_a_schedule_equals_an_uninterrupted_run(tmp_path):
+    x = load_data("digits").x[:300]
+
+    def make():
+        with seeded(0):
+            return VAE(64, 2, kl_schedule="linear", kl_warmup=3, net={"hidden": [32]})
+
+    full, part = make(), make()
+    cfg = TrainConfig(epochs=4, batch_size=64, seed=7)
+    fit(full, x, cfg)
+    fit(part, x, TrainConfig(epochs=2, batch_size=64, seed=7), run_dir=tmp_path)
+    resumed = make()
+    fit(resumed, x, cfg, run_dir=tmp_path, resume=True)
+    a, b = full.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_non_finite_reconstruction_stops_training_naming_the_term(tmp_path):
+    x = torch.full((64, 3), 1e30)  # finite data whose squared error overflows float32
+    with seeded(0):
+        vae = VAE(3, 2, loss="l2", net={"hidden": [8]})
+    with pytest.raises(
+        TrainingError, match=r"the reconstruction term became inf at epoch 1, step 1"
+    ):
+        fit(vae, x, TrainConfig(epochs=2, batch_size=32), run_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (
+            {"loss": "mse"},
+            "unknown reconstruction loss 'mse'; known: bce, gaussian, l1, l2, laplace",
+        ),
+        (
+            {"kl_schedule": "cosine"},
+            "unknown KL schedule 'cosine'; known: constant, cyclical, linear",
+        ),
+        (
+            {"loss": "bce", "sigma": 0.1},
+            "sigma and learn_sigma apply to the 'gaussian' and 'laplace'",
+        ),
+        ({"loss": "gaussian", "sigma": -1.0}, "sigma = -1.0 is not allowed"),
+        ({"kl_weight": -1.0}, "kl_weight = -1.0 is not allowed"),
+        ({"free_bits": -0.5}, "free_bits = -0.5 is not allowed"),
+        ({"latent": 0}, "latent must be ≥ 1"),
+    ],
+)
+def test_bad_vae_settings_name_the_problem(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        VAE(4, **{"latent": 2, **kwargs})
+
+
+def test_bad_inputs_to_the_estimators():
+    with seeded(0):
+        vae = VAE(4, 2)
+    with pytest.raises(DataError, match=r"x must have shape \(n, 4\), got \(3, 5\)"):
+        vae.elbo(torch.zeros(3, 5))
+    with pytest.raises(ConfigError, match="k = 0 is not allowed"):
+        vae.log_likelihood(torch.zeros(3, 4), k=0)
