@@ -217,3 +217,50 @@ def test_fit_on_mnist_with_two_latents(capsys, tmp_path, model):
     assert (folder / "figures" / "latent.png").exists()
     assert (folder / "figures" / "reconstructions.png").exists()
     assert json.loads((folder / "config.json").read_text())["data"]["shape"] == [10000, 784]
+
+
+def test_vae_fit_sample_evaluate(capsys, tmp_path):
+    folder = tmp_path / "vae"
+    code, _, err = run(
+        capsys, "fit", "vae", "--data", "digits", "--rows", ":1500", "--latent", 2, "--epochs", 3,
+        "--hidden", "64", "--kl-schedule", "linear", "--kl-warmup", 2, "--out", folder,
+    )  # fmt: skip
+    assert code == 0, err
+    for name in ("samples.png", "manifold.png", "latent.png", "loss.png", "reconstructions.png"):
+        assert (folder / "figures" / name).exists(), name
+    stored = json.loads((folder / "config.json").read_text())
+    assert stored["model"]["config"]["loss"] == "bce"  # digits lie in [0, 1]
+    assert stored["data"]["shape"] == [1500, 64]
+    record = json.loads((folder / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"reconstruction", "kl", "active_units", "kl_per_dim"} <= set(record)
+
+    code, _, err = run(capsys, "sample", folder, "-n", 37, "--out", tmp_path / "s.npy")
+    assert code == 0, err
+    s = np.load(tmp_path / "s.npy")
+    assert s.shape == (37, 64) and 0 <= s.min() and s.max() <= 1
+    assert run(capsys, "sample", folder, "-n", 16, "--out", tmp_path / "s.png")[0] == 0
+
+    code, out, err = run(capsys, "evaluate", folder, "--data", "digits", "--rows", "1500:",
+                         "--iwae-k", 50, "--json")  # fmt: skip
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["n"] == 297 and result["iwae_k"] == 50
+    assert result["elbo"] <= result["log_likelihood"] + 3 * result["log_likelihood_stderr"]
+    assert result["bits_per_dim"] == pytest.approx(result["nll"] / (64 * np.log(2)))
+    code, out, _ = run(capsys, "evaluate", folder, "--data", "digits", "--iwae-k", 5)
+    assert code == 0 and "−ELBO" in out and "bits per dimension" in out
+
+
+def test_nan_in_training_data_is_refused_before_anything_is_written(capsys, tmp_path):
+    x = np.random.default_rng(0).random((50, 3)).astype(np.float32)
+    x[7, 1] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    code, _, err = run(capsys, "fit", "vae", "--data", tmp_path / "x.npy", "--out", tmp_path / "r")
+    assert code == 2 and "row 7, column 1" in error_line(err)
+    assert not (tmp_path / "r").exists()
+
+
+def test_models_without_a_sampler_say_so(capsys, tmp_path):
+    run(capsys, "fit", "pca", "--data", "digits", "--out", tmp_path / "p")
+    code, _, err = run(capsys, "sample", tmp_path / "p", "--out", tmp_path / "s.npy")
+    assert code == 2 and "a PCA run cannot sample; models that can: ppca, vae" in error_line(err)

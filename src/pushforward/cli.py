@@ -167,8 +167,11 @@ class BarProgress:
             self.bar.set_description(f"epoch {record['epoch']}/{self.epochs}")
         elif record["epoch"] % self.every == 0 or record["epoch"] == self.epochs:
             terms = "  ".join(
-                f"{k} {v:.4g}" for k, v in record.items() if k not in ("epoch", "samples_per_s")
-            )
+                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                for k, v in record.items()
+                if k not in ("epoch", "samples_per_s") and isinstance(v, int | float)
+                and not isinstance(v, bool)
+            )  # fmt: skip
             _say(f"epoch {record['epoch']}/{self.epochs}  {terms}")
 
     def close(self) -> None:
@@ -205,7 +208,8 @@ def _load_config_file(path: str | None) -> dict:
 
 
 FIT_FLAGS = (
-    "data", "latent", "n", "loss", "net", "hidden", "activation", "tied", "epochs",
+    "data", "latent", "n", "rows", "loss", "net", "hidden", "activation", "tied", "sigma",
+    "learn_sigma", "kl_weight", "kl_schedule", "kl_warmup", "free_bits", "epochs",
     "batch_size", "lr", "optimizer", "seed", "checkpoint_every", "device", "weight_decay",
 )  # fmt: skip
 
@@ -234,7 +238,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def cmd_encode(args: argparse.Namespace) -> int:
     from pushforward.runs import encode_run
 
-    z = encode_run(args.run, args.data, n=args.n, seed=args.seed)
+    z = encode_run(args.run, args.data, n=args.n, rows=args.rows, seed=args.seed)
     _write_array(z, args.out)
     return 0
 
@@ -245,6 +249,56 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
     z = datasets.load_data(args.latents).x
     _write_array(decode_run(args.run, z), args.out)
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from pushforward import plots
+    from pushforward.checkpoint import save_figure
+    from pushforward.runs import load_run_config, sample_run
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (*FIGURE_SUFFIXES, ".npy", ".csv"):
+        raise ConfigError(f"--out {args.out!r}: use .png, .svg or .pdf for a picture, .npy or .csv")
+    y = sample_run(args.run, args.n, seed=args.seed)
+    if out.suffix.lower() in FIGURE_SUFFIXES:
+        shape = load_run_config(args.run)["data"].get("image_shape")
+        if shape:
+            fig = plots.image_grid(y.clamp(0, 1), tuple(shape), title=f"{args.n} samples")
+        elif y.shape[1] == 2:
+            fig = plots.scatter_2d(y, title=f"{args.n:,} samples")
+        else:
+            raise ConfigError(f"cannot draw {y.shape[1]}-dimensional samples; use .npy or .csv")
+        _say(f"wrote {save_figure(fig, out)}")
+    else:
+        _write_array(y, args.out)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from pushforward.runs import evaluate_run
+
+    result = evaluate_run(
+        args.run, args.data, n=args.n, rows=args.rows, iwae_k=args.iwae_k, seed=args.seed
+    )
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{result['model']} on {result['data']} ({result['n']:,} rows × {result['dim']})")
+    if "neg_elbo" in result:
+        print(f"  −ELBO                 {result['neg_elbo']:.3f} nats")
+        print(f"    reconstruction      {-result['log_px_given_z']:.3f}, KL {result['kl']:.3f}")
+    if "nll" in result:
+        se = result.get("log_likelihood_stderr")
+        how = f"IWAE, k = {result['iwae_k']}" if "iwae_k" in result else "exact"
+        err = f" ± {se:.3f}" if se is not None else ""
+        print(f"  −log p(x) ({how})  {result['nll']:.3f}{err} nats")
+        print(f"  bits per dimension    {result['bits_per_dim']:.4f}")
+    if "active_units" in result:
+        print(f"  active units          {result['active_units']}")
+    print(f"  squared error         {result['squared_error']:.4f} per example")
     return 0
 
 
@@ -307,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_example)
 
     p = sub.add_parser("fit", help="fit a model to data and write a run folder")
-    p.add_argument("model", metavar="MODEL", nargs="?", help="pca, ppca or ae")
+    p.add_argument("model", metavar="MODEL", nargs="?", help="pca, ppca, ae or vae")
     p.add_argument("--data", metavar="SPEC", help=data_help)
     p.add_argument("--config", metavar="FILE", help="settings from a .json or .toml file")
     p.add_argument("--out", metavar="DIR", help="run folder (default: a fresh one under runs/)")
@@ -319,6 +373,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=_int_list, help="hidden widths, e.g. 512,256")
     p.add_argument("--activation", help="relu, elu, gelu, silu, tanh, ...")
     p.add_argument("--tied", action="store_true", default=None, help="tied decoder weights")
+    p.add_argument("--rows", metavar="A:B", help="use only these rows of the data, e.g. :8000")
+    p.add_argument("--sigma", type=_positive(float), help="σ of the gaussian/laplace likelihood")
+    p.add_argument("--learn-sigma", action="store_true", default=None, help="learn σ per dim")
+    p.add_argument("--kl-weight", type=float, help="λ, the weight of the KL term (default 1)")
+    p.add_argument("--kl-schedule", help="constant, linear (warm-up) or cyclical")
+    p.add_argument("--kl-warmup", type=_positive(float), help="warm-up (or cycle) in epochs")
+    p.add_argument("--free-bits", type=float, help="free bits per latent dimension (nats)")
     p.add_argument("--epochs", type=_non_negative, help="training epochs")
     p.add_argument("--batch-size", type=_non_negative, help="minibatch size; 0 = full batch")
     p.add_argument("--lr", type=_positive(float), help="learning rate")
@@ -333,9 +394,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN")
     p.add_argument("--data", metavar="SPEC", required=True, help=data_help)
     p.add_argument("-n", "--n", type=_positive(), help="points to draw (mixtures)")
+    p.add_argument("--rows", metavar="A:B", help="use only these rows of the data")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="FILE", default="latents.npy", help=".npy or .csv")
     p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("sample", help="draw samples of a run's generative model g#μ")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("-n", "--n", type=_positive(), default=64, help="samples (default 64)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", metavar="FILE", default="samples.png", help=".png/.svg/.pdf/.npy/.csv")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("evaluate", help="ELBO, IWAE log-likelihood, bits/dim and errors on data")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--data", metavar="SPEC", required=True, help=data_help)
+    p.add_argument("-n", "--n", type=_positive(), help="points to draw (mixtures)")
+    p.add_argument("--rows", metavar="A:B", help="evaluate only these rows, e.g. 8000:")
+    p.add_argument("--iwae-k", type=_positive(), default=1000, help="importance samples (1000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("decode", help="decode latent codes with a run's model")
     p.add_argument("run", metavar="RUN")

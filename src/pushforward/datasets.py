@@ -64,6 +64,7 @@ __all__ = [
     "moons",
     "read_idx",
     "ring8",
+    "select_rows",
     "train_test_split",
 ]
 
@@ -458,18 +459,40 @@ class Dataset:
         return "\n".join(lines)
 
 
+def _rows_view(ds: Dataset, start: int, stop: int) -> Dataset:
+    labels = None if ds.labels is None else ds.labels[start:stop]
+    meta = {**ds.meta, "rows": (start, stop)}
+    return replace(ds, x=ds.x[start:stop], labels=labels, meta=meta)
+
+
 def train_test_split(ds: Dataset, n_train: int) -> tuple[Dataset, Dataset]:
     """Return (the first ``n_train`` rows, the rest) of ``ds``, by position, as views."""
     n_train = _check_int(n_train, "n_train", minimum=1)
     if n_train >= ds.n:
         raise ConfigError(f"n_train must be < the {ds.n} rows of {ds.name!r}, got {n_train}")
+    return _rows_view(ds, 0, n_train), _rows_view(ds, n_train, ds.n)
 
-    def part(start: int, stop: int) -> Dataset:
-        labels = None if ds.labels is None else ds.labels[start:stop]
-        meta = {**ds.meta, "rows": (start, stop)}
-        return replace(ds, x=ds.x[start:stop], labels=labels, meta=meta)
 
-    return part(0, n_train), part(n_train, ds.n)
+def select_rows(ds: Dataset, rows: str | None) -> Dataset:
+    """Return the rows ``START:STOP`` of ``ds`` (Python slice syntax, e.g. ':8000' or '8000:').
+
+    The shared MNIST protocol is ``--rows :8000`` to train and ``--rows 8000:`` to evaluate.
+    """
+    if rows is None:
+        return ds
+    parts = rows.split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        start, stop = (int(p) if p.strip() else None for p in parts)
+    except ValueError:
+        raise ConfigError(
+            f"rows {rows!r} is not allowed; use START:STOP, e.g. ':8000' or '8000:'"
+        ) from None
+    lo, hi, _ = slice(start, stop).indices(ds.n)
+    if hi <= lo:
+        raise ConfigError(f"rows {rows!r} selects no rows of the {ds.n} in {ds.name!r}")
+    return _rows_view(ds, lo, hi)
 
 
 def _head(ds: Dataset, n: int | None) -> Dataset:

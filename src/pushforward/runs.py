@@ -16,6 +16,7 @@ model from a folder, refusing folders of another format and tensors that do not 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -39,15 +40,18 @@ from pushforward.train import (
     read_metrics,
     seeded,
 )
+from pushforward.vae import VAE
 
 __all__ = [
     "MODELS",
     "RunConfig",
     "decode_run",
     "encode_run",
+    "evaluate_run",
     "fit_run",
     "load_model",
     "load_run_config",
+    "sample_run",
 ]
 
 log = logging.getLogger(__name__)
@@ -65,12 +69,19 @@ class RunConfig:
     data: str
     latent: int = 2
     n: int | None = None
-    loss: str = "l2"
+    rows: str | None = None
+    loss: str | None = None
     net: str = "mlp"
     hidden: list[int] | None = None
     activation: str = "relu"
     tied: bool = False
     center: bool = True
+    sigma: float | None = None
+    learn_sigma: bool = False
+    kl_weight: float = 1.0
+    kl_schedule: str = "constant"
+    kl_warmup: float = 10.0
+    free_bits: float = 0.0
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
@@ -125,17 +136,37 @@ def _build_ppca(rc: RunConfig, ds: datasets.Dataset) -> ProbabilisticPCA:
     return ProbabilisticPCA(rc.latent)
 
 
+def _net(rc: RunConfig) -> dict[str, Any]:
+    return {"kind": rc.net, "hidden": rc.hidden, "activation": rc.activation}
+
+
 def _build_ae(rc: RunConfig, ds: datasets.Dataset) -> Autoencoder:
-    net = {"kind": rc.net, "hidden": rc.hidden, "activation": rc.activation}
     return Autoencoder(
-        ds.dim, rc.latent, loss=rc.loss, net=net, tied=rc.tied, image_shape=ds.image_shape
-    )
+        ds.dim, rc.latent, loss=rc.loss or "l2", net=_net(rc), tied=rc.tied,
+        image_shape=ds.image_shape,
+    )  # fmt: skip
+
+
+def _in_unit_interval(x: Tensor) -> bool:
+    return bool(x.min() >= 0) and bool(x.max() <= 1)
+
+
+def _build_vae(rc: RunConfig, ds: datasets.Dataset) -> VAE:
+    # default likelihood: Bernoulli for data in [0, 1] (images), else a Gaussian with learned σ
+    loss = rc.loss or ("bce" if _in_unit_interval(ds.x) else "gaussian")
+    learn_sigma = rc.learn_sigma or (rc.loss is None and loss == "gaussian" and rc.sigma is None)
+    return VAE(
+        ds.dim, rc.latent, loss=loss, sigma=rc.sigma, learn_sigma=learn_sigma,
+        kl_weight=rc.kl_weight, kl_schedule=rc.kl_schedule, kl_warmup=rc.kl_warmup,
+        free_bits=rc.free_bits, net=_net(rc), image_shape=ds.image_shape,
+    )  # fmt: skip
 
 
 MODELS: dict[str, ModelKind] = {
     "pca": ModelKind(PCA, _build_pca, trained=False),
     "ppca": ModelKind(ProbabilisticPCA, _build_ppca, trained=False),
     "ae": ModelKind(Autoencoder, _build_ae, trained=True),
+    "vae": ModelKind(VAE, _build_vae, trained=True),
 }
 
 
@@ -216,7 +247,7 @@ def fit_run(
     """
     kind = lookup(MODELS, rc.model, what="model")
     gen = torch.Generator().manual_seed(rc.train.seed)
-    ds = datasets.load_data(rc.data, n=rc.n, generator=gen)
+    ds = datasets.select_rows(datasets.load_data(rc.data, n=rc.n, generator=gen), rc.rows)
     folder = Path(out) if out is not None else _fresh_folder(rc, ds)
     if resume:
         if not kind.trained:
@@ -253,14 +284,22 @@ def fit_run(
     return folder
 
 
+def codes(model: Any, x: Tensor) -> Tensor:
+    """Return the latent codes (n, k) of x: f(x), or the posterior mean μ(x) for a VAE."""
+    with torch.no_grad():
+        z = model.encode(x)
+    return z[0] if isinstance(z, tuple) else z
+
+
 def write_figures(folder: Path, model: Any, ds: datasets.Dataset) -> list[Path]:
-    """Draw the run's figures into ``folder/figures``: reconstructions, latent scatter, curves."""
+    """Draw the run's figures into ``folder/figures``: reconstructions, latents, samples, curves."""
     out = []
     figs = folder / "figures"
+    x = ds.x[:16]
     with torch.no_grad():
-        x = ds.x[:16]
-        recon = model.decode(model.encode(x))
-        z = model.encode(ds.x[:5000])
+        recon = model.decode(codes(model, x))
+    z = codes(model, ds.x[:5000])
+    labels = ds.labels[:5000] if ds.labels is not None else None
     if ds.image_shape is not None:
         grid = torch.cat([x, recon.to(x.dtype).clamp(0, 1)])
         fig = plots.image_grid(
@@ -268,14 +307,35 @@ def write_figures(folder: Path, model: Any, ds: datasets.Dataset) -> list[Path]:
         )
         out.append(save_figure(fig, figs / "reconstructions.png"))
     elif ds.dim == 2:
-        fig = plots.scatter_2d(
-            ds.x[:5000], others=[(model.decode(z), "g(f(x))")], title="reconstructions"
-        )
+        with torch.no_grad():
+            back = model.decode(z)
+        fig = plots.scatter_2d(ds.x[:5000], others=[(back, "g(f(x))")], title="reconstructions")
         out.append(save_figure(fig, figs / "reconstructions.png"))
     if z.shape[1] >= 2:
-        labels = ds.labels[:5000] if ds.labels is not None else None
-        fig = plots.scatter_2d(z[:, :2], labels=labels, title="latent codes f(x)", size=3.0)
+        title = "posterior means μ(x)" if isinstance(model, VAE) else "latent codes f(x)"
+        fig = plots.scatter_2d(z[:, :2], labels=labels, title=title, size=3.0)
         out.append(save_figure(fig, figs / "latent.png"))
+    if hasattr(model, "sample"):
+        samples = model.sample(
+            64 if ds.image_shape else 2500, generator=torch.Generator().manual_seed(0)
+        )
+        if ds.image_shape is not None:
+            fig = plots.image_grid(
+                samples.float().clamp(0, 1), ds.image_shape, ncols=16, title="samples of g#μ"
+            )
+        elif ds.dim == 2:
+            fig = plots.scatter_2d(
+                ds.x[:2500], others=[(samples, "samples of g#μ")], title="data and samples"
+            )
+        else:
+            fig = None
+        if fig is not None:
+            out.append(save_figure(fig, figs / "samples.png"))
+    if isinstance(model, VAE) and model.latent == 2 and ds.image_shape is not None:
+        fig = plots.image_grid(
+            manifold(model, 15), ds.image_shape, ncols=15, title="decoded manifold", scale=0.45
+        )
+        out.append(save_figure(fig, figs / "manifold.png"))
     fig = _error_vs_k_figure(model, ds.x)
     out.append(save_figure(fig, figs / "error_vs_k.png"))
     history = read_metrics(folder)
@@ -283,6 +343,18 @@ def write_figures(folder: Path, model: Any, ds: datasets.Dataset) -> list[Path]:
         fig = plots.loss_curves(history)
         out.append(save_figure(fig, figs / "loss.png"))
     return out
+
+
+def manifold(model: Any, side: int = 15) -> Tensor:
+    """Return decoded images (side², d) on a grid of 2-D latents spaced by the Gaussian inverse CDF.
+
+    z = (Φ⁻¹(u), Φ⁻¹(v)) for u, v evenly spaced in (0, 1): each cell holds equal prior mass.
+    """
+    u = torch.linspace(0.5 / side, 1 - 0.5 / side, side)
+    zz = torch.special.ndtri(u)
+    grid = torch.stack(torch.meshgrid(zz, zz.flip(0), indexing="xy"), dim=-1).reshape(-1, 2)
+    with torch.no_grad():
+        return model.decode(grid).clamp(0, 1)
 
 
 def _error_vs_k_figure(model: Any, x: Tensor) -> Any:
@@ -293,7 +365,7 @@ def _error_vs_k_figure(model: Any, x: Tensor) -> Any:
     ks = list(range(1, kmax + 1))
     pca = [float(s2[k:].sum()) / n for k in ks]
     with torch.no_grad():
-        own = float((model.decode(model.encode(x)).to(x.dtype) - x).pow(2).sum(1).mean())
+        own = float((model.decode(codes(model, x)).to(x.dtype) - x).pow(2).sum(1).mean())
     name = type(model).__name__
     curves = {"PCA (closed form)": (ks, pca), f"this {name}": ([_latent_dim(model)], [own])}
     return plots.error_vs_k(curves, title="training error against latent size k")
@@ -302,13 +374,22 @@ def _error_vs_k_figure(model: Any, x: Tensor) -> Any:
 # --- use a run -----------------------------------------------------------------------------------
 
 
-def encode_run(folder: str | Path, data: str, *, n: int | None = None, seed: int = 0) -> Tensor:
+def _run_data(
+    model: Any, data: str, n: int | None, rows: str | None, seed: int
+) -> datasets.Dataset:
+    ds = datasets.load_data(data, n=n, generator=torch.Generator().manual_seed(seed))
+    ds = datasets.select_rows(ds, rows)
+    _check_dim(model, ds.dim, f"data {data!r}")
+    return ds
+
+
+def encode_run(
+    folder: str | Path, data: str, *, n: int | None = None, rows: str | None = None, seed: int = 0
+) -> Tensor:
     """Return the latent codes (n, k) of the run's model for the data set ``data``."""
     model = load_model(folder)
-    ds = datasets.load_data(data, n=n, generator=torch.Generator().manual_seed(seed))
-    _check_dim(model, ds.dim, f"data {data!r}")
-    with torch.no_grad():
-        return model.encode(ds.x)
+    ds = _run_data(model, data, n, rows, seed)
+    return codes(model, ds.x)
 
 
 def decode_run(folder: str | Path, z: Tensor) -> Tensor:
@@ -319,6 +400,66 @@ def decode_run(folder: str | Path, z: Tensor) -> Tensor:
         raise ConfigError(f"latents must have shape (n, {k}) for this run, got {tuple(z.shape)}")
     with torch.no_grad():
         return model.decode(z)
+
+
+def sample_run(folder: str | Path, n: int, *, seed: int = 0) -> Tensor:
+    """Return exactly n samples (n, d) of the run's generative model g#μ."""
+    model = load_model(folder)
+    if not hasattr(model, "sample"):
+        kinds = ", ".join(k for k, v in MODELS.items() if hasattr(v.cls, "sample"))
+        raise ConfigError(f"a {type(model).__name__} run cannot sample; models that can: {kinds}")
+    with torch.no_grad():
+        return model.sample(n, generator=torch.Generator().manual_seed(seed)).float()
+
+
+def evaluate_run(
+    folder: str | Path,
+    data: str,
+    *,
+    n: int | None = None,
+    rows: str | None = None,
+    iwae_k: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Return the run's metrics on ``data``: reconstruction error, and for likelihood models the
+    ELBO, the IWAE log-likelihood ± its Monte Carlo standard error and bits per dimension (nats
+    per example unless stated).
+    """
+    model = load_model(folder)
+    ds = _run_data(model, data, n, rows, seed)
+    x = ds.x.double() if not isinstance(model, nn.Module) else ds.x
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        sq = float((model.decode(codes(model, x)).to(x.dtype) - x).pow(2).sum(1).mean())
+    out: dict[str, Any] = {
+        "run": str(folder),
+        "model": type(model).__name__,
+        "data": data,
+        "rows": rows,
+        "n": ds.n,
+        "dim": ds.dim,
+        "squared_error": sq,
+    }
+    log2 = math.log(2)
+    if isinstance(model, VAE):
+        e = model.elbo(ds.x, generator=gen)
+        ll = model.log_likelihood(ds.x, k=iwae_k, generator=gen)
+        out.update(
+            elbo=float(e["elbo"].mean()),
+            neg_elbo=-float(e["elbo"].mean()),
+            log_px_given_z=float(e["log_px_given_z"].mean()),
+            kl=float(e["kl"].mean()),
+            iwae_k=iwae_k,
+            log_likelihood=ll.mean,
+            log_likelihood_stderr=ll.mean_stderr,
+            nll=-ll.mean,
+            bits_per_dim=-ll.mean / (ds.dim * log2),
+            **{k: v for k, v in model.diagnostics(ds.x).items() if k != "posterior_collapse"},
+        )
+    elif isinstance(model, ProbabilisticPCA):
+        lp = float(model.log_prob(x).mean())
+        out.update(log_likelihood=lp, nll=-lp, bits_per_dim=-lp / (ds.dim * log2), exact=True)
+    return out
 
 
 def _latent_dim(model: Any) -> int:
