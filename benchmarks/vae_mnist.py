@@ -8,8 +8,8 @@ Protocol: train on the first 8,000 digits of the official MNIST test set, evalua
   1e-3, batch 128, 10 epochs);
 * ``pushforward-classic``: pushforward's VAE with the same architecture and budget, trained
   through :func:`pushforward.runs.fit_run`, the call behind ``pushforward fit vae``;
-* ``pushforward-recommended``: pushforward's recommended settings, given the classic model's
-  measured training wall time (equal time) — see RECOMMENDED below.
+* ``pushforward-recommended``: ``pushforward fit vae`` with its defaults (runs.MODEL_DEFAULTS),
+  for as many epochs as fit in the classic model's measured training wall time (equal time).
 
 Every model is scored by the same estimators (the classic weights are loaded into pushforward's VAE,
 whose layers match one to one): test −ELBO (one reparameterised draw per digit, analytic KL) and
@@ -36,14 +36,9 @@ from pushforward.datasets import find_mnist_folder, load_mnist, train_test_split
 from pushforward.runs import RunConfig, fit_run, load_model
 from pushforward.vae import VAE
 
-# pushforward's recommended VAE for MNIST-like images (the settings `pushforward fit vae` users
-# are pointed to); epochs are chosen per run to fill the classic model's wall time.
-RECOMMENDED = {
-    "hidden": [512],
-    "activation": "relu",
-    "lr": 3e-3,
-    "batch_size": 64,
-}
+# The classic architecture and budget, for pushforward's like-for-like run; pushforward's
+# recommended run passes nothing, so it measures exactly what `pushforward fit vae` does by default.
+CLASSIC = {"hidden": [400], "activation": "relu", "lr": 1e-3, "batch_size": 128}
 
 
 class ClassicVAE(nn.Module):
@@ -127,10 +122,7 @@ def train_pushforward(
         "rows": ":8000",
         "latent": 20,
         "loss": "bce",
-        "hidden": [400],
         "epochs": epochs,
-        "batch_size": 128,
-        "lr": 1e-3,
         "seed": seed,
         "checkpoint_every": 10**6,
         **settings,
@@ -192,14 +184,14 @@ def main(argv: list[str] | None = None) -> int:
             t_classic,
             10,
         )
-        vae, t = train_pushforward(folder, seed, settings={}, epochs=10)
+        vae, t = train_pushforward(folder, seed, settings=CLASSIC, epochs=10)
         record("pushforward, classic arch.", score(vae, test.x, args.iwae_k), t, 10)
         # equal wall time: measure one epoch of the recommended model, then fill the budget
         epochs = args.recommended_epochs
         if epochs == 0:
-            _, t1 = train_pushforward(folder, seed, settings=RECOMMENDED, epochs=2)
+            _, t1 = train_pushforward(folder, seed, settings={}, epochs=2)
             epochs = max(1, int(t_classic / (t1 / 2)))
-        vae, t = train_pushforward(folder, seed, settings=RECOMMENDED, epochs=epochs)
+        vae, t = train_pushforward(folder, seed, settings={}, epochs=epochs)
         record("pushforward, recommended", score(vae, test.x, args.iwae_k), t, epochs)
 
     print()

@@ -264,3 +264,13 @@ def test_models_without_a_sampler_say_so(capsys, tmp_path):
     run(capsys, "fit", "pca", "--data", "digits", "--out", tmp_path / "p")
     code, _, err = run(capsys, "sample", tmp_path / "p", "--out", tmp_path / "s.npy")
     assert code == 2 and "a PCA run cannot sample; models that can: ppca, vae" in error_line(err)
+
+
+def test_vae_gets_its_benchmarked_defaults_and_flags_override_them(capsys, tmp_path):
+    code, _, err = run(capsys, "fit", "vae", "--data", "digits", "--epochs", 1, "--lr", "0.001",
+                       "--out", tmp_path / "v")  # fmt: skip
+    assert code == 0, err
+    stored = json.loads((tmp_path / "v" / "config.json").read_text())
+    assert stored["run"]["hidden"] == [512] and stored["run"]["activation"] == "silu"
+    assert stored["run"]["train"]["batch_size"] == 64
+    assert stored["run"]["train"]["lr"] == 0.001

@@ -103,6 +103,7 @@ class RunConfig:
         for key in ("model", "data"):
             if key not in values:
                 raise ConfigError(f"the setting {key!r} is required")
+        values = {**MODEL_DEFAULTS.get(values["model"], {}), **values}
         train = TrainConfig.from_dict({k: v for k, v in values.items() if k in train_keys})
         return cls(**{k: v for k, v in values.items() if k in run_keys}, train=train)
 
@@ -167,6 +168,13 @@ MODELS: dict[str, ModelKind] = {
     "ppca": ModelKind(ProbabilisticPCA, _build_ppca, trained=False),
     "ae": ModelKind(Autoencoder, _build_ae, trained=True),
     "vae": ModelKind(VAE, _build_vae, trained=True),
+}
+
+
+# Recommended settings per model where they differ from the general defaults: what a user gets
+# without flags is the benchmarked path (see BENCHMARKS.md, "VAE quality").
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "vae": {"hidden": [512], "activation": "silu", "lr": 3e-3, "batch_size": 64},
 }
 
 
