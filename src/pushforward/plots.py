@@ -16,8 +16,10 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 __all__ = [
+    "density_heatmap",
     "density_histogram",
     "error_vs_k",
+    "gif_bytes",
     "image_grid",
     "loss_curves",
     "pmf_bars",
@@ -115,7 +117,9 @@ def scatter_2d(
     if ax_limits is not None:
         ax.set_xlim(*ax_limits[:2])
         ax.set_ylim(*ax_limits[2:])
-    ax.set_aspect("equal", adjustable="datalim")
+        ax.set_aspect("equal", adjustable="box")
+    else:
+        ax.set_aspect("equal", adjustable="datalim")
     ax.set_title(title, fontsize=10)
     return fig
 
@@ -184,3 +188,47 @@ def error_vs_k(
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, frameon=False)
     return fig
+
+
+def density_heatmap(
+    log_density: Tensor,
+    extent: tuple[float, float, float, float],
+    *,
+    points: Tensor | None = None,
+    title: str = "",
+) -> Figure:
+    """Return a heat map of a density given on a grid: ``log_density`` (H, W) over ``extent``.
+
+    ``extent`` is (x_min, x_max, y_min, y_max); row 0 of the grid is y_min. Optional ``points``
+    (n, 2) are drawn on top.
+    """
+    fig = Figure(figsize=(4.6, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    p = _numpy(log_density.exp())
+    im = ax.imshow(p, origin="lower", extent=extent, cmap="magma", aspect="equal")
+    fig.colorbar(im, ax=ax, shrink=0.8, label="density")
+    if points is not None:
+        q = _numpy(points)
+        ax.scatter(q[:, 0], q[:, 1], s=0.5, color="#7fdbff", alpha=0.4)
+    ax.set_xlim(*extent[:2])
+    ax.set_ylim(*extent[2:])
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
+def gif_bytes(figures: Sequence[Figure], *, duration_ms: int = 250, dpi: int = 80) -> bytes:
+    """Return an animated GIF (looping) whose frames are the given figures, in order."""
+    import io
+
+    from PIL import Image
+
+    frames = []
+    for fig in figures:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi)
+        buf.seek(0)
+        frames.append(Image.open(buf).convert("P", palette=Image.Palette.ADAPTIVE))
+    out = io.BytesIO()
+    frames[0].save(out, format="GIF", save_all=True, append_images=frames[1:],
+                   duration=duration_ms, loop=0)  # fmt: skip
+    return out.getvalue()

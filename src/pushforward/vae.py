@@ -357,7 +357,8 @@ class VAE(Trainable):
         mu = torch.cat(mus)
         kl_dims = torch.stack(kls).sum(0) / x.shape[0]
         active = int((mu.var(0) > 0.01).sum()) if mu.shape[0] > 1 else 0
-        if active == 0:
+        if active == 0 and not getattr(self, "_collapse_warned", False):
+            self._collapse_warned = True  # once per model: collapse often passes in early epochs
             log.warning(
                 "posterior collapse: no latent unit depends on the input (all Var_x μ_j(x) ≤ 0.01)"
             )
