@@ -274,3 +274,21 @@ def test_vae_gets_its_benchmarked_defaults_and_flags_override_them(capsys, tmp_p
     assert stored["run"]["hidden"] == [512] and stored["run"]["activation"] == "silu"
     assert stored["run"]["train"]["batch_size"] == 64
     assert stored["run"]["train"]["lr"] == 0.001
+
+
+def test_tensorboard_gets_the_same_scalars_and_sample_grids(capsys, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    code, _, err = run(capsys, "fit", "vae", "--data", "digits", "--epochs", 2, "--hidden", "32",
+                       "--out", tmp_path / "v", "--tensorboard", tmp_path / "tb")  # fmt: skip
+    assert code == 0, err
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0})
+    events.Reload()
+    assert {"train/loss", "train/reconstruction", "train/kl"} <= set(events.Tags()["scalars"])
+    losses = [e.value for e in events.Scalars("train/kl")]
+    records = [
+        json.loads(line) for line in (tmp_path / "v" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert losses == pytest.approx([r["kl"] for r in records])
+    assert len(events.Images("samples")) == 2

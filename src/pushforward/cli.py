@@ -230,7 +230,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
         values.update({k: getattr(args, k) for k in FIT_FLAGS if getattr(args, k) is not None})
         out = args.out
     rc = RunConfig.from_flat(values)
-    folder = fit_run(rc, out=out, resume=bool(args.resume), progress=BarProgress())
+    folder = fit_run(
+        rc, out=out, resume=bool(args.resume), progress=BarProgress(), tensorboard=args.tensorboard
+    )
     _say(f"run written to {folder}")
     return 0
 
@@ -388,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=_positive(), help="epochs between checkpoints")
     p.add_argument("--device", help="auto, cpu, cuda")
     p.add_argument("--seed", type=int)
+    p.add_argument("--tensorboard", metavar="DIR", help="also log scalars and samples to DIR")
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("encode", help="latent codes of data under a run's model")

@@ -31,6 +31,7 @@ from pushforward.autoencoder import Autoencoder
 from pushforward.checkpoint import load_json, load_tensors, save_figure, save_json, save_tensors
 from pushforward.errors import CheckpointError, ConfigError, lookup
 from pushforward.pca import PCA, ProbabilisticPCA
+from pushforward.reporters import Reporters, TensorBoardLogger
 from pushforward.train import (
     CHECKPOINT,
     Progress,
@@ -247,11 +248,13 @@ def fit_run(
     resume: bool = False,
     progress: Progress | None = None,
     figures: bool = True,
+    tensorboard: str | Path | None = None,
 ) -> Path:
     """Fit the model ``rc`` describes on its data, write the run folder, and return its path.
 
     ``out`` names the folder (default: a fresh one under ``runs/``); it must not already hold a
     run unless ``resume`` is set, in which case training continues from its last checkpoint.
+    With ``tensorboard``, each epoch's scalars (and samples, for image models) go there too.
     """
     kind = lookup(MODELS, rc.model, what="model")
     gen = torch.Generator().manual_seed(rc.train.seed)
@@ -282,6 +285,9 @@ def fit_run(
     folder.mkdir(parents=True, exist_ok=True)
     save_json(folder / CONFIG, record)
     if kind.trained:
+        if tensorboard is not None:
+            board = TensorBoardLogger(tensorboard, model=model, image_shape=ds.image_shape)
+            progress = Reporters(progress, board)
         fit(model, ds.x, rc.train, run_dir=folder, resume=resume, progress=progress)
     else:
         model.fit(ds.x)
