@@ -292,3 +292,27 @@ def test_tensorboard_gets_the_same_scalars_and_sample_grids(capsys, tmp_path):
     ]
     assert losses == pytest.approx([r["kl"] for r in records])
     assert len(events.Images("samples")) == 2
+
+
+def test_ctrl_c_stops_the_cli_cleanly_and_resume_finishes_the_run(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    folder = tmp_path / "run"
+    cmd = [sys.executable, "-m", "pushforward", "fit", "ae", "--data", "digits", "--hidden", "16",
+           "--epochs", "100", "--batch-size", "64", "--out", str(folder)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    line = proc.stderr.readline()  # the first progress line: training is under way
+    assert line.startswith("epoch"), line
+    proc.send_signal(signal.SIGINT)
+    err = line + proc.stderr.read()
+    assert proc.wait(timeout=60) == 130, err
+    assert "stopped by SIGINT" in err and "checkpoint written" in err and "Traceback" not in err
+    done = len((folder / "metrics.jsonl").read_text().splitlines())
+    assert 1 <= done < 100
+    code = subprocess.run([sys.executable, "-m", "pushforward", "fit", "--resume", str(folder)],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert code.returncode == 0, code.stderr
+    epochs = [json.loads(r)["epoch"] for r in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == list(range(1, 101))

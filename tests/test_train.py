@@ -1,6 +1,8 @@
 """The shared training loop: exact resume, clean stops on NaN, metrics, checkpoints, settings."""
 
 import json
+import os
+import signal
 
 import pytest
 import torch
@@ -8,7 +10,7 @@ from torch import Tensor, nn
 
 from pushforward.autoencoder import Autoencoder
 from pushforward.checkpoint import load_tensors
-from pushforward.errors import CheckpointError, ConfigError, TrainingError
+from pushforward.errors import CheckpointError, ConfigError, Interrupted, TrainingError
 from pushforward.train import (
     CHECKPOINT,
     METRICS,
@@ -129,7 +131,7 @@ def test_nan_in_training_stops_cleanly_naming_term_epoch_step(tmp_path):
         fit(model, x, TrainConfig(epochs=5, batch_size=10), run_dir=tmp_path)
     assert "last good checkpoint: epoch 1" in str(e.value)
     good = Exploding(bad_step=-1)
-    info = load_checkpoint(
+    info, _ = load_checkpoint(
         tmp_path / CHECKPOINT, good, good.configure_optimizers(TrainConfig()), torch.Generator()
     )
     assert info["epoch"] == 1
@@ -176,3 +178,42 @@ def test_bad_training_settings_name_the_problem(settings, match):
 def test_bad_training_data_is_refused():
     with pytest.raises(ConfigError, match=r"shape \(n, d\) with n ≥ 1, got \(0, 12\)"):
         fit(make_ae(), torch.zeros(0, 12), TrainConfig(epochs=1))
+
+
+class SelfInterrupting(Autoencoder):
+    """Sends itself a signal during a chosen global step, as a user's Ctrl-C would."""
+
+    def __init__(self, *args, at_step=-1, signum=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.at_step, self.signum, self.calls = at_step, signum, 0
+
+    def training_step(self, x, optimizers, cfg, *, generator=None, epoch=0.0):
+        self.calls += 1
+        if self.calls == self.at_step:
+            os.kill(os.getpid(), self.signum)
+        return super().training_step(x, optimizers, cfg, generator=generator, epoch=epoch)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_between_steps_writes_a_checkpoint_and_resumes_exactly(tmp_path, signum):
+    x = data()
+    cfg = TrainConfig(epochs=4, batch_size=32, seed=5)  # 3 steps per epoch
+    full = make_ae()
+    h_full = fit(full, x, cfg)
+    with seeded(0):
+        stopped = SelfInterrupting(12, 2, net={"hidden": [16]}, at_step=8, signum=signum)
+    with pytest.raises(Interrupted, match=r"at epoch 3, step 2 of 3; checkpoint written"):
+        fit(stopped, x, cfg, run_dir=tmp_path)
+    assert [r["epoch"] for r in read_metrics(tmp_path)] == [1, 2]
+    resumed = make_ae(seed=42)
+    h_res = fit(resumed, x, cfg, run_dir=tmp_path, resume=True)
+    assert states_equal(full, resumed)
+    assert [r["loss"] for r in h_full] == [r["loss"] for r in h_res]  # the split epoch too
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_signal_without_a_run_folder_says_nothing_was_saved():
+    with seeded(0):
+        m = SelfInterrupting(12, 2, net={"hidden": [16]}, at_step=2, signum=signal.SIGINT)
+    with pytest.raises(Interrupted, match="nothing saved"):
+        fit(m, data(), TrainConfig(epochs=2, batch_size=32))

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from pushforward import __version__
-from pushforward.errors import ConfigError, PushforwardError
+from pushforward.errors import ConfigError, Interrupted, PushforwardError
 
 log = logging.getLogger("pushforward")
 
@@ -441,6 +441,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
+    except Interrupted as e:
+        print(f"pushforward: {e}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except PushforwardError as e:
         print(f"pushforward: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -14,6 +14,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "Interrupted",
     "NoDensityError",
     "PushforwardError",
     "TrainingError",
@@ -45,6 +46,10 @@ class CheckpointError(PushforwardError):
 
 class TrainingError(PushforwardError, RuntimeError):
     """Training stopped because a quantity became non-finite; the message names it and when."""
+
+
+class Interrupted(PushforwardError):
+    """Training was stopped by a signal (Ctrl-C, SIGTERM) after writing a checkpoint."""
 
 
 def lookup(registry: Mapping[str, T], name: str, *, what: str) -> T:

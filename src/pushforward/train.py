@@ -19,6 +19,8 @@ import contextlib
 import json
 import logging
 import math
+import signal
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
@@ -29,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from pushforward.checkpoint import atomic_write_bytes, load_tensors, save_tensors
-from pushforward.errors import CheckpointError, ConfigError, TrainingError, lookup
+from pushforward.errors import CheckpointError, ConfigError, Interrupted, TrainingError, lookup
 
 __all__ = [
     "CHECKPOINT",
@@ -310,9 +312,13 @@ def save_checkpoint(
     optimizers: Mapping[str, torch.optim.Optimizer],
     generator: torch.Generator,
     meta: dict[str, Any],
+    *,
+    extra: Mapping[str, Tensor] | None = None,
 ) -> None:
-    """Write weights, optimiser and RNG state, and ``meta`` as one safetensors file, atomically."""
+    """Write weights, optimiser and RNG state, ``meta`` and ``extra`` tensors as one safetensors
+    file, atomically."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors.update(extra or {})
     optim = {
         name: flatten_state(opt.state_dict(), f"optim.{name}", tensors)
         for name, opt in optimizers.items()
@@ -327,8 +333,9 @@ def load_checkpoint(
     model: nn.Module,
     optimizers: Mapping[str, torch.optim.Optimizer],
     generator: torch.Generator,
-) -> dict[str, Any]:
-    """Restore a checkpoint written by :func:`save_checkpoint`; return its ``meta``."""
+) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """Restore a checkpoint written by :func:`save_checkpoint`; return its ``meta`` and the
+    ``extra`` tensors (those outside model, optimiser and generator state)."""
     from safetensors import safe_open
 
     tensors = load_tensors(path)
@@ -352,7 +359,8 @@ def load_checkpoint(
     for name, opt in optimizers.items():
         opt.load_state_dict(unflatten_state(saved[name], tensors))
     generator.set_state(tensors["rng.generator"])
-    return info
+    own = ("model.", "optim.", "rng.generator")
+    return info, {k: v for k, v in tensors.items() if not k.startswith(own)}
 
 
 def read_metrics(folder: Path) -> list[dict[str, Any]]:
@@ -377,6 +385,39 @@ def _write_metrics(folder: Path, records: list[dict[str, Any]]) -> None:
 # --- the loop ----------------------------------------------------------------------------------
 
 
+class _StopRequest:
+    """Set by a signal handler; the loop stops at the next step boundary."""
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+
+
+@contextlib.contextmanager
+def _deferred_stop() -> Iterator[_StopRequest]:
+    """Turn SIGINT (Ctrl-C) and SIGTERM into a request to stop between two steps.
+
+    A step is never cut in half, so the weights and optimiser state stay consistent and a
+    checkpoint can be written first. A second Ctrl-C stops at once. Outside the main thread
+    signals cannot be handled, and nothing changes.
+    """
+    stop = _StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.signal is not None:
+            raise KeyboardInterrupt
+        stop.signal = signal.Signals(signum).name
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def fit(
     model: Trainable,
     x: Tensor,
@@ -390,8 +431,11 @@ def fit(
     """Train ``model`` on the rows of x (n, d) as ``cfg`` says; return the per-epoch metrics.
 
     With ``run_dir``, metrics go to ``metrics.jsonl`` and checkpoints to ``checkpoint.safetensors``
-    there; ``resume=True`` continues from that checkpoint. With ``x_val`` (m, d), each epoch
-    also records ``val_loss``, the mean loss on it (no gradient step).
+    there; ``resume=True`` continues from that checkpoint, mid-epoch ones included. With
+    ``x_val`` (m, d), each epoch also records ``val_loss``, the mean loss on it (no step).
+
+    Ctrl-C or SIGTERM stops training between two steps, writes a checkpoint (with a run folder)
+    and raises :class:`~pushforward.errors.Interrupted`.
     """
     if x.dim() != 2 or x.shape[0] == 0:
         raise ConfigError(f"training data must have shape (n, d) with n ≥ 1, got {tuple(x.shape)}")
@@ -409,68 +453,109 @@ def fit(
     optimizers = model.configure_optimizers(cfg)
     folder = Path(run_dir) if run_dir is not None else None
     history: list[dict[str, Any]] = []
-    first_epoch = 1
+    first_epoch, first_step = 1, 0
+    resumed_sums: dict[str, Tensor] = {}
+    epoch_start_state: Tensor | None = None
     if resume:
         if folder is None or not (folder / CHECKPOINT).exists():
             raise CheckpointError(f"cannot resume: no {CHECKPOINT} in '{folder}'")
-        info = load_checkpoint(folder / CHECKPOINT, model, optimizers, generator)
-        first_epoch = int(info["epoch"]) + 1
+        info, extra = load_checkpoint(folder / CHECKPOINT, model, optimizers, generator)
+        first_epoch, first_step = int(info["epoch"]) + 1, int(info.get("step", 0))
+        if first_step:
+            epoch_start_state = extra["rng.epoch_start"]
+            resumed_sums = {k[len("progress.sum.") :]: v.to(device) for k, v in extra.items()
+                            if k.startswith("progress.sum.")}  # fmt: skip
         history = [r for r in read_metrics(folder) if r.get("epoch", 0) < first_epoch]
-        log.info("resumed from epoch %d of %s", first_epoch - 1, folder)
+        log.info("resumed at epoch %d, step %d of %s", first_epoch, first_step, folder)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-    last_good = first_epoch - 1
+    last_good = f"epoch {first_epoch - 1}" if resume else "none"
+
+    def checkpoint(
+        epoch_done: int, step: int, start_state: Tensor, sums: dict[str, Tensor]
+    ) -> Path:
+        assert folder is not None
+        extra = {"rng.epoch_start": start_state} if step else {}
+        extra.update(
+            {f"progress.sum.{k}": v.detach().reshape(()) for k, v in sums.items()} if step else {}
+        )
+        meta = {"epoch": epoch_done, "step": step, "train_config": cfg.to_dict()}
+        save_checkpoint(folder / CHECKPOINT, model, optimizers, generator, meta, extra=extra)
+        return folder / CHECKPOINT
 
     if progress is not None:
         progress.start(cfg.epochs, steps_per_epoch, first_epoch)
     try:
-        for epoch in range(first_epoch, cfg.epochs + 1):
-            model.train()
-            start = time.perf_counter()
-            order = torch.randperm(n, generator=generator, device=device)
-            sums: dict[str, Tensor] = {}
-            for step in range(steps_per_epoch):
-                idx = order[step * batch : (step + 1) * batch]
-                xb = data[idx]
-                try:
-                    elapsed_epochs = epoch - 1 + step / steps_per_epoch
-                    terms = model.training_step(
-                        xb, optimizers, cfg, generator=generator, epoch=elapsed_epochs
-                    )
-                    check_finite(terms)
-                except TrainingError as e:
-                    where = (
-                        f"'{folder / CHECKPOINT}'" if folder is not None and last_good else "none"
-                    )
-                    raise TrainingError(
-                        f"{e} at epoch {epoch}, step {step + 1}; training stopped "
-                        f"(last good checkpoint: epoch {last_good}, {where})"
-                    ) from None
-                for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + v * xb.shape[0]
+        with _deferred_stop() as stop:
+            for epoch in range(first_epoch, cfg.epochs + 1):
+                model.train()
+                start = time.perf_counter()
+                sums: dict[str, Tensor] = {}
+                step0 = 0
+                if epoch == first_epoch and first_step:
+                    # the permutation of the interrupted epoch, then the RNG where it stopped
+                    assert epoch_start_state is not None
+                    current = generator.get_state()
+                    start_state = epoch_start_state
+                    generator.set_state(start_state)
+                    order = torch.randperm(n, generator=generator, device=device)
+                    generator.set_state(current)
+                    sums, step0 = dict(resumed_sums), first_step
+                else:
+                    start_state = generator.get_state()
+                    order = torch.randperm(n, generator=generator, device=device)
+                for step in range(step0, steps_per_epoch):
+                    idx = order[step * batch : (step + 1) * batch]
+                    xb = data[idx]
+                    try:
+                        elapsed_epochs = epoch - 1 + step / steps_per_epoch
+                        terms = model.training_step(
+                            xb, optimizers, cfg, generator=generator, epoch=elapsed_epochs
+                        )
+                        check_finite(terms)
+                    except TrainingError as e:
+                        where = (
+                            f"'{folder / CHECKPOINT}'" if folder is not None else "no run folder"
+                        )
+                        raise TrainingError(
+                            f"{e} at epoch {epoch}, step {step + 1}; training stopped "
+                            f"(last good checkpoint: {last_good}, {where})"
+                        ) from None
+                    for k, v in terms.items():
+                        sums[k] = sums.get(k, 0.0) + v * xb.shape[0]
+                    if progress is not None:
+                        progress.step(terms["loss"])
+                    if stop.signal is not None:
+                        where = "nothing saved (no run folder)"
+                        if folder is not None:
+                            path = checkpoint(epoch - 1, step + 1, start_state, sums)
+                            where = (
+                                f"checkpoint written to '{path}'; continue with --resume {folder}"
+                            )
+                        raise Interrupted(
+                            f"stopped by {stop.signal} at epoch {epoch}, step {step + 1} of "
+                            f"{steps_per_epoch}; {where}"
+                        )
+                elapsed = time.perf_counter() - start
+                record: dict[str, Any] = {"epoch": epoch}
+                record.update({k: float(v) / n for k, v in sums.items()})
+                record["seconds"] = elapsed
+                record["samples_per_s"] = n / elapsed if elapsed > 0 else float("inf")
+                model.eval()
+                if val is not None:
+                    with torch.no_grad():
+                        vg = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+                        record["val_loss"] = float(model.loss(val, generator=vg)["loss"])
+                diag_gen = torch.Generator(device=device).manual_seed(cfg.seed + epoch)
+                record.update(model.diagnostics(data, generator=diag_gen))
+                history.append(record)
                 if progress is not None:
-                    progress.step(terms["loss"])
-            elapsed = time.perf_counter() - start
-            record: dict[str, Any] = {"epoch": epoch}
-            record.update({k: float(v) / n for k, v in sums.items()})
-            record["seconds"] = elapsed
-            record["samples_per_s"] = n / elapsed if elapsed > 0 else float("inf")
-            model.eval()
-            if val is not None:
-                with torch.no_grad():
-                    vg = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-                    record["val_loss"] = float(model.loss(val, generator=vg)["loss"])
-            diag_gen = torch.Generator(device=device).manual_seed(cfg.seed + epoch)
-            record.update(model.diagnostics(data, generator=diag_gen))
-            history.append(record)
-            if progress is not None:
-                progress.epoch(record)
-            if folder is not None:
-                _write_metrics(folder, history)
-                if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
-                    meta = {"epoch": epoch, "train_config": cfg.to_dict()}
-                    save_checkpoint(folder / CHECKPOINT, model, optimizers, generator, meta)
-                    last_good = epoch
+                    progress.epoch(record)
+                if folder is not None:
+                    _write_metrics(folder, history)
+                    if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
+                        checkpoint(epoch, 0, start_state, {})
+                        last_good = f"epoch {epoch}"
     finally:
         if progress is not None:
             progress.close()
