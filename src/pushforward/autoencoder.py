@@ -13,20 +13,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pushforward.errors import ConfigError, DataError
+from pushforward.errors import ConfigError, check_rows
 from pushforward.losses import RECONSTRUCTIONS, output_mean, reconstruction
 from pushforward.nets import MLP, NetConfig, TiedDecoder, build_decoder, build_encoder
 from pushforward.train import Trainable, TrainConfig, fit, seeded
 
 __all__ = ["Autoencoder", "MemorisationResult", "memorisation_experiment"]
-
-
-def check_rows(x: Tensor, dim: int, what: str) -> None:
-    """Refuse x unless it is a finite (n, dim) tensor, naming ``what`` and the shapes."""
-    if x.dim() != 2 or x.shape[1] != dim:
-        raise DataError(f"{what} must have shape (n, {dim}), got {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()):
-        raise DataError(f"{what} holds NaN or infinite values")
 
 
 class Autoencoder(Trainable):
@@ -103,7 +95,7 @@ class Autoencoder(Trainable):
     @torch.no_grad()
     def reconstruction_error(self, x: Tensor) -> float:
         """Return the mean over examples of R(x, g(f(x))) (summed over dimensions)."""
-        check_rows(x, self.dim, "x")
+        check_rows(x, "x", dim=self.dim)
         return float(self.loss(x)["loss"])
 
 
@@ -133,8 +125,8 @@ def memorisation_experiment(
     training error goes to nearly zero — the net can store each xᵢ at its own code — while the
     held-out error stays near the baseline of predicting the mean: memorisation, not learning.
     """
-    check_rows(x_train, x_train.shape[-1], "x_train")
-    check_rows(x_test, x_train.shape[1], "x_test")
+    check_rows(x_train, "x_train")
+    check_rows(x_test, "x_test", dim=x_train.shape[1], why=" like x_train")
     with seeded(seed):
         model = Autoencoder(x_train.shape[1], 1, loss="l2", net={"hidden": list(hidden)})
     cfg = TrainConfig(epochs=epochs, batch_size=0, lr=lr, seed=seed)

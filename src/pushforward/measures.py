@@ -220,7 +220,7 @@ def _identity(x: Tensor) -> Tensor:
     return x
 
 
-def _rows(x: Tensor, event_shape: torch.Size) -> Tensor:
+def _sum_per_row(x: Tensor, event_shape: torch.Size) -> Tensor:
     """Sum a per-element log-Jacobian (n, *shape) down to one value per row, shape (n,)."""
     return x.reshape(x.shape[0], -1).sum(dim=1) if x.dim() > 1 else x
 
@@ -304,7 +304,9 @@ class Pushforward:
         for x, dx in self.g.branches(y):
             valid = torch.isfinite(x) & torch.isfinite(dx) & (dx > 0)
             x_safe = torch.where(valid, x, torch.zeros_like(x))
-            lp = self.base.log_prob(x_safe) + _rows(torch.log(torch.where(valid, dx, 1.0)), y.shape)
+            lp = self.base.log_prob(x_safe) + _sum_per_row(
+                torch.log(torch.where(valid, dx, 1.0)), y.shape
+            )
             row_valid = valid.reshape(valid.shape[0], -1).all(dim=1) if valid.dim() > 1 else valid
             terms.append(torch.where(row_valid, lp, torch.full_like(lp, -math.inf)))
         return torch.logsumexp(torch.stack(terms), dim=0)
@@ -317,7 +319,7 @@ class Pushforward:
         x = t.inv(y)
         inside = torch.isfinite(x).reshape(x.shape[0], -1).all(dim=1)
         x_safe = torch.where(torch.isfinite(x), x, torch.zeros_like(x))
-        lp = self.base.log_prob(x_safe) - _rows(t.log_abs_det_jacobian(x_safe, y), y.shape)
+        lp = self.base.log_prob(x_safe) - _sum_per_row(t.log_abs_det_jacobian(x_safe, y), y.shape)
         return torch.where(inside, lp, torch.full_like(lp, -math.inf))
 
     def __repr__(self) -> str:

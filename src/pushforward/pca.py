@@ -29,7 +29,7 @@ from typing import Any, ClassVar, final
 import torch
 from torch import Tensor
 
-from pushforward.errors import CheckpointError, ConfigError, DataError
+from pushforward.errors import CheckpointError, ConfigError, DataError, check_rows
 
 __all__ = ["PCA", "ProbabilisticPCA"]
 
@@ -37,24 +37,8 @@ F64 = torch.float64
 
 
 def _rows(x: object, name: str, *, dim: int | None = None, why: str = "") -> Tensor:
-    """Return ``x`` as a float64 (n, d) tensor, refusing non-tensors, other shapes and NaN/inf."""
-    want = f"(n, {dim})" if dim is not None else "(n, d)"
-    if not isinstance(x, Tensor):
-        raise DataError(f"{name} must be a torch.Tensor of shape {want}, got {type(x).__name__}")
-    if x.dim() != 2 or (dim is not None and x.shape[1] != dim):
-        raise DataError(f"{name} must have shape {want}{why}, got {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise DataError(
-            f"{name} must be a floating-point tensor (float32 or float64), got {x.dtype}"
-        )
-    bad = ~torch.isfinite(x)
-    if bool(bad.any()):
-        row, col = (int(i) for i in bad.nonzero()[0])
-        raise DataError(
-            f"{name} of shape {tuple(x.shape)} holds {int(bad.sum())} NaN or infinite values; "
-            f"first at row {row}, column {col}"
-        )
-    return x.detach().to(F64)
+    """Return ``x`` as a float64 (n, d) tensor after :func:`~pushforward.errors.check_rows`."""
+    return check_rows(x, name, dim=dim, why=why).detach().to(F64)
 
 
 def _training_rows(x: object, who: str) -> Tensor:

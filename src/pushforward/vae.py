@@ -37,8 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pushforward.autoencoder import check_rows
-from pushforward.errors import ConfigError, lookup
+from pushforward.errors import ConfigError, check_rows, lookup
 from pushforward.losses import (
     gaussian_kl_terms,
     negative_log_likelihood,
@@ -278,7 +277,7 @@ class VAE(Trainable):
         ELBO(x) = E_q[log p(x | z)] − KL(q(z | x) ‖ N(0, I)), the expectation estimated with
         one reparameterised draw, every normalising constant included.
         """
-        check_rows(x, self.dim, "x")
+        check_rows(x, "x", dim=self.dim)
         parts: dict[str, list[Tensor]] = {"elbo": [], "log_px_given_z": [], "kl": []}
         for xb in x.split(batch_size):
             mu, logvar = self.encode(xb)
@@ -307,7 +306,7 @@ class VAE(Trainable):
         outputs; weights are combined with running log-sum-exp sums. The estimate never
         exceeds log p(x) in expectation and rises to it as k grows (Burda et al., 2016).
         """
-        check_rows(x, self.dim, "x")
+        check_rows(x, "x", dim=self.dim)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigError(f"k = {k!r} is not allowed; use an integer ≥ 1")
         out_lp, out_se = [], []
