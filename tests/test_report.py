@@ -1,12 +1,16 @@
 """The main job: `pushforward demo --quick` writes a self-contained report with every figure."""
 
 import re
+import shutil
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from pushforward.cli import main
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 
 class _Images(HTMLParser):
@@ -54,3 +58,35 @@ def test_demo_figures_are_real_images_and_the_training_animation_moves(demo):
             assert im.size[0] > 100 and im.size[1] > 100
     with Image.open(demo / "figures" / "train_ring8.gif") as gif:
         assert gif.n_frames > 5
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(
+    _chromium() is None, reason="Debian's chromium is not installed (.ci/run installs it)"
+)
+def test_report_opens_in_a_real_browser_with_every_image_loaded(demo):
+    playwright = pytest.importorskip("playwright.sync_api")
+    flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--no-first-run", "--disable-sync"]  # fmt: skip
+    errors: list[str] = []
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=flags)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto((demo / "report.html").as_uri())
+        page.wait_for_load_state("load")
+        images = page.evaluate(
+            "() => Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])"
+        )
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+        browser.close()
+    assert len(images) >= 20
+    assert [alt for alt, done, width in images if not (done and width > 0)] == []
+    assert errors == []
+    with Image.open(ARTIFACTS / "report.png") as shot:
+        assert shot.size[1] > 3000  # the whole page, not just the first screen

@@ -10,6 +10,7 @@ import base64
 import html
 import logging
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -80,7 +81,11 @@ class Report:
                 parts.extend(f"<th>{html.escape(h)}</th>" for h in header)
                 parts.append("</tr></thead><tbody>")
                 for row in rows:
-                    cells = "".join(f"<td>{html.escape(c)}</td>" for c in row)
+                    cells = "".join(
+                        f'<td class="num">{html.escape(c)}</td>' if _NUMERIC.match(c)
+                        else f"<td>{html.escape(c)}</td>"
+                        for c in row
+                    )  # fmt: skip
                     parts.append(f"<tr>{cells}</tr>")
                 parts.append("</tbody></table>")
             parts.append('<div class="figs">')
@@ -110,11 +115,12 @@ h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-to
 .figs{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0;max-width:520px}
 figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:.85em;color:#555}
 table{border-collapse:collapse;margin:.5em 0 1em}td,th{border:1px solid #ccc;padding:.25em .6em;
-font-size:.9em;text-align:right}th{background:#f4f4f4}footer{margin-top:3em;color:#888;
+font-size:.9em;text-align:left}td.num{text-align:right}th{background:#f4f4f4}footer{margin-top:3em;color:#888;
 font-size:.8em}nav ol{columns:2}
 """
 
 Progress = Callable[[str], None]
+_NUMERIC = re.compile(r"^[−+-]?[\d,.]+( ± [\d.]+)?( / [\d,]+)?$")
 
 
 def _univariate_section(report: Report, n: int, seed: int) -> Section:
