@@ -233,7 +233,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
     folder = fit_run(
         rc, out=out, resume=bool(args.resume), progress=BarProgress(), tensorboard=args.tensorboard
     )
-    _say(f"run written to {folder}")
+    from pushforward import distributed
+
+    if distributed.context().main:
+        _say(f"run written to {folder}")
     return 0
 
 

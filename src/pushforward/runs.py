@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pushforward import __version__, datasets, plots
+from pushforward import __version__, datasets, distributed, plots
 from pushforward.autoencoder import Autoencoder
 from pushforward.checkpoint import load_json, load_tensors, save_figure, save_json, save_tensors
 from pushforward.errors import CheckpointError, ConfigError, lookup
@@ -257,13 +257,17 @@ def fit_run(
     With ``tensorboard``, each epoch's scalars (and samples, for image models) go there too.
     """
     kind = lookup(MODELS, rc.model, what="model")
+    ctx = distributed.init(rc.train.device)
+    if ctx.active and not kind.trained:
+        raise ConfigError(f"{rc.model} is fitted in closed form; run it in one process")
     gen = torch.Generator().manual_seed(rc.train.seed)
     ds = datasets.select_rows(datasets.load_data(rc.data, n=rc.n, generator=gen), rc.rows)
     folder = Path(out) if out is not None else _fresh_folder(rc, ds)
+    folder = Path(distributed.broadcast_text(str(folder)))  # rank 0 names it for every process
     if resume:
         if not kind.trained:
             raise ConfigError(f"{rc.model} is fitted in closed form; there is nothing to resume")
-    elif (folder / CONFIG).exists():
+    elif distributed.any_true(ctx.main and (folder / CONFIG).exists()):
         raise CheckpointError(
             f"'{folder}' already holds a run; use --resume to continue it or choose another --out"
         )
@@ -282,8 +286,10 @@ def fit_run(
             "image_shape": list(ds.image_shape) if ds.image_shape else None,
         },
     }
-    folder.mkdir(parents=True, exist_ok=True)
-    save_json(folder / CONFIG, record)
+    if ctx.main:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_json(folder / CONFIG, record)
+    distributed.barrier()
     if kind.trained:
         if tensorboard is not None:
             board = TensorBoardLogger(tensorboard, model=model, image_shape=ds.image_shape)
@@ -291,10 +297,12 @@ def fit_run(
         fit(model, ds.x, rc.train, run_dir=folder, resume=resume, progress=progress)
     else:
         model.fit(ds.x)
-    save_model(folder, model)
-    if figures:
-        write_figures(folder, model, ds)
-    log.info("run written to %s", folder)
+    if ctx.main:
+        save_model(folder, model)
+        if figures:
+            write_figures(folder, model, ds)
+        log.info("run written to %s", folder)
+    distributed.barrier()
     return folder
 
 

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from pushforward import distributed
 from pushforward.checkpoint import atomic_write_bytes, load_tensors, save_tensors
 from pushforward.errors import CheckpointError, ConfigError, Interrupted, TrainingError, lookup
 
@@ -203,11 +204,14 @@ class Trainable(nn.Module):
         epoch: float = 0.0,
     ) -> dict[str, Tensor]:
         """Take one optimisation step on the batch x (B, d); return the detached terms."""
-        terms = self.loss(x, generator=generator, epoch=epoch)
+        forward = self.__dict__.get("_loss_forward") or self.loss  # a DDP wrapper under torchrun
+        terms = forward(x, generator=generator, epoch=epoch)
         check_finite(terms)
         (opt,) = optimizers.values()
         opt.zero_grad(set_to_none=True)
-        terms["loss"].backward()
+        # DDP averages the processes' gradients; a shard's weight b_r·world/B makes that average
+        # the gradient of the whole batch's mean loss even when shards differ in size
+        (terms["loss"] * self.__dict__.get("_shard_weight", 1.0)).backward()
         if cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.parameters(), cfg.grad_clip)
         opt.step()
@@ -221,9 +225,17 @@ class Trainable(nn.Module):
 
 
 def check_finite(terms: Mapping[str, Tensor]) -> None:
-    """Raise a bare TrainingError naming the first non-finite term; :func:`fit` adds when."""
-    if bool(torch.isfinite(torch.stack([v.detach().reshape(()) for v in terms.values()])).all()):
-        return  # one host synchronisation in the common case
+    """Raise a bare TrainingError naming the first non-finite term; :func:`fit` adds when.
+
+    Under torchrun every process learns whether any process failed, so all stop together.
+    """
+    values = torch.stack([v.detach().reshape(()) for v in terms.values()])
+    ok = bool(torch.isfinite(values).all())  # one host synchronisation in the common case
+    if distributed.any_true(not ok, values.device):
+        if ok:
+            raise TrainingError("a loss term became non-finite in another process")
+    else:
+        return
     bad = [k for k, v in terms.items() if not bool(torch.isfinite(v).all())]
     if bad:
         name = next((k for k in bad if k != "loss"), bad[0])
@@ -385,6 +397,36 @@ def _write_metrics(folder: Path, records: list[dict[str, Any]]) -> None:
 # --- the loop ----------------------------------------------------------------------------------
 
 
+class _LossForward(nn.Module):
+    """Routes a model's loss through ``forward``, so that DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: Trainable):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, *, generator=None, epoch=None) -> dict[str, Tensor]:
+        return self.model.loss(x, generator=generator, epoch=epoch)
+
+
+def _wrap_ddp(model: Trainable, device: torch.device) -> None:
+    from torch.nn.parallel import DistributedDataParallel
+
+    if type(model).training_step is not Trainable.training_step:
+        raise ConfigError(
+            f"{type(model).__name__} takes its own training steps and cannot yet train in "
+            "several processes; run it in one process"
+        )
+    ids = [device.index] if device.type == "cuda" else None
+    object.__setattr__(
+        model, "_loss_forward", DistributedDataParallel(_LossForward(model), device_ids=ids)
+    )
+
+
+def _unwrap_ddp(model: Trainable) -> None:
+    for name in ("_loss_forward", "_shard_weight"):
+        model.__dict__.pop(name, None)
+
+
 class _StopRequest:
     """Set by a signal handler; the loop stops at the next step boundary."""
 
@@ -439,34 +481,45 @@ def fit(
     """
     if x.dim() != 2 or x.shape[0] == 0:
         raise ConfigError(f"training data must have shape (n, d) with n ≥ 1, got {tuple(x.shape)}")
+    ctx = distributed.init(cfg.device)
     device = resolve_device(cfg.device)
+    if ctx.active and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
     n = x.shape[0]
     batch = n if cfg.batch_size == 0 else cfg.batch_size
     if batch > n:
         log.warning("batch_size %d is larger than the data (%d rows); using full batches", batch, n)
         batch = n
+    if batch < ctx.world:
+        raise ConfigError(f"batch_size {batch} is smaller than the {ctx.world} processes")
     steps_per_epoch = math.ceil(n / batch)
     model.to(device)
     data = x.to(device)
     val = x_val.to(device) if x_val is not None else None
+    # one generator shuffles (the same permutation in every process); in several processes each
+    # draws its model noise (the VAE's ε) from its own generator, reseeded every epoch
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    noise = torch.Generator(device=device) if ctx.active else generator
     optimizers = model.configure_optimizers(cfg)
     folder = Path(run_dir) if run_dir is not None else None
+    source = folder  # every process reads the checkpoint; rank 0 alone writes and reports
+    if not ctx.main:
+        folder, progress, val = None, None, None
     history: list[dict[str, Any]] = []
     first_epoch, first_step = 1, 0
     resumed_sums: dict[str, Tensor] = {}
     epoch_start_state: Tensor | None = None
     if resume:
-        if folder is None or not (folder / CHECKPOINT).exists():
-            raise CheckpointError(f"cannot resume: no {CHECKPOINT} in '{folder}'")
-        info, extra = load_checkpoint(folder / CHECKPOINT, model, optimizers, generator)
+        if source is None or not (source / CHECKPOINT).exists():
+            raise CheckpointError(f"cannot resume: no {CHECKPOINT} in '{source}'")
+        info, extra = load_checkpoint(source / CHECKPOINT, model, optimizers, generator)
         first_epoch, first_step = int(info["epoch"]) + 1, int(info.get("step", 0))
         if first_step:
             epoch_start_state = extra["rng.epoch_start"]
             resumed_sums = {k[len("progress.sum.") :]: v.to(device) for k, v in extra.items()
                             if k.startswith("progress.sum.")}  # fmt: skip
-        history = [r for r in read_metrics(folder) if r.get("epoch", 0) < first_epoch]
-        log.info("resumed at epoch %d, step %d of %s", first_epoch, first_step, folder)
+        history = [r for r in read_metrics(source) if r.get("epoch", 0) < first_epoch]
+        log.info("resumed at epoch %d, step %d of %s", first_epoch, first_step, source)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
     last_good = f"epoch {first_epoch - 1}" if resume else "none"
@@ -483,6 +536,8 @@ def fit(
         save_checkpoint(folder / CHECKPOINT, model, optimizers, generator, meta, extra=extra)
         return folder / CHECKPOINT
 
+    if ctx.active:
+        _wrap_ddp(model, device)
     if progress is not None:
         progress.start(cfg.epochs, steps_per_epoch, first_epoch)
     try:
@@ -491,7 +546,7 @@ def fit(
                 model.train()
                 start = time.perf_counter()
                 sums: dict[str, Tensor] = {}
-                step0 = 0
+                step0, rows = 0, 0
                 if epoch == first_epoch and first_step:
                     # the permutation of the interrupted epoch, then the RNG where it stopped
                     assert epoch_start_state is not None
@@ -501,16 +556,27 @@ def fit(
                     order = torch.randperm(n, generator=generator, device=device)
                     generator.set_state(current)
                     sums, step0 = dict(resumed_sums), first_step
+                    rows = min(n, first_step * batch)
                 else:
                     start_state = generator.get_state()
                     order = torch.randperm(n, generator=generator, device=device)
+                if ctx.active:
+                    noise.manual_seed(cfg.seed * 1_000_003 + ctx.rank * 7919 + epoch)
                 for step in range(step0, steps_per_epoch):
                     idx = order[step * batch : (step + 1) * batch]
+                    rows += idx.numel()
+                    if ctx.active:
+                        if idx.numel() < ctx.world:
+                            rows -= idx.numel()
+                            continue  # a last batch too small to shard (same in every process)
+                        shard = idx.tensor_split(ctx.world)[ctx.rank]
+                        model.__dict__["_shard_weight"] = shard.numel() * ctx.world / idx.numel()
+                        idx = shard
                     xb = data[idx]
                     try:
                         elapsed_epochs = epoch - 1 + step / steps_per_epoch
                         terms = model.training_step(
-                            xb, optimizers, cfg, generator=generator, epoch=elapsed_epochs
+                            xb, optimizers, cfg, generator=noise, epoch=elapsed_epochs
                         )
                         check_finite(terms)
                     except TrainingError as e:
@@ -525,7 +591,8 @@ def fit(
                         sums[k] = sums.get(k, 0.0) + v * xb.shape[0]
                     if progress is not None:
                         progress.step(terms["loss"])
-                    if stop.signal is not None:
+                    if distributed.any_true(stop.signal is not None):
+                        stop.signal = stop.signal or "a signal to another process"
                         where = "nothing saved (no run folder)"
                         if folder is not None:
                             path = checkpoint(epoch - 1, step + 1, start_state, sums)
@@ -538,16 +605,21 @@ def fit(
                         )
                 elapsed = time.perf_counter() - start
                 record: dict[str, Any] = {"epoch": epoch}
-                record.update({k: float(v) / n for k, v in sums.items()})
+                if ctx.active:  # metrics are means over every process's rows
+                    keys = sorted(sums)
+                    total = distributed.all_reduce_(torch.stack([sums[k] for k in keys]))
+                    sums = dict(zip(keys, total, strict=True))
+                record.update({k: float(v) / rows for k, v in sums.items()})
                 record["seconds"] = elapsed
-                record["samples_per_s"] = n / elapsed if elapsed > 0 else float("inf")
+                record["samples_per_s"] = rows / elapsed if elapsed > 0 else float("inf")
                 model.eval()
                 if val is not None:
                     with torch.no_grad():
                         vg = torch.Generator(device=device).manual_seed(cfg.seed + 1)
                         record["val_loss"] = float(model.loss(val, generator=vg)["loss"])
-                diag_gen = torch.Generator(device=device).manual_seed(cfg.seed + epoch)
-                record.update(model.diagnostics(data, generator=diag_gen))
+                if ctx.main:
+                    diag_gen = torch.Generator(device=device).manual_seed(cfg.seed + epoch)
+                    record.update(model.diagnostics(data, generator=diag_gen))
                 history.append(record)
                 if progress is not None:
                     progress.epoch(record)
@@ -559,5 +631,7 @@ def fit(
     finally:
         if progress is not None:
             progress.close()
+        _unwrap_ddp(model)
+    distributed.barrier()
     model.eval()
     return history

@@ -1,0 +1,125 @@
+"""Several processes, one run: PyTorch's own distributed engine, set up from torchrun's variables.
+
+Launched by ``torchrun --nproc_per_node N -m pushforward fit ...`` (or several machines with
+torchrun's rendezvous), every process reads RANK, WORLD_SIZE and LOCAL_RANK, joins one process
+group (gloo on the CPU, NCCL on GPUs) and trains the same model on its shard of every batch;
+DistributedDataParallel averages the gradients. Without those variables everything here is a
+no-op and pushforward runs in one process, as usual.
+
+Nothing here pickles: the few values that travel between processes are tensors.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from pushforward.errors import ConfigError
+
+__all__ = ["Context", "all_reduce_", "any_true", "barrier", "broadcast_text", "context", "init"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where this process stands: its rank among ``world`` processes."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def active(self) -> bool:
+        """Whether more than one process takes part."""
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        """Whether this is the process that writes files and prints (rank 0)."""
+        return self.rank == 0
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={value!r} is not an integer") from None
+
+
+def init(device: str = "cpu") -> Context:
+    """Join the process group described by torchrun's variables (once); return the context.
+
+    The backend is NCCL when ``device`` is CUDA, gloo otherwise.
+    """
+    world = _env_int("WORLD_SIZE", 1)
+    if world <= 1:
+        return Context()
+    if not dist.is_available():
+        raise ConfigError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
+    if not dist.is_initialized():
+        backend = (
+            "nccl"
+            if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+            else "gloo"
+        )
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=10))
+        log.info(
+            "joined a %s process group of %d as rank %d",
+            backend,
+            dist.get_world_size(),
+            dist.get_rank(),
+        )
+    return context()
+
+
+def context() -> Context:
+    """Return the current context (one process unless a process group is initialised)."""
+    if dist.is_available() and dist.is_initialized():
+        return Context(dist.get_rank(), dist.get_world_size(), _env_int("LOCAL_RANK", 0))
+    return Context()
+
+
+def barrier() -> None:
+    """Wait for every process (no-op in one process)."""
+    if context().active:
+        dist.barrier()
+
+
+def all_reduce_(t: Tensor) -> Tensor:
+    """Sum ``t`` over all processes, in place; return it."""
+    if context().active:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def any_true(flag: bool, device: torch.device | str = "cpu") -> bool:
+    """Return whether ``flag`` holds in any process (every process must call this together)."""
+    if not context().active:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def broadcast_text(text: str, device: torch.device | str = "cpu") -> str:
+    """Return rank 0's ``text`` in every process (sent as bytes in tensors, not pickled)."""
+    if not context().active:
+        return text
+    data = torch.tensor(list(text.encode("utf-8")), dtype=torch.uint8, device=device)
+    size = torch.tensor([data.numel()], dtype=torch.int64, device=device)
+    dist.broadcast(size, src=0)
+    buf = torch.zeros(int(size.item()), dtype=torch.uint8, device=device)
+    if context().main:
+        buf.copy_(data)
+    dist.broadcast(buf, src=0)
+    return bytes(buf.cpu().tolist()).decode("utf-8")

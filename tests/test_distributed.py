@@ -1,0 +1,72 @@
+"""Several processes on PyTorch's own engine (gloo, loopback), launched by torchrun."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pushforward.runs import load_model
+
+COMMON = [
+    "--data",
+    "digits",
+    "--hidden",
+    "32",
+    "--batch-size",
+    "64",
+]  # 1,797 rows: uneven last batch
+
+
+def fit(tmp_path, nproc: int, *args: str) -> subprocess.CompletedProcess:
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+    ]
+    cmd = [*launcher, "-m", "pushforward", "fit", *args] if nproc > 1 else [
+        sys.executable, "-m", "pushforward", "fit", *args]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def weights(folder):
+    return load_model(folder).state_dict()
+
+
+def assert_close(a, b):
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+def test_two_processes_reach_the_weights_of_one_with_the_same_global_batch(tmp_path):
+    fit(tmp_path, 1, "ae", *COMMON, "--epochs", "3", "--out", "one")
+    two = fit(tmp_path, 2, "ae", *COMMON, "--epochs", "3", "--out", "two")
+    assert_close(weights(tmp_path / "one"), weights(tmp_path / "two"))
+    one_m = [json.loads(r) for r in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    two_m = [json.loads(r) for r in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in two_m] == pytest.approx([r["loss"] for r in one_m], rel=1e-5)
+    assert two.stderr.count("run written to") == 1  # rank 0 alone reports
+
+
+def test_checkpoints_move_between_one_and_two_processes(tmp_path):
+    fit(tmp_path, 1, "ae", *COMMON, "--epochs", "4", "--out", "straight")
+    fit(tmp_path, 2, "ae", *COMMON, "--epochs", "2", "--out", "two_then_one")
+    fit(tmp_path, 1, "--resume", "two_then_one", "--epochs", "4")
+    fit(tmp_path, 1, "ae", *COMMON, "--epochs", "2", "--out", "one_then_two")
+    fit(tmp_path, 2, "--resume", "one_then_two", "--epochs", "4")
+    straight = weights(tmp_path / "straight")
+    assert_close(straight, weights(tmp_path / "two_then_one"))
+    assert_close(straight, weights(tmp_path / "one_then_two"))
+
+
+def test_a_vae_trains_in_two_processes(tmp_path):
+    fit(tmp_path, 2, "vae", *COMMON, "--latent", "2", "--epochs", "2", "--out", "vae")
+    records = [json.loads(r) for r in (tmp_path / "vae" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert records[1]["loss"] < records[0]["loss"]
+    assert (tmp_path / "vae" / "figures" / "manifold.png").exists()
