@@ -71,6 +71,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_N: Final = 10_000
+MAX_N: Final = 10_000_000  # points drawn from a sampled data set: 80 MB in 2-D
 _REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 
 
@@ -79,10 +80,12 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _check_int(value: object, name: str, *, minimum: int) -> int:
-    """Return ``value`` if it is an int ≥ ``minimum``, else raise :class:`ConfigError`."""
+def _check_int(value: object, name: str, *, minimum: int, maximum: int | None = None) -> int:
+    """Return ``value`` if it is an int in [minimum, maximum], else raise :class:`ConfigError`."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} = {value:,} is too large; at most {maximum:,}")
     return int(value)
 
 
@@ -967,7 +970,7 @@ def load_data(
     """
     spec = os.fspath(spec)
     if n is not None:
-        n = _check_int(n, "n", minimum=1)
+        n = _check_int(n, "n", minimum=1, maximum=MAX_N)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ConfigError(f"generator must be a torch.Generator or None, got {type(generator)}")
     gen = generator if generator is not None else torch.Generator().manual_seed(0)

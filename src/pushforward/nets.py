@@ -19,6 +19,8 @@ from pushforward.errors import ConfigError, lookup
 
 __all__ = [
     "ACTIVATIONS",
+    "MAX_LATENT",
+    "MAX_WIDTH",
     "MLP",
     "ConvDecoder",
     "ConvEncoder",
@@ -27,6 +29,9 @@ __all__ = [
     "build_decoder",
     "build_encoder",
 ]
+
+MAX_WIDTH = 65_536  # a wider layer is a typo; it would try to allocate gigabytes
+MAX_LATENT = 65_536
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -58,8 +63,10 @@ class NetConfig:
         self.hidden = [
             int(h) for h in (defaults[self.kind] if self.hidden is None else self.hidden)
         ]
-        if any(h < 1 for h in self.hidden):
-            raise ConfigError(f"hidden widths must be ≥ 1, got {self.hidden}")
+        if any(h < 1 or h > MAX_WIDTH for h in self.hidden):
+            raise ConfigError(
+                f"hidden widths must be between 1 and {MAX_WIDTH:,}, got {self.hidden}"
+            )
         lookup(ACTIVATIONS, self.activation, what="activation")
 
     def to_dict(self) -> dict:

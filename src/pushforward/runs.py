@@ -30,6 +30,7 @@ from pushforward import __version__, datasets, distributed, plots
 from pushforward.autoencoder import Autoencoder
 from pushforward.checkpoint import load_json, load_tensors, save_figure, save_json, save_tensors
 from pushforward.errors import CheckpointError, ConfigError, lookup
+from pushforward.nets import MAX_LATENT
 from pushforward.pca import PCA, ProbabilisticPCA
 from pushforward.reporters import Reporters, TensorBoardLogger
 from pushforward.train import (
@@ -87,8 +88,11 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         lookup(MODELS, self.model, what="model")
-        if isinstance(self.latent, bool) or not isinstance(self.latent, int) or self.latent < 1:
-            raise ConfigError(f"latent = {self.latent!r} is not allowed; use an integer ≥ 1")
+        bad = isinstance(self.latent, bool) or not isinstance(self.latent, int)
+        if bad or not 1 <= self.latent <= MAX_LATENT:
+            raise ConfigError(
+                f"latent = {self.latent!r} is not allowed; use an integer from 1 to {MAX_LATENT:,}"
+            )
         if self.n is not None and self.n < 1:
             raise ConfigError(f"n = {self.n!r} is not allowed; use an integer ≥ 1")
 
@@ -267,6 +271,9 @@ def fit_run(
     if resume:
         if not kind.trained:
             raise ConfigError(f"{rc.model} is fitted in closed form; there is nothing to resume")
+        if not (folder / CHECKPOINT).exists():
+            log.warning("'%s' holds no checkpoint yet; training starts from the beginning", folder)
+            resume = False
     elif distributed.any_true(ctx.main and (folder / CONFIG).exists()):
         raise CheckpointError(
             f"'{folder}' already holds a run; use --resume to continue it or choose another --out"

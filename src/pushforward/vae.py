@@ -45,7 +45,7 @@ from pushforward.losses import (
     reconstruction,
 )
 from pushforward.measures import Pushforward, StandardNormal
-from pushforward.nets import NetConfig, build_decoder, build_encoder
+from pushforward.nets import MAX_LATENT, NetConfig, build_decoder, build_encoder
 from pushforward.train import Trainable
 
 __all__ = ["KL_SCHEDULES", "LIKELIHOODS", "VAE", "LogLikelihood"]
@@ -145,8 +145,11 @@ class VAE(Trainable):
         image_shape: tuple[int, int] | list[int] | None = None,
     ):
         super().__init__()
-        if dim < 1 or latent < 1:
-            raise ConfigError(f"dim and latent must be ≥ 1, got dim={dim}, latent={latent}")
+        if dim < 1 or not 1 <= latent <= MAX_LATENT:
+            raise ConfigError(
+                f"dim and latent must be ≥ 1 (latent at most {MAX_LATENT:,}), "
+                f"got dim={dim}, latent={latent}"
+            )
         self.likelihood = lookup(LIKELIHOODS, loss, what="reconstruction loss")
         lookup(KL_SCHEDULES, kl_schedule, what="KL schedule")
         if (sigma is not None or learn_sigma) and not self.likelihood.trains_on_nll:
