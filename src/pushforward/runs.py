@@ -483,7 +483,11 @@ def evaluate_run(
             log_likelihood_stderr=ll.mean_stderr,
             nll=-ll.mean,
             bits_per_dim=-ll.mean / (ds.dim * log2),
-            **{k: v for k, v in model.diagnostics(ds.x).items() if k != "posterior_collapse"},
+            **{
+                k: v
+                for k, v in model.diagnostics(ds.x, generator=gen).items()
+                if k != "posterior_collapse"
+            },
         )
     elif isinstance(model, ProbabilisticPCA):
         lp = float(model.log_prob(x).mean())
