@@ -100,6 +100,12 @@ def test_one_killed_rank_of_two_loses_nothing(tmp_path, reliability):
     assert done.returncode == 0, done.stderr[-2000:]
     reliability["runs resumed"] += 1
     assert check_consistent(tmp_path / "ddp") == 12
+    straight = subprocess.run([*launcher, *args[:-1], "straight"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    a, b = load_model(tmp_path / "straight").state_dict(), load_model(tmp_path / "ddp").state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("err", [errno.ENOSPC, errno.EACCES])

@@ -62,9 +62,9 @@ def test_resumed_run_ends_bit_exactly_like_an_uninterrupted_one(tmp_path):
 def test_seeded_runs_are_reproducible_and_seeds_matter():
     x = data()
     a, b, c = make_ae(), make_ae(), make_ae()
-    fit(a, x, TrainConfig(epochs=2, seed=1))
-    fit(b, x, TrainConfig(epochs=2, seed=1))
-    fit(c, x, TrainConfig(epochs=2, seed=2))
+    fit(a, x, TrainConfig(epochs=2, batch_size=32, seed=1))
+    fit(b, x, TrainConfig(epochs=2, batch_size=32, seed=1))
+    fit(c, x, TrainConfig(epochs=2, batch_size=32, seed=2))
     assert states_equal(a, b)
     assert not states_equal(a, c)
 
@@ -141,7 +141,7 @@ def test_nan_in_training_stops_cleanly_naming_term_epoch_step(tmp_path):
 
 def test_resume_without_checkpoint_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match=r"cannot resume: no checkpoint\.safetensors"):
-        fit(make_ae(), data(), TrainConfig(epochs=1), run_dir=tmp_path, resume=True)
+        fit(make_ae(), data(), TrainConfig(epochs=1, batch_size=32), run_dir=tmp_path, resume=True)
 
 
 def test_optimizer_state_round_trips_through_tensors_and_json():
@@ -173,6 +173,11 @@ def test_optimizer_state_round_trips_through_tensors_and_json():
 def test_bad_training_settings_name_the_problem(settings, match):
     with pytest.raises(ConfigError, match=match):
         TrainConfig.from_dict(settings)
+
+
+def test_a_batch_larger_than_the_data_is_refused():
+    with pytest.raises(ConfigError, match=r"batch_size 200 is larger than the data \(96 rows\)"):
+        fit(make_ae(), data(), TrainConfig(epochs=1, batch_size=200))
 
 
 def test_bad_training_data_is_refused():

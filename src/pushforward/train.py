@@ -488,8 +488,10 @@ def fit(
     n = x.shape[0]
     batch = n if cfg.batch_size == 0 else cfg.batch_size
     if batch > n:
-        log.warning("batch_size %d is larger than the data (%d rows); using full batches", batch, n)
-        batch = n
+        raise ConfigError(
+            f"batch_size {batch} is larger than the data ({n} rows); "
+            "use a smaller batch, or 0 for full batch"
+        )
     if batch < ctx.world:
         raise ConfigError(f"batch_size {batch} is smaller than the {ctx.world} processes")
     steps_per_epoch = math.ceil(n / batch)
