@@ -204,9 +204,14 @@ def density_heatmap(
     """
     fig = Figure(figsize=(4.6, 4.2), layout="constrained")
     ax = fig.add_subplot()
-    p = _numpy(log_density.exp())
-    im = ax.imshow(p, origin="lower", extent=extent, cmap="magma", aspect="equal")
-    fig.colorbar(im, ax=ax, shrink=0.8, label="density")
+    lp = _numpy(log_density).astype(float)
+    finite = lp[np.isfinite(lp)]
+    # log scale, robust to the few grid points where a Monte Carlo estimate overshoots
+    hi = float(np.percentile(finite, 99.5)) if finite.size else 0.0
+    lo = max(float(np.percentile(finite, 1)) if finite.size else hi - 1, hi - 15.0)
+    im = ax.imshow(np.clip(lp, lo, hi), origin="lower", extent=extent, cmap="magma",
+                   aspect="equal", vmin=lo, vmax=hi)  # fmt: skip
+    fig.colorbar(im, ax=ax, shrink=0.8, label="log density")
     if points is not None:
         q = _numpy(points)
         ax.scatter(q[:, 0], q[:, 1], s=0.5, color="#7fdbff", alpha=0.4)
