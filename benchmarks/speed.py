@@ -113,7 +113,7 @@ def pythae_rate(epochs: int) -> float | str:
     except (subprocess.SubprocessError, OSError) as e:
         return f"could not install Pythae: {e}"
     script = textwrap.dedent(f"""
-        import sys, time, torch
+        import sys, tempfile, time, torch
         sys.path.insert(0, {str(HERE.parent / "src")!r})
         torch.set_num_threads(2)
         from pushforward.datasets import find_mnist_folder, load_mnist
@@ -121,7 +121,7 @@ def pythae_rate(epochs: int) -> float | str:
         from pythae.trainers import BaseTrainerConfig
         from pythae.pipelines import TrainingPipeline
         x = load_mnist(find_mnist_folder()).x[:8000].reshape(-1, 1, 28, 28).numpy()
-        cfg = BaseTrainerConfig(output_dir="/tmp/pythae-bench", num_epochs={epochs},
+        cfg = BaseTrainerConfig(output_dir=tempfile.mkdtemp(), num_epochs={epochs},
                                 learning_rate=1e-3, per_device_train_batch_size=128,
                                 steps_saving=None, no_cuda=True)
         model = VAE(VAEConfig(input_dim=(1, 28, 28), latent_dim=20, reconstruction_loss="bce"))
