@@ -15,7 +15,15 @@ from torch import Tensor
 
 from pushforward.errors import ConfigError, check_rows
 from pushforward.losses import RECONSTRUCTIONS, output_mean, reconstruction
-from pushforward.nets import MAX_LATENT, MLP, NetConfig, TiedDecoder, build_decoder, build_encoder
+from pushforward.nets import (
+    MLP,
+    NetConfig,
+    TiedDecoder,
+    as_net_config,
+    build_decoder,
+    build_encoder,
+    check_sizes,
+)
 from pushforward.train import Trainable, TrainConfig, fit, seeded
 
 __all__ = ["Autoencoder", "MemorisationResult", "memorisation_experiment"]
@@ -46,16 +54,12 @@ class Autoencoder(Trainable):
         image_shape: tuple[int, int] | list[int] | None = None,
     ):
         super().__init__()
-        if dim < 1 or not 1 <= latent <= MAX_LATENT:
-            raise ConfigError(
-                f"dim and latent must be ≥ 1 (latent at most {MAX_LATENT:,}), "
-                f"got dim={dim}, latent={latent}"
-            )
+        check_sizes(dim, latent)
         if loss not in RECONSTRUCTIONS:
             raise ConfigError(
                 f"unknown reconstruction loss {loss!r}; known: {', '.join(sorted(RECONSTRUCTIONS))}"
             )
-        self.net = net if isinstance(net, NetConfig) else NetConfig(**(net or {}))
+        self.net = as_net_config(net)
         if tied and self.net.kind != "mlp":
             raise ConfigError("tied weights need an MLP network (--net mlp)")
         self.dim, self.latent, self.loss_name, self.tied = dim, latent, loss, tied

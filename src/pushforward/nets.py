@@ -26,8 +26,10 @@ __all__ = [
     "ConvEncoder",
     "NetConfig",
     "TiedDecoder",
+    "as_net_config",
     "build_decoder",
     "build_encoder",
+    "check_sizes",
 ]
 
 MAX_WIDTH = 65_536  # a wider layer is a typo; it would try to allocate gigabytes
@@ -189,6 +191,20 @@ class ConvDecoder(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         h = self.head(z).reshape(-1, self.c0, self.s0, self.s0)
         return self.deconv(h).flatten(1)
+
+
+def as_net_config(net: NetConfig | dict | None) -> NetConfig:
+    """Return ``net`` as a :class:`NetConfig` (from a dict of its fields, or the default)."""
+    return net if isinstance(net, NetConfig) else NetConfig(**(net or {}))
+
+
+def check_sizes(dim: int, latent: int) -> None:
+    """Refuse a data dimension below 1 or a latent dimension outside [1, MAX_LATENT]."""
+    if dim < 1 or not 1 <= latent <= MAX_LATENT:
+        raise ConfigError(
+            f"dim and latent must be ≥ 1 (latent at most {MAX_LATENT:,}), "
+            f"got dim={dim}, latent={latent}"
+        )
 
 
 def build_encoder(cfg: NetConfig, in_dim: int, out_dim: int, image_shape=None) -> nn.Module:

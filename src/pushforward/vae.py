@@ -45,7 +45,7 @@ from pushforward.losses import (
     reconstruction,
 )
 from pushforward.measures import Pushforward, StandardNormal
-from pushforward.nets import MAX_LATENT, NetConfig, build_decoder, build_encoder
+from pushforward.nets import NetConfig, as_net_config, build_decoder, build_encoder, check_sizes
 from pushforward.train import Trainable
 
 __all__ = ["KL_SCHEDULES", "LIKELIHOODS", "VAE", "LogLikelihood"]
@@ -146,11 +146,7 @@ class VAE(Trainable):
         image_shape: tuple[int, int] | list[int] | None = None,
     ):
         super().__init__()
-        if dim < 1 or not 1 <= latent <= MAX_LATENT:
-            raise ConfigError(
-                f"dim and latent must be ≥ 1 (latent at most {MAX_LATENT:,}), "
-                f"got dim={dim}, latent={latent}"
-            )
+        check_sizes(dim, latent)
         self.likelihood = lookup(LIKELIHOODS, loss, what="reconstruction loss")
         lookup(KL_SCHEDULES, kl_schedule, what="KL schedule")
         if (sigma is not None or learn_sigma) and not self.likelihood.trains_on_nll:
@@ -167,7 +163,7 @@ class VAE(Trainable):
             )
         if free_bits < 0:
             raise ConfigError(f"free_bits = {free_bits!r} is not allowed; use a number ≥ 0")
-        self.net = net if isinstance(net, NetConfig) else NetConfig(**(net or {}))
+        self.net = as_net_config(net)
         self.dim, self.latent, self.loss_name = dim, latent, loss
         self.sigma, self.learn_sigma = sigma, learn_sigma
         self.kl_weight, self.kl_schedule, self.kl_warmup = kl_weight, kl_schedule, kl_warmup
