@@ -61,6 +61,16 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _float_pair(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 2:
+        raise argparse.ArgumentTypeError(f"{text!r} is not two numbers such as 0.5,0.999")
+    return values
+
+
 def _int_list(text: str) -> list[int]:
     try:
         values = [int(t) for t in text.split(",") if t.strip()]
@@ -211,6 +221,8 @@ FIT_FLAGS = (
     "data", "latent", "n", "rows", "loss", "net", "hidden", "activation", "tied", "sigma",
     "learn_sigma", "kl_weight", "kl_schedule", "kl_warmup", "free_bits", "epochs",
     "batch_size", "lr", "optimizer", "seed", "checkpoint_every", "device", "weight_decay",
+    "noise", "critic_hidden", "critic_steps", "critic_lr", "pack", "gp_weight", "penalty", "ema",
+    "betas",
 )  # fmt: skip
 
 
@@ -303,7 +315,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"  bits per dimension    {result['bits_per_dim']:.4f}")
     if "active_units" in result:
         print(f"  active units          {result['active_units']}")
-    print(f"  squared error         {result['squared_error']:.4f} per example")
+    if "squared_error" in result:
+        print(f"  squared error         {result['squared_error']:.4f} per example")
+    if "modes_captured" in result:
+        print(
+            f"  modes captured        {result['modes_captured']} of {result['n_modes']}, "
+            f"{100 * result['high_quality']:.1f}% high quality, "
+            f"reverse KL {result['reverse_kl']:.3f}"
+        )
+        print(
+            f"  mean log-density      {result['mean_log_density']:.3f} "
+            f"(real data: {result['mean_log_density_floor']:.3f})"
+        )
+    if "mmd2" in result:
+        m = result["quality_samples"]
+        print(f"  sample quality on {m:,} points (floor: two real sets of {m:,})")
+        for key, name in (("mmd2", "MMD²"), ("energy", "energy distance"), ("wasserstein1", "W₁")):
+            print(f"    {name:<19} {result[key]:.5f}  (floor {result[key + '_floor']:.5f})")
+    if "frechet_distance" in result:
+        print(
+            f"  Fréchet distance      {result['frechet_distance']:.3f} "
+            f"(floor {result['frechet_distance_floor']:.3f}, {result['frechet_samples']:,} "
+            f"images; feature net accuracy {100 * result['feature_accuracy']:.1f}%)"
+        )
     return 0
 
 
@@ -366,14 +400,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_example)
 
     p = sub.add_parser("fit", help="fit a model to data and write a run folder")
-    p.add_argument("model", metavar="MODEL", nargs="?", help="pca, ppca, ae or vae")
+    p.add_argument("model", metavar="MODEL", nargs="?", help="pca, ppca, ae, vae or gan")
     p.add_argument("--data", metavar="SPEC", help=data_help)
     p.add_argument("--config", metavar="FILE", help="settings from a .json or .toml file")
     p.add_argument("--out", metavar="DIR", help="run folder (default: a fresh one under runs/)")
     p.add_argument("--resume", metavar="RUN", help="continue the run in this folder")
     p.add_argument("--latent", type=_positive(), help="latent dimension k (default 2)")
     p.add_argument("-n", "--n", type=_positive(), help="points to draw (mixtures)")
-    p.add_argument("--loss", help="reconstruction loss: l2, l1, bce")
+    p.add_argument(
+        "--loss",
+        help="ae/vae: reconstruction loss l2, l1, bce (vae also gaussian, laplace); "
+        "gan: nonsaturating, minimax, wgan-gp, hinge",
+    )
     p.add_argument("--net", help="network kind: mlp, conv")
     p.add_argument("--hidden", type=_int_list, help="hidden widths, e.g. 512,256")
     p.add_argument("--activation", help="relu, elu, gelu, silu, tanh, ...")
@@ -385,10 +423,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kl-schedule", help="constant, linear (warm-up) or cyclical")
     p.add_argument("--kl-warmup", type=_positive(float), help="warm-up (or cycle) in epochs")
     p.add_argument("--free-bits", type=float, help="free bits per latent dimension (nats)")
+    g = p.add_argument_group("GAN")
+    g.add_argument("--noise", help="the base measure μ: gaussian (N(0, I)) or uniform ([−1, 1]^k)")
+    g.add_argument("--critic-hidden", type=_int_list, help="critic widths (default --hidden)")
+    g.add_argument("--critic-steps", type=_positive(), help="critic updates per generator update")
+    g.add_argument("--critic-lr", type=_positive(float), help="critic learning rate (default --lr)")
+    g.add_argument("--pack", type=_positive(), help="PacGAN: samples the critic judges at once")
+    g.add_argument("--gp-weight", type=float, help="weight of the gradient penalty (0 = off)")
+    g.add_argument("--penalty", help="gp (Gulrajani, at interpolates) or r1 (at the data)")
+    g.add_argument("--ema", type=float, help="EMA decay of the generator's weights (0 = off)")
     p.add_argument("--epochs", type=_non_negative, help="training epochs")
     p.add_argument("--batch-size", type=_non_negative, help="minibatch size; 0 = full batch")
     p.add_argument("--lr", type=_positive(float), help="learning rate")
     p.add_argument("--optimizer", help="adam, adamw, sgd")
+    p.add_argument("--betas", type=_float_pair, help="Adam's β₁,β₂, e.g. 0.5,0.999")
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--checkpoint-every", type=_positive(), help="epochs between checkpoints")
     p.add_argument("--device", help="auto, cpu, cuda")
@@ -412,7 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", default="samples.png", help=".png/.svg/.pdf/.npy/.csv")
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("evaluate", help="ELBO, IWAE log-likelihood, bits/dim and errors on data")
+    p = sub.add_parser(
+        "evaluate", help="likelihoods, errors and sample quality (with real-vs-real floors)"
+    )
     p.add_argument("run", metavar="RUN")
     p.add_argument("--data", metavar="SPEC", required=True, help=data_help)
     p.add_argument("-n", "--n", type=_positive(), help="points to draw (mixtures)")

@@ -19,6 +19,7 @@ __all__ = [
     "density_heatmap",
     "density_histogram",
     "error_vs_k",
+    "gan_curves",
     "gif_bytes",
     "image_grid",
     "loss_curves",
@@ -172,6 +173,31 @@ def loss_curves(history: Sequence[Mapping[str, float]], *, title: str = "trainin
     ax.set_ylabel("mean per example")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, frameon=False)
+    return fig
+
+
+def gan_curves(history: Sequence[Mapping[str, float]], *, title: str = "GAN training") -> Figure:
+    """Return a GAN's training health per epoch: its two losses (and the gradient penalty) on the
+    left, the critic's and the generator's gradient norms on the right (log scale)."""
+    epochs = [r["epoch"] for r in history]
+    fig = Figure(figsize=(8.0, 3.2), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    for ax, keys, ylabel in (
+        (left, ("critic_loss", "gen_loss", "gradient_penalty"), "loss"),
+        (right, ("critic_grad_norm", "gen_grad_norm"), "gradient norm"),
+    ):
+        for k in keys:
+            if any(k in r for r in history):
+                ax.plot(epochs, [r.get(k, np.nan) for r in history], label=k, lw=1.5)
+        if ylabel == "gradient norm" and ax.lines:
+            values = np.array([line.get_ydata() for line in ax.lines], dtype=float)
+            if np.nanmin(values) > 0:
+                ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        if ax.lines:
+            ax.legend(fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=10)
     return fig
 
 

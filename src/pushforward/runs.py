@@ -30,8 +30,10 @@ from pushforward import __version__, datasets, distributed, plots
 from pushforward.autoencoder import Autoencoder
 from pushforward.checkpoint import load_json, load_tensors, save_figure, save_json, save_tensors
 from pushforward.errors import CheckpointError, ConfigError, lookup
+from pushforward.gan import GAN, RECOMMENDED
 from pushforward.nets import MAX_LATENT
 from pushforward.pca import PCA, ProbabilisticPCA
+from pushforward.quality import sample_quality
 from pushforward.reporters import Reporters, TensorBoardLogger
 from pushforward.train import (
     CHECKPOINT,
@@ -84,6 +86,14 @@ class RunConfig:
     kl_schedule: str = "constant"
     kl_warmup: float = 10.0
     free_bits: float = 0.0
+    noise: str = "gaussian"
+    critic_hidden: list[int] | None = None
+    critic_steps: int = 1
+    critic_lr: float | None = None
+    pack: int = 1
+    gp_weight: float | None = None
+    penalty: str = "gp"
+    ema: float = 0.0
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
@@ -168,18 +178,43 @@ def _build_vae(rc: RunConfig, ds: datasets.Dataset) -> VAE:
     )  # fmt: skip
 
 
+def _build_gan(rc: RunConfig, ds: datasets.Dataset) -> GAN:
+    critic = {**_net(rc), "hidden": rc.critic_hidden if rc.critic_hidden is not None else rc.hidden}
+    return GAN(
+        ds.dim, rc.latent, noise=rc.noise, loss=rc.loss or "nonsaturating", net=_net(rc),
+        critic_net=critic, critic_steps=rc.critic_steps, gp_weight=rc.gp_weight,
+        penalty=rc.penalty, pack=rc.pack, critic_lr=rc.critic_lr, ema=rc.ema,
+        image_shape=ds.image_shape,
+    )  # fmt: skip
+
+
 MODELS: dict[str, ModelKind] = {
     "pca": ModelKind(PCA, _build_pca, trained=False),
     "ppca": ModelKind(ProbabilisticPCA, _build_ppca, trained=False),
     "ae": ModelKind(Autoencoder, _build_ae, trained=True),
     "vae": ModelKind(VAE, _build_vae, trained=True),
+    "gan": ModelKind(GAN, _build_gan, trained=True),
 }
+
+
+def _gan_defaults() -> dict[str, Any]:
+    """The benchmarked GAN setting (:data:`pushforward.gan.RECOMMENDED`) as flat run settings."""
+    model = dict(RECOMMENDED["model"])
+    net = model.pop("net", {}) or {}
+    critic = model.pop("critic_net", {}) or {}
+    flat: dict[str, Any] = {k: v for k, v in net.items() if k in ("hidden", "activation")}
+    if "hidden" in critic:
+        flat["critic_hidden"] = critic["hidden"]
+    flat.update(model)
+    flat.update(RECOMMENDED["train"])
+    return flat
 
 
 # Recommended settings per model where they differ from the general defaults: what a user gets
 # without flags is the benchmarked path (see BENCHMARKS.md, "VAE quality").
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "vae": {"hidden": [512], "activation": "silu", "lr": 3e-3, "batch_size": 64},
+    "gan": _gan_defaults(),
 }
 
 
@@ -321,9 +356,48 @@ def codes(model: Any, x: Tensor) -> Tensor:
 
 
 def write_figures(folder: Path, model: Any, ds: datasets.Dataset) -> list[Path]:
-    """Draw the run's figures into ``folder/figures``: reconstructions, latents, samples, curves."""
+    """Draw the run's figures into ``folder/figures``: reconstructions and latents (models with
+    an encoder), samples (generative models), the training curves."""
     out = []
     figs = folder / "figures"
+    encodes = hasattr(model, "encode")
+    if encodes:
+        out += _encoder_figures(figs, model, ds)
+    if hasattr(model, "sample"):
+        samples = model.sample(
+            64 if ds.image_shape else 2500, generator=torch.Generator().manual_seed(0)
+        )
+        if ds.image_shape is not None:
+            fig = plots.image_grid(
+                samples.float().clamp(0, 1), ds.image_shape, ncols=16, title="samples of g#μ"
+            )
+        elif ds.dim == 2:
+            fig = plots.scatter_2d(
+                ds.x[:2500], others=[(samples, "samples of g#μ")], title="data and samples"
+            )
+        else:
+            fig = None
+        if fig is not None:
+            out.append(save_figure(fig, figs / "samples.png"))
+    gaussian_prior = isinstance(model, VAE) or getattr(model, "noise", None) == "gaussian"
+    if gaussian_prior and model.latent == 2 and ds.image_shape is not None:
+        fig = plots.image_grid(
+            manifold(model, 15), ds.image_shape, ncols=15, title="decoded manifold", scale=0.45
+        )
+        out.append(save_figure(fig, figs / "manifold.png"))
+    if encodes:
+        fig = _error_vs_k_figure(model, ds.x)
+        out.append(save_figure(fig, figs / "error_vs_k.png"))
+    history = read_metrics(folder)
+    if history:
+        fig = plots.gan_curves(history) if isinstance(model, GAN) else plots.loss_curves(history)
+        out.append(save_figure(fig, figs / "loss.png"))
+    return out
+
+
+def _encoder_figures(figs: Path, model: Any, ds: datasets.Dataset) -> list[Path]:
+    """Reconstructions (images, or 2-D points) and the latent codes coloured by label."""
+    out = []
     x = ds.x[:16]
     with torch.no_grad():
         recon = model.decode(codes(model, x))
@@ -344,33 +418,6 @@ def write_figures(folder: Path, model: Any, ds: datasets.Dataset) -> list[Path]:
         title = "posterior means μ(x)" if isinstance(model, VAE) else "latent codes f(x)"
         fig = plots.scatter_2d(z[:, :2], labels=labels, title=title, size=3.0)
         out.append(save_figure(fig, figs / "latent.png"))
-    if hasattr(model, "sample"):
-        samples = model.sample(
-            64 if ds.image_shape else 2500, generator=torch.Generator().manual_seed(0)
-        )
-        if ds.image_shape is not None:
-            fig = plots.image_grid(
-                samples.float().clamp(0, 1), ds.image_shape, ncols=16, title="samples of g#μ"
-            )
-        elif ds.dim == 2:
-            fig = plots.scatter_2d(
-                ds.x[:2500], others=[(samples, "samples of g#μ")], title="data and samples"
-            )
-        else:
-            fig = None
-        if fig is not None:
-            out.append(save_figure(fig, figs / "samples.png"))
-    if isinstance(model, VAE) and model.latent == 2 and ds.image_shape is not None:
-        fig = plots.image_grid(
-            manifold(model, 15), ds.image_shape, ncols=15, title="decoded manifold", scale=0.45
-        )
-        out.append(save_figure(fig, figs / "manifold.png"))
-    fig = _error_vs_k_figure(model, ds.x)
-    out.append(save_figure(fig, figs / "error_vs_k.png"))
-    history = read_metrics(folder)
-    if history:
-        fig = plots.loss_curves(history)
-        out.append(save_figure(fig, figs / "loss.png"))
     return out
 
 
@@ -449,17 +496,19 @@ def evaluate_run(
     rows: str | None = None,
     iwae_k: int = 1000,
     seed: int = 0,
+    quality: bool = True,
 ) -> dict[str, Any]:
-    """Return the run's metrics on ``data``: reconstruction error, and for likelihood models the
-    ELBO, the IWAE log-likelihood ± its Monte Carlo standard error and bits per dimension (nats
-    per example unless stated).
+    """Return the run's metrics on ``data``: reconstruction error (models with an encoder); for
+    likelihood models the ELBO, the IWAE log-likelihood ± its Monte Carlo standard error and bits
+    per dimension (nats per example unless stated); with ``quality``, for models that sample,
+    the sample-quality metrics of :mod:`pushforward.quality` with their real-vs-real floors.
     """
     model = load_model(folder)
-    ds = _run_data(model, data, n, rows, seed)
+    full = datasets.load_data(data, n=n, generator=torch.Generator().manual_seed(seed))
+    ds = datasets.select_rows(full, rows)
+    _check_dim(model, ds.dim, f"data {data!r}")
     x = ds.x.double() if not isinstance(model, nn.Module) else ds.x
     gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        sq = float((model.decode(codes(model, x)).to(x.dtype) - x).pow(2).sum(1).mean())
     out: dict[str, Any] = {
         "run": str(folder),
         "model": type(model).__name__,
@@ -467,8 +516,11 @@ def evaluate_run(
         "rows": rows,
         "n": ds.n,
         "dim": ds.dim,
-        "squared_error": sq,
     }
+    if hasattr(model, "encode"):
+        with torch.no_grad():
+            recon = model.decode(codes(model, x)).to(x.dtype)
+        out["squared_error"] = float((recon - x).pow(2).sum(1).mean())
     log2 = math.log(2)
     if isinstance(model, VAE):
         e = model.elbo(ds.x, generator=gen)
@@ -492,6 +544,12 @@ def evaluate_run(
     elif isinstance(model, ProbabilisticPCA):
         lp = float(model.log_prob(x).mean())
         out.update(log_likelihood=lp, nll=-lp, bits_per_dim=-lp / (ds.dim * log2), exact=True)
+    if quality and hasattr(model, "sample"):
+
+        def draw(m: int, g: torch.Generator) -> Tensor:
+            return model.sample(m, generator=g)
+
+        out.update(sample_quality(draw, ds, full, seed=seed))
     return out
 
 

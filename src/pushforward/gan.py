@@ -1,0 +1,426 @@
+"""Generative adversarial networks: the second way to fit the same pushforward g#μ.
+
+A generator g (B, k) → (B, d) — the same kind of network as a decoder — pushes noise z ~ μ
+(``gaussian`` N(0, I_k) or ``uniform`` on [−1, 1]^k) forward; a critic D (B, m·d) → (B,) — the same
+kind of network as an encoder with one output — scores data. The two play the game
+
+    min_g max_D  E_x[φ(D(x))] + E_z[ψ(D(g(z)))],
+
+taking ``critic_steps`` steps on D for each step on g. Every objective here is written on the
+critic's logits l = D(·) with softplus, so no sigmoid is ever taken and then logged:
+
+* ``minimax`` (Goodfellow et al., 2014): D minimises −log σ(l_real) − log(1 − σ(l_fake)) =
+  softplus(−l_real) + softplus(l_fake); g minimises log(1 − σ(l_fake)) = −softplus(l_fake), whose
+  gradient in the logit is −σ(l): it vanishes when D confidently rejects the fakes;
+* ``nonsaturating``: the same D; g minimises −log σ(l_fake) = softplus(−l_fake), with gradient
+  −(1 − σ(l)), strong exactly where the minimax one vanishes;
+* ``wgan-gp`` (Gulrajani et al., 2017): D minimises E[D(g(z))] − E[D(x)] + λ E[(‖∇D(x̂)‖₂ − 1)²] at
+  random interpolates x̂ = εx + (1 − ε)g(z), ε ~ U[0, 1]; g minimises −E[D(g(z))];
+* ``hinge`` (Lim & Ye, 2017; Miyato et al., 2018): D minimises E[relu(1 − l_real)] +
+  E[relu(1 + l_fake)]; g minimises −E[l_fake].
+
+The gradient penalty λ (``gp_weight``) is on by default for ``wgan-gp`` only, but may be added to
+any objective (Fedus et al., 2018, found it helps the non-saturating GAN too).
+
+Packing (PacGAN, Lin et al., 2018): with ``pack`` = m > 1 the critic judges m samples at once,
+concatenated into one row of m·d numbers — all real or all generated. A collapsed generator
+makes packs of near-identical points, which a critic tells apart from real packs at once; this is
+the known cure for mode collapse on the ring and grid mixtures. A batch of B rows makes ⌈B/m⌉ real
+packs (a random permutation of the batch, the last pack completed from its start) and as many
+generated ones. Packing needs an MLP critic.
+
+Each critic step uses the whole batch, re-packed in a fresh random order, against fresh noise;
+then the generator takes one step against fresh noise. All randomness (noise, packing orders and
+the penalty's ε) comes from the ``generator`` argument.
+
+Recommended settings (the ring8/grid25 benchmark, ``benchmarks/gan_modes.py``): see
+:data:`RECOMMENDED`. GANs want Adam with β₁ = 0.5 (``betas=(0.5, 0.999)``): the default β₁ = 0.9
+carries stale momentum through the game's rotations and oscillates.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pushforward.errors import ConfigError, lookup
+from pushforward.measures import BaseMeasure, Pushforward, StandardNormal, Uniform
+from pushforward.nets import ACTIVATIONS, MAX_LATENT, NetConfig, build_decoder, build_encoder
+from pushforward.train import OPTIMIZERS, Trainable, TrainConfig, check_finite
+
+__all__ = [
+    "GAN",
+    "GAN_LOSSES",
+    "NOISES",
+    "OUTPUTS",
+    "PENALTIES",
+    "RECOMMENDED",
+    "GANLoss",
+    "gradient_penalty",
+    "r1_penalty",
+]
+
+
+# --- objectives, on the critic's logits ----------------------------------------------------------
+
+
+def _minimax_critic(real: Tensor, fake: Tensor) -> Tensor:
+    # −log σ(l) = softplus(−l) and −log(1 − σ(l)) = softplus(l)
+    return F.softplus(-real).mean() + F.softplus(fake).mean()
+
+
+def _minimax_generator(fake: Tensor) -> Tensor:
+    return -F.softplus(fake).mean()  # log(1 − σ(l)); d/dl = −σ(l)
+
+
+def _nonsaturating_generator(fake: Tensor) -> Tensor:
+    return F.softplus(-fake).mean()  # −log σ(l); d/dl = −(1 − σ(l))
+
+
+def _wasserstein_critic(real: Tensor, fake: Tensor) -> Tensor:
+    return fake.mean() - real.mean()
+
+
+def _wasserstein_generator(fake: Tensor) -> Tensor:
+    return -fake.mean()
+
+
+def _hinge_critic(real: Tensor, fake: Tensor) -> Tensor:
+    return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+
+
+@dataclass(frozen=True)
+class GANLoss:
+    """A GAN objective: what the critic and the generator minimise, from logits (P,) each."""
+
+    critic: Callable[[Tensor, Tensor], Tensor]  # (real logits, fake logits) → scalar
+    generator: Callable[[Tensor], Tensor]  # fake logits → scalar
+    default_gp_weight: float = 0.0
+
+
+GAN_LOSSES: dict[str, GANLoss] = {
+    "minimax": GANLoss(_minimax_critic, _minimax_generator),
+    "nonsaturating": GANLoss(_minimax_critic, _nonsaturating_generator),
+    "wgan-gp": GANLoss(_wasserstein_critic, _wasserstein_generator, default_gp_weight=10.0),
+    "hinge": GANLoss(_hinge_critic, _wasserstein_generator),
+}
+
+
+def _gaussian(k: int) -> BaseMeasure:
+    return StandardNormal(k)
+
+
+def _uniform(k: int) -> BaseMeasure:
+    return Uniform(-1.0, 1.0, k)
+
+
+NOISES: dict[str, Callable[[int], BaseMeasure]] = {"gaussian": _gaussian, "uniform": _uniform}
+
+# the generator's last nonlinearity: 'sigmoid' keeps images in [0, 1], 'linear' is for ℝ^d data
+OUTPUTS: dict[str, str] = {"linear": "identity", "sigmoid": "sigmoid"}
+
+# The benchmarked setting (ring8 and grid25, benchmarks/gan_modes.py); the training settings go to
+# TrainConfig, the rest to GAN(...).
+RECOMMENDED: dict[str, dict[str, Any]] = {
+    "model": {},
+    "train": {},
+}
+
+
+def _input_gradient(critic: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """Return ∇ₓ D(x) (P, c) for each row of x, differentiable in the critic's parameters when
+    gradients are enabled; under ``torch.no_grad`` it is computed without a graph."""
+    train = torch.is_grad_enabled()
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(critic(x).sum(), x, create_graph=train)
+    return grad
+
+
+def gradient_penalty(
+    critic: Callable[[Tensor], Tensor],
+    real: Tensor,
+    fake: Tensor,
+    *,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Return E[(‖∇D(x̂)‖₂ − 1)²], a scalar, at x̂ = εx + (1 − ε)x̃ between real x and fake x̃ (P, c).
+
+    Gulrajani et al.'s penalty. ε ~ U[0, 1] is one draw per row from ``generator``
+    (``torch.rand(P, 1)``).
+    """
+    eps = torch.rand(real.shape[0], 1, generator=generator, device=real.device, dtype=real.dtype)
+    x_hat = eps * real.detach() + (1 - eps) * fake.detach()  # (P, c)
+    return (_input_gradient(critic, x_hat).norm(dim=1) - 1).pow(2).mean()
+
+
+def r1_penalty(
+    critic: Callable[[Tensor], Tensor],
+    real: Tensor,
+    fake: Tensor,
+    *,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Return E[‖∇D(x)‖₂²] / 2, a scalar, at the real rows x (P, c): Mescheder et al.'s R1.
+
+    Zero-centred on the data, it stops the critic from growing slopes there that push the
+    generator past the target and back; ``fake`` and ``generator`` are unused.
+    """
+    return 0.5 * _input_gradient(critic, real).pow(2).sum(dim=1).mean()
+
+
+PENALTIES: dict[str, Callable[..., Tensor]] = {"gp": gradient_penalty, "r1": r1_penalty}
+
+
+def _grad_norm(module: nn.Module, clip: float) -> Tensor:
+    """Return the global 2-norm of a module's gradients, clipping them to ``clip`` if > 0."""
+    params = [p for p in module.parameters() if p.grad is not None]
+    if not params:
+        return torch.zeros(())
+    if clip > 0:
+        return nn.utils.clip_grad_norm_(params, clip)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+
+
+class GAN(Trainable):
+    """Generator g (B, k) → (B, d) and critic D (B, m·d) → (B,), trained adversarially.
+
+    Args:
+        dim: data dimension d.
+        latent: noise dimension k ≥ 1.
+        noise: the base measure μ, ``gaussian`` (N(0, I_k)) or ``uniform`` (on [−1, 1]^k).
+        loss: the objective by name (see the module docstring): ``nonsaturating``, ``minimax``,
+            ``wgan-gp`` or ``hinge``.
+        net: the generator's :class:`~pushforward.nets.NetConfig` (it is built as a decoder, so
+            its hidden widths run in reverse); default one layer of 400.
+        critic_net: the critic's NetConfig (built as an encoder); default the same as ``net``.
+        critic_steps: critic updates per generator update, ≥ 1.
+        gp_weight: λ of the gradient penalty; default 10 for ``wgan-gp``, 0 (off) otherwise.
+        pack: m, the number of samples the critic judges at once (PacGAN); 1 is no packing.
+        critic_lr: the critic's learning rate; default the training config's ``lr``.
+        output: the generator's last nonlinearity, ``linear`` or ``sigmoid`` (values in [0, 1]);
+            default ``sigmoid`` for images (``image_shape`` given), else ``linear``.
+        image_shape: (h, w) of image data, needed by convolutional nets.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        latent: int = 2,
+        *,
+        noise: str = "gaussian",
+        loss: str = "nonsaturating",
+        net: NetConfig | dict[str, Any] | None = None,
+        critic_net: NetConfig | dict[str, Any] | None = None,
+        critic_steps: int = 1,
+        gp_weight: float | None = None,
+        penalty: str = "gp",
+        pack: int = 1,
+        critic_lr: float | None = None,
+        ema: float = 0.0,
+        output: str | None = None,
+        image_shape: tuple[int, int] | list[int] | None = None,
+    ):
+        super().__init__()
+        if dim < 1 or not 1 <= latent <= MAX_LATENT:
+            raise ConfigError(
+                f"dim and latent must be ≥ 1 (latent at most {MAX_LATENT:,}), "
+                f"got dim={dim}, latent={latent}"
+            )
+        self.objective = lookup(GAN_LOSSES, loss, what="GAN loss")
+        base = lookup(NOISES, noise, what="noise")
+        self.image_shape = tuple(image_shape) if image_shape is not None else None
+        output = output or ("sigmoid" if self.image_shape is not None else "linear")
+        out_act = ACTIVATIONS[lookup(OUTPUTS, output, what="generator output")]
+        for name, value in (("critic_steps", critic_steps), ("pack", pack)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} = {value!r} is not allowed; use an integer ≥ 1")
+        self.penalty_fn = lookup(PENALTIES, penalty, what="gradient penalty")
+        gp_weight = self.objective.default_gp_weight if gp_weight is None else float(gp_weight)
+        if not (gp_weight >= 0 and math.isfinite(gp_weight)):
+            raise ConfigError(f"gp_weight = {gp_weight!r} is not allowed; use a finite number ≥ 0")
+        if not 0 <= ema < 1:
+            raise ConfigError(f"ema = {ema!r} is not allowed; use a number in [0, 1) (0 is off)")
+        if critic_lr is not None and not (critic_lr > 0 and math.isfinite(critic_lr)):
+            raise ConfigError(f"critic_lr = {critic_lr!r} is not allowed; use a finite number > 0")
+        self.net = net if isinstance(net, NetConfig) else NetConfig(**(net or {}))
+        if critic_net is None:
+            self.critic_config = replace(self.net, hidden=list(self.net.hidden or []))
+        elif isinstance(critic_net, NetConfig):
+            self.critic_config = critic_net
+        else:
+            self.critic_config = NetConfig(**critic_net)
+        if pack > 1 and self.critic_config.kind != "mlp":
+            raise ConfigError(
+                f"pack = {pack} needs an MLP critic (packing concatenates samples into one row); "
+                f"the critic is {self.critic_config.kind!r}: use pack = 1 or an MLP critic"
+            )
+        self.dim, self.latent, self.noise, self.loss_name = dim, latent, noise, loss
+        self.critic_steps, self.gp_weight, self.pack = critic_steps, gp_weight, pack
+        self.penalty = penalty
+        self.critic_lr, self.ema, self.output = critic_lr, float(ema), output
+        self.base = base(latent)
+        self.generator_net = nn.Sequential(
+            build_decoder(self.net, latent, dim, self.image_shape), out_act()
+        )
+        self.critic = build_encoder(self.critic_config, dim * pack, 1, self.image_shape)
+        # the running average of g's weights, which sampling uses when ema > 0
+        self.generator_ema = (
+            copy.deepcopy(self.generator_net).requires_grad_(False) if self.ema > 0 else None
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "dim": self.dim,
+            "latent": self.latent,
+            "noise": self.noise,
+            "loss": self.loss_name,
+            "net": self.net.to_dict(),
+            "critic_net": self.critic_config.to_dict(),
+            "critic_steps": self.critic_steps,
+            "gp_weight": self.gp_weight,
+            "penalty": self.penalty,
+            "pack": self.pack,
+            "critic_lr": self.critic_lr,
+            "ema": self.ema,
+            "output": self.output,
+            "image_shape": list(self.image_shape) if self.image_shape else None,
+        }
+
+    # --- the pushforward -----------------------------------------------------------------------
+
+    @property
+    def g(self) -> nn.Module:
+        """The generator samples come from: the weights' running average when ema > 0."""
+        return self.generator_ema if self.generator_ema is not None else self.generator_net
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Return g(z), shape (n, d), for noise z (n, k)."""
+        return self.g(z)
+
+    def forward(self, z: Tensor) -> Tensor:
+        """Return g(z), shape (n, d)."""
+        return self.g(z)
+
+    def as_pushforward(self) -> Pushforward:
+        """Return the generative model g#μ as a Pushforward."""
+        return Pushforward(self.g, self.base)
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        """Return exactly n draws of g#μ, shape (n, d)."""
+        return self.as_pushforward().sample(n, generator=generator)
+
+    # --- the game ------------------------------------------------------------------------------
+
+    def _noise(self, n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
+        """Return n draws z ~ μ (n, k) on ``device``: the base measure's own draws on the CPU."""
+        if device.type == "cpu":
+            return self.base.sample(n, generator=generator)
+        with torch.device(device):  # the base measures draw on the CPU; this draws on the device
+            u = torch.randn if self.noise == "gaussian" else torch.rand
+            z = u(n, self.latent, generator=generator)
+        return z if self.noise == "gaussian" else 2 * z - 1
+
+    def _packs(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Return x (B, d) as ⌈B/m⌉ packs (P, m·d) in a random order, the last one completed."""
+        if self.pack == 1:
+            return x
+        b = x.shape[0]
+        p = -(-b // self.pack)
+        order = torch.randperm(b, generator=generator, device=x.device)
+        order = order.repeat(-(-p * self.pack // b))[: p * self.pack]
+        return x[order].reshape(p, self.pack * self.dim)
+
+    def _fakes(self, n_packs: int, generator: torch.Generator | None, device) -> Tensor:
+        """Return n_packs packs of generated samples (P, m·d)."""
+        y = self.generator_net(self._noise(n_packs * self.pack, generator, device))
+        return y.reshape(n_packs, self.pack * self.dim)
+
+    def _score(self, packs: Tensor) -> Tensor:
+        return self.critic(packs).squeeze(1)  # (P,) logits
+
+    def _critic_terms(
+        self, real: Tensor, fake: Tensor, generator: torch.Generator | None
+    ) -> dict[str, Tensor]:
+        loss = self.objective.critic(self._score(real), self._score(fake))
+        terms = {"critic_loss": loss}
+        if self.gp_weight > 0:
+            gp = self.penalty_fn(self._score, real, fake, generator=generator)
+            terms = {"critic_loss": loss + self.gp_weight * gp, "gradient_penalty": gp}
+        return terms
+
+    def loss(
+        self, x: Tensor, *, generator: torch.Generator | None = None, epoch: float | None = None
+    ) -> dict[str, Tensor]:
+        """Return {'loss': generator loss, 'gen_loss', 'critic_loss'[, 'gradient_penalty']} on a
+        batch x (B, d), each a scalar; nothing is updated (for validation)."""
+        real = self._packs(x, generator)
+        fake = self._fakes(real.shape[0], generator, x.device)
+        terms = self._critic_terms(real, fake, generator)
+        gen = self.objective.generator(self._score(fake))
+        return {"loss": gen, "gen_loss": gen, **terms}
+
+    def configure_optimizers(self, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+        """Return one optimiser for the critic (at ``critic_lr`` if set) and one for g."""
+        make = OPTIMIZERS[cfg.optimizer]
+        critic_cfg = cfg if self.critic_lr is None else replace(cfg, lr=self.critic_lr)
+        return {
+            "critic": make(self.critic.parameters(), critic_cfg),
+            "generator": make(self.generator_net.parameters(), cfg),
+        }
+
+    def training_step(
+        self,
+        x: Tensor,
+        optimizers: Mapping[str, torch.optim.Optimizer],
+        cfg: TrainConfig,
+        *,
+        generator: torch.Generator | None = None,
+        epoch: float = 0.0,
+    ) -> dict[str, Tensor]:
+        """Take ``critic_steps`` critic steps and one generator step on x (B, d); return the
+        detached terms: 'loss' (= 'gen_loss'), 'critic_loss' (mean over the critic steps),
+        'critic_grad_norm', 'gen_grad_norm' (before clipping) and 'gradient_penalty' if on."""
+        sums: dict[str, Tensor] = {}
+        for _ in range(self.critic_steps):
+            real = self._packs(x, generator)
+            with torch.no_grad():
+                fake = self._fakes(real.shape[0], generator, x.device)
+            terms = self._critic_terms(real, fake, generator)
+            optimizers["critic"].zero_grad(set_to_none=True)
+            terms["critic_loss"].backward()
+            terms["critic_grad_norm"] = _grad_norm(self.critic, cfg.grad_clip)
+            check_finite(terms)  # before the step, so that the weights stay finite
+            optimizers["critic"].step()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0) + v.detach() / self.critic_steps
+        self.critic.requires_grad_(False)  # the generator's step needs no critic gradients
+        try:
+            gen = self.objective.generator(
+                self._score(self._fakes(real.shape[0], generator, x.device))
+            )
+            optimizers["generator"].zero_grad(set_to_none=True)
+            gen.backward()
+        finally:
+            self.critic.requires_grad_(True)
+        gen_terms = {
+            "gen_loss": gen.detach(),
+            "gen_grad_norm": _grad_norm(self.generator_net, cfg.grad_clip),
+        }
+        check_finite(gen_terms)
+        optimizers["generator"].step()
+        if self.generator_ema is not None:
+            with torch.no_grad():
+                torch._foreach_lerp_(
+                    list(self.generator_ema.parameters()),
+                    list(self.generator_net.parameters()),
+                    1 - self.ema,
+                )
+        return {"loss": gen_terms["gen_loss"], **sums, **gen_terms}

@@ -1,0 +1,352 @@
+"""The GAN: its objectives and penalties against hand computations, the game's training steps,
+sampling, save/load/resume, a clean stop on NaN, and a short run that finds every ring mode."""
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pushforward import datasets
+from pushforward.cli import main
+from pushforward.errors import ConfigError, TrainingError
+from pushforward.gan import GAN, GAN_LOSSES, RECOMMENDED, gradient_penalty, r1_penalty
+from pushforward.measures import Pushforward
+from pushforward.metrics import mode_metrics
+from pushforward.runs import RunConfig, evaluate_run, fit_run, load_model
+from pushforward.train import TrainConfig, fit, read_metrics, seeded
+
+
+def make_gan(seed: int = 0, **kw) -> GAN:
+    settings = {"net": {"hidden": [16, 16]}, **kw}
+    with seeded(seed):
+        return GAN(2, 2, **settings)
+
+
+def ring(n: int = 512, seed: int = 0) -> torch.Tensor:
+    return datasets.ring8().sample(n, generator=torch.Generator().manual_seed(seed))
+
+
+def states_equal(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+# --- penalties against hand computations ---------------------------------------------------------
+
+
+def test_gradient_penalty_equals_the_hand_computed_value_on_a_quadratic_critic():
+    # D(x) = ½‖x‖², so ∇D(x̂) = x̂ and the penalty is mean (‖x̂‖ − 1)² at x̂ = εx + (1 − ε)x̃
+    real = torch.tensor([[1.0, 2.0], [0.0, -1.0], [3.0, 0.5]])
+    fake = torch.tensor([[0.5, 0.5], [2.0, 2.0], [-1.0, 0.0]])
+
+    def critic(x):
+        return 0.5 * x.pow(2).sum(1)
+
+    gp = gradient_penalty(critic, real, fake, generator=torch.Generator().manual_seed(7))
+    eps = torch.rand(3, 1, generator=torch.Generator().manual_seed(7))
+    hand = 0.0
+    for i in range(3):
+        e = float(eps[i])
+        x_hat = [e * float(real[i, j]) + (1 - e) * float(fake[i, j]) for j in range(2)]
+        hand += (math.hypot(*x_hat) - 1) ** 2 / 3
+    assert float(gp.detach()) == pytest.approx(hand, rel=1e-6)
+
+
+def test_gradient_penalty_of_a_tiny_tanh_critic_matches_its_closed_form_gradient():
+    # D(x) = vᵀ tanh(Wx): ∇D(x) = Wᵀ (v ⊙ (1 − tanh²(Wx)))
+    w = torch.tensor([[1.0, -2.0], [0.5, 0.3], [-1.0, 1.0]], dtype=torch.float64)
+    v = torch.tensor([0.7, -1.2, 2.0], dtype=torch.float64)
+
+    def critic(x):
+        return torch.tanh(x @ w.T) @ v
+
+    real = torch.tensor([[0.2, -0.4], [1.0, 0.1]], dtype=torch.float64)
+    fake = torch.tensor([[-0.3, 0.9], [0.0, 0.0]], dtype=torch.float64)
+    gp = gradient_penalty(critic, real, fake, generator=torch.Generator().manual_seed(3))
+    eps = torch.rand(2, 1, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    x_hat = eps * real + (1 - eps) * fake
+    grad = (v * (1 - torch.tanh(x_hat @ w.T) ** 2)) @ w  # (2, 2)
+    want = float((grad.norm(dim=1) - 1).pow(2).mean())
+    assert float(gp.detach()) == pytest.approx(want, rel=1e-12)
+
+
+def test_gradient_penalty_is_differentiable_in_the_critic_weights():
+    lin = nn.Linear(2, 1)
+    gp = gradient_penalty(lambda x: lin(x).squeeze(1), ring(8), ring(8, seed=1))
+    gp.backward()
+    # ∇ₓ(wᵀx + b) = w, so GP = (‖w‖ − 1)² and ∂GP/∂w = 2(‖w‖ − 1) w/‖w‖
+    w = lin.weight.detach()[0]
+    assert float(gp) == pytest.approx(float((w.norm() - 1) ** 2), rel=1e-5)
+    assert torch.allclose(lin.weight.grad[0], 2 * (w.norm() - 1) * w / w.norm(), atol=1e-6)
+    assert lin.bias.grad is None or float(lin.bias.grad.abs().sum()) == 0
+
+
+def test_r1_penalty_is_half_the_mean_squared_gradient_at_the_data():
+    real = torch.tensor([[1.0, 2.0], [0.0, -1.0]])
+
+    def critic(x):
+        return 0.5 * x.pow(2).sum(1)  # ∇D(x) = x
+
+    r1 = r1_penalty(critic, real, real.flip(0))
+    assert float(r1) == pytest.approx(0.5 * (5.0 + 1.0) / 2)
+
+
+# --- objectives and their documented gradients ---------------------------------------------------
+
+
+def test_critic_loss_of_the_minimax_game_is_binary_cross_entropy_on_logits():
+    real, fake = torch.tensor([2.0, -1.0, 0.3]), torch.tensor([0.5, -3.0])
+    reference = F.binary_cross_entropy_with_logits(
+        real, torch.ones(3)
+    ) + F.binary_cross_entropy_with_logits(fake, torch.zeros(2))
+    for name in ("minimax", "nonsaturating"):
+        assert float(GAN_LOSSES[name].critic(real, fake)) == pytest.approx(float(reference))
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("minimax", lambda s: -s),  # ∂/∂l log(1 − σ(l)) = −σ(l)
+        ("nonsaturating", lambda s: -(1 - s)),  # ∂/∂l (−log σ(l)) = −(1 − σ(l))
+        ("wgan-gp", lambda s: -torch.ones_like(s)),  # ∂/∂l (−l) = −1
+        ("hinge", lambda s: -torch.ones_like(s)),
+    ],
+)
+def test_generator_losses_have_the_documented_gradients(name, expected):
+    logits = torch.tensor([-6.0, -1.0, 0.0, 2.0, 8.0], requires_grad=True)
+    GAN_LOSSES[name].generator(logits).backward()
+    want = expected(torch.sigmoid(logits.detach())) / logits.numel()
+    assert torch.allclose(logits.grad, want, atol=1e-7)
+
+
+def test_minimax_gradient_vanishes_where_the_nonsaturating_one_is_strong():
+    # a confident critic rejects the fakes (l ≪ 0): the minimax signal dies, the other does not
+    rejected = torch.tensor([-10.0])
+    grads = {}
+    for name in ("minimax", "nonsaturating"):
+        lg = rejected.clone().requires_grad_(True)
+        GAN_LOSSES[name].generator(lg).backward()
+        grads[name] = abs(float(lg.grad))
+    assert grads["minimax"] < 1e-4 < 0.99 < grads["nonsaturating"]
+
+
+def test_hinge_and_wasserstein_critic_losses_by_hand():
+    real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-2.0, 0.0])
+    # hinge: mean relu(1 − l_real) + mean relu(1 + l_fake) = (0 + 0.5)/2 + (0 + 1)/2
+    assert float(GAN_LOSSES["hinge"].critic(real, fake)) == pytest.approx(0.75)
+    # Wasserstein: mean l_fake − mean l_real = −1 − 1.25
+    assert float(GAN_LOSSES["wgan-gp"].critic(real, fake)) == pytest.approx(-2.25)
+
+
+# --- packing, sampling, training steps -----------------------------------------------------------
+
+
+def test_packs_are_rows_of_m_samples_each_used_once_before_any_repeats():
+    m = make_gan(pack=4)
+    x = torch.arange(20.0).reshape(10, 2)  # 10 rows: 3 packs, the last completed from the start
+    packs = m._packs(x, torch.Generator().manual_seed(0))
+    assert packs.shape == (3, 8)
+    rows = packs.reshape(12, 2)
+    assert torch.equal(rows[:10].sort(0).values, x)  # a permutation first
+    assert m.critic(packs).shape == (3, 1)
+
+
+def test_sample_is_a_seeded_pushforward_of_exactly_n_rows():
+    m = make_gan()
+    a = m.sample(1001, generator=torch.Generator().manual_seed(5))
+    b = m.sample(1001, generator=torch.Generator().manual_seed(5))
+    assert a.shape == (1001, 2) and torch.equal(a, b)
+    pf = m.as_pushforward()
+    assert isinstance(pf, Pushforward)
+    z = torch.randn(7, 2, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(m.decode(z), m.generator_net(z))
+
+
+def test_uniform_noise_lies_in_the_box_and_sigmoid_output_in_the_unit_interval():
+    m = make_gan(noise="uniform", output="sigmoid")
+    z = m.base.sample(4000, generator=torch.Generator().manual_seed(0))
+    assert float(z.min()) >= -1 and float(z.max()) <= 1 and float(z.min()) < -0.99
+    y = m.sample(100, generator=torch.Generator().manual_seed(0))
+    assert float(y.min()) >= 0 and float(y.max()) <= 1
+
+
+@pytest.mark.parametrize("loss", ["nonsaturating", "minimax", "wgan-gp", "hinge"])
+def test_a_training_step_moves_both_players_and_reports_its_terms(loss):
+    m = make_gan(loss=loss, critic_steps=2)
+    cfg = TrainConfig(lr=1e-2, betas=(0.5, 0.999))
+    opts = m.configure_optimizers(cfg)
+    critic0 = [p.clone() for p in m.critic.parameters()]
+    gen0 = [p.clone() for p in m.generator_net.parameters()]
+    terms = m.training_step(ring(64), opts, cfg, generator=torch.Generator().manual_seed(0))
+    # every weight matrix moves (a Wasserstein critic's last bias has no gradient: it cancels)
+    for before, module in ((critic0, m.critic), (gen0, m.generator_net)):
+        pairs = zip(before, module.parameters(), strict=True)
+        assert all(not torch.equal(a, b) for a, b in pairs if a.ndim == 2)
+    want = {"loss", "gen_loss", "critic_loss", "critic_grad_norm", "gen_grad_norm"}
+    assert want <= set(terms) and all(math.isfinite(float(v)) for v in terms.values())
+    assert ("gradient_penalty" in terms) == (loss == "wgan-gp")
+    assert all(p.requires_grad for p in m.critic.parameters())  # restored after g's step
+
+
+def test_the_generator_step_leaves_the_critic_alone():
+    m = make_gan()
+    cfg = TrainConfig(lr=1e-2)
+    opts = m.configure_optimizers(cfg)
+    assert set(opts) == {"critic", "generator"}
+    ids = {id(p) for p in opts["critic"].param_groups[0]["params"]}
+    assert ids == {id(p) for p in m.critic.parameters()}
+    ids = {id(p) for p in opts["generator"].param_groups[0]["params"]}
+    assert ids == {id(p) for p in m.generator_net.parameters()}
+
+
+def test_critic_lr_applies_to_the_critic_only():
+    m = make_gan(critic_lr=4e-3)
+    opts = m.configure_optimizers(TrainConfig(lr=1e-3))
+    assert opts["critic"].param_groups[0]["lr"] == 4e-3
+    assert opts["generator"].param_groups[0]["lr"] == 1e-3
+
+
+def test_ema_generator_is_the_running_average_that_sampling_uses():
+    m = make_gan(ema=0.5)
+    cfg = TrainConfig(lr=1e-2)
+    opts = m.configure_optimizers(cfg)
+    before = [p.clone() for p in m.generator_ema.parameters()]
+    m.training_step(ring(64), opts, cfg, generator=torch.Generator().manual_seed(0))
+    for old, avg, new in zip(
+        before, m.generator_ema.parameters(), m.generator_net.parameters(), strict=True
+    ):
+        assert torch.allclose(avg, 0.5 * old + 0.5 * new)
+    z = torch.randn(5, 2)
+    assert torch.equal(m.decode(z), m.generator_ema(z))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"loss": "wasserstein"}, "GAN loss"),
+        ({"noise": "cauchy"}, "noise"),
+        ({"penalty": "r3"}, "penalty"),
+        ({"critic_steps": 0}, "critic_steps"),
+        ({"pack": 0}, "pack"),
+        ({"gp_weight": -1.0}, "gp_weight"),
+        ({"gp_weight": float("nan")}, "gp_weight"),
+        ({"ema": 1.0}, "ema"),
+        ({"critic_lr": 0.0}, "critic_lr"),
+        ({"output": "tanh"}, "output"),
+    ],
+)
+def test_bad_settings_are_refused_by_name(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        GAN(2, 2, **kwargs)
+
+
+def test_packing_needs_an_mlp_critic():
+    with pytest.raises(ConfigError, match="pack = 4 needs an MLP critic"):
+        GAN(64, 2, pack=4, critic_net={"kind": "conv"}, image_shape=(8, 8))
+
+
+# --- training through the shared loop ------------------------------------------------------------
+
+
+def test_nonfinite_critic_loss_stops_cleanly_with_the_last_checkpoint_intact(tmp_path):
+    class Exploding(GAN):
+        calls = 0
+
+        def _score(self, packs):
+            Exploding.calls += 1
+            out = super()._score(packs)
+            return out * float("nan") if Exploding.calls > 40 else out
+
+    with seeded(0):
+        m = Exploding(2, 2, net={"hidden": [8]})
+    cfg = TrainConfig(epochs=5, batch_size=64, seed=0)
+    with pytest.raises(TrainingError, match=r"critic_loss term became nan at epoch 2") as e:
+        fit(m, ring(512), cfg, run_dir=tmp_path)
+    assert "last good checkpoint: epoch 1" in str(e.value)
+    assert [r["epoch"] for r in read_metrics(tmp_path)] == [1]
+    assert all(torch.isfinite(p).all() for p in m.parameters())  # the bad step was not taken
+
+
+def test_resumed_gan_ends_bit_exactly_like_an_uninterrupted_one(tmp_path):
+    x = ring(384)
+    kw = {"pack": 2, "ema": 0.9, "loss": "wgan-gp", "critic_steps": 2}
+    full = make_gan(**kw)
+    cfg = TrainConfig(epochs=4, batch_size=64, seed=3, betas=(0.5, 0.9))
+    h_full = fit(full, x, cfg, run_dir=tmp_path / "a")
+    part = make_gan(**kw)
+    fit(part, x, TrainConfig(**{**cfg.to_dict(), "epochs": 2}), run_dir=tmp_path / "b")
+    resumed = make_gan(seed=9, **kw)
+    h_res = fit(resumed, x, cfg, run_dir=tmp_path / "b", resume=True)
+    assert states_equal(full, resumed)
+    assert [r["critic_loss"] for r in h_full] == [r["critic_loss"] for r in h_res]
+
+
+def test_run_folder_round_trip_samples_identically(tmp_path):
+    rc = RunConfig.from_flat(
+        {"model": "gan", "data": "ring8", "n": 256, "epochs": 2, "hidden": [16], "pack": 2}
+    )
+    folder = fit_run(rc, out=tmp_path / "run")
+    assert {p.name for p in (folder / "figures").iterdir()} == {"samples.png", "loss.png"}
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model"]["kind"] == "gan" and config["model"]["config"]["pack"] == 2
+    a, b = load_model(folder), load_model(folder)
+    g = torch.Generator().manual_seed(1)
+    assert torch.equal(a.sample(50, generator=g), b.sample(50, generator=g.manual_seed(1)))
+
+
+def test_recommended_setting_is_the_default_of_fit_gan():
+    rc = RunConfig.from_flat({"model": "gan", "data": "ring8"})
+    model = RECOMMENDED["model"]
+    for key in ("pack", "critic_steps", "ema", "gp_weight", "penalty", "noise", "critic_lr"):
+        if key in model:
+            assert getattr(rc, key) == model[key]
+    for key, value in RECOMMENDED["train"].items():
+        got = getattr(rc.train, key)
+        assert (list(got) if isinstance(got, tuple) else got) == value
+
+
+@pytest.mark.slow
+def test_a_short_seeded_run_on_ring8_captures_every_mode():
+    mix = datasets.ring8()
+    x = mix.sample(4000, generator=torch.Generator().manual_seed(0))
+    with seeded(0):
+        m = GAN(2, 2, pack=4, ema=0.99, net={"hidden": [128, 128]})
+    fit(m, x, TrainConfig(epochs=40, batch_size=128, lr=1e-3, betas=(0.5, 0.999), seed=0))
+    s = m.sample(2500, generator=torch.Generator().manual_seed(0))
+    r = mode_metrics(s, mix.means, 0.01)
+    assert r.modes_captured == 8, r
+    assert r.reverse_kl < 0.1, r
+
+
+def test_cli_fits_samples_and_evaluates_a_gan(tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["fit", "gan", "--data", "ring8", "-n", "256", "--epochs", "2", "--hidden", "16"]
+    assert main([*argv, "--pack", "2", "--betas", "0.5,0.99", "--out", str(run)]) == 0
+    assert load_model(run).pack == 2
+    assert main(["sample", str(run), "-n", "10", "--out", str(tmp_path / "s.csv")]) == 0
+    assert len((tmp_path / "s.csv").read_text().strip().splitlines()) == 10
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--data", "ring8", "-n", "256", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["model"] == "GAN" and result["n_modes"] == 8
+    assert "squared_error" not in result and result["mmd2"] > result["mmd2_floor"]
+
+
+def test_cli_refuses_a_bad_betas_pair(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "gan", "--data", "ring8", "--betas", "0.5"])
+    assert e.value.code == 2
+    assert "0.5" in capsys.readouterr().err
+
+
+def test_evaluate_run_reports_the_quality_of_a_gan_on_digits(tmp_path):
+    rc = RunConfig.from_flat(
+        {"model": "gan", "data": "digits", "epochs": 1, "hidden": [32], "latent": 4}
+    )
+    folder = fit_run(rc, out=tmp_path / "run", figures=False)
+    out = evaluate_run(folder, "digits")
+    assert out["frechet_distance"] > out["frechet_distance_floor"] >= 0
+    assert 0.8 < out["feature_accuracy"] <= 1
