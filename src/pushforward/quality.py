@@ -92,8 +92,8 @@ def image_quality(
 
     The feature network is trained on the first 80% of ``full`` (the whole data set ``ds`` was
     drawn from) and its accuracy measured on the rest. The evaluated rows are split in two halves
-    A and B (alternate rows); the model's score is FD(generated, B) with |B| generated images, and
-    the floor is FD(A, B).
+    A and B by a seeded random permutation (data sets are often ordered by class); the model's
+    score is FD(generated, B) with |B| generated images, and the floor is FD(A, B).
     """
     if full.labels is None or ds.labels is None:
         raise ConfigError(f"{ds.name!r} has no labels; the digit feature network needs them")
@@ -101,8 +101,9 @@ def image_quality(
         raise ConfigError(f"{ds.name!r} has {ds.n} rows; the Fréchet distance needs at least 4")
     train, test = datasets.train_test_split(full, int(0.8 * full.n))
     net = digit_features(train.x, train.labels, test.x, test.labels)
-    a, b = ds.x[0::2], ds.x[1::2]
     gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(ds.n, generator=gen)
+    a, b = ds.x[order[: ds.n // 2]], ds.x[order[ds.n // 2 : 2 * (ds.n // 2)]]
     with torch.no_grad():
         model = sample(b.shape[0], gen).float().clamp(0, 1)
     fb = net(b)
