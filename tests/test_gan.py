@@ -215,10 +215,19 @@ def test_ema_generator_is_the_running_average_that_sampling_uses():
     opts = m.configure_optimizers(cfg)
     before = [p.clone() for p in m.generator_ema.parameters()]
     m.training_step(ring(64), opts, cfg, generator=torch.Generator().manual_seed(0))
+    # the first update's decay is min(ema, (1 + 0)/(10 + 0)) = 0.1: the average follows g
+    for old, avg, new in zip(
+        before, m.generator_ema.parameters(), m.generator_net.parameters(), strict=True
+    ):
+        assert torch.allclose(avg, 0.1 * old + 0.9 * new)
+    m.ema_updates.fill_(1000)  # past the warm-up, the decay is ema itself
+    before = [p.clone() for p in m.generator_ema.parameters()]
+    m.training_step(ring(64), opts, cfg, generator=torch.Generator().manual_seed(1))
     for old, avg, new in zip(
         before, m.generator_ema.parameters(), m.generator_net.parameters(), strict=True
     ):
         assert torch.allclose(avg, 0.5 * old + 0.5 * new)
+    assert int(m.ema_updates) == 1001
     z = torch.randn(5, 2)
     assert torch.equal(m.decode(z), m.generator_ema(z))
 
@@ -311,14 +320,14 @@ def test_recommended_setting_is_the_default_of_fit_gan():
 @pytest.mark.slow
 def test_a_short_seeded_run_on_ring8_captures_every_mode():
     mix = datasets.ring8()
-    x = mix.sample(4000, generator=torch.Generator().manual_seed(0))
+    x = mix.sample(4096, generator=torch.Generator().manual_seed(0))
     with seeded(0):
-        m = GAN(2, 2, pack=4, ema=0.99, net={"hidden": [128, 128]})
-    fit(m, x, TrainConfig(epochs=40, batch_size=128, lr=1e-3, betas=(0.5, 0.999), seed=0))
+        m = GAN(2, 8, pack=4, critic_steps=2, ema=0.999, net={"hidden": [128, 128, 128]})
+    fit(m, x, TrainConfig(epochs=60, batch_size=128, lr=1e-3, betas=(0.5, 0.999), seed=0))
     s = m.sample(2500, generator=torch.Generator().manual_seed(0))
     r = mode_metrics(s, mix.means, 0.01)
     assert r.modes_captured == 8, r
-    assert r.reverse_kl < 0.1, r
+    assert r.reverse_kl < 0.15, r  # a generator on half the modes scores log 2 = 0.69
 
 
 def test_cli_fits_samples_and_evaluates_a_gan(tmp_path, capsys):

@@ -41,7 +41,6 @@ carries stale momentum through the game's rotations and oscillates.
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -50,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pushforward.datasets import _check_int, _check_positive
 from pushforward.errors import ConfigError, lookup
 from pushforward.measures import BaseMeasure, Pushforward, StandardNormal, Uniform
 from pushforward.nets import ACTIVATIONS, MAX_LATENT, NetConfig, build_decoder, build_encoder
@@ -113,6 +113,13 @@ GAN_LOSSES: dict[str, GANLoss] = {
 }
 
 
+MAX_PACK = 64
+"""The largest PacGAN pack: the critic's input is pack·d numbers (PacGAN itself uses 2 to 4)."""
+
+MAX_STEPS = 100
+"""The most critic steps per generator step."""
+
+
 def _gaussian(k: int) -> BaseMeasure:
     return StandardNormal(k)
 
@@ -129,8 +136,15 @@ OUTPUTS: dict[str, str] = {"linear": "identity", "sigmoid": "sigmoid"}
 # The benchmarked setting (ring8 and grid25, benchmarks/gan_modes.py); the training settings go to
 # TrainConfig, the rest to GAN(...).
 RECOMMENDED: dict[str, dict[str, Any]] = {
-    "model": {},
-    "train": {},
+    "model": {
+        "latent": 8,
+        "loss": "nonsaturating",
+        "pack": 4,
+        "critic_steps": 2,
+        "net": {"hidden": [256, 256, 256], "activation": "relu"},
+        "ema": 0.999,
+    },
+    "train": {"epochs": 300, "batch_size": 256, "lr": 1e-3, "betas": [0.5, 0.999]},
 }
 
 
@@ -239,17 +253,17 @@ class GAN(Trainable):
         self.image_shape = tuple(image_shape) if image_shape is not None else None
         output = output or ("sigmoid" if self.image_shape is not None else "linear")
         out_act = ACTIVATIONS[lookup(OUTPUTS, output, what="generator output")]
-        for name, value in (("critic_steps", critic_steps), ("pack", pack)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} = {value!r} is not allowed; use an integer ≥ 1")
+        critic_steps = _check_int(critic_steps, "critic_steps", minimum=1, maximum=MAX_STEPS)
+        pack = _check_int(pack, "pack", minimum=1, maximum=MAX_PACK)
         self.penalty_fn = lookup(PENALTIES, penalty, what="gradient penalty")
-        gp_weight = self.objective.default_gp_weight if gp_weight is None else float(gp_weight)
-        if not (gp_weight >= 0 and math.isfinite(gp_weight)):
-            raise ConfigError(f"gp_weight = {gp_weight!r} is not allowed; use a finite number ≥ 0")
-        if not 0 <= ema < 1:
+        if gp_weight is None:
+            gp_weight = self.objective.default_gp_weight
+        gp_weight = _check_positive(gp_weight, "gp_weight", allow_zero=True)
+        ema = _check_positive(ema, "ema", allow_zero=True)
+        if ema >= 1:
             raise ConfigError(f"ema = {ema!r} is not allowed; use a number in [0, 1) (0 is off)")
-        if critic_lr is not None and not (critic_lr > 0 and math.isfinite(critic_lr)):
-            raise ConfigError(f"critic_lr = {critic_lr!r} is not allowed; use a finite number > 0")
+        if critic_lr is not None:
+            critic_lr = _check_positive(critic_lr, "critic_lr")
         self.net = net if isinstance(net, NetConfig) else NetConfig(**(net or {}))
         if critic_net is None:
             self.critic_config = replace(self.net, hidden=list(self.net.hidden or []))
@@ -275,6 +289,8 @@ class GAN(Trainable):
         self.generator_ema = (
             copy.deepcopy(self.generator_net).requires_grad_(False) if self.ema > 0 else None
         )
+        # generator steps taken, for the average's warm-up (a buffer: checkpoints carry it)
+        self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -417,10 +433,15 @@ class GAN(Trainable):
         check_finite(gen_terms)
         optimizers["generator"].step()
         if self.generator_ema is not None:
+            # decay min(ema, (1 + t)/(10 + t)) after t steps: early on the average follows g
+            # closely instead of dragging the random initial weights through a short run
+            t = float(self.ema_updates)
+            decay = min(self.ema, (1 + t) / (10 + t))
             with torch.no_grad():
                 torch._foreach_lerp_(
                     list(self.generator_ema.parameters()),
                     list(self.generator_net.parameters()),
-                    1 - self.ema,
+                    1 - decay,
                 )
+        self.ema_updates += 1
         return {"loss": gen_terms["gen_loss"], **sums, **gen_terms}

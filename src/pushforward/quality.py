@@ -56,15 +56,18 @@ def _two_sample(model: Tensor, real: Tensor, other: Tensor) -> dict[str, float]:
     return out
 
 
-def point_quality(sample: Sampler, ds: datasets.Dataset, *, seed: int = 0) -> dict[str, Any]:
-    """Return the sample-quality metrics of a model on non-image data ``ds`` (n, d)."""
+def point_quality(
+    sample: Sampler, ds: datasets.Dataset, *, seed: int = 0, points: int = MAX_POINTS
+) -> dict[str, Any]:
+    """Return the sample-quality metrics of a model on non-image data ``ds`` (n, d), the
+    two-sample distances on ``points`` points per set."""
     gen = torch.Generator().manual_seed(seed)
     truth = ds.distribution
     if truth is not None:
-        m = MAX_POINTS
+        m = points
         real, other = truth.sample(m, generator=gen), truth.sample(m, generator=gen)
     else:
-        m = min(MAX_POINTS, ds.n // 2)
+        m = min(points, ds.n // 2)
         if m < 2:
             raise ConfigError(f"{ds.name!r} has {ds.n} rows; sample quality needs at least 4")
         order = torch.randperm(ds.n, generator=gen)
