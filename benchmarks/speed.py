@@ -34,15 +34,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pushforward.datasets import find_mnist_folder, load_data, load_mnist
-from pushforward.train import TrainConfig, fit, seeded
+from pushforward.train import TrainConfig, autocast_dtype, fit, seeded
 from pushforward.vae import VAE
 from vae_mnist import ClassicVAE, classic_loss
 
 HERE = Path(__file__).resolve().parent
 
 
-def matmul_gflops(size: int = 1024, reps: int = 30) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_gflops(size: int = 1024, reps: int = 30, dtype: torch.dtype = torch.float32) -> float:
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     for _ in range(3):
         a @ b
     start = time.perf_counter()
@@ -70,33 +70,53 @@ def classic_epoch(model, optimizer, loader) -> float:
     return time.perf_counter() - start
 
 
-def pushforward_epoch(model, x, batch: int, seed: int) -> float:
+def pushforward_epoch(model, x, batch: int, seed: int, precision: str = "float32") -> float:
     start = time.perf_counter()
-    fit(model, x, TrainConfig(epochs=1, batch_size=batch, lr=1e-3, seed=seed))
+    cfg = TrainConfig(epochs=1, batch_size=batch, lr=1e-3, seed=seed, precision=precision)
+    fit(model, x, cfg)
     return time.perf_counter() - start
 
 
 def compare(x: torch.Tensor, epochs: int) -> dict[str, float]:
+    """Samples/s of the classic loop and of pushforward (float32, and ``auto`` precision, the
+    default of ``pushforward fit vae``) on both architectures, alternating epoch by epoch."""
     from torch.utils.data import DataLoader, TensorDataset
 
     torch.manual_seed(0)
     classic = ClassicVAE()
     opt = torch.optim.Adam(classic.parameters(), lr=1e-3)
     loader = DataLoader(TensorDataset(x), batch_size=128, shuffle=True)
-    with seeded(0):
-        pf400 = VAE(784, 20, loss="bce", net={"hidden": [400]})
-        pf512 = VAE(784, 20, loss="bce", net={"hidden": [512]})
-    times: dict[str, list[float]] = {"classic": [], "pushforward 400": [], "pushforward 512": []}
+    runs = {}
+    for hidden in (400, 512):
+        for precision in ("float32", "auto"):
+            with seeded(0):
+                model = VAE(784, 20, loss="bce", net={"hidden": [hidden]})
+            runs[f"pushforward 784-{hidden}-20, {precision}"] = (model, precision)
+    times: dict[str, list[float]] = {"classic": [], **{k: [] for k in runs}}
     for epoch in range(epochs + 1):  # epoch 0 is the warm-up
-        t = {
-            "classic": classic_epoch(classic, opt, loader),
-            "pushforward 400": pushforward_epoch(pf400, x, 128, epoch),
-            "pushforward 512": pushforward_epoch(pf512, x, 128, epoch),
-        }
+        t = {"classic": classic_epoch(classic, opt, loader)}
+        for name, (model, precision) in runs.items():
+            t[name] = pushforward_epoch(model, x, 128, epoch, precision)
         if epoch:
             for k, v in t.items():
                 times[k].append(v)
     return {k: x.shape[0] / statistics.median(v) for k, v in times.items()}
+
+
+def precision_quality(x: torch.Tensor, seeds: list[int], epochs: int = 10) -> dict[str, list]:
+    """Test −ELBO (nats, last 2,000 digits) of the classic architecture after ``epochs`` epochs
+    on the first 8,000, in float32 and in ``auto`` precision, one value per seed."""
+    train, test = x[:8000], x[8000:]
+    out: dict[str, list] = {"float32": [], "auto": []}
+    for seed in seeds:
+        for precision in out:
+            with seeded(seed):
+                m = VAE(784, 20, loss="bce", net={"hidden": [400]})
+            cfg = TrainConfig(epochs=epochs, batch_size=128, seed=seed, precision=precision)
+            fit(m, train, cfg)
+            elbo = m.elbo(test, generator=torch.Generator().manual_seed(0))["elbo"]
+            out[precision].append(-float(elbo.mean()))
+    return out
 
 
 def pythae_rate(epochs: int) -> float | str:
@@ -196,19 +216,24 @@ def main(argv: list[str] | None = None) -> int:
             "MNIST not found: set PUSHFORWARD_DATA or place the IDX files in ../shared/data/mnist"
         )
         return 1
-    x = load_mnist(folder).x[:8000]
+    everything = load_mnist(folder).x
+    x = everything[:8000]
     gflops = matmul_gflops()
+    gflops_bf16 = matmul_gflops(dtype=torch.bfloat16)
     rates = compare(x, args.epochs)
     if args.pythae:
         rates["Pythae (784-512-20)"] = pythae_rate(args.epochs)
-    print(f"float32 matrix multiply: {gflops:.0f} GFLOP/s (1024×1024, 2 threads)\n")
+    print(f"float32 matrix multiply: {gflops:.0f} GFLOP/s (1024×1024, 2 threads)")
+    print(f"bfloat16 matrix multiply: {gflops_bf16:.0f} GFLOP/s")
+    auto = autocast_dtype("auto", torch.device("cpu"))
+    print(f"precision 'auto' on this machine: {auto or torch.float32}\n")
     print("| loop | samples/s | × classic | fraction of matrix-FLOP ceiling (exact count) |")
     print("|---|---|---|---|")
     for name, rate in rates.items():
         if isinstance(rate, str):
             print(f"| {name} | {rate} | | |")
             continue
-        hidden = 512 if "512" in name else 400
+        hidden = 512 if "512" in name else 400  # the float32 ceiling, also for 'auto' rows
         three, exact = step_flops(hidden)
         ceiling = gflops * 1e9 / exact
         ratio = rate / rates["classic"]
@@ -217,6 +242,13 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"| {name} | {rate:,.0f} | {ratio:.2f} | {share}; {three_rate:,.0f}/s at 3× forward) |"
         )
+    seeds = [1, 2] if args.quick else [1, 2, 3, 4]
+    quality = precision_quality(everything, seeds)
+    print("\n| precision | test −ELBO after 10 epochs, per seed | mean ± s.e. |\n|---|---|---|")
+    for precision, values in quality.items():
+        se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan")
+        per = ", ".join(f"{v:.2f}" for v in values)
+        print(f"| {precision} | {per} | {statistics.mean(values):.2f} ± {se:.2f} |")
     rows = [1000, 4000, 16000] if args.quick else [1000, 4000, 16000, 60000]
     batches = [32, 128, 1024] if args.quick else [32, 64, 128, 256, 512, 1024]
     by_rows, by_batch = scaling(rows, batches)

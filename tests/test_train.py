@@ -1,6 +1,7 @@
 """The shared training loop: exact resume, clean stops on NaN, metrics, checkpoints, settings."""
 
 import json
+import math
 import os
 import signal
 
@@ -222,3 +223,39 @@ def test_a_signal_without_a_run_folder_says_nothing_was_saved():
         m = SelfInterrupting(12, 2, net={"hidden": [16]}, at_step=2, signum=signal.SIGINT)
     with pytest.raises(Interrupted, match="nothing saved"):
         fit(m, data(), TrainConfig(epochs=2, batch_size=32))
+
+
+def test_precision_names_the_autocast_dtype_and_refuses_unknown_names():
+    from pushforward.train import autocast_dtype
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert autocast_dtype("float32", cpu) is None
+    assert autocast_dtype("bfloat16", cpu) is torch.bfloat16
+    assert autocast_dtype("auto", cuda) is None
+    assert autocast_dtype("auto", cpu) in (None, torch.bfloat16)
+    with pytest.raises(ConfigError, match="precision"):
+        TrainConfig(precision="float16")
+
+
+def test_bfloat16_training_multiplies_in_bfloat16_keeps_float32_weights_and_resumes(tmp_path):
+    from pushforward.vae import VAE
+
+    seen = []
+    x = data()
+
+    def make():
+        with seeded(0):
+            m = VAE(x.shape[1], 2, loss="l2", net={"hidden": [16]})
+        m.decoder.register_forward_hook(lambda mod, args, out: seen.append(out.dtype))
+        return m
+
+    cfg = TrainConfig(epochs=4, batch_size=32, seed=1, precision="bfloat16")
+    full = make()
+    h = fit(full, x, cfg, run_dir=tmp_path / "a")
+    assert torch.bfloat16 in seen and all(p.dtype == torch.float32 for p in full.parameters())
+    assert all(math.isfinite(r["loss"]) for r in h)
+    part = make()
+    fit(part, x, TrainConfig(**{**cfg.to_dict(), "epochs": 2}), run_dir=tmp_path / "b")
+    resumed = make()
+    fit(resumed, x, cfg, run_dir=tmp_path / "b", resume=True)
+    assert states_equal(full, resumed)

@@ -222,7 +222,7 @@ FIT_FLAGS = (
     "learn_sigma", "kl_weight", "kl_schedule", "kl_warmup", "free_bits", "epochs",
     "batch_size", "lr", "optimizer", "seed", "checkpoint_every", "device", "weight_decay",
     "noise", "critic_hidden", "critic_steps", "critic_lr", "pack", "gp_weight", "penalty", "ema",
-    "betas",
+    "betas", "precision",
 )  # fmt: skip
 
 
@@ -440,6 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--checkpoint-every", type=_positive(), help="epochs between checkpoints")
     p.add_argument("--device", help="auto, cpu, cuda")
+    p.add_argument(
+        "--precision", help="float32, bfloat16 (matrix products) or auto (bfloat16 where native)"
+    )
     p.add_argument("--seed", type=int)
     p.add_argument("--tensorboard", metavar="DIR", help="also log scalars and samples to DIR")
     p.set_defaults(func=cmd_fit)

@@ -213,7 +213,13 @@ def _gan_defaults() -> dict[str, Any]:
 # Recommended settings per model where they differ from the general defaults: what a user gets
 # without flags is the benchmarked path (see BENCHMARKS.md, "VAE quality").
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "vae": {"hidden": [512], "activation": "silu", "lr": 3e-3, "batch_size": 64},
+    "vae": {
+        "hidden": [512],
+        "activation": "silu",
+        "lr": 3e-3,
+        "batch_size": 64,
+        "precision": "auto",
+    },
     "gan": _gan_defaults(),
 }
 

@@ -254,8 +254,11 @@ class VAE(Trainable):
         self, x: Tensor, *, generator: torch.Generator | None = None, epoch: float | None = None
     ) -> dict[str, Tensor]:
         mu, logvar = self.encode(x)
+        # under bfloat16 autocast the products come back in bfloat16; the noise, the KL and the
+        # likelihood are computed in float32 all the same
+        mu, logvar = mu.float(), logvar.float()
         z = self.reparameterize(mu, logvar, generator=generator)
-        out = self.decoder(z)
+        out = self.decoder(z).float()
         if self.likelihood.trains_on_nll:
             rec = self._nll(x, out).mean()
         else:
