@@ -171,8 +171,14 @@ def _build_vae(rc: RunConfig, ds: datasets.Dataset) -> VAE:
     # default likelihood: Bernoulli for data in [0, 1] (images), else a Gaussian with learned σ
     loss = rc.loss or ("bce" if _in_unit_interval(ds.x) else "gaussian")
     learn_sigma = rc.learn_sigma or (rc.loss is None and loss == "gaussian" and rc.sigma is None)
+    sigma = rc.sigma
+    if sigma is None and learn_sigma:
+        # start σ at a tenth of the data's spread: started at 1, a Gaussian of learned σ
+        # explains low-dimensional data (ring8, grid25) before the latent does, and the
+        # posterior collapses onto the prior
+        sigma = 0.1 * max(float(ds.x.std(0).mean()), 1e-3)
     return VAE(
-        ds.dim, rc.latent, loss=loss, sigma=rc.sigma, learn_sigma=learn_sigma,
+        ds.dim, rc.latent, loss=loss, sigma=sigma, learn_sigma=learn_sigma,
         kl_weight=rc.kl_weight, kl_schedule=rc.kl_schedule, kl_warmup=rc.kl_warmup,
         free_bits=rc.free_bits, net=_net(rc), image_shape=ds.image_shape,
     )  # fmt: skip
