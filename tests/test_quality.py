@@ -16,7 +16,9 @@ def mixture_data(name: str = "ring8") -> datasets.Dataset:
 
 def test_a_sampler_of_the_true_mixture_scores_like_real_data():
     ds = mixture_data()
-    out = point_quality(lambda n, g: ds.distribution.sample(n, generator=g), ds, seed=1)
+    out = point_quality(
+        lambda n, g: ds.distribution.sample(n, generator=g), ds, seed=1, points=1000
+    )
     assert out["modes_captured"] == out["n_modes"] == 8
     # 3σ in 2-D: P(χ²₂ ≤ 9) = 1 − e^{−4.5}; binomial tolerance of 5 standard errors
     p = 1 - math.exp(-4.5)
@@ -34,7 +36,7 @@ def test_a_collapsed_sampler_covers_one_mode_with_reverse_kl_log_k():
     def collapsed(n, g):
         return mode + 0.01 * torch.randn(n, 2, generator=g)
 
-    out = point_quality(collapsed, ds)
+    out = point_quality(collapsed, ds, points=500)
     assert out["modes_captured"] == 1
     assert out["reverse_kl"] == pytest.approx(math.log(8))
     assert out["mmd2"] > 100 * abs(out["mmd2_floor"])
@@ -83,3 +85,13 @@ def test_unlabelled_images_get_no_frechet_distance():
     full = datasets.load_data("digits")
     bare = datasets.Dataset(x=full.x, name="bare", image_shape=full.image_shape)
     assert sample_quality(lambda n, g: full.x[:n], bare, bare) == {}
+
+
+def test_fit_vae_defaults_do_not_collapse_on_the_ring(tmp_path):
+    from pushforward.runs import RunConfig, evaluate_run, fit_run
+
+    rc = RunConfig.from_flat({"model": "vae", "data": "ring8", "n": 4000, "epochs": 30})
+    folder = fit_run(rc, out=tmp_path / "run", figures=False)
+    out = evaluate_run(folder, "ring8", n=2000, iwae_k=10, quality=False)
+    # collapsed onto the prior, the model is one Gaussian blob: −log p(x) ≈ 2.15 nats
+    assert out["active_units"] == 2 and out["nll"] < 1.5
