@@ -1,0 +1,257 @@
+"""Mode coverage on the PacGAN mixtures: the recommended GAN and the VAE against PacGAN's Table 1.
+
+Protocol (Lin et al., 2018, "PacGAN", Table 1), for each data set and seed s = 0, 1, …:
+
+1. draw the training data, n points (``RECOMMENDED["data"]["n"]``), from the mixture with a
+   ``torch.Generator`` seeded s: ``ring8`` (8 modes on the unit circle, std 0.01) or ``grid25``
+   (25 modes at spacing 2 on {−4, …, 4}², std 0.05);
+2. GAN: build ``GAN(2, **RECOMMENDED["model"])`` with the global RNG seeded s and train it with
+   :func:`pushforward.train.fit` under ``TrainConfig(**RECOMMENDED["train"], seed=s)``;
+   VAE: ``pushforward fit vae`` with its recommended defaults (``runs.MODEL_DEFAULTS["vae"]``),
+   through :func:`pushforward.runs.fit_run` on the same data (same n, same seed, the same number
+   of epochs as the GAN), then :func:`pushforward.runs.load_model`;
+3. draw 2,500 samples with a generator seeded 1,000,000 + s and score them with
+   :func:`pushforward.metrics.mode_metrics`: a sample is *high quality* (HQ) when it lies within
+   3 std of its nearest mode, a mode is *captured* when at least one HQ sample lands on it, and the
+   reverse KL is KL(HQ mode histogram ‖ uniform).
+
+The table gives mean ± standard error over seeds (and the fewest modes any seed captured), with
+the training seconds per seed and data set (wall time of ``fit``, or of ``fit_run`` for the VAE,
+with ``--threads`` torch threads). The paper rows are PacGAN's Table 1 as printed (10 trials).
+Everything is seeded: the same command on the same machine and thread count gives the same table
+apart from the seconds. Command (about 70 minutes on 2 cores):
+
+    .venv/bin/python benchmarks/gan_modes.py --seeds 10 --out gan_modes.json
+    .venv/bin/python benchmarks/gan_modes.py --quick            # 2 seeds, a smoke check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from pushforward import datasets
+from pushforward.gan import GAN, RECOMMENDED
+from pushforward.metrics import mode_metrics
+from pushforward.runs import RunConfig, fit_run, load_model
+from pushforward.train import TrainConfig, fit, seeded
+
+MIXTURES: dict[str, Callable[[], datasets.GaussianMixture]] = {
+    "ring8": datasets.ring8,
+    "grid25": datasets.grid25,
+}
+N_SAMPLES = 2500  # the PacGAN protocol
+SAMPLE_SEED = 1_000_000  # samples of seed s are drawn with a generator seeded SAMPLE_SEED + s
+DEFAULT_N = 10_000
+
+# PacGAN (Lin et al., 2018), Table 1, as printed: mean ± standard error over 10 trials of
+# (modes, high-quality %, reverse KL).
+PAPER: dict[str, dict[str, tuple[tuple[float, float], ...]]] = {
+    "GAN (PacGAN paper)": {
+        "ring8": ((6.3, 0.5), (98.2, 0.2), (0.45, 0.09)),
+        "grid25": ((17.3, 0.8), (94.8, 0.7), (0.70, 0.07)),
+    },
+    "PacGAN4 (paper)": {
+        "ring8": ((7.8, 0.1), (95.9, 2.2), (0.07, 0.02)),
+        "grid25": ((24.8, 0.2), (93.6, 0.6), (0.04, 0.01)),
+    },
+}
+GAN_ROW = "pushforward GAN (recommended)"
+VAE_ROW = "pushforward VAE (fit vae defaults)"
+
+
+@dataclass
+class Result:
+    """One trained model's scores on one data set and seed."""
+
+    model: str
+    data: str
+    seed: int
+    modes: int
+    n_modes: int
+    high_quality: float
+    reverse_kl: float
+    seconds: float
+    counts: list[int]
+
+
+def training_size() -> int:
+    """The number of training points of the recommended setting."""
+    return int(RECOMMENDED.get("data", {}).get("n", DEFAULT_N))
+
+
+def training_data(name: str, n: int, seed: int) -> Tensor:
+    """Return n points (n, 2) of the named mixture drawn with a generator seeded ``seed``."""
+    return MIXTURES[name]().sample(n, generator=torch.Generator().manual_seed(seed))
+
+
+def draw(model: Any, seed: int) -> Tensor:
+    """Return the N_SAMPLES samples (N_SAMPLES, 2) of a trained model scored for ``seed``."""
+    with torch.no_grad():
+        return model.sample(N_SAMPLES, generator=torch.Generator().manual_seed(SAMPLE_SEED + seed))
+
+
+def score(model: str, name: str, seed: int, samples: Tensor, seconds: float) -> Result:
+    """Return the PacGAN scores of ``samples`` (N_SAMPLES, 2) against the named mixture."""
+    mix = MIXTURES[name]()
+    m = mode_metrics(samples.double(), mix.means, float(mix.stds[0]))
+    return Result(
+        model, name, seed, m.modes_captured, m.n_modes, m.high_quality, m.reverse_kl, seconds,
+        m.counts,
+    )  # fmt: skip
+
+
+def run_gan(name: str, seed: int) -> Result:
+    """Train the recommended GAN on one data set and seed, and score its samples."""
+    x = training_data(name, training_size(), seed)
+    cfg = TrainConfig(**{**RECOMMENDED["train"], "seed": seed})
+    with seeded(seed):
+        model = GAN(x.shape[1], **RECOMMENDED["model"])
+    start = time.perf_counter()
+    fit(model, x, cfg)
+    seconds = time.perf_counter() - start
+    samples = draw(model, seed)
+    return score(GAN_ROW, name, seed, samples, seconds)
+
+
+def run_vae(name: str, seed: int, epochs: int) -> Result:
+    """Fit ``pushforward fit vae`` with its defaults on one data set and seed; score it."""
+    n = training_size()
+    flat = {"model": "vae", "data": name, "n": n, "seed": seed, "epochs": epochs,
+            "checkpoint_every": max(epochs, 1)}  # fmt: skip
+    rc = RunConfig.from_flat(flat)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        folder = fit_run(rc, out=Path(tmp) / "run", figures=False)
+        seconds = time.perf_counter() - start
+        model = load_model(folder)
+    samples = draw(model, seed)
+    return score(VAE_ROW, name, seed, samples, seconds)
+
+
+def mean_se(values: Sequence[float]) -> tuple[float, float]:
+    """Return the mean of ``values`` and its standard error (0 for a single value)."""
+    mean = statistics.fmean(values)
+    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+    return mean, se
+
+
+def summarise(results: Sequence[Result]) -> dict[str, dict[str, Any]]:
+    """Return {model: {data: mean, standard error and minimum of each score}}."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in results:
+        out.setdefault(r.model, {}).setdefault(r.data, []).append(r)
+    summary: dict[str, dict[str, Any]] = {}
+    for model, by_data in out.items():
+        summary[model] = {}
+        for name, rs in by_data.items():
+            entry: dict[str, Any] = {"seeds": len(rs), "n_modes": rs[0].n_modes}
+            for key in ("modes", "high_quality", "reverse_kl", "seconds"):
+                m, se = mean_se([float(getattr(r, key)) for r in rs])
+                entry[key] = {"mean": m, "se": se, "min": min(getattr(r, key) for r in rs)}
+            summary[model][name] = entry
+    return summary
+
+
+def _pm(mean: float, se: float, digits: int) -> str:
+    return f"{mean:.{digits}f} ± {se:.{digits}f}"
+
+
+def table(summary: dict[str, dict[str, Any]], names: Sequence[str]) -> str:
+    """Return the markdown table: the paper's rows, then ours, one column group per data set."""
+    head = ["model"]
+    for name in names:
+        head += [f"{name} modes (min)", f"{name} HQ %", f"{name} rev-KL"]
+    head.append("seconds per seed")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row, by_data in PAPER.items():
+        cells = [row]
+        for name in names:
+            (m, m_se), (hq, hq_se), (kl, kl_se) = by_data[name]
+            cells += [_pm(m, m_se, 1), _pm(hq, hq_se, 1), _pm(kl, kl_se, 2)]
+        lines.append("| " + " | ".join([*cells, "—"]) + " |")
+    for row, by_data in summary.items():
+        cells = [row]
+        seconds: list[float] = []
+        for name in names:
+            e = by_data[name]
+            modes = f"{_pm(e['modes']['mean'], e['modes']['se'], 1)} ({e['modes']['min']})"
+            hq = _pm(100 * e["high_quality"]["mean"], 100 * e["high_quality"]["se"], 1)
+            kl = _pm(e["reverse_kl"]["mean"], e["reverse_kl"]["se"], 3)
+            cells += [modes, hq, kl]
+            seconds.append(e["seconds"]["mean"])
+        cells.append(" / ".join(f"{s:.0f}" for s in seconds))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=10, help="seeds 0, …, SEEDS − 1")
+    parser.add_argument("--quick", action="store_true", help="2 seeds (a smoke check)")
+    parser.add_argument("--data", nargs="+", choices=sorted(MIXTURES), default=["ring8", "grid25"])
+    parser.add_argument("--no-vae", action="store_true", help="skip the VAE rows")
+    parser.add_argument(
+        "--vae-epochs", type=int, default=None, help="VAE epochs (default: the GAN's)"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    seeds = list(range(2 if args.quick else args.seeds))
+    epochs = int(RECOMMENDED["train"]["epochs"])
+    vae_epochs = epochs if args.vae_epochs is None else args.vae_epochs
+    results: list[Result] = []
+    for name in args.data:
+        for seed in seeds:
+            done = [run_gan(name, seed)]
+            if not args.no_vae:
+                done.append(run_vae(name, seed, vae_epochs))
+            for r in done:
+                print(
+                    f"{name} seed {seed} {r.model}: {r.modes}/{r.n_modes} modes, "
+                    f"HQ {100 * r.high_quality:.1f}%, reverse KL {r.reverse_kl:.4f}, "
+                    f"{r.seconds:.0f} s",
+                    flush=True,
+                )
+            results += done
+    summary = summarise(results)
+    print()
+    print(
+        f"{len(seeds)} seeds; n = {training_size():,} training points, {epochs} epochs "
+        f"(VAE {vae_epochs}), {N_SAMPLES:,} samples, {args.threads} thread(s); "
+        "seconds per seed are per data set (" + " / ".join(args.data) + ")"
+    )
+    print()
+    print(table(summary, args.data))
+    if args.out is not None:
+        record = {
+            "setting": RECOMMENDED,
+            "n": training_size(),
+            "epochs": epochs,
+            "vae_epochs": vae_epochs,
+            "n_samples": N_SAMPLES,
+            "seeds": seeds,
+            "threads": args.threads,
+            "torch": torch.__version__,
+            "paper": PAPER,
+            "summary": summary,
+            "runs": [asdict(r) for r in results],
+        }
+        args.out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
