@@ -79,7 +79,7 @@ def test_gradient_penalty_is_differentiable_in_the_critic_weights():
     gp.backward()
     # ∇ₓ(wᵀx + b) = w, so GP = (‖w‖ − 1)² and ∂GP/∂w = 2(‖w‖ − 1) w/‖w‖
     w = lin.weight.detach()[0]
-    assert float(gp) == pytest.approx(float((w.norm() - 1) ** 2), rel=1e-5)
+    assert float(gp.detach()) == pytest.approx(float((w.norm() - 1) ** 2), rel=1e-5)
     assert torch.allclose(lin.weight.grad[0], 2 * (w.norm() - 1) * w / w.norm(), atol=1e-6)
     assert lin.bias.grad is None or float(lin.bias.grad.abs().sum()) == 0
 
