@@ -30,10 +30,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -140,6 +142,22 @@ def run_vae(name: str, seed: int, epochs: int) -> Result:
     return score(VAE_ROW, name, seed, samples, seconds)
 
 
+def run_task(task: tuple[str, int, str | int, int]) -> Result:
+    """Run one (data, seed, 'gan' or VAE epochs, threads) task; in a worker process too."""
+    name, seed, what, threads = task
+    torch.set_num_threads(threads)
+    return run_gan(name, seed) if what == "gan" else run_vae(name, seed, int(what))
+
+
+def report(r: Result) -> Result:
+    print(
+        f"{r.data} seed {r.seed} {r.model}: {r.modes}/{r.n_modes} modes, "
+        f"HQ {100 * r.high_quality:.1f}%, reverse KL {r.reverse_kl:.4f}, {r.seconds:.0f} s",
+        flush=True,
+    )
+    return r
+
+
 def mean_se(values: Sequence[float]) -> tuple[float, float]:
     """Return the mean of ``values`` and its standard error (0 for a single value)."""
     mean = statistics.fmean(values)
@@ -205,32 +223,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--vae-epochs", type=int, default=None, help="VAE epochs (default: the GAN's)"
     )
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per job (default 1)")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="runs at once, in separate processes (default 1)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     seeds = list(range(2 if args.quick else args.seeds))
     epochs = int(RECOMMENDED["train"]["epochs"])
     vae_epochs = epochs if args.vae_epochs is None else args.vae_epochs
+    tasks = [(name, seed, "gan", args.threads) for name in args.data for seed in seeds]
+    if not args.no_vae:
+        tasks += [(name, seed, vae_epochs, args.threads) for name in args.data for seed in seeds]
     results: list[Result] = []
-    for name in args.data:
-        for seed in seeds:
-            done = [run_gan(name, seed)]
-            if not args.no_vae:
-                done.append(run_vae(name, seed, vae_epochs))
-            for r in done:
-                print(
-                    f"{name} seed {seed} {r.model}: {r.modes}/{r.n_modes} modes, "
-                    f"HQ {100 * r.high_quality:.1f}%, reverse KL {r.reverse_kl:.4f}, "
-                    f"{r.seconds:.0f} s",
-                    flush=True,
-                )
-            results += done
+    if args.jobs > 1:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+            for r in pool.map(run_task, tasks):
+                report(r)
+                results.append(r)
+    else:
+        for task in tasks:
+            results.append(report(run_task(task)))
+    order = {m: i for i, m in enumerate((GAN_ROW, VAE_ROW))}
+    results.sort(key=lambda r: (order[r.model], args.data.index(r.data), r.seed))
     summary = summarise(results)
     print()
     print(
         f"{len(seeds)} seeds; n = {training_size():,} training points, {epochs} epochs "
-        f"(VAE {vae_epochs}), {N_SAMPLES:,} samples, {args.threads} thread(s); "
+        f"(VAE {vae_epochs}), {N_SAMPLES:,} samples, {args.threads} thread(s) per run, "
+        f"{args.jobs} run(s) at once; "
         "seconds per seed are per data set (" + " / ".join(args.data) + ")"
     )
     print()
@@ -244,6 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "n_samples": N_SAMPLES,
             "seeds": seeds,
             "threads": args.threads,
+            "jobs": args.jobs,
             "torch": torch.__version__,
             "paper": PAPER,
             "summary": summary,

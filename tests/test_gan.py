@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pushforward import datasets
+from pushforward.checkpoint import load_tensors
 from pushforward.cli import main
 from pushforward.errors import ConfigError, TrainingError
 from pushforward.gan import GAN, GAN_LOSSES, RECOMMENDED, gradient_penalty, r1_penalty
@@ -91,7 +92,7 @@ def test_r1_penalty_is_half_the_mean_squared_gradient_at_the_data():
         return 0.5 * x.pow(2).sum(1)  # ∇D(x) = x
 
     r1 = r1_penalty(critic, real, real.flip(0))
-    assert float(r1) == pytest.approx(0.5 * (5.0 + 1.0) / 2)
+    assert float(r1.detach()) == pytest.approx(0.5 * (5.0 + 1.0) / 2)
 
 
 # --- objectives and their documented gradients ---------------------------------------------------
@@ -171,6 +172,39 @@ def test_uniform_noise_lies_in_the_box_and_sigmoid_output_in_the_unit_interval()
     assert float(z.min()) >= -1 and float(z.max()) <= 1 and float(z.min()) < -0.99
     y = m.sample(100, generator=torch.Generator().manual_seed(0))
     assert float(y.min()) >= 0 and float(y.max()) <= 1
+
+
+def test_standardised_game_samples_in_data_units_and_judges_standardised_data(tmp_path):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 2, generator=gen) * torch.tensor([3.0, 0.5]) + torch.tensor([10.0, -2.0])
+    m = make_gan(ema=0.9)
+    assert m.standardize and torch.equal(m.data_scale, torch.ones(2))
+    fit(m, x, TrainConfig(epochs=1, batch_size=100), run_dir=tmp_path)  # prepare() sets m, s
+    assert torch.allclose(m.data_loc, x.mean(0)) and torch.allclose(m.data_scale, x.std(0))
+    z = torch.randn(9, 2, generator=gen)
+    u = m.generator_ema(z)  # the network's output, in standardised units
+    assert torch.allclose(m.decode(z), x.mean(0) + x.std(0) * u)
+    assert torch.equal(m.sample(9, generator=torch.Generator().manual_seed(3)),
+                       m.decode(torch.randn(9, 2, generator=torch.Generator().manual_seed(3))))
+    packs = m._packs(x, None)  # what the critic judges: the standardised data
+    assert torch.allclose(packs.mean(0), torch.zeros(2), atol=1e-5)
+    assert torch.allclose(packs.std(0), torch.ones(2), atol=1e-5)
+    saved = load_tensors(tmp_path / "checkpoint.safetensors")  # the checkpoint carries m, s
+    assert torch.equal(saved["model.data_loc"], m.data_loc)
+    assert torch.equal(saved["model.data_scale"], m.data_scale)
+
+
+def test_standardising_is_off_for_images_and_a_constant_coordinate_keeps_scale_one():
+    assert not make_gan(output="sigmoid").standardize
+    with seeded(0):
+        img = GAN(64, 2, image_shape=(8, 8), net={"hidden": [16]})
+    assert not img.standardize
+    img.prepare(torch.rand(10, 64))
+    assert torch.equal(img.data_loc, torch.zeros(64))  # off: nothing recorded
+    m = make_gan()
+    m.prepare(torch.tensor([[1.0, 5.0], [3.0, 5.0], [5.0, 5.0]]))
+    assert torch.equal(m.data_loc, torch.tensor([3.0, 5.0]))
+    assert torch.equal(m.data_scale, torch.tensor([2.0, 1.0]))
 
 
 @pytest.mark.parametrize("loss", ["nonsaturating", "minimax", "wgan-gp", "hinge"])
@@ -321,13 +355,17 @@ def test_recommended_setting_is_the_default_of_fit_gan():
 def test_a_short_seeded_run_on_ring8_captures_every_mode():
     mix = datasets.ring8()
     x = mix.sample(4096, generator=torch.Generator().manual_seed(0))
-    with seeded(0):
-        m = GAN(2, 8, pack=4, critic_steps=2, ema=0.999, net={"hidden": [128, 128, 128]})
-    fit(m, x, TrainConfig(epochs=60, batch_size=128, lr=1e-3, betas=(0.5, 0.999), seed=0))
+    with seeded(0):  # the recommended game, on a smaller net for a shorter time
+        m = GAN(2, 8, penalty="r1", gp_weight=1.0, ema=0.999, net={"hidden": [128, 128, 128]})
+    cfg = TrainConfig(
+        epochs=60, batch_size=128, lr=1e-3, betas=(0.5, 0.999), seed=0, lr_schedule="cosine"
+    )
+    fit(m, x, cfg)
     s = m.sample(2500, generator=torch.Generator().manual_seed(0))
     r = mode_metrics(s, mix.means, 0.01)
     assert r.modes_captured == 8, r
-    assert r.reverse_kl < 0.15, r  # a generator on half the modes scores log 2 = 0.69
+    assert r.reverse_kl < 0.05, r  # a generator on half the modes scores log 2 = 0.69
+    assert r.high_quality > 0.3, r  # within 3σ = 0.03 of a mode; the full benchmark gets > 0.9
 
 
 def test_cli_fits_samples_and_evaluates_a_gan(tmp_path, capsys):

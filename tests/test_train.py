@@ -259,3 +259,66 @@ def test_bfloat16_training_multiplies_in_bfloat16_keeps_float32_weights_and_resu
     resumed = make()
     fit(resumed, x, cfg, run_dir=tmp_path / "b", resume=True)
     assert states_equal(full, resumed)
+
+
+class LrRecorder(Autoencoder):
+    """Records the learning rate each step is taken with."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lrs: list[float] = []
+
+    def training_step(self, x, optimizers, cfg, *, generator=None, epoch=0.0):
+        (opt,) = optimizers.values()
+        self.lrs.append(opt.param_groups[0]["lr"])
+        return super().training_step(x, optimizers, cfg, generator=generator, epoch=epoch)
+
+
+def test_cosine_schedule_takes_step_t_of_T_at_half_of_one_plus_cos_pi_t_over_T():
+    x = data()  # 96 rows, batch 32: 3 steps per epoch, T = 12 steps
+    with seeded(0):
+        model = LrRecorder(12, 2, net={"hidden": [16]})
+    fit(model, x, TrainConfig(epochs=4, batch_size=32, lr=0.01, lr_schedule="cosine"))
+    expected = [0.01 * 0.5 * (1 + math.cos(math.pi * t / 12)) for t in range(12)]
+    assert model.lrs == pytest.approx(expected, rel=1e-12)
+    with seeded(0):
+        constant = LrRecorder(12, 2, net={"hidden": [16]})
+    fit(constant, x, TrainConfig(epochs=4, batch_size=32, lr=0.01))
+    assert constant.lrs == [0.01] * 12
+    with pytest.raises(ConfigError, match="unknown learning-rate schedule 'step'; known: "):
+        TrainConfig(lr_schedule="step")
+
+
+def test_a_cosine_run_resumed_mid_schedule_ends_exactly_like_an_uninterrupted_one(tmp_path):
+    x = data()
+    cfg = TrainConfig(epochs=6, batch_size=32, seed=3, lr=0.01, lr_schedule="cosine")
+    full = make_ae()
+    h_full = fit(full, x, cfg)
+    with seeded(0):  # stopped by Ctrl-C in the middle of epoch 3 (step 8 of 18)
+        stopper = SelfInterrupting(12, 2, net={"hidden": [16]}, at_step=8, signum=signal.SIGINT)
+    with pytest.raises(Interrupted):
+        fit(stopper, x, cfg, run_dir=tmp_path)
+    half = make_ae(seed=7)
+    h_res = fit(half, x, cfg, run_dir=tmp_path, resume=True)
+    assert states_equal(full, half)
+    assert [r["loss"] for r in h_full] == [r["loss"] for r in h_res]
+
+
+class Preparing(Autoencoder):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.prepared: list[Tensor] = []
+
+    def prepare(self, x):
+        self.prepared.append(x)
+
+
+def test_prepare_sees_the_training_data_on_a_fresh_run_only(tmp_path):
+    x = data()
+    cfg = TrainConfig(epochs=2, batch_size=32)
+    with seeded(0):
+        model = Preparing(12, 2, net={"hidden": [16]})
+    fit(model, x, cfg, run_dir=tmp_path)
+    assert len(model.prepared) == 1 and torch.equal(model.prepared[0], x)
+    fit(model, x, TrainConfig(epochs=3, batch_size=32), run_dir=tmp_path, resume=True)
+    assert len(model.prepared) == 1

@@ -222,7 +222,7 @@ FIT_FLAGS = (
     "learn_sigma", "kl_weight", "kl_schedule", "kl_warmup", "free_bits", "epochs",
     "batch_size", "lr", "optimizer", "seed", "checkpoint_every", "device", "weight_decay",
     "noise", "critic_hidden", "critic_steps", "critic_lr", "pack", "gp_weight", "penalty", "ema",
-    "betas", "precision",
+    "betas", "precision", "lr_schedule",
 )  # fmt: skip
 
 
@@ -435,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_non_negative, help="training epochs")
     p.add_argument("--batch-size", type=_non_negative, help="minibatch size; 0 = full batch")
     p.add_argument("--lr", type=_positive(float), help="learning rate")
+    p.add_argument("--lr-schedule", help="constant, or cosine (down to 0 at the last step)")
     p.add_argument("--optimizer", help="adam, adamw, sgd")
     p.add_argument("--betas", type=_float_pair, help="Adam's β₁,β₂, e.g. 0.5,0.999")
     p.add_argument("--weight-decay", type=float)

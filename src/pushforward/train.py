@@ -22,7 +22,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,6 +37,7 @@ from pushforward.errors import CheckpointError, ConfigError, Interrupted, Traini
 __all__ = [
     "CHECKPOINT",
     "METRICS",
+    "LR_SCHEDULES",
     "OPTIMIZERS",
     "PRECISIONS",
     "Progress",
@@ -71,6 +72,7 @@ class TrainConfig:
     checkpoint_every: int = 1
     device: str = "cpu"
     precision: str = "float32"
+    lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
         self.betas = (float(self.betas[0]), float(self.betas[1]))
@@ -99,6 +101,7 @@ class TrainConfig:
                 )
         lookup(OPTIMIZERS, self.optimizer, what="optimizer")
         lookup(PRECISIONS, self.precision, what="precision")
+        lookup(LR_SCHEDULES, self.lr_schedule, what="learning-rate schedule")
         resolve_device(self.device)
 
     @classmethod
@@ -142,6 +145,24 @@ def _sgd(params, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 OPTIMIZERS = {"adam": _adam, "adamw": _adamw, "sgd": _sgd}
+
+
+def _cosine(progress: float) -> float:
+    return 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+
+
+# the learning rate at training progress p ∈ [0, 1] (elapsed epochs / epochs) is lr · f(p)
+LR_SCHEDULES: dict[str, Callable[[float], float] | None] = {
+    "constant": None,
+    "cosine": _cosine,  # ½(1 + cos πp): from lr down to 0 at the last step (Loshchilov & Hutter)
+}
+
+
+def _set_lr(optimizers: Mapping[str, torch.optim.Optimizer], factor: float) -> None:
+    """Set every parameter group's learning rate to factor × its initial one."""
+    for opt in optimizers.values():
+        for group in opt.param_groups:
+            group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
 
 
 PRECISIONS: dict[str, str] = {
@@ -253,6 +274,10 @@ class Trainable(nn.Module):
             nn.utils.clip_grad_norm_(self.parameters(), cfg.grad_clip)
         opt.step()
         return {k: v.detach() for k, v in terms.items()}
+
+    def prepare(self, x: Tensor) -> None:
+        """Set up from the training data x (n, d) before the first step of a fresh run (not on
+        resume: what this sets belongs in buffers, which checkpoints carry); nothing by default."""
 
     def diagnostics(
         self, x: Tensor, *, generator: torch.Generator | None = None
@@ -538,6 +563,9 @@ def fit(
     )
     model.to(device)
     data = x.to(device)
+    if not resume:
+        model.prepare(data)  # data-dependent set-up; a resumed model has it in its checkpoint
+    schedule = LR_SCHEDULES[cfg.lr_schedule]
     val = x_val.to(device) if x_val is not None else None
     # one generator shuffles (the same permutation in every process); in several processes each
     # draws its model noise (the VAE's ε) from its own generator, reseeded every epoch
@@ -616,8 +644,10 @@ def fit(
                         model.__dict__["_shard_weight"] = shard.numel() * ctx.world / idx.numel()
                         idx = shard
                     xb = data[idx]
+                    elapsed_epochs = epoch - 1 + step / steps_per_epoch
+                    if schedule is not None:
+                        _set_lr(optimizers, schedule(elapsed_epochs / max(cfg.epochs, 1)))
                     try:
-                        elapsed_epochs = epoch - 1 + step / steps_per_epoch
                         with autocast:
                             terms = model.training_step(
                                 xb, optimizers, cfg, generator=noise, epoch=elapsed_epochs
