@@ -184,8 +184,10 @@ def test_standardised_game_samples_in_data_units_and_judges_standardised_data(tm
     z = torch.randn(9, 2, generator=gen)
     u = m.generator_ema(z)  # the network's output, in standardised units
     assert torch.allclose(m.decode(z), x.mean(0) + x.std(0) * u)
-    assert torch.equal(m.sample(9, generator=torch.Generator().manual_seed(3)),
-                       m.decode(torch.randn(9, 2, generator=torch.Generator().manual_seed(3))))
+    assert torch.equal(
+        m.sample(9, generator=torch.Generator().manual_seed(3)),
+        m.decode(torch.randn(9, 2, generator=torch.Generator().manual_seed(3))),
+    )
     packs = m._packs(x, None)  # what the critic judges: the standardised data
     assert torch.allclose(packs.mean(0), torch.zeros(2), atol=1e-5)
     assert torch.allclose(packs.std(0), torch.ones(2), atol=1e-5)

@@ -36,8 +36,8 @@ from pushforward.errors import CheckpointError, ConfigError, Interrupted, Traini
 
 __all__ = [
     "CHECKPOINT",
-    "METRICS",
     "LR_SCHEDULES",
+    "METRICS",
     "OPTIMIZERS",
     "PRECISIONS",
     "Progress",
