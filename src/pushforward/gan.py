@@ -142,7 +142,7 @@ NOISES: dict[str, Callable[[int], BaseMeasure]] = {"gaussian": _gaussian, "unifo
 OUTPUTS: dict[str, str] = {"linear": "identity", "sigmoid": "sigmoid"}
 
 # The benchmarked setting (ring8 and grid25, benchmarks/gan_modes.py; see BENCHMARKS.md): the
-# non-saturating game on standardised data with Mescheder et al.'s R1 penalty (γ = 1), one critic
+# non-saturating game on standardised data with Mescheder et al.'s R1 penalty (γ = 0.1), one critic
 # step per generator step, a running average of g's weights, and a learning rate that decays to
 # 0 on a cosine. The training settings go to TrainConfig, the rest to GAN(...).
 RECOMMENDED: dict[str, dict[str, Any]] = {
@@ -150,7 +150,7 @@ RECOMMENDED: dict[str, dict[str, Any]] = {
         "latent": 8,
         "loss": "nonsaturating",
         "penalty": "r1",
-        "gp_weight": 1.0,
+        "gp_weight": 0.1,
         "pack": 1,
         "critic_steps": 1,
         "net": {"hidden": [256, 256, 256], "activation": "relu"},
