@@ -221,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="2 seeds (a smoke check)")
     parser.add_argument("--data", nargs="+", choices=sorted(MIXTURES), default=["ring8", "grid25"])
     parser.add_argument("--no-vae", action="store_true", help="skip the VAE rows")
+    parser.add_argument("--no-gan", action="store_true", help="skip the GAN rows")
     parser.add_argument(
         "--vae-epochs", type=int, default=None, help="VAE epochs (default: the GAN's)"
     )
@@ -234,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     seeds = list(range(2 if args.quick else args.seeds))
     epochs = int(RECOMMENDED["train"]["epochs"])
     vae_epochs = epochs if args.vae_epochs is None else args.vae_epochs
-    tasks = [(name, seed, "gan", args.threads) for name in args.data for seed in seeds]
+    tasks = [] if args.no_gan else [(n, s, "gan", args.threads) for n in args.data for s in seeds]
     if not args.no_vae:
         tasks += [(name, seed, vae_epochs, args.threads) for name in args.data for seed in seeds]
     results: list[Result] = []

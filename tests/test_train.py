@@ -233,6 +233,9 @@ def test_precision_names_the_autocast_dtype_and_refuses_unknown_names():
     assert autocast_dtype("bfloat16", cpu) is torch.bfloat16
     assert autocast_dtype("auto", cuda) is None
     assert autocast_dtype("auto", cpu) in (None, torch.bfloat16)
+    assert autocast_dtype("auto", cpu, dim=784) is autocast_dtype("auto", cpu)
+    assert autocast_dtype("auto", cpu, dim=2) is None  # 2-D mixtures stay float32
+    assert autocast_dtype("bfloat16", cpu, dim=2) is torch.bfloat16  # asked for by name
     with pytest.raises(ConfigError, match="precision"):
         TrainConfig(precision="float16")
 

@@ -183,17 +183,27 @@ def _native_bf16_cpu() -> bool:
     )
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+# ``auto`` precision considers bfloat16 only for data of at least this many dimensions
+AUTO_BF16_MIN_DIM = 64
+
+
+def autocast_dtype(
+    precision: str, device: torch.device, *, dim: int | None = None
+) -> torch.dtype | None:
     """Return the dtype training autocasts matrix products to on ``device``, None for float32.
 
     ``auto`` picks bfloat16 only on a CPU that computes it natively, where it multiplies matrices
     about four times as fast as float32 and the MNIST VAE ends at the same test ELBO
-    (BENCHMARKS.md); elsewhere, and on GPUs, it stays float32.
+    (BENCHMARKS.md), and only for data of ``dim`` ≥ :data:`AUTO_BF16_MIN_DIM` dimensions (None:
+    unknown, counted as large): on low-dimensional data the products are too small to gain, and
+    bfloat16's 8-bit mantissa (relative error up to 2⁻⁹) is coarse beside fine structure such as
+    ring8's σ = 0.01 at radius 1. Elsewhere, and on GPUs, it stays float32.
     """
     lookup(PRECISIONS, precision, what="precision")
     if precision == "bfloat16":
         return torch.bfloat16
-    if precision == "auto" and device.type == "cpu" and _native_bf16_cpu():
+    small = dim is not None and dim < AUTO_BF16_MIN_DIM
+    if precision == "auto" and device.type == "cpu" and not small and _native_bf16_cpu():
         return torch.bfloat16
     return None
 
@@ -557,7 +567,7 @@ def fit(
     if batch < ctx.world:
         raise ConfigError(f"batch_size {batch} is smaller than the {ctx.world} processes")
     steps_per_epoch = math.ceil(n / batch)
-    low = autocast_dtype(cfg.precision, device)
+    low = autocast_dtype(cfg.precision, device, dim=x[0].numel())
     autocast = (
         torch.autocast(device.type, dtype=low) if low is not None else contextlib.nullcontext()
     )
