@@ -2,7 +2,7 @@
 
 Protocol (Lin et al., 2018, "PacGAN", Table 1), for each data set and seed s = 0, 1, …:
 
-1. draw the training data, n points (``RECOMMENDED["data"]["n"]``), from the mixture with a
+1. draw the training data, n = 10,000 points (``TRAINING_POINTS``), from the mixture with a
    ``torch.Generator`` seeded s: ``ring8`` (8 modes on the unit circle, std 0.01) or ``grid25``
    (25 modes at spacing 2 on {−4, …, 4}², std 0.05);
 2. GAN: build ``GAN(2, **RECOMMENDED["model"])`` with the global RNG seeded s and train it with
@@ -56,7 +56,7 @@ MIXTURES: dict[str, Callable[[], datasets.GaussianMixture]] = {
 }
 N_SAMPLES = 2500  # the PacGAN protocol
 SAMPLE_SEED = 1_000_000  # samples of seed s are drawn with a generator seeded SAMPLE_SEED + s
-DEFAULT_N = 10_000
+TRAINING_POINTS = 10_000  # per data set and seed
 
 # PacGAN (Lin et al., 2018), Table 1, as printed: mean ± standard error over 10 trials of
 # (modes, high-quality %, reverse KL).
@@ -89,11 +89,6 @@ class Result:
     counts: list[int]
 
 
-def training_size() -> int:
-    """The number of training points of the recommended setting."""
-    return int(RECOMMENDED.get("data", {}).get("n", DEFAULT_N))
-
-
 def training_data(name: str, n: int, seed: int) -> Tensor:
     """Return n points (n, 2) of the named mixture drawn with a generator seeded ``seed``."""
     return MIXTURES[name]().sample(n, generator=torch.Generator().manual_seed(seed))
@@ -117,7 +112,7 @@ def score(model: str, name: str, seed: int, samples: Tensor, seconds: float) -> 
 
 def run_gan(name: str, seed: int) -> Result:
     """Train the recommended GAN on one data set and seed, and score its samples."""
-    x = training_data(name, training_size(), seed)
+    x = training_data(name, TRAINING_POINTS, seed)
     cfg = TrainConfig(**{**RECOMMENDED["train"], "seed": seed})
     with seeded(seed):
         model = GAN(x.shape[1], **RECOMMENDED["model"])
@@ -130,7 +125,7 @@ def run_gan(name: str, seed: int) -> Result:
 
 def run_vae(name: str, seed: int, epochs: int) -> Result:
     """Fit ``pushforward fit vae`` with its defaults on one data set and seed; score it."""
-    n = training_size()
+    n = TRAINING_POINTS
     flat = {"model": "vae", "data": name, "n": n, "seed": seed, "epochs": epochs,
             "checkpoint_every": max(epochs, 1)}  # fmt: skip
     rc = RunConfig.from_flat(flat)
@@ -253,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = summarise(results)
     print()
     print(
-        f"{len(seeds)} seeds; n = {training_size():,} training points, {epochs} epochs "
+        f"{len(seeds)} seeds; n = {TRAINING_POINTS:,} training points, {epochs} epochs "
         f"(VAE {vae_epochs}), {N_SAMPLES:,} samples, {args.threads} thread(s) per run, "
         f"{args.jobs} run(s) at once; "
         "seconds per seed are per data set (" + " / ".join(args.data) + ")"
@@ -263,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out is not None:
         record = {
             "setting": RECOMMENDED,
-            "n": training_size(),
+            "n": TRAINING_POINTS,
             "epochs": epochs,
             "vae_epochs": vae_epochs,
             "n_samples": N_SAMPLES,

@@ -24,10 +24,12 @@ any objective (Fedus et al., 2018, found it helps the non-saturating GAN too).
 
 Packing (PacGAN, Lin et al., 2018): with ``pack`` = m > 1 the critic judges m samples at once,
 concatenated into one row of m·d numbers — all real or all generated. A collapsed generator
-makes packs of near-identical points, which a critic tells apart from real packs at once; this is
-the known cure for mode collapse on the ring and grid mixtures. A batch of B rows makes ⌈B/m⌉ real
-packs (a random permutation of the batch, the last pack completed from its start) and as many
-generated ones. Packing needs an MLP critic.
+makes packs of near-identical points, which a critic tells apart from real packs at once; it is
+PacGAN's cure for mode collapse on the ring and grid mixtures (on standardised data the R1
+penalty, ``penalty='r1'``, kept every mode where packing did not, so the recommended setting
+does not pack).
+A batch of B rows makes ⌈B/m⌉ real packs (a random permutation of the batch, the last pack
+completed from its start) and as many generated ones. Packing needs an MLP critic.
 
 Each critic step uses the whole batch, re-packed in a fresh random order, against fresh noise;
 then the generator takes one step against fresh noise. All randomness (noise, packing orders and

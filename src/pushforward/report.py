@@ -400,7 +400,7 @@ def _gan_section(report: Report, quick: bool, seed: int, vaes: dict[str, Any]) -
     for name in ("ring8", "grid25"):
         ds, vae = vaes[name]
         with seeded(seed):
-            gan = GAN(2, **{"latent": 2, **RECOMMENDED["model"]})
+            gan = GAN(2, **RECOMMENDED["model"])
         snaps = Snapshots(gan, 1000, every=max(1, epochs // 20), seed=seed)
         cfg = TrainConfig(**{**settings, "epochs": epochs, "seed": seed})
         history = fit(gan, ds.x, cfg, progress=snaps)

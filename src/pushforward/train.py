@@ -16,6 +16,7 @@ A model subclasses :class:`Trainable` and says how to take one step; :func:`fit`
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -168,10 +169,12 @@ def _set_lr(optimizers: Mapping[str, torch.optim.Optimizer], factor: float) -> N
 PRECISIONS: dict[str, str] = {
     "float32": "every product in float32",
     "bfloat16": "matrix products in bfloat16 (autocast); weights, optimiser and losses in float32",
-    "auto": "bfloat16 on a CPU with native bfloat16 arithmetic, else float32",
+    "auto": "bfloat16 on a CPU with native bfloat16 arithmetic for data of ≥ 64 dimensions, "
+    "else float32",
 }
 
 
+@functools.cache
 def _native_bf16_cpu() -> bool:
     """Whether this CPU multiplies bfloat16 matrices natively (AVX512-BF16 or AMX)."""
     try:
