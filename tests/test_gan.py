@@ -281,6 +281,9 @@ def test_ema_generator_is_the_running_average_that_sampling_uses():
         ({"ema": 1.0}, "ema"),
         ({"critic_lr": 0.0}, "critic_lr"),
         ({"output": "tanh"}, "output"),
+        ({"jacobian_truncation": 1.0}, "jacobian_truncation"),
+        ({"jacobian_truncation": -0.1}, "jacobian_truncation"),
+        ({"jacobian_truncation": float("nan")}, "jacobian_truncation"),
     ],
 )
 def test_bad_settings_are_refused_by_name(kwargs, match):
@@ -368,6 +371,95 @@ def test_a_short_seeded_run_on_ring8_captures_every_mode():
     assert r.modes_captured == 8, r
     assert r.reverse_kl < 0.05, r  # a generator on half the modes scores log 2 = 0.69
     assert r.high_quality > 0.3, r  # within 3σ = 0.03 of a mode; the full benchmark gets > 0.9
+    # Jacobian truncation drops between-mode samples first: fewer low-quality samples, modes kept
+    t = m.sample(2500, generator=torch.Generator().manual_seed(0), jacobian_truncation=0.1)
+    rt = mode_metrics(t, mix.means, 0.01)
+    assert rt.modes_captured == 8 and rt.reverse_kl < 0.05, rt
+    # rejecting 10% at random would leave the share unchanged (± 1 point); here it rises 5 points
+    assert rt.high_quality > r.high_quality + 0.03, (rt, r)
+
+
+# --- Jacobian truncation -------------------------------------------------------------------------
+
+
+def frobenius_by_autograd(g: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """‖J(z)‖_F row by row with torch.autograd.functional.jacobian: the independent reference."""
+    rows = [torch.autograd.functional.jacobian(lambda v: g(v[None])[0], zi) for zi in z]
+    return torch.stack([j.flatten().norm() for j in rows])
+
+
+@pytest.mark.parametrize(("dim", "latent"), [(2, 5), (6, 3)])  # reverse mode, forward mode
+def test_stretch_is_the_frobenius_norm_of_the_jacobian(dim, latent):
+    with seeded(0):
+        m = GAN(dim, latent, net={"hidden": [12, 12], "activation": "tanh"}, ema=0.5)
+    m.prepare(torch.randn(64, dim, generator=torch.Generator().manual_seed(1)) * 3 + 1)
+    z = torch.randn(9, latent, generator=torch.Generator().manual_seed(2))
+    expected = frobenius_by_autograd(m.generator_ema, z)  # the net samples come from, in u units
+    torch.testing.assert_close(m.stretch(z), expected, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # sampling runs under no_grad
+        torch.testing.assert_close(m.stretch(z, chunk=4), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ConfigError, match=rf"z must have shape \(n, {latent}\)"):
+        m.stretch(torch.zeros(3, latent + 1))
+
+
+def test_truncated_sampling_rejects_the_share_q_where_g_stretches_most():
+    with seeded(0):
+        m = GAN(2, 3, net={"hidden": [16, 16]}, jacobian_truncation=0.2)
+    tau = m.truncation_threshold()
+    z = m.base.sample(20_000, generator=torch.Generator().manual_seed(7))  # fresh draws
+    kept = float((m.stretch(z) <= tau).double().mean())
+    assert kept == pytest.approx(0.8, abs=0.015)  # τ is the 0.8-quantile under μ
+    # the sampler is g#μ_A: g of latent draws inside A, in draw order, exactly n of them
+    accepted = m.as_pushforward().base.sample(300, generator=torch.Generator().manual_seed(3))
+    assert accepted.shape == (300, 3) and bool((m.stretch(accepted) <= tau).all())
+    y = m.sample(300, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(y, m.g(accepted))
+    again = m.sample(300, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(y, again)
+    plain = m.sample(300, generator=torch.Generator().manual_seed(3), jacobian_truncation=0)
+    with torch.no_grad():
+        first = m.g(m.base.sample(300, generator=torch.Generator().manual_seed(3)))
+    assert torch.equal(plain, first)
+
+
+def test_truncation_threshold_follows_the_weights():
+    m = make_gan(jacobian_truncation=0.1)
+    tau = m.truncation_threshold()
+    assert m.truncation_threshold() == tau  # kept
+    assert m.truncation_threshold(0.5) < tau  # a lower quantile
+    fit(m, ring(256), TrainConfig(epochs=1, batch_size=128, seed=0))
+    trained = m.truncation_threshold()
+    assert trained != tau
+    fresh = make_gan(jacobian_truncation=0.1)
+    fresh.load_state_dict(m.state_dict())
+    assert fresh.truncation_threshold() == trained
+    m.load_state_dict(make_gan(jacobian_truncation=0.1).state_dict())  # same step count, new g
+    assert m.truncation_threshold() == tau
+
+
+def test_jacobian_truncation_round_trips_and_is_a_sample_option(tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["fit", "gan", "--data", "ring8", "-n", "256", "--epochs", "2", "--hidden", "16"]
+    assert main([*argv, "--jacobian-truncation", "0.05", "--out", str(run)]) == 0
+    model = load_model(run)
+    assert model.jacobian_truncation == 0.05
+    for q in ("0", "0.3"):
+        out = tmp_path / f"s{q}.npy"
+        argv = ["sample", str(run), "-n", "20", "--jacobian-truncation", q, "--out", str(out)]
+        assert main(argv) == 0
+    capsys.readouterr()
+    bad = ["sample", str(run), "--jacobian-truncation", "1.5", "--out", str(tmp_path / "x.npy")]
+    assert main(bad) != 0
+    assert "jacobian_truncation = 1.5" in capsys.readouterr().err
+    assert not (tmp_path / "x.npy").exists()
+    vae = tmp_path / "vae"
+    argv = ["fit", "vae", "--data", "ring8", "-n", "64", "--epochs", "1", "--out", str(vae)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    argv = ["sample", str(vae), "--jacobian-truncation", "0.1", "--out", str(tmp_path / "y.npy")]
+    assert main(argv) != 0
+    assert "jacobian_truncation is for GAN runs" in capsys.readouterr().err
 
 
 def test_cli_fits_samples_and_evaluates_a_gan(tmp_path, capsys):

@@ -14,6 +14,7 @@ from pushforward.measures import (
     DistributionMeasure,
     Map1D,
     Pushforward,
+    Restricted,
     StandardNormal,
     Uniform,
     empirical_quantile,
@@ -215,3 +216,57 @@ def test_uniform_box_and_standard_normal_log_prob():
 def test_bad_arguments_name_the_problem(call, match):
     with pytest.raises(ConfigError, match=match):
         call()
+
+
+# --- restricted measures -------------------------------------------------------------------------
+
+
+def inside_unit(z: torch.Tensor) -> torch.Tensor:
+    return z.abs().squeeze(1) <= 1.0
+
+
+def test_restricted_normal_is_the_truncated_normal():
+    # N(0, 1) on [−1, 1]: CDF (Φ(z) − Φ(−1)) / (Φ(1) − Φ(−1)), variance 1 − 2φ(1)/(Φ(1) − Φ(−1))
+    mu = Restricted(StandardNormal(1), inside_unit)
+    z = mu.sample(N, generator=gen(0))
+    assert z.shape == (N, 1) and bool(inside_unit(z).all())
+    normal = Normal(0.0, 1.0)
+    mass = float(normal.cdf(torch.tensor(1.0)) - normal.cdf(torch.tensor(-1.0)))
+    variance = 1 - 2 * math.exp(-0.5) / math.sqrt(2 * math.pi) / mass
+    assert float(z.var()) == pytest.approx(variance, abs=4 * math.sqrt(2 / N) * variance)
+    cdf = lambda t: (normal.cdf(t) - normal.cdf(torch.tensor(-1.0))) / mass  # noqa: E731
+    assert ks_distance(z.squeeze(1), cdf) < ks_critical_value(N, alpha=1e-3)
+
+
+def test_restricted_draws_are_exactly_n_in_draw_order_and_seeded():
+    mu = Restricted(StandardNormal(1), inside_unit)
+    a = mu.sample(1000, generator=gen(5))
+    assert torch.equal(a, mu.sample(1000, generator=gen(5)))
+    base = StandardNormal(1).sample(4000, generator=gen(5))  # the first round's draws
+    assert torch.equal(a[:500], base[inside_unit(base)][:500])
+    assert mu.sample(0, generator=gen(5)).shape == (0, 1)
+
+
+def test_restricted_density_with_a_known_mass_and_without():
+    mass = 0.5
+    mu = Restricted(Uniform(0.0, 1.0), lambda z: z.squeeze(1) < 0.5, mass=mass)
+    lp = mu.log_prob(torch.tensor([[0.25], [0.75]]))
+    assert lp[0] == pytest.approx(math.log(2.0)) and lp[1] == -math.inf
+    y = Pushforward(lambda z: 2 * z, mu).sample(10_000, generator=gen(1))
+    assert float(y.max()) < 1.0
+    with pytest.raises(NoDensityError, match="mass"):
+        Restricted(Uniform(0.0, 1.0), lambda z: z.squeeze(1) < 0.5).log_prob(torch.zeros(1, 1))
+
+
+def test_restricted_refuses_a_set_it_cannot_reach_and_bad_settings():
+    never = Restricted(StandardNormal(1), lambda z: z.squeeze(1) > 50, max_draws=10)
+    with pytest.raises(ConfigError, match=r"only 0 of .* base draws fell in the set"):
+        never.sample(100, generator=gen(0))
+    wrong = Restricted(StandardNormal(2), lambda z: z[:, 0] > 0.5)
+    assert wrong.sample(5, generator=gen(0)).shape == (5, 2)
+    with pytest.raises(ConfigError, match="bool tensor"):
+        Restricted(StandardNormal(2), lambda z: z > 0).sample(5, generator=gen(0))
+    with pytest.raises(ConfigError, match="mass"):
+        Restricted(StandardNormal(1), inside_unit, mass=1.5)
+    with pytest.raises(ConfigError, match="max_draws"):
+        Restricted(StandardNormal(1), inside_unit, max_draws=0)

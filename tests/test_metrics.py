@@ -77,15 +77,16 @@ def test_ks_critical_value_matches_the_asymptotic_formula():
 
 def test_mode_metrics_of_samples_at_the_means_is_perfect():
     means = ring8().means  # (8, 2)
-    result = mode_metrics(means.repeat(3, 1).float(), means, 0.01)
+    result = mode_metrics(means.repeat(3, 1), means, 0.01)
     assert result == ModeMetrics(
-        modes_captured=8, n_modes=8, high_quality=1.0, reverse_kl=0.0, counts=[3] * 8
+        modes_captured=8, n_modes=8, high_quality=1.0, reverse_kl=0.0, width=0.0, counts=[3] * 8
     )
     assert result.to_dict() == {
         "modes_captured": 8,
         "n_modes": 8,
         "high_quality": 1.0,
         "reverse_kl": 0.0,
+        "width": 0.0,
         "counts": [3] * 8,
     }
 
@@ -116,12 +117,34 @@ def test_mode_metrics_of_a_hand_built_histogram():
     assert two.reverse_kl == pytest.approx(0.75 * math.log(1.5) + 0.25 * math.log(0.5), rel=1e-14)
 
 
+@pytest.mark.parametrize("dim", [2, 5])
+def test_mode_width_is_one_for_gaussian_modes_and_tracks_narrower_ones(dim):
+    # modes N(μ_k, (s·σ)² I): width 1 at s = 1; at s = 1/2 nothing reaches the 3σ cut, so the
+    # width is √(E[s²χ²_d] / E[χ²_d | χ²_d ≤ 9]), the reference a seeded Monte Carlo of χ²_d
+    means = torch.eye(dim, dtype=torch.float64) * 10.0  # (d, d), far apart
+    std, n = 0.1, 200_000
+    z = torch.randn(n, dim, generator=gen(3), dtype=torch.float64)
+    home = means[torch.arange(n) % dim]
+    assert mode_metrics(home + std * z, means, std).width == pytest.approx(1.0, rel=5e-3)
+    r = torch.randn(2_000_000, dim, generator=gen(4), dtype=torch.float64).square().sum(1)
+    expected = math.sqrt(0.25 * dim / float(r[r <= 9].mean()))
+    assert mode_metrics(home + 0.5 * std * z, means, std).width == pytest.approx(expected, rel=5e-3)
+
+
+def test_mode_width_of_one_sample_on_the_edge():
+    # R = 9 (on the 3σ edge); E[χ²_2 | χ²_2 ≤ 9] = 2 − 9 e^{−4.5}/(1 − e^{−4.5}) in closed form
+    samples = torch.tensor([[0.3, 0.0]], dtype=torch.float64)
+    width = mode_metrics(samples, torch.zeros(1, 2, dtype=torch.float64), 0.1).width
+    assert width == pytest.approx(math.sqrt(9 / (2 - 9 * math.exp(-4.5) / (1 - math.exp(-4.5)))))
+
+
 def test_mode_metrics_with_no_high_quality_sample_is_inf():
     means = ring8().means
     result = mode_metrics(torch.full((50, 2), 100.0), means, 0.01)
     assert result.high_quality == 0.0
     assert result.modes_captured == 0
     assert result.reverse_kl == math.inf
+    assert math.isnan(result.width)
     assert result.counts == [0] * 8
 
 

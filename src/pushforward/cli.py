@@ -222,7 +222,7 @@ FIT_FLAGS = (
     "learn_sigma", "kl_weight", "kl_schedule", "kl_warmup", "free_bits", "epochs",
     "batch_size", "lr", "optimizer", "seed", "checkpoint_every", "device", "weight_decay",
     "noise", "critic_hidden", "critic_steps", "critic_lr", "pack", "gp_weight", "penalty", "ema",
-    "betas", "precision", "lr_schedule",
+    "betas", "precision", "lr_schedule", "jacobian_truncation",
 )  # fmt: skip
 
 
@@ -277,7 +277,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (*FIGURE_SUFFIXES, ".npy", ".csv"):
         raise ConfigError(f"--out {args.out!r}: use .png, .svg or .pdf for a picture, .npy or .csv")
-    y = sample_run(args.run, args.n, seed=args.seed)
+    y = sample_run(args.run, args.n, seed=args.seed, jacobian_truncation=args.jacobian_truncation)
     if out.suffix.lower() in FIGURE_SUFFIXES:
         shape = load_run_config(args.run)["data"].get("image_shape")
         if shape:
@@ -432,6 +432,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gp-weight", type=float, help="weight of the gradient penalty (0 = off)")
     g.add_argument("--penalty", help="gp (Gulrajani, at interpolates) or r1 (at the data)")
     g.add_argument("--ema", type=float, help="EMA decay of the generator's weights (0 = off)")
+    g.add_argument(
+        "--jacobian-truncation", type=float, metavar="Q",
+        help="reject the share Q of latent draws where g stretches most when sampling (0 = off)",
+    )  # fmt: skip
     p.add_argument("--epochs", type=_non_negative, help="training epochs")
     p.add_argument("--batch-size", type=_non_negative, help="minibatch size; 0 = full batch")
     p.add_argument("--lr", type=_positive(float), help="learning rate")
@@ -462,6 +466,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--n", type=_positive(), default=64, help="samples (default 64)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="FILE", default="samples.png", help=".png/.svg/.pdf/.npy/.csv")
+    p.add_argument(
+        "--jacobian-truncation", type=float, metavar="Q",
+        help="GAN runs: reject this share of latent draws where g stretches most (default: the "
+        "run's own)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser(

@@ -61,7 +61,7 @@ from torch import Tensor, nn
 
 from pushforward.datasets import _check_int, _check_positive
 from pushforward.errors import ConfigError, lookup
-from pushforward.measures import BaseMeasure, Pushforward, StandardNormal, Uniform
+from pushforward.measures import BaseMeasure, Pushforward, Restricted, StandardNormal, Uniform
 from pushforward.nets import ACTIVATIONS, MAX_LATENT, NetConfig, build_decoder, build_encoder
 from pushforward.train import OPTIMIZERS, Trainable, TrainConfig, check_finite
 
@@ -143,10 +143,15 @@ NOISES: dict[str, Callable[[int], BaseMeasure]] = {"gaussian": _gaussian, "unifo
 # the generator's last nonlinearity: 'sigmoid' keeps images in [0, 1], 'linear' is for ℝ^d data
 OUTPUTS: dict[str, str] = {"linear": "identity", "sigmoid": "sigmoid"}
 
+# latent draws (seeded 0) from which the Jacobian-truncation threshold τ is estimated
+TRUNCATION_DRAWS = 20_000
+
 # The benchmarked setting (ring8 and grid25, benchmarks/gan_modes.py; see BENCHMARKS.md): the
 # non-saturating game on standardised data with Mescheder et al.'s R1 penalty (γ = 0.1), one critic
 # step per generator step, a running average of g's weights, and a learning rate that decays to
-# 0 on a cosine. The training settings go to TrainConfig, the rest to GAN(...).
+# 0 on a cosine; sampling rejects the 3% of latent draws where g stretches most (Jacobian
+# truncation), which are the between-mode samples. The training settings go to TrainConfig, the
+# rest to GAN(...).
 RECOMMENDED: dict[str, dict[str, Any]] = {
     "model": {
         "latent": 8,
@@ -157,6 +162,7 @@ RECOMMENDED: dict[str, dict[str, Any]] = {
         "critic_steps": 1,
         "net": {"hidden": [256, 256, 256], "activation": "relu"},
         "ema": 0.999,
+        "jacobian_truncation": 0.03,
     },
     "train": {
         "epochs": 600,
@@ -223,6 +229,17 @@ def _grad_norm(module: nn.Module, clip: float) -> Tensor:
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
 
 
+def _check_truncation(value: object) -> float:
+    """Return a Jacobian-truncation share q in [0, 1) as a float, or raise ConfigError."""
+    q = _check_positive(value, "jacobian_truncation", allow_zero=True)
+    if q >= 1:
+        raise ConfigError(
+            f"jacobian_truncation = {value!r} is not allowed; use the share of latent draws to "
+            "reject, in [0, 1) (0 is off)"
+        )
+    return q
+
+
 class _InData(nn.Module):
     """u ↦ m + s·u after a generator network: its output in the data's units."""
 
@@ -259,6 +276,12 @@ class GAN(Trainable):
             judges (x − m)/s and g's network output u gives the sample m + s·u. Default on for
             ``linear`` output on non-image data (off for images). Without it a critic on data
             spread over ±4 (the grid) learns slowly and the generator's samples stay diffuse.
+        jacobian_truncation: q in [0, 1), the share of latent draws that sampling rejects where
+            g stretches the latent space most (see :meth:`stretch`); 0 is off. Training is not
+            affected. Samples then come from g#μ_A, μ restricted to A = {z : ‖J(z)‖_F ≤ τ} with
+            τ the (1 − q)-quantile of ‖J(z)‖_F under μ (Tanielian et al., 2020): a continuous g
+            from a connected latent space must pass between disconnected modes somewhere, and
+            it does so where it stretches most, so this drops the between-mode samples first.
     """
 
     def __init__(
@@ -279,6 +302,7 @@ class GAN(Trainable):
         output: str | None = None,
         image_shape: tuple[int, int] | list[int] | None = None,
         standardize: bool | None = None,
+        jacobian_truncation: float = 0.0,
     ):
         super().__init__()
         if dim < 1 or not 1 <= latent <= MAX_LATENT:
@@ -302,6 +326,8 @@ class GAN(Trainable):
             raise ConfigError(f"ema = {ema!r} is not allowed; use a number in [0, 1) (0 is off)")
         if critic_lr is not None:
             critic_lr = _check_positive(critic_lr, "critic_lr")
+        self.jacobian_truncation = _check_truncation(jacobian_truncation)
+        self._threshold: tuple[tuple[float, int], float] | None = None  # ((q, steps), τ)
         self.net = net if isinstance(net, NetConfig) else NetConfig(**(net or {}))
         if critic_net is None:
             self.critic_config = replace(self.net, hidden=list(self.net.hidden or []))
@@ -353,6 +379,7 @@ class GAN(Trainable):
             "output": self.output,
             "image_shape": list(self.image_shape) if self.image_shape else None,
             "standardize": self.standardize,
+            "jacobian_truncation": self.jacobian_truncation,
         }
 
     def prepare(self, x: Tensor) -> None:
@@ -370,11 +397,65 @@ class GAN(Trainable):
     # --- the pushforward -----------------------------------------------------------------------
 
     @property
+    def _sampling_net(self) -> nn.Module:
+        return self.generator_ema if self.generator_ema is not None else self.generator_net
+
+    @property
     def g(self) -> nn.Module:
         """The generator samples come from, z (n, k) → (n, d) in data units: the weights' running
         average when ema > 0, then y = m + s·u when standardised."""
-        net = self.generator_ema if self.generator_ema is not None else self.generator_net
+        net = self._sampling_net
         return _InData(net, self) if self.standardize else net
+
+    def stretch(self, z: Tensor, *, chunk: int = 4096) -> Tensor:
+        """Return ‖J(z)‖_F (n,), how much g stretches the latent space at each z (n, k).
+
+        J(z) (d, k) is the Jacobian of g's network output (in standardised units when
+        ``standardize`` is on, so that no coordinate's scale dominates), computed exactly,
+        ``chunk`` rows at a time: one reverse-mode pass per output coordinate when d ≤ k, else
+        one forward-mode pass per latent coordinate (the rows of a batch are independent).
+        """
+        net = self._sampling_net
+        device = next(net.parameters()).device
+        z = z.to(device=device, dtype=torch.float32)
+        if z.dim() != 2 or z.shape[1] != self.latent:
+            raise ConfigError(f"z must have shape (n, {self.latent}), got {tuple(z.shape)}")
+        out = []
+        for part in z.split(chunk):
+            sq = torch.zeros(part.shape[0], device=device)  # (c,)
+            if self.dim <= self.latent:
+                u, pull = torch.func.vjp(net, part)  # u (c, …) with d numbers a row
+                flat = torch.zeros(u.shape[0], self.dim, device=device)
+                for i in range(self.dim):
+                    flat.zero_()
+                    flat[:, i] = 1.0
+                    (row,) = pull(flat.reshape(u.shape))  # ∂u_i/∂z, (c, k)
+                    sq += row.detach().square().sum(1)
+            else:
+                e = torch.zeros_like(part)
+                for j in range(self.latent):
+                    e.zero_()
+                    e[:, j] = 1.0
+                    _, column = torch.func.jvp(net, (part,), (e,))  # ∂u/∂z_j, (c, …)
+                    sq += column.detach().flatten(1).square().sum(1)
+            out.append(sq.sqrt())
+        return torch.cat(out) if out else z.new_zeros(0)
+
+    def truncation_threshold(self, q: float | None = None) -> float:
+        """Return τ, the (1 − q)-quantile of ‖J(z)‖_F under μ (q defaults to
+        ``jacobian_truncation``), estimated from :data:`TRUNCATION_DRAWS` latent draws with a
+        fixed seed, so the same weights always give the same τ; kept until g changes."""
+        q = self.jacobian_truncation if q is None else q
+        key = (float(q), int(self.ema_updates))
+        if self._threshold is None or self._threshold[0] != key:
+            z = self.base.sample(TRUNCATION_DRAWS, generator=torch.Generator().manual_seed(0))
+            tau = float(torch.quantile(self.stretch(z).double(), 1.0 - q))
+            self._threshold = (key, tau)
+        return self._threshold[1]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self._threshold = None  # new weights: τ is measured again when next needed
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def decode(self, z: Tensor) -> Tensor:
         """Return g(z), shape (n, d), for noise z (n, k)."""
@@ -384,13 +465,31 @@ class GAN(Trainable):
         """Return g(z), shape (n, d)."""
         return self.g(z)
 
-    def as_pushforward(self) -> Pushforward:
-        """Return the generative model g#μ as a Pushforward."""
-        return Pushforward(self.g, self.base)
+    def as_pushforward(self, *, jacobian_truncation: float | None = None) -> Pushforward:
+        """Return the generative model g#μ as a Pushforward, or g#μ_A under Jacobian truncation
+        (``jacobian_truncation`` q > 0; default the model's own)."""
+        q = self.jacobian_truncation
+        if jacobian_truncation is not None:
+            q = _check_truncation(jacobian_truncation)
+        if q == 0:
+            return Pushforward(self.g, self.base)
+        tau = self.truncation_threshold(q)
 
-    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
-        """Return exactly n draws of g#μ, shape (n, d)."""
-        return self.as_pushforward().sample(n, generator=generator)
+        def accept(z: Tensor) -> Tensor:
+            return (self.stretch(z) <= tau).cpu()
+
+        return Pushforward(self.g, Restricted(self.base, accept, max_draws=100))
+
+    def sample(
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        jacobian_truncation: float | None = None,
+    ) -> Tensor:
+        """Return exactly n draws of g#μ (of g#μ_A under Jacobian truncation), shape (n, d)."""
+        pushforward = self.as_pushforward(jacobian_truncation=jacobian_truncation)
+        return pushforward.sample(n, generator=generator)
 
     # --- the game ------------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ __all__ = [
     "Example",
     "Map1D",
     "Pushforward",
+    "Restricted",
     "StandardNormal",
     "Uniform",
     "as_measure",
@@ -155,6 +156,80 @@ class DistributionMeasure(BaseMeasure):
 
     def __repr__(self) -> str:
         return f"DistributionMeasure({self.distribution})"
+
+
+class Restricted(BaseMeasure):
+    """μ restricted to a set A = {z : accept(z)} and renormalised: μ_A(B) = μ(B ∩ A) / μ(A).
+
+    Drawn by rejection: base draws in rounds, kept where ``accept`` holds, in draw order, so the n
+    rows returned depend on ``generator`` alone.
+
+    Args:
+        base: μ, a :class:`BaseMeasure` or any ``torch.distributions.Distribution``.
+        accept: z (m, *event_shape) → (m,) bool, True where z ∈ A.
+        mass: μ(A) when it is known exactly; :meth:`log_prob` needs it.
+        max_draws: base draws one call may spend per row it returns before it gives up (A has
+            too little μ-mass to be drawn by rejection).
+        batch: the most base draws one round takes.
+    """
+
+    def __init__(
+        self,
+        base: BaseMeasure | Distribution,
+        accept: Fn,
+        *,
+        mass: float | None = None,
+        max_draws: int = 1000,
+        batch: int = 65536,
+    ):
+        if not callable(accept):
+            raise ConfigError(f"accept must be callable, got {type(accept).__name__}")
+        if mass is not None and not 0 < mass <= 1:
+            raise ConfigError(f"mass = {mass!r} is not allowed; μ(A) is in (0, 1]")
+        for name, value in (("max_draws", max_draws), ("batch", batch)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be an integer ≥ 1, got {value!r}")
+        self.base = as_measure(base)
+        self.accept, self.mass = accept, mass
+        self.max_draws, self.batch = max_draws, batch
+        self.event_shape = self.base.event_shape
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        """Return exactly n draws of μ_A, shape (n, *event_shape)."""
+        n = _check_n(n)
+        kept: list[Tensor] = []
+        have = drawn = 0
+        while have < n:
+            rate = have / drawn if have else (self.mass or 0.5)
+            want = min(math.ceil(1.1 * (n - have) / rate) + 16, self.batch)
+            z = self.base.sample(want, generator=generator)
+            ok = self.accept(z)
+            if ok.shape != (want,) or ok.dtype != torch.bool:
+                raise ConfigError(
+                    f"accept must return a bool tensor of shape ({want},) for {want} draws, "
+                    f"got {ok.dtype} {tuple(ok.shape)}"
+                )
+            kept.append(z[ok])
+            have, drawn = have + int(ok.sum()), drawn + want
+            if have < n and drawn >= self.max_draws * n:
+                raise ConfigError(
+                    f"only {have:,} of {drawn:,} base draws fell in the set (n = {n:,} wanted): "
+                    f"its μ-mass is too small to draw from by rejection (max_draws = "
+                    f"{self.max_draws:,} per row)"
+                )
+        return torch.cat(kept)[:n] if kept else self.base.sample(0, generator=generator)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """Return log μ(x) − log μ(A) on A and −inf off it, x (n, *event_shape) → (n,)."""
+        if self.mass is None:
+            raise NoDensityError(
+                "the restricted measure's density needs μ(A); give mass= when it is known"
+            )
+        lp = self.base.log_prob(x) - math.log(self.mass)
+        return torch.where(self.accept(x), lp, torch.full_like(lp, -math.inf))
+
+    def __repr__(self) -> str:
+        return f"Restricted({self.base!r}, mass={self.mass!r})"
 
 
 def as_measure(base: BaseMeasure | Distribution) -> BaseMeasure:

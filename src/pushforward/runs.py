@@ -94,6 +94,7 @@ class RunConfig:
     gp_weight: float | None = None
     penalty: str = "gp"
     ema: float = 0.0
+    jacobian_truncation: float = 0.0
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
@@ -190,7 +191,7 @@ def _build_gan(rc: RunConfig, ds: datasets.Dataset) -> GAN:
         ds.dim, rc.latent, noise=rc.noise, loss=rc.loss or "nonsaturating", net=_net(rc),
         critic_net=critic, critic_steps=rc.critic_steps, gp_weight=rc.gp_weight,
         penalty=rc.penalty, pack=rc.pack, critic_lr=rc.critic_lr, ema=rc.ema,
-        image_shape=ds.image_shape,
+        image_shape=ds.image_shape, jacobian_truncation=rc.jacobian_truncation,
     )  # fmt: skip
 
 
@@ -490,14 +491,25 @@ def decode_run(folder: str | Path, z: Tensor) -> Tensor:
         return model.decode(z)
 
 
-def sample_run(folder: str | Path, n: int, *, seed: int = 0) -> Tensor:
-    """Return exactly n samples (n, d) of the run's generative model g#μ."""
+def sample_run(
+    folder: str | Path, n: int, *, seed: int = 0, jacobian_truncation: float | None = None
+) -> Tensor:
+    """Return exactly n samples (n, d) of the run's generative model g#μ; a GAN's with the given
+    Jacobian truncation instead of the one it was fitted with."""
     model = load_model(folder)
     if not hasattr(model, "sample"):
         kinds = ", ".join(k for k, v in MODELS.items() if hasattr(v.cls, "sample"))
         raise ConfigError(f"a {type(model).__name__} run cannot sample; models that can: {kinds}")
+    options: dict[str, Any] = {}
+    if jacobian_truncation is not None:
+        if not isinstance(model, GAN):
+            raise ConfigError(
+                f"jacobian_truncation is for GAN runs; {str(folder)!r} holds a "
+                f"{type(model).__name__}"
+            )
+        options["jacobian_truncation"] = jacobian_truncation
     with torch.no_grad():
-        return model.sample(n, generator=torch.Generator().manual_seed(seed)).float()
+        return model.sample(n, generator=torch.Generator().manual_seed(seed), **options).float()
 
 
 def evaluate_run(
