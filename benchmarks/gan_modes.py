@@ -48,7 +48,7 @@ import torch
 from torch import Tensor
 
 from pushforward import datasets
-from pushforward.gan import GAN, RECOMMENDED
+from pushforward.gan import GAN, RECOMMENDED, TRUNCATION
 from pushforward.metrics import mode_metrics
 from pushforward.runs import RunConfig, fit_run, load_model
 from pushforward.train import TrainConfig, fit, seeded
@@ -73,10 +73,7 @@ PAPER: dict[str, dict[str, tuple[tuple[float, float], ...]]] = {
         "grid25": ((24.8, 0.2), (93.6, 0.6), (0.04, 0.01)),
     },
 }
-GAN_ROW = (
-    "pushforward GAN (recommended; Jacobian truncation q = "
-    f"{RECOMMENDED['model'].get('jacobian_truncation', 0.0):g})"
-)
+GAN_ROW = f"pushforward GAN (recommended; Jacobian truncation q = {TRUNCATION:g})"
 PLAIN_ROW = "pushforward GAN (the same models, truncation off)"
 VAE_ROW = "pushforward VAE (fit vae defaults)"
 

@@ -13,7 +13,14 @@ from pushforward import datasets
 from pushforward.checkpoint import load_tensors
 from pushforward.cli import main
 from pushforward.errors import ConfigError, TrainingError
-from pushforward.gan import GAN, GAN_LOSSES, RECOMMENDED, gradient_penalty, r1_penalty
+from pushforward.gan import (
+    GAN,
+    GAN_LOSSES,
+    RECOMMENDED,
+    TRUNCATION,
+    gradient_penalty,
+    r1_penalty,
+)
 from pushforward.measures import Pushforward
 from pushforward.metrics import mode_metrics
 from pushforward.runs import RunConfig, evaluate_run, fit_run, load_model
@@ -185,7 +192,7 @@ def test_standardised_game_samples_in_data_units_and_judges_standardised_data(tm
     u = m.generator_ema(z)  # the network's output, in standardised units
     assert torch.allclose(m.decode(z), x.mean(0) + x.std(0) * u)
     assert torch.equal(
-        m.sample(9, generator=torch.Generator().manual_seed(3)),
+        m.sample(9, generator=torch.Generator().manual_seed(3), jacobian_truncation=0),
         m.decode(torch.randn(9, 2, generator=torch.Generator().manual_seed(3))),
     )
     packs = m._packs(x, None)  # what the critic judges: the standardised data
@@ -421,6 +428,13 @@ def test_truncated_sampling_rejects_the_share_q_where_g_stretches_most():
     with torch.no_grad():
         first = m.g(m.base.sample(300, generator=torch.Generator().manual_seed(3)))
     assert torch.equal(plain, first)
+
+
+def test_jacobian_truncation_is_on_by_default_for_points_and_off_for_images():
+    assert make_gan().jacobian_truncation == TRUNCATION == 0.03
+    assert GAN(64, 2, image_shape=(8, 8)).jacobian_truncation == 0.0
+    assert make_gan(jacobian_truncation=0.0).get_config()["jacobian_truncation"] == 0.0
+    assert RunConfig.from_flat({"model": "gan", "data": "ring8"}).jacobian_truncation is None
 
 
 def test_truncation_threshold_follows_the_weights():

@@ -94,7 +94,7 @@ class RunConfig:
     gp_weight: float | None = None
     penalty: str = "gp"
     ema: float = 0.0
-    jacobian_truncation: float = 0.0
+    jacobian_truncation: float | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
