@@ -4,6 +4,7 @@ sampling, save/load/resume, a clean stop on NaN, and a short run that finds ever
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -373,7 +374,7 @@ def test_a_short_seeded_run_on_ring8_captures_every_mode():
         epochs=60, batch_size=128, lr=1e-3, betas=(0.5, 0.999), seed=0, lr_schedule="cosine"
     )
     fit(m, x, cfg)
-    s = m.sample(2500, generator=torch.Generator().manual_seed(0))
+    s = m.sample(2500, generator=torch.Generator().manual_seed(0), jacobian_truncation=0)
     r = mode_metrics(s, mix.means, 0.01)
     assert r.modes_captured == 8, r
     assert r.reverse_kl < 0.05, r  # a generator on half the modes scores log 2 = 0.69
@@ -400,13 +401,30 @@ def test_stretch_is_the_frobenius_norm_of_the_jacobian(dim, latent):
     with seeded(0):
         m = GAN(dim, latent, net={"hidden": [12, 12], "activation": "tanh"}, ema=0.5)
     m.prepare(torch.randn(64, dim, generator=torch.Generator().manual_seed(1)) * 3 + 1)
+    with torch.no_grad():  # the running average now differs from the raw generator
+        for p in m.generator_net.parameters():
+            p.mul_(1.5)
     z = torch.randn(9, latent, generator=torch.Generator().manual_seed(2))
     expected = frobenius_by_autograd(m.generator_ema, z)  # the net samples come from, in u units
+    raw = frobenius_by_autograd(m.generator_net, z)
+    assert not torch.allclose(expected, raw, rtol=0.05)
     torch.testing.assert_close(m.stretch(z), expected, rtol=1e-5, atol=1e-6)
     with torch.no_grad():  # sampling runs under no_grad
         torch.testing.assert_close(m.stretch(z, chunk=4), expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(ConfigError, match=rf"z must have shape \(n, {latent}\)"):
         m.stretch(torch.zeros(3, latent + 1))
+    with pytest.raises(ConfigError, match="chunk"):
+        m.stretch(z, chunk=0)
+
+
+def test_stretch_of_a_convolutional_generator_on_images():
+    with seeded(0):
+        m = GAN(64, 3, net={"kind": "conv"}, image_shape=(8, 8), jacobian_truncation=0.1)
+    z = torch.randn(4, 3, generator=torch.Generator().manual_seed(2))
+    expected = frobenius_by_autograd(m.generator_net, z)
+    torch.testing.assert_close(m.stretch(z), expected, rtol=1e-4, atol=1e-6)
+    y = m.sample(5, generator=torch.Generator().manual_seed(0))
+    assert y.shape == (5, 64) and float(y.min()) >= 0 and float(y.max()) <= 1
 
 
 def test_truncated_sampling_rejects_the_share_q_where_g_stretches_most():
@@ -440,16 +458,22 @@ def test_jacobian_truncation_is_on_by_default_for_points_and_off_for_images():
 def test_truncation_threshold_follows_the_weights():
     m = make_gan(jacobian_truncation=0.1)
     tau = m.truncation_threshold()
-    assert m.truncation_threshold() == tau  # kept
     assert m.truncation_threshold(0.5) < tau  # a lower quantile
-    fit(m, ring(256), TrainConfig(epochs=1, batch_size=128, seed=0))
+    assert m.truncation_threshold() == tau and m._threshold[0][0] == 0.1  # kept
+    fit(m, ring(256), TrainConfig(epochs=1, batch_size=128, seed=0))  # steps change g in place
     trained = m.truncation_threshold()
     assert trained != tau
     fresh = make_gan(jacobian_truncation=0.1)
     fresh.load_state_dict(m.state_dict())
     assert fresh.truncation_threshold() == trained
-    m.load_state_dict(make_gan(jacobian_truncation=0.1).state_dict())  # same step count, new g
-    assert m.truncation_threshold() == tau
+    other = make_gan(seed=1, jacobian_truncation=0.1)
+    other.ema_updates.copy_(m.ema_updates)  # the same step count, other weights
+    m.load_state_dict(other.state_dict())
+    assert (
+        m.truncation_threshold() == make_gan(seed=1, jacobian_truncation=0.1).truncation_threshold()
+    )
+    with pytest.raises(ConfigError, match=r"jacobian_truncation = 1\.5"):
+        m.truncation_threshold(1.5)
 
 
 def test_jacobian_truncation_round_trips_and_is_a_sample_option(tmp_path, capsys):
@@ -462,6 +486,19 @@ def test_jacobian_truncation_round_trips_and_is_a_sample_option(tmp_path, capsys
         out = tmp_path / f"s{q}.npy"
         argv = ["sample", str(run), "-n", "20", "--jacobian-truncation", q, "--out", str(out)]
         assert main(argv) == 0
+        g = torch.Generator().manual_seed(0)
+        expected = model.sample(20, generator=g, jacobian_truncation=float(q))
+        torch.testing.assert_close(torch.from_numpy(np.load(out)), expected)
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--data", "ring8", "-n", "256", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["jacobian_truncation"] == 0.05
+    argv = ["evaluate", str(run), "--data", "ring8", "-n", "256", "--jacobian-truncation", "0"]
+    assert main([*argv, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["jacobian_truncation"] == 0.0
+    config = json.loads((run / "config.json").read_text())  # a run from before truncation
+    del config["model"]["config"]["jacobian_truncation"]
+    (run / "config.json").write_text(json.dumps(config))
+    assert load_model(run).jacobian_truncation == 0.0
     capsys.readouterr()
     bad = ["sample", str(run), "--jacobian-truncation", "1.5", "--out", str(tmp_path / "x.npy")]
     assert main(bad) != 0

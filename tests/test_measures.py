@@ -242,7 +242,7 @@ def test_restricted_draws_are_exactly_n_in_draw_order_and_seeded():
     mu = Restricted(StandardNormal(1), inside_unit)
     a = mu.sample(1000, generator=gen(5))
     assert torch.equal(a, mu.sample(1000, generator=gen(5)))
-    base = StandardNormal(1).sample(4000, generator=gen(5))  # the first round's draws
+    base = StandardNormal(1).sample(4000, generator=gen(5))  # starts with the first round's 2,216
     assert torch.equal(a[:500], base[inside_unit(base)][:500])
     assert mu.sample(0, generator=gen(5)).shape == (0, 1)
 

@@ -61,6 +61,8 @@ game's rotations and oscillates.
 from __future__ import annotations
 
 import copy
+import hashlib
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -244,15 +246,12 @@ def _grad_norm(module: nn.Module, clip: float) -> Tensor:
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
 
 
-def _check_truncation(value: object) -> float:
-    """Return a Jacobian-truncation share q in [0, 1) as a float, or raise ConfigError."""
-    q = _check_positive(value, "jacobian_truncation", allow_zero=True)
-    if q >= 1:
-        raise ConfigError(
-            f"jacobian_truncation = {value!r} is not allowed; use the share of latent draws to "
-            "reject, in [0, 1) (0 is off)"
-        )
-    return q
+def _check_share(value: object, name: str) -> float:
+    """Return ``value`` as a float in [0, 1) (0 is off), or raise ConfigError naming ``name``."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1
+    if not ok:
+        raise ConfigError(f"{name} = {value!r} is not allowed; use a number in [0, 1) (0 is off)")
+    return float(value)  # type: ignore[arg-type]
 
 
 class _InData(nn.Module):
@@ -338,15 +337,13 @@ class GAN(Trainable):
         if gp_weight is None:
             gp_weight = self.objective.default_gp_weight
         gp_weight = _check_positive(gp_weight, "gp_weight", allow_zero=True)
-        ema = _check_positive(ema, "ema", allow_zero=True)
-        if ema >= 1:
-            raise ConfigError(f"ema = {ema!r} is not allowed; use a number in [0, 1) (0 is off)")
+        ema = _check_share(ema, "ema")
         if critic_lr is not None:
             critic_lr = _check_positive(critic_lr, "critic_lr")
         if jacobian_truncation is None:
             jacobian_truncation = TRUNCATION if self.image_shape is None else 0.0
-        self.jacobian_truncation = _check_truncation(jacobian_truncation)
-        self._threshold: tuple[tuple[float, int], float] | None = None  # ((q, steps), τ)
+        self.jacobian_truncation = _check_share(jacobian_truncation, "jacobian_truncation")
+        self._threshold: tuple[tuple[float, bytes], float] | None = None  # ((q, weights), τ)
         self.net = net if isinstance(net, NetConfig) else NetConfig(**(net or {}))
         if critic_net is None:
             self.critic_config = replace(self.net, hidden=list(self.net.hidden or []))
@@ -435,16 +432,19 @@ class GAN(Trainable):
         one forward-mode pass per latent coordinate (the rows of a batch are independent).
         """
         net = self._sampling_net
-        device = next(net.parameters()).device
-        z = z.to(device=device, dtype=torch.float32)
+        weight = next(net.parameters())
+        device = weight.device
         if z.dim() != 2 or z.shape[1] != self.latent:
             raise ConfigError(f"z must have shape (n, {self.latent}), got {tuple(z.shape)}")
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise ConfigError(f"chunk must be an integer ≥ 1, got {chunk!r}")
+        z = z.to(weight)
         out = []
         for part in z.split(chunk):
-            sq = torch.zeros(part.shape[0], device=device)  # (c,)
+            sq = torch.zeros(part.shape[0], device=device, dtype=weight.dtype)  # (c,)
             if self.dim <= self.latent:
                 u, pull = torch.func.vjp(net, part)  # u (c, …) with d numbers a row
-                flat = torch.zeros(u.shape[0], self.dim, device=device)
+                flat = torch.zeros(u.shape[0], self.dim, device=device, dtype=u.dtype)
                 for i in range(self.dim):
                     flat.zero_()
                     flat[:, i] = 1.0
@@ -463,18 +463,18 @@ class GAN(Trainable):
     def truncation_threshold(self, q: float | None = None) -> float:
         """Return τ, the (1 − q)-quantile of ‖J(z)‖_F under μ (q defaults to
         ``jacobian_truncation``), estimated from :data:`TRUNCATION_DRAWS` latent draws with a
-        fixed seed, so the same weights always give the same τ; kept until g changes."""
-        q = self.jacobian_truncation if q is None else q
-        key = (float(q), int(self.ema_updates))
+        fixed seed, so the same weights always give the same τ; it is kept while the sampling
+        network's weights stay bit for bit the same (a digest of them is compared)."""
+        q = self.jacobian_truncation if q is None else _check_share(q, "jacobian_truncation")
+        digest = hashlib.blake2b(digest_size=16)  # fused optimisers do not bump _version
+        for p in self._sampling_net.parameters():
+            digest.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        key = (q, digest.digest())
         if self._threshold is None or self._threshold[0] != key:
             z = self.base.sample(TRUNCATION_DRAWS, generator=torch.Generator().manual_seed(0))
             tau = float(torch.quantile(self.stretch(z).double(), 1.0 - q))
             self._threshold = (key, tau)
         return self._threshold[1]
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
-        self._threshold = None  # new weights: τ is measured again when next needed
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def decode(self, z: Tensor) -> Tensor:
         """Return g(z), shape (n, d), for noise z (n, k)."""
@@ -489,15 +489,15 @@ class GAN(Trainable):
         (``jacobian_truncation`` q > 0; default the model's own)."""
         q = self.jacobian_truncation
         if jacobian_truncation is not None:
-            q = _check_truncation(jacobian_truncation)
+            q = _check_share(jacobian_truncation, "jacobian_truncation")
         if q == 0:
             return Pushforward(self.g, self.base)
-        tau = self.truncation_threshold(q)
 
-        def accept(z: Tensor) -> Tensor:
-            return (self.stretch(z) <= tau).cpu()
+        def accept(z: Tensor) -> Tensor:  # τ of the current weights (measured once per change)
+            return (self.stretch(z) <= self.truncation_threshold(q)).cpu()
 
-        return Pushforward(self.g, Restricted(self.base, accept, max_draws=100))
+        draws = math.ceil(100 / (1 - q))  # never reached: about 1/(1 − q) draws give a row
+        return Pushforward(self.g, Restricted(self.base, accept, rate=1 - q, max_draws=draws))
 
     def sample(
         self,

@@ -161,13 +161,16 @@ class DistributionMeasure(BaseMeasure):
 class Restricted(BaseMeasure):
     """μ restricted to a set A = {z : accept(z)} and renormalised: μ_A(B) = μ(B ∩ A) / μ(A).
 
-    Drawn by rejection: base draws in rounds, kept where ``accept`` holds, in draw order, so the n
-    rows returned depend on ``generator`` alone.
+    Drawn by rejection: base draws in rounds, kept where ``accept`` holds, in draw order, so the
+    rows returned depend on ``generator`` and n alone (the rounds' sizes depend on n, so a
+    shorter call is not always a prefix of a longer one).
 
     Args:
         base: μ, a :class:`BaseMeasure` or any ``torch.distributions.Distribution``.
         accept: z (m, *event_shape) → (m,) bool, True where z ∈ A.
         mass: μ(A) when it is known exactly; :meth:`log_prob` needs it.
+        rate: the expected share of draws accepted, to size the first round (default ``mass``,
+            else ½); later rounds use the share seen so far.
         max_draws: base draws one call may spend per row it returns before it gives up (A has
             too little μ-mass to be drawn by rejection).
         batch: the most base draws one round takes.
@@ -179,18 +182,21 @@ class Restricted(BaseMeasure):
         accept: Fn,
         *,
         mass: float | None = None,
+        rate: float | None = None,
         max_draws: int = 1000,
         batch: int = 65536,
     ):
         if not callable(accept):
             raise ConfigError(f"accept must be callable, got {type(accept).__name__}")
-        if mass is not None and not 0 < mass <= 1:
-            raise ConfigError(f"mass = {mass!r} is not allowed; μ(A) is in (0, 1]")
+        for name, value in (("mass", mass), ("rate", rate)):
+            if value is not None and not 0 < value <= 1:
+                raise ConfigError(f"{name} = {value!r} is not allowed; use a number in (0, 1]")
         for name, value in (("max_draws", max_draws), ("batch", batch)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be an integer ≥ 1, got {value!r}")
         self.base = as_measure(base)
         self.accept, self.mass = accept, mass
+        self.rate = rate or mass or 0.5
         self.max_draws, self.batch = max_draws, batch
         self.event_shape = self.base.event_shape
 
@@ -200,7 +206,7 @@ class Restricted(BaseMeasure):
         kept: list[Tensor] = []
         have = drawn = 0
         while have < n:
-            rate = have / drawn if have else (self.mass or 0.5)
+            rate = have / drawn if have else self.rate
             want = min(math.ceil(1.1 * (n - have) / rate) + 16, self.batch)
             z = self.base.sample(want, generator=generator)
             ok = self.accept(z)

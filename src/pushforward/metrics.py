@@ -199,8 +199,9 @@ def mode_metrics(
         p = counts[counts > 0].to(torch.float64) / n_good
         reverse_kl = max(float((p * (p * k).log()).sum()), 0.0)  # ≥ 0; clip rounding
         r = (nearest_dist[good].double() / std).square()  # (#HQ,) R = ‖x − μ‖²/σ²
-        d, c = torch.tensor(x.shape[1] / 2, dtype=torch.float64), torch.tensor(threshold**2 / 2)
-        gaussian = 2 * d * torch.special.gammainc(d + 1, c) / torch.special.gammainc(d, c)
+        half = torch.tensor(x.shape[1] / 2, dtype=torch.float64)  # d/2
+        c = torch.tensor(threshold**2 / 2, dtype=torch.float64)  # t²/2
+        gaussian = 2 * half * torch.special.gammainc(half + 1, c) / torch.special.gammainc(half, c)
         width = math.sqrt(float(r.mean() / gaussian))
     return ModeMetrics(
         modes_captured=int((counts > 0).sum()),

@@ -30,7 +30,7 @@ from pushforward import __version__, datasets, distributed, plots
 from pushforward.autoencoder import Autoencoder
 from pushforward.checkpoint import load_json, load_tensors, save_figure, save_json, save_tensors
 from pushforward.errors import CheckpointError, ConfigError, lookup
-from pushforward.gan import GAN, RECOMMENDED
+from pushforward.gan import GAN, RECOMMENDED, _check_share
 from pushforward.nets import MAX_LATENT
 from pushforward.pca import PCA, ProbabilisticPCA
 from pushforward.quality import sample_quality
@@ -268,6 +268,8 @@ def load_model(folder: str | Path) -> Any:
         source = folder / CHECKPOINT
     else:
         raise CheckpointError(f"run folder '{folder}' holds no {WEIGHTS} and no {CHECKPOINT}")
+    if kind.cls is GAN and "jacobian_truncation" not in config:
+        config = {**config, "jacobian_truncation": 0.0}  # a run from before truncation existed
     if issubclass(kind.cls, nn.Module):
         try:
             model = kind.cls(**config)
@@ -380,14 +382,13 @@ def write_figures(folder: Path, model: Any, ds: datasets.Dataset) -> list[Path]:
         samples = model.sample(
             64 if ds.image_shape else 2500, generator=torch.Generator().manual_seed(0)
         )
+        label = sample_label(model)
         if ds.image_shape is not None:
             fig = plots.image_grid(
-                samples.float().clamp(0, 1), ds.image_shape, ncols=16, title="samples of g#μ"
+                samples.float().clamp(0, 1), ds.image_shape, ncols=16, title=label
             )
         elif ds.dim == 2:
-            fig = plots.scatter_2d(
-                ds.x[:2500], others=[(samples, "samples of g#μ")], title="data and samples"
-            )
+            fig = plots.scatter_2d(ds.x[:2500], others=[(samples, label)], title="data and samples")
         else:
             fig = None
         if fig is not None:
@@ -491,6 +492,26 @@ def decode_run(folder: str | Path, z: Tensor) -> Tensor:
         return model.decode(z)
 
 
+def sample_label(model: Any) -> str:
+    """Return what a model's samples are, for figure titles: g#μ, or g#μ_A under a GAN's
+    Jacobian truncation."""
+    q = getattr(model, "jacobian_truncation", 0.0)
+    return f"samples of g#μ_A (Jacobian truncation {100 * q:g}%)" if q else "samples of g#μ"
+
+
+def _sampling(model: Any, folder: str | Path, jacobian_truncation: float | None) -> Any:
+    """Return the model, its Jacobian truncation set to ``jacobian_truncation`` when given (GAN
+    runs only)."""
+    if jacobian_truncation is None:
+        return model
+    if not isinstance(model, GAN):
+        raise ConfigError(
+            f"jacobian_truncation is for GAN runs; {str(folder)!r} holds a {type(model).__name__}"
+        )
+    model.jacobian_truncation = _check_share(jacobian_truncation, "jacobian_truncation")
+    return model
+
+
 def sample_run(
     folder: str | Path, n: int, *, seed: int = 0, jacobian_truncation: float | None = None
 ) -> Tensor:
@@ -500,16 +521,9 @@ def sample_run(
     if not hasattr(model, "sample"):
         kinds = ", ".join(k for k, v in MODELS.items() if hasattr(v.cls, "sample"))
         raise ConfigError(f"a {type(model).__name__} run cannot sample; models that can: {kinds}")
-    options: dict[str, Any] = {}
-    if jacobian_truncation is not None:
-        if not isinstance(model, GAN):
-            raise ConfigError(
-                f"jacobian_truncation is for GAN runs; {str(folder)!r} holds a "
-                f"{type(model).__name__}"
-            )
-        options["jacobian_truncation"] = jacobian_truncation
+    model = _sampling(model, folder, jacobian_truncation)
     with torch.no_grad():
-        return model.sample(n, generator=torch.Generator().manual_seed(seed), **options).float()
+        return model.sample(n, generator=torch.Generator().manual_seed(seed)).float()
 
 
 def evaluate_run(
@@ -521,13 +535,16 @@ def evaluate_run(
     iwae_k: int = 1000,
     seed: int = 0,
     quality: bool = True,
+    jacobian_truncation: float | None = None,
 ) -> dict[str, Any]:
     """Return the run's metrics on ``data``: reconstruction error (models with an encoder); for
     likelihood models the ELBO, the IWAE log-likelihood ± its Monte Carlo standard error and bits
     per dimension (nats per example unless stated); with ``quality``, for models that sample,
-    the sample-quality metrics of :mod:`pushforward.quality` with their real-vs-real floors.
+    the sample-quality metrics of :mod:`pushforward.quality` with their real-vs-real floors (a
+    GAN's samples under its Jacobian truncation, or ``jacobian_truncation`` when given; the
+    share used is reported).
     """
-    model = load_model(folder)
+    model = _sampling(load_model(folder), folder, jacobian_truncation)
     full = datasets.load_data(data, n=n, generator=torch.Generator().manual_seed(seed))
     ds = datasets.select_rows(full, rows)
     _check_dim(model, ds.dim, f"data {data!r}")
@@ -541,6 +558,8 @@ def evaluate_run(
         "n": ds.n,
         "dim": ds.dim,
     }
+    if isinstance(model, GAN):
+        out["jacobian_truncation"] = model.jacobian_truncation
     if hasattr(model, "encode"):
         with torch.no_grad():
             recon = model.decode(codes(model, x)).to(x.dtype)
