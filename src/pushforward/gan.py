@@ -45,9 +45,10 @@ modes; somewhere it must pass between them, and it does so where it stretches th
 most. ``jacobian_truncation`` = q makes sampling reject the share q of latent draws with the
 largest ‖J(z)‖_F (:meth:`GAN.stretch`): samples come from g#μ_A with μ restricted to
 A = {z : ‖J(z)‖_F ≤ τ}, τ the (1 − q)-quantile of ‖J(z)‖_F under μ (a
-:class:`~pushforward.measures.Restricted` base measure). On the benchmark's trained generators
-‖J(z)‖_F separates between-mode from on-mode samples with an AUC of 0.95–0.99, and q = 3% removes
-most of them without narrowing the modes. It is on by default for non-image data.
+:class:`~pushforward.measures.Restricted` base measure). On the benchmark's seed-0 generators
+‖J(z)‖_F tells between-mode from on-mode samples apart with an AUC of 0.95 (ring) and 0.99 (grid),
+and q = 3% removes most of them while the modes' width hardly moves (BENCHMARKS.md). It is on by
+default for non-image data.
 
 Recommended settings (the ring8/grid25 benchmark, ``benchmarks/gan_modes.py``): see
 :data:`RECOMMENDED`. What the benchmark showed on these mixtures: without standardisation the
