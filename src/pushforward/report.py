@@ -380,7 +380,7 @@ def _gan_section(report: Report, quick: bool, seed: int, vaes: dict[str, Any]) -
     from pushforward.train import TrainConfig, fit, seeded
 
     settings = RECOMMENDED["train"]
-    epochs = max(1, settings["epochs"] // (50 if quick else 4))
+    epochs = max(1, settings["epochs"] // (50 if quick else 3))
     sec = Section(
         "The GAN: the same g, fitted adversarially",
         "The second way to fit the pushforward g#N(0, I): a critic D learns to tell data from "
