@@ -343,7 +343,7 @@ class GAN(Trainable):
             critic_lr = _check_positive(critic_lr, "critic_lr")
         if jacobian_truncation is None:
             jacobian_truncation = TRUNCATION if self.image_shape is None else 0.0
-        self.jacobian_truncation = _check_share(jacobian_truncation, "jacobian_truncation")
+        self.jacobian_truncation = jacobian_truncation  # checked by the property's setter
         self._threshold: tuple[tuple[float, bytes], float] | None = None  # ((q, weights), τ)
         self.net = net if isinstance(net, NetConfig) else NetConfig(**(net or {}))
         if critic_net is None:
@@ -412,6 +412,16 @@ class GAN(Trainable):
             self.data_scale.copy_(scale)
 
     # --- the pushforward -----------------------------------------------------------------------
+
+    @property
+    def jacobian_truncation(self) -> float:
+        """The share q in [0, 1) of latent draws that sampling rejects (0 is off); setting it
+        checks the value."""
+        return self._jacobian_truncation
+
+    @jacobian_truncation.setter
+    def jacobian_truncation(self, q: float) -> None:
+        self._jacobian_truncation = _check_share(q, "jacobian_truncation")
 
     @property
     def _sampling_net(self) -> nn.Module:

@@ -30,7 +30,7 @@ from pushforward import __version__, datasets, distributed, plots
 from pushforward.autoencoder import Autoencoder
 from pushforward.checkpoint import load_json, load_tensors, save_figure, save_json, save_tensors
 from pushforward.errors import CheckpointError, ConfigError, lookup
-from pushforward.gan import GAN, RECOMMENDED, _check_share
+from pushforward.gan import GAN, RECOMMENDED
 from pushforward.nets import MAX_LATENT
 from pushforward.pca import PCA, ProbabilisticPCA
 from pushforward.quality import sample_quality
@@ -382,7 +382,7 @@ def write_figures(folder: Path, model: Any, ds: datasets.Dataset) -> list[Path]:
         samples = model.sample(
             64 if ds.image_shape else 2500, generator=torch.Generator().manual_seed(0)
         )
-        label = sample_label(model)
+        label = _sample_label(model)
         if ds.image_shape is not None:
             fig = plots.image_grid(
                 samples.float().clamp(0, 1), ds.image_shape, ncols=16, title=label
@@ -492,7 +492,7 @@ def decode_run(folder: str | Path, z: Tensor) -> Tensor:
         return model.decode(z)
 
 
-def sample_label(model: Any) -> str:
+def _sample_label(model: Any) -> str:
     """Return what a model's samples are, for figure titles: g#μ, or g#μ_A under a GAN's
     Jacobian truncation."""
     q = getattr(model, "jacobian_truncation", 0.0)
@@ -508,7 +508,7 @@ def _sampling(model: Any, folder: str | Path, jacobian_truncation: float | None)
         raise ConfigError(
             f"jacobian_truncation is for GAN runs; {str(folder)!r} holds a {type(model).__name__}"
         )
-    model.jacobian_truncation = _check_share(jacobian_truncation, "jacobian_truncation")
+    model.jacobian_truncation = jacobian_truncation  # the setter checks it
     return model
 
 
