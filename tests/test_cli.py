@@ -67,10 +67,19 @@ def test_user_mistakes_give_one_clear_line_and_exit_2(capsys, tmp_path, monkeypa
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
-def test_argparse_rejects_negative_epochs(capsys):
+def test_negative_epochs_are_refused_in_one_line(capsys, tmp_path):
+    code, _, err = run(capsys, "fit", "ae", "--data", "digits", "--epochs", -1,
+                       "--out", tmp_path / "r")  # fmt: skip
+    assert code == 2
+    assert "epochs = -1 is not allowed; use an integer ≥ 0" in error_line(err)
+    assert not (tmp_path / "r").exists()
+
+
+def test_argument_errors_are_one_line_too(capsys):
     with pytest.raises(SystemExit) as e:
-        main(["fit", "ae", "--data", "digits", "--epochs", "-1"])
+        main(["fit", "ae", "--data", "digits", "--epochs", "many"])
     assert e.value.code == 2
+    assert "argument --epochs: expected an integer, got 'many'" in error_line(capsys.readouterr().err)
 
 
 def test_fit_pca_writes_a_run_that_loads_bit_exactly(capsys, tmp_path):

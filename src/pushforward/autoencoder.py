@@ -13,11 +13,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pushforward.errors import ConfigError, check_rows
+from pushforward.contract import ModelSpec, setting
+from pushforward.errors import ConfigError, check_rows, lookup
 from pushforward.losses import RECONSTRUCTIONS, output_mean, reconstruction
 from pushforward.nets import (
+    MAX_LATENT,
     MLP,
     NetConfig,
+    NetSettings,
     TiedDecoder,
     as_net_config,
     build_decoder,
@@ -26,7 +29,7 @@ from pushforward.nets import (
 )
 from pushforward.train import Trainable, TrainConfig, fit, seeded
 
-__all__ = ["Autoencoder", "MemorisationResult", "memorisation_experiment"]
+__all__ = ["Autoencoder", "AutoencoderConfig", "MemorisationResult", "memorisation_experiment"]
 
 
 class Autoencoder(Trainable):
@@ -43,6 +46,9 @@ class Autoencoder(Trainable):
         image_shape: (h, w) of image data, needed by convolutional nets.
     """
 
+    has_encoder = True
+    generative = False
+
     def __init__(
         self,
         dim: int,
@@ -55,10 +61,7 @@ class Autoencoder(Trainable):
     ):
         super().__init__()
         check_sizes(dim, latent)
-        if loss not in RECONSTRUCTIONS:
-            raise ConfigError(
-                f"unknown reconstruction loss {loss!r}; known: {', '.join(sorted(RECONSTRUCTIONS))}"
-            )
+        lookup(RECONSTRUCTIONS, loss, what="reconstruction loss")
         self.net = as_net_config(net)
         if tied and self.net.kind != "mlp":
             raise ConfigError("tied weights need an MLP network (--net mlp)")
@@ -104,6 +107,31 @@ class Autoencoder(Trainable):
         """Return the mean over examples of R(x, g(f(x))) (summed over dimensions)."""
         check_rows(x, "x", dim=self.dim)
         return float(self.loss(x)["loss"])
+
+
+@dataclass
+class AutoencoderConfig(NetSettings):
+    """Settings of ``pushforward fit ae``."""
+
+    latent: int = setting(2, "latent dimension k", minimum=1, maximum=MAX_LATENT)
+    loss: str = setting(
+        "l2", "reconstruction loss R: l2, l1 or bce", choices=RECONSTRUCTIONS,
+        what="reconstruction loss",
+    )  # fmt: skip
+    tied: bool = setting(False, "the decoder reuses the encoder's weights, transposed (MLP)")
+
+    def check(self) -> None:
+        if self.tied and self.net != "mlp":
+            raise ConfigError("tied weights need an MLP network (--net mlp)")
+
+    def build(self, ds: Any) -> Autoencoder:
+        return Autoencoder(
+            ds.dim, self.latent, loss=self.loss, net=self.net_config(), tied=self.tied,
+            image_shape=ds.image_shape,
+        )  # fmt: skip
+
+
+SPEC = ModelSpec(Autoencoder, AutoencoderConfig, "a deep autoencoder: encoder f, decoder g")
 
 
 @dataclass

@@ -27,6 +27,7 @@ __all__ = [
     "atomic_write_bytes",
     "load_json",
     "load_tensors",
+    "read_safetensors_header",
     "save_figure",
     "save_json",
     "save_tensors",
@@ -121,6 +122,52 @@ def load_tensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         return st_load(data)
     except (SafetensorError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"'{p}' is not a valid safetensors file: {e}") from None
+
+
+MAX_HEADER_BYTES = 100 * 2**20
+
+
+def read_safetensors_header(path: str | os.PathLike[str]) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Return each tensor's (dtype, shape) by name, read from a safetensors file's header alone.
+
+    No tensor data is read. A missing file, an absurd or truncated header, malformed JSON or
+    entries whose byte ranges do not fit the file raise CheckpointError naming the file.
+    """
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(8)
+            if len(head) < 8:
+                raise CheckpointError(f"'{p}' is not a valid safetensors file: it is too short")
+            n = int.from_bytes(head, "little")
+            if n > MAX_HEADER_BYTES or 8 + n > size:
+                raise CheckpointError(
+                    f"'{p}' is not a valid safetensors file: its header claims {n:,} bytes "
+                    f"in a file of {size:,}"
+                )
+            raw = f.read(n)
+    except FileNotFoundError:
+        raise CheckpointError(f"weights file '{p}' not found") from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read '{p}': {e.strerror or e}") from None
+    try:
+        header = json.loads(raw)
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a table")
+        out = {}
+        data_size = size - 8 - n
+        for name, entry in header.items():
+            if name == "__metadata__":
+                continue
+            dtype, shape, (start, stop) = entry["dtype"], entry["shape"], entry["data_offsets"]
+            shape = tuple(int(s) for s in shape)
+            if any(s < 0 for s in shape) or not 0 <= start <= stop <= data_size:
+                raise ValueError(f"tensor {name!r} lies outside the file")
+            out[str(name)] = (str(dtype), shape)
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"'{p}' is not a valid safetensors file: {e}") from None
+    return out
 
 
 def save_figure(fig: Any, path: str | os.PathLike[str], *, dpi: int = 110) -> Path:

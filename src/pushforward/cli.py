@@ -5,11 +5,16 @@ writes files. User mistakes end with one ``pushforward: error: ...`` line and ex
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import logging
 import sys
 import time
+import types
+import typing
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -81,6 +86,131 @@ def _int_list(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive widths, got {text!r}")
     return values
+
+
+def _int_text(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _float_text(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _int_items(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected integers separated by commas, got {text!r}"
+        ) from None
+
+
+# how a setting's type is read from the command line; bounds are the settings' own checks
+_PARSERS: dict[Any, Any] = {int: _int_text, float: _float_text, str: str}
+
+
+def _flag_type(tp: Any) -> Any:
+    """Return the argparse ``type`` for a setting of type ``tp`` (Optional unwrapped)."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        tp = args[0]
+        args = list(typing.get_args(tp))
+    origin = typing.get_origin(tp)
+    if origin is list:
+        return _int_items
+    if origin is tuple:
+        return _float_pair
+    return _PARSERS.get(tp, tp)
+
+
+@functools.cache
+def _settings() -> dict[str, tuple[Any, dict[str, tuple[str, Any]], bool]]:
+    """Return every setting ``fit`` takes, by name: its type, its help by owner (``training`` or
+    a model's name) and whether it also changes how a fitted model samples."""
+    from pushforward.contract import setting_types
+    from pushforward.registry import MODELS
+    from pushforward.train import TrainConfig
+
+    owners = [("training", TrainConfig), *((name, spec.config) for name, spec in MODELS.items())]
+    out: dict[str, tuple[Any, dict[str, tuple[str, Any]], bool]] = {}
+    for owner, cls in owners:
+        types_ = setting_types(cls)
+        for f in dataclasses.fields(cls):
+            tp, helps, sampling = out.get(f.name, (types_[f.name], {}, False))
+            if _flag_type(tp) is not _flag_type(types_[f.name]):
+                raise TypeError(f"setting {f.name} has two types: {tp} and {types_[f.name]}")
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            text = f.metadata.get("help", "")
+            if cls is TrainConfig:  # the models whose benchmarked training defaults differ
+                own = [f"{m} {_shown(s.train_defaults[f.name])}" for m, s in MODELS.items()
+                       if f.name in s.train_defaults]  # fmt: skip
+                text += f" (default {_shown(default)}; {', '.join(own)})" if own else ""
+                default = None if own else default
+            helps[owner] = (text, default)
+            out[f.name] = (tp, helps, sampling or bool(f.metadata.get("sampling")))
+    return out
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def _help(helps: dict[str, tuple[str, Any]]) -> str:
+    """One help text for a flag several models share: owners with the same text together, each
+    group with its default(s)."""
+    by_text: dict[str, dict[str, Any]] = {}
+    for owner, (text, default) in helps.items():
+        by_text.setdefault(text, {})[owner] = default
+    parts = []
+    for text, defaults in by_text.items():
+        values = {_shown(v) for v in defaults.values() if v is not None}
+        if not values:
+            shown = ""
+        elif len(values) == 1 and None not in defaults.values():
+            shown = f" (default {values.pop()})"
+        else:
+            shown = (
+                " (defaults "
+                + ", ".join(f"{o} {_shown(v)}" for o, v in defaults.items() if v is not None)
+                + ")"
+            )
+        parts.append(f"{', '.join(defaults)}: {text}{shown}")
+    return "; ".join(parts).replace("%", "%%")
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per setting of the training loop and of every registered model."""
+    group = parser.add_argument_group("settings (the models or the training loop each is for)")
+    for name, (tp, helps, _) in _settings().items():
+        flag = "--" + name.replace("_", "-")
+        if tp is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                               help=_help(helps))  # fmt: skip
+        else:
+            group.add_argument(flag, type=_flag_type(tp), default=None, help=_help(helps))
+
+
+def _add_sampling_flags(parser: argparse.ArgumentParser) -> None:
+    """Add the settings that change how a fitted model samples (a GAN's Jacobian truncation)."""
+    for name, (tp, helps, sampling) in _settings().items():
+        if sampling:
+            parser.add_argument(
+                "--" + name.replace("_", "-"), type=_flag_type(tp), default=None,
+                help=_help(helps) + " (default: the run's own)",
+            )  # fmt: skip
+
+
+def _sampling_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {name: getattr(args, name) for name, (_, _, sampling) in _settings().items()
+            if sampling and getattr(args, name) is not None}  # fmt: skip
 
 
 # --- subcommands ------------------------------------------------------------------------------
@@ -217,31 +347,53 @@ def _load_config_file(path: str | None) -> dict:
     return {k.replace("-", "_"): v for k, v in values.items()}
 
 
-FIT_FLAGS = (
-    "data", "latent", "n", "rows", "loss", "net", "hidden", "activation", "tied", "sigma",
-    "learn_sigma", "kl_weight", "kl_schedule", "kl_warmup", "free_bits", "epochs",
-    "batch_size", "lr", "optimizer", "seed", "checkpoint_every", "device", "weight_decay",
-    "noise", "critic_hidden", "critic_steps", "critic_lr", "pack", "gp_weight", "penalty", "ema",
-    "betas", "precision", "lr_schedule", "jacobian_truncation",
-)  # fmt: skip
+def _refuse_training_settings(values: dict[str, Any]) -> None:
+    """Refuse training settings for a model fitted in closed form (all but the data's seed)."""
+    from pushforward.registry import MODELS
+    from pushforward.train import TrainConfig
+
+    spec = MODELS.get(values.get("model", ""))
+    if spec is None or spec.trained:
+        return
+    train = {f.name for f in dataclasses.fields(TrainConfig)} - {"seed"}
+    given = sorted(set(values) & train)
+    if given:
+        raise ConfigError(
+            f"{given[0]} is a training setting, but {values['model']} is fitted in closed form; "
+            "it takes none but seed"
+        )
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from pushforward.runs import RunConfig, fit_run, load_run_config
+    from pushforward.runs import RunConfig, fit_run, load_run_config, plan_run
 
+    names = ["data", "n", "rows", *_settings()]
+    given = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     if args.resume:
-        stored = load_run_config(args.resume)["run"]
-        values = {**{k: v for k, v in stored.items() if k != "train"}, **stored["train"]}
-        if args.epochs is not None:
-            values["epochs"] = args.epochs
+        rc = RunConfig.from_dict(load_run_config(args.resume)["run"])
+        changed = sorted(set(given) - {"epochs", "device"})
+        if changed or args.model is not None or args.config is not None:
+            raise ConfigError(
+                f"--resume continues a run with its own settings; only --epochs and --device "
+                f"may change "
+                f"(got --{(changed[0] if changed else 'model').replace('_', '-')})"
+            )
+        if given:
+            rc = RunConfig.from_flat({**rc.to_flat(), **given})  # checks the new values
         out = args.resume
     else:
         values = _load_config_file(args.config)
         if args.model is not None:
             values["model"] = args.model
-        values.update({k: getattr(args, k) for k in FIT_FLAGS if getattr(args, k) is not None})
+        values.update(given)
+        _refuse_training_settings(values)
+        rc = RunConfig.from_flat(values)
         out = args.out
-    rc = RunConfig.from_flat(values)
+    if args.dry_run:
+        import json
+
+        print(json.dumps(plan_run(rc), indent=2))
+        return 0
     folder = fit_run(
         rc, out=out, resume=bool(args.resume), progress=BarProgress(), tensorboard=args.tensorboard
     )
@@ -277,7 +429,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (*FIGURE_SUFFIXES, ".npy", ".csv"):
         raise ConfigError(f"--out {args.out!r}: use .png, .svg or .pdf for a picture, .npy or .csv")
-    y = sample_run(args.run, args.n, seed=args.seed, jacobian_truncation=args.jacobian_truncation)
+    y = sample_run(args.run, args.n, seed=args.seed, **_sampling_args(args))
     if out.suffix.lower() in FIGURE_SUFFIXES:
         shape = load_run_config(args.run)["data"].get("image_shape")
         if shape:
@@ -299,50 +451,45 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     result = evaluate_run(
         args.run, args.data, n=args.n, rows=args.rows, iwae_k=args.iwae_k, seed=args.seed,
-        jacobian_truncation=args.jacobian_truncation,
+        **_sampling_args(args),
     )  # fmt: skip
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"{result['model']} on {result['data']} ({result['n']:,} rows × {result['dim']})")
-    if result.get("jacobian_truncation"):
-        print(f"  samples with Jacobian truncation: {100 * result['jacobian_truncation']:g}% of "
-              "latent draws rejected")  # fmt: skip
-    if "neg_elbo" in result:
-        print(f"  −ELBO                 {result['neg_elbo']:.3f} nats")
-        print(f"    reconstruction      {-result['log_px_given_z']:.3f}, KL {result['kl']:.3f}")
-    if "nll" in result:
-        se = result.get("log_likelihood_stderr")
-        how = f"IWAE, k = {result['iwae_k']}" if "iwae_k" in result else "exact"
-        err = f" ± {se:.3f}" if se is not None else ""
-        print(f"  −log p(x) ({how})  {result['nll']:.3f}{err} nats")
-        print(f"  bits per dimension    {result['bits_per_dim']:.4f}")
-    if "active_units" in result:
-        print(f"  active units          {result['active_units']}")
-    if "squared_error" in result:
-        print(f"  squared error         {result['squared_error']:.4f} per example")
-    if "modes_captured" in result:
-        print(
-            f"  modes captured        {result['modes_captured']} of {result['n_modes']}, "
-            f"{100 * result['high_quality']:.1f}% high quality, "
-            f"reverse KL {result['reverse_kl']:.3f}"
-        )
-        print(
-            f"  mean log-density      {result['mean_log_density']:.3f} "
-            f"(real data: {result['mean_log_density_floor']:.3f})"
-        )
-    if "mmd2" in result:
-        m = result["quality_samples"]
-        print(f"  sample quality on {m:,} points (floor: two real sets of {m:,})")
-        for key, name in (("mmd2", "MMD²"), ("energy", "energy distance"), ("wasserstein1", "W₁")):
-            print(f"    {name:<19} {result[key]:.5f}  (floor {result[key + '_floor']:.5f})")
-    if "frechet_distance" in result:
-        print(
-            f"  Fréchet distance      {result['frechet_distance']:.3f} "
-            f"(floor {result['frechet_distance_floor']:.3f}, {result['frechet_samples']:,} "
-            f"images; feature net accuracy {100 * result['feature_accuracy']:.1f}%)"
-        )
+    print(format_result(result))
     return 0
+
+
+def _value(value: Any, fmt: str) -> str:
+    if isinstance(value, bool) or value is None or not isinstance(value, int | float):
+        return str(value)
+    return format(value, fmt) if fmt else str(value)
+
+
+def format_result(result: dict[str, Any]) -> str:
+    """Return :func:`~pushforward.runs.evaluate_run`'s result as lines of text: one per key, in
+    the order of :data:`~pushforward.runs.RESULT_KEYS` (unknown keys last), each standard error
+    and real-vs-real floor beside the value it belongs to."""
+    from pushforward.runs import RESULT_KEYS, ResultKey
+
+    head = ("run", "model", "data", "rows", "n", "dim")
+    lines = [f"{result.get('model')} on {result.get('data')} "
+             f"({result.get('n', 0):,} rows × {result.get('dim')})"]  # fmt: skip
+    companions = {k for key in RESULT_KEYS.values() for k in (key.stderr, key.floor) if k}
+    order = [k for k in RESULT_KEYS if k in result] + [k for k in result if k not in RESULT_KEYS]
+    for key in order:
+        if key in head or key in companions:
+            continue
+        spec = RESULT_KEYS.get(key, ResultKey(key, ".4g", ""))
+        text = _value(result[key], spec.fmt)
+        if spec.stderr in result:
+            text += f" ± {_value(result[spec.stderr], spec.fmt)}"
+        if spec.unit:
+            text += f" {spec.unit}"
+        if spec.floor in result:
+            text += f"  (real vs real: {_value(result[spec.floor], spec.fmt)})"
+        lines.append(f"  {spec.label:<24} {text}")
+    return "\n".join(lines)
 
 
 def _write_array(a, out: str) -> None:
@@ -368,9 +515,22 @@ def _write_array(a, out: str) -> None:
 # --- parser -----------------------------------------------------------------------------------
 
 
+def _model_names() -> list[str]:
+    from pushforward.registry import MODELS
+
+    return list(MODELS)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose refusals are one ``pushforward: error:`` line and exit 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_USER_ERROR, f"pushforward: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``pushforward`` command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pushforward",
         description="Deep generative networks as pushforwards g#μ: sample, fit, measure, see.",
     )
@@ -404,57 +564,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_example)
 
     p = sub.add_parser("fit", help="fit a model to data and write a run folder")
-    p.add_argument("model", metavar="MODEL", nargs="?", help="pca, ppca, ae, vae or gan")
+    p.add_argument("model", metavar="MODEL", nargs="?", help=", ".join(_model_names()))
     p.add_argument("--data", metavar="SPEC", help=data_help)
     p.add_argument("--config", metavar="FILE", help="settings from a .json or .toml file")
     p.add_argument("--out", metavar="DIR", help="run folder (default: a fresh one under runs/)")
     p.add_argument("--resume", metavar="RUN", help="continue the run in this folder")
-    p.add_argument("--latent", type=_positive(), help="latent dimension k (default 2)")
-    p.add_argument("-n", "--n", type=_positive(), help="points to draw (mixtures)")
-    p.add_argument(
-        "--loss",
-        help="ae/vae: reconstruction loss l2, l1, bce (vae also gaussian, laplace); "
-        "gan: nonsaturating, minimax, wgan-gp, hinge",
-    )
-    p.add_argument("--net", help="network kind: mlp, conv")
-    p.add_argument("--hidden", type=_int_list, help="hidden widths, e.g. 512,256")
-    p.add_argument("--activation", help="relu, elu, gelu, silu, tanh, ...")
-    p.add_argument("--tied", action="store_true", default=None, help="tied decoder weights")
+    p.add_argument("-n", "--n", type=_int_text, help="points to draw (mixtures)")
     p.add_argument("--rows", metavar="A:B", help="use only these rows of the data, e.g. :8000")
-    p.add_argument("--sigma", type=_positive(float), help="σ of the gaussian/laplace likelihood")
-    p.add_argument("--learn-sigma", action="store_true", default=None, help="learn σ per dim")
-    p.add_argument("--kl-weight", type=float, help="λ, the weight of the KL term (default 1)")
-    p.add_argument("--kl-schedule", help="constant, linear (warm-up) or cyclical")
-    p.add_argument("--kl-warmup", type=_positive(float), help="warm-up (or cycle) in epochs")
-    p.add_argument("--free-bits", type=float, help="free bits per latent dimension (nats)")
-    g = p.add_argument_group("GAN")
-    g.add_argument("--noise", help="the base measure μ: gaussian (N(0, I)) or uniform ([−1, 1]^k)")
-    g.add_argument("--critic-hidden", type=_int_list, help="critic widths (default --hidden)")
-    g.add_argument("--critic-steps", type=_positive(), help="critic updates per generator update")
-    g.add_argument("--critic-lr", type=_positive(float), help="critic learning rate (default --lr)")
-    g.add_argument("--pack", type=_positive(), help="PacGAN: samples the critic judges at once")
-    g.add_argument("--gp-weight", type=float, help="weight of the gradient penalty (0 = off)")
-    g.add_argument("--penalty", help="gp (Gulrajani, at interpolates) or r1 (at the data)")
-    g.add_argument("--ema", type=float, help="EMA decay of the generator's weights (0 = off)")
-    g.add_argument(
-        "--jacobian-truncation", type=float, metavar="Q",
-        help="reject the share Q of latent draws where g stretches most when sampling (0 = off; "
-        "default 0.03 for non-image data, 0 for images)",
-    )  # fmt: skip
-    p.add_argument("--epochs", type=_non_negative, help="training epochs")
-    p.add_argument("--batch-size", type=_non_negative, help="minibatch size; 0 = full batch")
-    p.add_argument("--lr", type=_positive(float), help="learning rate")
-    p.add_argument("--lr-schedule", help="constant, or cosine (down to 0 at the last step)")
-    p.add_argument("--optimizer", help="adam, adamw, sgd")
-    p.add_argument("--betas", type=_float_pair, help="Adam's β₁,β₂, e.g. 0.5,0.999")
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--checkpoint-every", type=_positive(), help="epochs between checkpoints")
-    p.add_argument("--device", help="auto, cpu, cuda")
-    p.add_argument(
-        "--precision", help="float32, bfloat16 (matrix products) or auto (bfloat16 where native)"
-    )
-    p.add_argument("--seed", type=int)
     p.add_argument("--tensorboard", metavar="DIR", help="also log scalars and samples to DIR")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check every setting, print the resolved run config, fit nothing")  # fmt: skip
+    _add_setting_flags(p)
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("encode", help="latent codes of data under a run's model")
@@ -471,11 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--n", type=_positive(), default=64, help="samples (default 64)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="FILE", default="samples.png", help=".png/.svg/.pdf/.npy/.csv")
-    p.add_argument(
-        "--jacobian-truncation", type=float, metavar="Q",
-        help="GAN runs: reject this share of latent draws where g stretches most (default: the "
-        "run's own)",
-    )  # fmt: skip
+    _add_sampling_flags(p)
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser(
@@ -488,11 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iwae-k", type=_positive(), default=1000, help="importance samples (1000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    p.add_argument(
-        "--jacobian-truncation", type=float, metavar="Q",
-        help="GAN runs: judge samples with this share of latent draws rejected (default: the "
-        "run's own)",
-    )  # fmt: skip
+    _add_sampling_flags(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("decode", help="decode latent codes with a run's model")

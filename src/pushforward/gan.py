@@ -72,10 +72,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pushforward.contract import ModelSpec, setting
 from pushforward.datasets import _check_int, _check_positive
 from pushforward.errors import ConfigError, lookup
 from pushforward.measures import BaseMeasure, Pushforward, Restricted, StandardNormal, Uniform
-from pushforward.nets import ACTIVATIONS, MAX_LATENT, NetConfig, build_decoder, build_encoder
+from pushforward.nets import (
+    ACTIVATIONS,
+    MAX_LATENT,
+    MAX_WIDTH,
+    NetConfig,
+    NetSettings,
+    build_decoder,
+    build_encoder,
+)
 from pushforward.train import OPTIMIZERS, Trainable, TrainConfig, check_finite
 
 __all__ = [
@@ -87,6 +96,7 @@ __all__ = [
     "RECOMMENDED",
     "TRUNCATION",
     "TRUNCATION_DRAWS",
+    "GANConfig",
     "GANLoss",
     "gradient_penalty",
     "r1_penalty",
@@ -301,6 +311,9 @@ class GAN(Trainable):
             it does so where it stretches most, so this drops the between-mode samples first.
     """
 
+    sampling_options = ("jacobian_truncation",)
+    history_plot = "gan"
+
     def __init__(
         self,
         dim: int,
@@ -422,6 +435,24 @@ class GAN(Trainable):
     @jacobian_truncation.setter
     def jacobian_truncation(self, q: float) -> None:
         self._jacobian_truncation = _check_share(q, "jacobian_truncation")
+
+    @property
+    def latent_measure(self) -> BaseMeasure:
+        """μ, the noise g pushes forward."""
+        return self.base
+
+    @property
+    def sample_label(self) -> str:
+        """What :meth:`sample` draws: g#μ, or g#μ_A under Jacobian truncation."""
+        q = self.jacobian_truncation
+        return f"samples of g#μ_A (Jacobian truncation {100 * q:g}%)" if q else "samples of g#μ"
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> GAN:
+        """Rebuild from :meth:`get_config`; runs from before Jacobian truncation load without it."""
+        if "jacobian_truncation" not in config:
+            config = {**config, "jacobian_truncation": 0.0}
+        return super().from_config(config)
 
     @property
     def _sampling_net(self) -> nn.Module:
@@ -636,3 +667,70 @@ class GAN(Trainable):
                 )
         self.ema_updates += 1
         return {"loss": gen_terms["gen_loss"], **sums, **gen_terms}
+
+
+@dataclass
+class GANConfig(NetSettings):
+    """Settings of ``pushforward fit gan``; the defaults are :data:`RECOMMENDED`, the setting
+    benchmarked on ring8 and grid25 (BENCHMARKS.md)."""
+
+    latent: int = setting(8, "noise dimension k", minimum=1, maximum=MAX_LATENT)
+    hidden: list[int] | None = setting(
+        [256, 256, 256], "generator widths, e.g. 512,256 (conv: channel counts)",
+        minimum=1, maximum=MAX_WIDTH,
+    )  # fmt: skip
+    noise: str = setting(
+        "gaussian", "the base measure μ: gaussian (N(0, I)) or uniform ([−1, 1]^k)",
+        choices=NOISES, what="noise",
+    )  # fmt: skip
+    loss: str = setting(
+        "nonsaturating", "the game: nonsaturating, minimax, wgan-gp or hinge",
+        choices=GAN_LOSSES, what="GAN loss",
+    )  # fmt: skip
+    critic_hidden: list[int] | None = setting(
+        None, "critic widths (default: --hidden)", minimum=1, maximum=MAX_WIDTH
+    )
+    critic_steps: int = setting(
+        1, "critic updates per generator update", minimum=1, maximum=MAX_STEPS
+    )
+    critic_lr: float | None = setting(None, "critic learning rate (default: --lr)", above=0)
+    pack: int = setting(1, "PacGAN: samples the critic judges at once", minimum=1, maximum=MAX_PACK)
+    gp_weight: float | None = setting(0.1, "weight of the gradient penalty (0 = off)", minimum=0)
+    penalty: str = setting(
+        "r1", "gp (Gulrajani, at interpolates) or r1 (at the data)", choices=PENALTIES,
+        what="gradient penalty",
+    )  # fmt: skip
+    ema: float = setting(
+        0.999, "EMA decay of the generator's weights (0 = off)", minimum=0, below=1
+    )
+    jacobian_truncation: float | None = setting(
+        None, "reject the share Q of latent draws where g stretches most when sampling "
+        "(0 = off; default 0.03 for non-image data, 0 for images)",
+        minimum=0, below=1, sampling=True,
+    )  # fmt: skip
+
+    def check(self) -> None:
+        if self.pack > 1 and self.net != "mlp":
+            raise ConfigError(
+                f"pack = {self.pack} needs an MLP critic (packing concatenates samples into one "
+                "row); use pack = 1 or --net mlp"
+            )
+
+    def build(self, ds: Any) -> GAN:
+        net = self.net_config()
+        hidden = self.critic_hidden if self.critic_hidden is not None else self.hidden
+        return GAN(
+            ds.dim, self.latent, noise=self.noise, loss=self.loss, net=net,
+            critic_net={**net, "hidden": hidden}, critic_steps=self.critic_steps,
+            gp_weight=self.gp_weight, penalty=self.penalty, pack=self.pack,
+            critic_lr=self.critic_lr, ema=self.ema, image_shape=ds.image_shape,
+            jacobian_truncation=self.jacobian_truncation,
+        )  # fmt: skip
+
+
+SPEC = ModelSpec(
+    GAN,
+    GANConfig,
+    "a generative adversarial network: generator g against a critic D",
+    train_defaults=RECOMMENDED["train"],
+)

@@ -10,11 +10,13 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pushforward.contract import ModelConfig, setting
 from pushforward.errors import ConfigError, lookup
 
 __all__ = [
@@ -22,9 +24,11 @@ __all__ = [
     "MAX_LATENT",
     "MAX_WIDTH",
     "MLP",
+    "NET_KINDS",
     "ConvDecoder",
     "ConvEncoder",
     "NetConfig",
+    "NetSettings",
     "TiedDecoder",
     "as_net_config",
     "build_decoder",
@@ -47,6 +51,12 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
+NET_KINDS: dict[str, str] = {
+    "mlp": "a multilayer perceptron (hidden: layer widths; default 400)",
+    "conv": "stride-2 convolutions for square images (hidden: channel counts; default 32,64)",
+}
+
+
 @dataclass
 class NetConfig:
     """How to build an encoder or decoder: ``kind`` 'mlp' or 'conv', hidden widths, activation.
@@ -61,7 +71,7 @@ class NetConfig:
 
     def __post_init__(self) -> None:
         defaults = {"mlp": [400], "conv": [32, 64]}
-        lookup(defaults, self.kind, what="network kind")
+        lookup(NET_KINDS, self.kind, what="network kind")
         self.hidden = [
             int(h) for h in (defaults[self.kind] if self.hidden is None else self.hidden)
         ]
@@ -221,3 +231,20 @@ def build_decoder(cfg: NetConfig, in_dim: int, out_dim: int, image_shape=None) -
         side = _side(image_shape, out_dim)
         return ConvDecoder(in_dim, side, channels=cfg.hidden, activation=cfg.activation)
     return MLP(in_dim, list(reversed(cfg.hidden)), out_dim, activation=cfg.activation)
+
+
+@dataclass
+class NetSettings(ModelConfig):
+    """The network settings that models built from encoders and decoders share."""
+
+    net: str = setting("mlp", "network kind: mlp or conv", choices=NET_KINDS, what="network kind")
+    hidden: list[int] | None = setting(
+        None, "hidden widths, e.g. 512,256 (conv: channel counts)", minimum=1, maximum=MAX_WIDTH
+    )
+    activation: str = setting(
+        "relu", "relu, elu, gelu, silu, tanh, ...", choices=ACTIVATIONS, what="activation"
+    )
+
+    def net_config(self) -> dict[str, Any]:
+        """Return the :class:`NetConfig` fields these settings describe."""
+        return {"kind": self.net, "hidden": self.hidden, "activation": self.activation}

@@ -24,14 +24,18 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar, final
 
 import torch
 from torch import Tensor
 
+from pushforward.contract import Model, ModelConfig, ModelSpec, setting
 from pushforward.errors import CheckpointError, ConfigError, DataError, check_rows
+from pushforward.measures import StandardNormal
+from pushforward.nets import MAX_LATENT
 
-__all__ = ["PCA", "ProbabilisticPCA"]
+__all__ = ["PCA", "PCAConfig", "PPCAConfig", "ProbabilisticPCA"]
 
 F64 = torch.float64
 
@@ -67,8 +71,15 @@ def _principal_axes(xc: Tensor) -> tuple[Tensor, Tensor]:
     return s, (vh * torch.sign(vh.gather(1, pivot))).contiguous()
 
 
-class _LinearModel(ABC):
-    """Shared plumbing: fitted checks, input checks, aliases and the config/state round trip."""
+class _LinearModel(Model, ABC):
+    """Shared plumbing: fitted checks, input checks, aliases and the config/state round trip.
+
+    In the model contract (:class:`~pushforward.contract.Model`): fitted in closed form, with an
+    encoder; ``dim`` is d and ``latent`` is k = ``n_components``.
+    """
+
+    has_encoder = True
+    trained = False
 
     n_components: int
     n_features_: int
@@ -87,8 +98,26 @@ class _LinearModel(ABC):
     def _state_shapes(self) -> dict[str, tuple[int, ...]]:
         """Return the shape each saved tensor must have, by name."""
 
+    @property
+    def dim(self) -> int:
+        """d, the data dimension the model was fitted to."""
+        self._check_fitted()
+        return self.n_features_
+
+    @property
+    def latent(self) -> int:
+        """k, the number of components."""
+        return self.n_components
+
+    @torch.no_grad()
+    def evaluate(
+        self, x: Tensor, *, generator: torch.Generator | None = None, iwae_k: int = 1000
+    ) -> dict[str, Any]:
+        """Return the contract's measures on x (n, d), computed in float64."""
+        return super().evaluate(self._data(x), generator=generator, iwae_k=iwae_k)
+
     def _check_fitted(self) -> None:
-        if not hasattr(self, "mean_"):
+        if "mean_" not in self.__dict__:
             raise ConfigError(f"{type(self).__name__} is not fitted; call fit(X) first")
 
     def _data(self, x: object, name: str = "X") -> Tensor:
@@ -142,31 +171,41 @@ class _LinearModel(ABC):
         The round trip is bit-exact. A config or state that does not fit raises
         :class:`~pushforward.errors.CheckpointError` naming what is wrong.
         """
-        try:
-            model = cls(**config)
-        except TypeError as exc:
-            raise CheckpointError(
-                f"config {dict(config)!r} does not describe a {cls.__name__}: {exc}"
-            ) from None
+        model = cls.from_config(config)
+        model.load_state(state, source=f"{cls.__name__} state")
+        return model
+
+    @classmethod
+    def state_shapes(
+        cls, config: Mapping[str, Any], data_shape: tuple[int, int]
+    ) -> dict[str, tuple[int, ...]]:
+        """Return the shape of each tensor of :meth:`get_state` for ``config`` fitted to data of
+        shape (n, d)."""
+        model = cls.from_config(config)
+        model.n_samples_, model.n_features_ = int(data_shape[0]), int(data_shape[1])
+        return {**model._state_shapes(), "n_samples": ()}
+
+    def load_state(self, state: Mapping[str, Tensor], *, source: str = "state") -> None:
+        """Set the fitted attributes from :meth:`get_state`'s tensors (bit-exact)."""
+        cls = type(self)
         missing = [key for key in (*cls._state_keys, "n_samples", "mean") if key not in state]
         if missing:
             known = ", ".join(sorted(state))
             raise CheckpointError(
-                f"{cls.__name__} state lacks {', '.join(dict.fromkeys(missing))}; it holds: {known}"
+                f"{source} lacks {', '.join(dict.fromkeys(missing))}; it holds: {known}"
             )
-        model.n_samples_ = int(state["n_samples"])
-        model.n_features_ = state["mean"].numel()
-        for key in cls._state_keys:
-            setattr(model, f"{key}_", state[key].detach().to(F64).clone())
-        for key, shape in model._state_shapes().items():
+        self.n_samples_ = int(state["n_samples"])
+        self.n_features_ = state["mean"].numel()
+        for key, shape in self._state_shapes().items():
             got = tuple(state[key].shape)
             if got != shape:
                 raise CheckpointError(
-                    f"{cls.__name__} state {key!r} has shape {got}, expected {shape} "
-                    f"for config {dict(config)!r}"
+                    f"{source}: {key!r} has shape {got}, expected {shape} "
+                    f"for config {self.get_config()!r}"
                 )
-        model._derive()
-        return model
+        for key in cls._state_keys:
+            setattr(self, f"{key}_", state[key].detach().to(F64).clone())
+        self._derive()
 
 
 @final
@@ -190,6 +229,7 @@ class PCA(_LinearModel):
         n_samples_, n_features_: n and d.
     """
 
+    generative = False
     _state_keys = ("mean", "components", "all_singular_values")
 
     def __init__(self, n_components: int, *, center: bool = True) -> None:
@@ -274,7 +314,14 @@ class ProbabilisticPCA(_LinearModel):
         n_samples_, n_features_: n and d.
     """
 
+    has_exact_density = True
+    code_label = "posterior means E[z | x]"
     _state_keys = ("mean", "components", "explained_variance", "noise_variance")
+
+    @property
+    def latent_measure(self) -> StandardNormal:
+        """μ = N(0, I_k), the prior of z."""
+        return StandardNormal(self.n_components)
 
     def __init__(self, n_components: int) -> None:
         self.n_components = n_components
@@ -384,3 +431,35 @@ class ProbabilisticPCA(_LinearModel):
         """Return the decoded means g(z) = Wz + μ, shape (n, d), for codes Z (n, k)."""
         z = self._codes(Z)
         return (z @ self.W_.T + self.mean_).to(Z.dtype)
+
+
+# --- settings and registry entries ---------------------------------------------------------------
+
+_LATENT_HELP = "latent dimension k, the number of components"
+
+
+@dataclass
+class PCAConfig(ModelConfig):
+    """Settings of ``pushforward fit pca``."""
+
+    latent: int = setting(2, _LATENT_HELP, minimum=1, maximum=MAX_LATENT)
+    center: bool = setting(True, "subtract the training mean before the SVD")
+
+    def build(self, ds: Any) -> PCA:
+        return PCA(self.latent, center=self.center)
+
+
+@dataclass
+class PPCAConfig(ModelConfig):
+    """Settings of ``pushforward fit ppca``."""
+
+    latent: int = setting(2, _LATENT_HELP, minimum=1, maximum=MAX_LATENT)
+
+    def build(self, ds: Any) -> ProbabilisticPCA:
+        return ProbabilisticPCA(self.latent)
+
+
+PCA_SPEC = ModelSpec(PCA, PCAConfig, "PCA, the optimal linear encoder (closed form)")
+PPCA_SPEC = ModelSpec(
+    ProbabilisticPCA, PPCAConfig, "probabilistic PCA, a linear pushforward with exact density"
+)

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 __all__ = [
+    "HISTORY_PLOTS",
     "density_heatmap",
     "density_histogram",
     "error_vs_k",
@@ -199,6 +200,10 @@ def gan_curves(history: Sequence[Mapping[str, float]], *, title: str = "GAN trai
             ax.legend(fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=10)
     return fig
+
+
+# how a model's training history is drawn, by the name it declares (Model.history_plot)
+HISTORY_PLOTS = {"loss": loss_curves, "gan": gan_curves}
 
 
 def error_vs_k(

@@ -19,35 +19,43 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from pushforward import __version__, datasets, distributed, plots
-from pushforward.autoencoder import Autoencoder
-from pushforward.checkpoint import load_json, load_tensors, save_figure, save_json, save_tensors
+from pushforward.checkpoint import (
+    load_json,
+    load_tensors,
+    read_safetensors_header,
+    save_figure,
+    save_json,
+    save_tensors,
+)
+from pushforward.contract import Model, ModelConfig, ModelSpec
 from pushforward.errors import CheckpointError, ConfigError, lookup
-from pushforward.gan import GAN, RECOMMENDED
-from pushforward.nets import MAX_LATENT
-from pushforward.pca import PCA, ProbabilisticPCA
+from pushforward.measures import StandardNormal
 from pushforward.quality import sample_quality
+from pushforward.registry import MODELS
 from pushforward.reporters import Reporters, TensorBoardLogger
 from pushforward.train import (
     CHECKPOINT,
     Progress,
     TrainConfig,
+    check_batch,
     fit,
-    load_state_checked,
     read_metrics,
     seeded,
 )
-from pushforward.vae import VAE
 
 __all__ = [
+    "MAX_MODEL_BYTES",
     "MODELS",
+    "RESULT_KEYS",
+    "ResultKey",
     "RunConfig",
     "decode_run",
     "encode_run",
@@ -55,189 +63,117 @@ __all__ = [
     "fit_run",
     "load_model",
     "load_run_config",
+    "plan_run",
     "sample_run",
 ]
 
 log = logging.getLogger(__name__)
 
-RUN_FORMAT = 1
+RUN_FORMAT = 2
+READABLE_FORMATS = (1, 2)  # format 1: the run settings as one flat table for every model
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
+MAX_MODEL_BYTES = 4 * 2**30
+"""The largest model state a run folder may ask to load (4 GiB): a larger one is a typo or a
+hostile file, refused before anything is allocated."""
+
+RUN_KEYS = ("model", "data", "n", "rows")
 
 
 @dataclass
 class RunConfig:
-    """Everything ``pushforward fit`` needs; ``train`` holds the optimisation settings."""
+    """Everything ``pushforward fit`` needs: the model's name, the data, the model's settings
+    (its :class:`~pushforward.contract.ModelConfig`, default its benchmarked defaults) and the
+    training settings (default the model's ``train_defaults``)."""
 
     model: str
     data: str
-    latent: int = 2
     n: int | None = None
     rows: str | None = None
-    loss: str | None = None
-    net: str = "mlp"
-    hidden: list[int] | None = None
-    activation: str = "relu"
-    tied: bool = False
-    center: bool = True
-    sigma: float | None = None
-    learn_sigma: bool = False
-    kl_weight: float = 1.0
-    kl_schedule: str = "constant"
-    kl_warmup: float = 10.0
-    free_bits: float = 0.0
-    noise: str = "gaussian"
-    critic_hidden: list[int] | None = None
-    critic_steps: int = 1
-    critic_lr: float | None = None
-    pack: int = 1
-    gp_weight: float | None = None
-    penalty: str = "gp"
-    ema: float = 0.0
-    jacobian_truncation: float | None = None
+    settings: ModelConfig | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        lookup(MODELS, self.model, what="model")
-        bad = isinstance(self.latent, bool) or not isinstance(self.latent, int)
-        if bad or not 1 <= self.latent <= MAX_LATENT:
+        spec = self.spec
+        if self.settings is None:
+            self.settings = spec.config()
+        if type(self.settings) is not spec.config:
             raise ConfigError(
-                f"latent = {self.latent!r} is not allowed; use an integer from 1 to {MAX_LATENT:,}"
+                f"the settings of a {self.model} run must be a {spec.config.__name__}, "
+                f"got a {type(self.settings).__name__}"
             )
-        if self.n is not None and self.n < 1:
+        bad = isinstance(self.n, bool) or not isinstance(self.n, int | None)
+        if bad or (self.n is not None and self.n < 1):
             raise ConfigError(f"n = {self.n!r} is not allowed; use an integer ≥ 1")
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The registry entry of the model."""
+        return lookup(MODELS, self.model, what="model")
 
     @classmethod
     def from_flat(cls, values: Mapping[str, Any]) -> RunConfig:
-        """Build from one flat mapping of run and training settings (as in a config file)."""
-        run_keys = {f.name for f in fields(cls)} - {"train"}
-        train_keys = {f.name for f in fields(TrainConfig)}
-        unknown = sorted(set(values) - run_keys - train_keys)
-        if unknown:
-            known = ", ".join(sorted(run_keys | train_keys))
-            raise ConfigError(f"unknown setting {unknown[0]!r}; known: {known}")
+        """Build from one flat mapping of run, model and training settings (as in a config
+        file); training settings not given take the model's benchmarked defaults."""
         for key in ("model", "data"):
             if key not in values:
                 raise ConfigError(f"the setting {key!r} is required")
-        values = {**MODEL_DEFAULTS.get(values["model"], {}), **values}
-        train = TrainConfig.from_dict({k: v for k, v in values.items() if k in train_keys})
-        return cls(**{k: v for k, v in values.items() if k in run_keys}, train=train)
+        spec = lookup(MODELS, values["model"], what="model")
+        model_keys = [f.name for f in fields(spec.config)]
+        train_keys = [f.name for f in fields(TrainConfig)]
+        unknown = sorted(set(values) - set(RUN_KEYS) - set(model_keys) - set(train_keys))
+        if unknown:
+            name, kind = unknown[0], values["model"]
+            others = [m for m, s in MODELS.items() if name in {f.name for f in fields(s.config)}]
+            known = ", ".join(model_keys)
+            if others:
+                raise ConfigError(
+                    f"{name} is not a setting of {kind} (it is one of {', '.join(others)}); "
+                    f"{kind}'s settings: {known}; training: {', '.join(train_keys)}"
+                )
+            raise ConfigError(
+                f"unknown setting {name!r}; {kind}'s settings: {known}; "
+                f"training: {', '.join(train_keys)}"
+            )
+        train = TrainConfig.from_dict(
+            {**spec.train_defaults, **{k: v for k, v in values.items() if k in train_keys}}
+        )
+        settings = spec.config(**{k: v for k, v in values.items() if k in model_keys})
+        run = {k: values[k] for k in RUN_KEYS if k in values}
+        return cls(**run, settings=settings, train=train)
+
+    def to_flat(self) -> dict[str, Any]:
+        """Return the run, model and training settings as one flat mapping (:meth:`from_flat`)."""
+        assert self.settings is not None
+        run = {k: getattr(self, k) for k in RUN_KEYS}
+        return {**run, **self.settings.to_dict(), **self.train.to_dict()}
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["train"] = self.train.to_dict()
-        return d
+        """Return the settings as stored in a run folder: run keys, ``settings``, ``train``."""
+        assert self.settings is not None
+        run = {k: getattr(self, k) for k in RUN_KEYS}
+        return {**run, "settings": self.settings.to_dict(), "train": self.train.to_dict()}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunConfig:
-        return cls.from_flat({**{k: v for k, v in d.items() if k != "train"}, **d.get("train", {})})
+        """Build from :meth:`to_dict`'s output, or from a format-1 run's flat table (whose
+        settings of other models, and unset ones, are dropped)."""
+        train = d.get("train", {})
+        if "settings" in d:
+            run = {k: d[k] for k in RUN_KEYS if k in d}
+            return cls.from_flat({**run, **d["settings"], **train})
+        spec = lookup(MODELS, d.get("model"), what="model")
+        own = {f.name for f in fields(spec.config)} | set(RUN_KEYS)
+        flat = {k: v for k, v in d.items() if k in own and k != "train" and v is not None}
+        return cls.from_flat({**flat, **train})
 
 
-# --- the models a run can hold -----------------------------------------------------------------
+# --- loading ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ModelKind:
-    """How to build a model of one kind from a run's settings and its data."""
-
-    cls: type
-    build: Callable[[RunConfig, datasets.Dataset], Any]
-    trained: bool  # by gradient descent through the shared loop, or fitted in closed form
-
-
-def _build_pca(rc: RunConfig, ds: datasets.Dataset) -> PCA:
-    return PCA(rc.latent, center=rc.center)
-
-
-def _build_ppca(rc: RunConfig, ds: datasets.Dataset) -> ProbabilisticPCA:
-    return ProbabilisticPCA(rc.latent)
-
-
-def _net(rc: RunConfig) -> dict[str, Any]:
-    return {"kind": rc.net, "hidden": rc.hidden, "activation": rc.activation}
-
-
-def _build_ae(rc: RunConfig, ds: datasets.Dataset) -> Autoencoder:
-    return Autoencoder(
-        ds.dim, rc.latent, loss=rc.loss or "l2", net=_net(rc), tied=rc.tied,
-        image_shape=ds.image_shape,
-    )  # fmt: skip
-
-
-def _in_unit_interval(x: Tensor) -> bool:
-    return bool(x.min() >= 0) and bool(x.max() <= 1)
-
-
-def _build_vae(rc: RunConfig, ds: datasets.Dataset) -> VAE:
-    # default likelihood: Bernoulli for data in [0, 1] (images), else a Gaussian with learned σ
-    loss = rc.loss or ("bce" if _in_unit_interval(ds.x) else "gaussian")
-    learn_sigma = rc.learn_sigma or (rc.loss is None and loss == "gaussian" and rc.sigma is None)
-    sigma = rc.sigma
-    if sigma is None and learn_sigma:
-        # start σ at a tenth of the data's spread: started at 1, a Gaussian of learned σ
-        # explains low-dimensional data (ring8, grid25) before the latent does, and the
-        # posterior collapses onto the prior
-        sigma = 0.1 * max(float(ds.x.std(0).mean()), 1e-3)
-    return VAE(
-        ds.dim, rc.latent, loss=loss, sigma=sigma, learn_sigma=learn_sigma,
-        kl_weight=rc.kl_weight, kl_schedule=rc.kl_schedule, kl_warmup=rc.kl_warmup,
-        free_bits=rc.free_bits, net=_net(rc), image_shape=ds.image_shape,
-    )  # fmt: skip
-
-
-def _build_gan(rc: RunConfig, ds: datasets.Dataset) -> GAN:
-    critic = {**_net(rc), "hidden": rc.critic_hidden if rc.critic_hidden is not None else rc.hidden}
-    return GAN(
-        ds.dim, rc.latent, noise=rc.noise, loss=rc.loss or "nonsaturating", net=_net(rc),
-        critic_net=critic, critic_steps=rc.critic_steps, gp_weight=rc.gp_weight,
-        penalty=rc.penalty, pack=rc.pack, critic_lr=rc.critic_lr, ema=rc.ema,
-        image_shape=ds.image_shape, jacobian_truncation=rc.jacobian_truncation,
-    )  # fmt: skip
-
-
-MODELS: dict[str, ModelKind] = {
-    "pca": ModelKind(PCA, _build_pca, trained=False),
-    "ppca": ModelKind(ProbabilisticPCA, _build_ppca, trained=False),
-    "ae": ModelKind(Autoencoder, _build_ae, trained=True),
-    "vae": ModelKind(VAE, _build_vae, trained=True),
-    "gan": ModelKind(GAN, _build_gan, trained=True),
-}
-
-
-def _gan_defaults() -> dict[str, Any]:
-    """The benchmarked GAN setting (:data:`pushforward.gan.RECOMMENDED`) as flat run settings."""
-    model = dict(RECOMMENDED["model"])
-    net = model.pop("net", {}) or {}
-    critic = model.pop("critic_net", {}) or {}
-    flat: dict[str, Any] = {k: v for k, v in net.items() if k in ("hidden", "activation")}
-    if "hidden" in critic:
-        flat["critic_hidden"] = critic["hidden"]
-    flat.update(model)
-    flat.update(RECOMMENDED["train"])
-    return flat
-
-
-# Recommended settings per model where they differ from the general defaults: what a user gets
-# without flags is the benchmarked path (see BENCHMARKS.md, "VAE quality").
-MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "vae": {
-        "hidden": [512],
-        "activation": "silu",
-        "lr": 3e-3,
-        "batch_size": 64,
-        "precision": "auto",
-    },
-    "gan": _gan_defaults(),
-}
-
-
-def _model_state(model: Any) -> dict[str, Tensor]:
-    return model.state_dict() if isinstance(model, nn.Module) else model.get_state()
-
-
-def save_model(folder: Path, model: Any) -> None:
+def save_model(folder: Path, model: Model) -> None:
     """Write the model's weights (or fitted state) to ``folder/model.safetensors`` atomically."""
-    save_tensors(folder / WEIGHTS, _model_state(model), metadata={"pushforward": __version__})
+    save_tensors(folder / WEIGHTS, model.get_state(), metadata={"pushforward": __version__})
 
 
 def load_run_config(folder: str | Path) -> dict[str, Any]:
@@ -246,41 +182,87 @@ def load_run_config(folder: str | Path) -> dict[str, Any]:
     if not folder.is_dir():
         raise CheckpointError(f"run folder '{folder}' not found")
     cfg = load_json(folder / CONFIG)
-    if not isinstance(cfg, dict) or cfg.get("format") != RUN_FORMAT or "model" not in cfg:
+    ok = isinstance(cfg, dict) and cfg.get("format") in READABLE_FORMATS
+    if not ok or not isinstance(cfg.get("model"), dict) or not isinstance(cfg.get("data"), dict):
+        formats = " or ".join(map(str, READABLE_FORMATS))
         raise CheckpointError(
-            f"'{folder / CONFIG}' is not a pushforward run of format {RUN_FORMAT} "
+            f"'{folder / CONFIG}' is not a pushforward run of format {formats} "
             f"(found format {cfg.get('format') if isinstance(cfg, dict) else None!r})"
         )
     return cfg
 
 
-def load_model(folder: str | Path) -> Any:
-    """Rebuild the model saved in a run folder (final weights, else the last checkpoint)."""
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
+                "I8": 1, "U8": 1, "BOOL": 1}  # fmt: skip
+
+
+def _check_state_file(
+    path: Path, expected: Mapping[str, tuple[int, ...]], *, prefix: str = ""
+) -> None:
+    """Compare the tensors a safetensors file declares (read from its header only) with the
+    shapes a model of the run's config has; refuse a mismatch or an absurd size, naming it."""
+    declared = {
+        k[len(prefix) :]: v
+        for k, v in read_safetensors_header(path).items()
+        if k.startswith(prefix)
+    }
+    missing = sorted(set(expected) - set(declared))
+    extra = sorted(set(declared) - set(expected))
+    if missing or extra:
+        parts = [f"lacks {', '.join(missing[:5])}" if missing else "",
+                 f"holds unexpected {', '.join(extra[:5])}" if extra else ""]  # fmt: skip
+        raise CheckpointError(
+            f"'{path}' does not fit the run's config: it {' and '.join(p for p in parts if p)}"
+        )
+    for name, want in expected.items():
+        got = tuple(declared[name][1])
+        if got != tuple(want):
+            raise CheckpointError(
+                f"'{path}': tensor {name!r} has shape {got}, but the run's config makes {want}"
+            )
+    size = sum(math.prod(shape) * _DTYPE_BYTES.get(dtype, 8) for dtype, shape in declared.values())
+    if size > MAX_MODEL_BYTES:
+        raise CheckpointError(
+            f"'{path}' holds {size / 2**30:.1f} GiB of weights, more than the "
+            f"{MAX_MODEL_BYTES / 2**30:.0f} GiB a run may load"
+        )
+
+
+def load_model(folder: str | Path) -> Model:
+    """Rebuild the model saved in a run folder (final weights, else the last checkpoint).
+
+    The weights file's header is checked against the shapes the run's config makes, and their
+    total size against :data:`MAX_MODEL_BYTES`, before any tensor is allocated.
+    """
     folder = Path(folder)
     cfg = load_run_config(folder)
-    kind = lookup(MODELS, cfg["model"]["kind"], what="model")
-    config = cfg["model"]["config"]
+    spec = lookup(MODELS, cfg["model"].get("kind"), what="model")
+    config = cfg["model"].get("config")
+    shape = cfg["data"].get("shape")
+    if not isinstance(config, dict) or not isinstance(shape, list) or len(shape) != 2:
+        raise CheckpointError(f"'{folder / CONFIG}' lacks the model's config or the data's shape")
+    try:
+        expected = spec.cls.state_shapes(config, (int(shape[0]), int(shape[1])))
+    except (ConfigError, ValueError) as e:
+        raise CheckpointError(f"'{folder / CONFIG}' describes no valid model: {e}") from None
+    size = sum(math.prod(s) for s in expected.values()) * 4
+    if size > MAX_MODEL_BYTES:
+        raise CheckpointError(
+            f"'{folder / CONFIG}' asks for a model of {size / 2**30:.1f} GiB, more than the "
+            f"{MAX_MODEL_BYTES / 2**30:.0f} GiB a run may load"
+        )
     if (folder / WEIGHTS).exists():
-        state, source = load_tensors(folder / WEIGHTS), folder / WEIGHTS
+        source, prefix = folder / WEIGHTS, ""
     elif (folder / CHECKPOINT).exists():
-        full = load_tensors(folder / CHECKPOINT)
-        state = {k[6:]: v for k, v in full.items() if k.startswith("model.")}
-        source = folder / CHECKPOINT
+        source, prefix = folder / CHECKPOINT, "model."
     else:
         raise CheckpointError(f"run folder '{folder}' holds no {WEIGHTS} and no {CHECKPOINT}")
-    if kind.cls is GAN and "jacobian_truncation" not in config:
-        config = {**config, "jacobian_truncation": 0.0}  # a run from before truncation existed
-    if issubclass(kind.cls, nn.Module):
-        try:
-            model = kind.cls(**config)
-        except TypeError as e:
-            raise CheckpointError(
-                f"'{folder / CONFIG}' does not describe a {kind.cls.__name__}: {e}"
-            ) from None
-        load_state_checked(model, state, str(source))
-        model.eval()
-        return model
-    return kind.cls.from_state(config, state)
+    _check_state_file(source, expected, prefix=prefix)
+    state = {k[len(prefix) :]: v for k, v in load_tensors(source).items() if k.startswith(prefix)}
+    model = spec.cls.from_config(config)
+    model.load_state(state, source=str(source))
+    model.eval()
+    return model
 
 
 # --- fit -----------------------------------------------------------------------------------------
@@ -293,6 +275,42 @@ def _fresh_folder(rc: RunConfig, ds: datasets.Dataset) -> Path:
     while folder.exists():
         folder, i = Path(f"{base}-{i}"), i + 1
     return folder
+
+
+def _load(rc: RunConfig) -> datasets.Dataset:
+    gen = torch.Generator().manual_seed(rc.train.seed)
+    return datasets.select_rows(datasets.load_data(rc.data, n=rc.n, generator=gen), rc.rows)
+
+
+def _build(rc: RunConfig, ds: datasets.Dataset) -> tuple[Model, dict[str, Any]]:
+    """Return a fresh model for ``ds`` as ``rc`` describes, and the run record of config.json."""
+    assert rc.settings is not None
+    with seeded(rc.train.seed):
+        model = rc.settings.build(ds)
+    if model.trained:
+        check_batch(rc.train, ds.n)
+    record = {
+        "format": RUN_FORMAT,
+        "pushforward": __version__,
+        "torch": torch.__version__,
+        "run": rc.to_dict(),
+        "model": {"kind": rc.model, "config": model.get_config()},
+        "data": {
+            "spec": rc.data,
+            "name": ds.name,
+            "shape": list(ds.x.shape),
+            "image_shape": list(ds.image_shape) if ds.image_shape else None,
+        },
+    }
+    return model, record
+
+
+def plan_run(rc: RunConfig) -> dict[str, Any]:
+    """Return the record :func:`fit_run` would write to ``config.json`` (the resolved settings,
+    the model's constructor arguments, the data's shape), loading the data and building the
+    model but fitting and writing nothing: every setting is checked."""
+    _, record = _build(rc, _load(rc))
+    return record
 
 
 def fit_run(
@@ -310,16 +328,16 @@ def fit_run(
     run unless ``resume`` is set, in which case training continues from its last checkpoint.
     With ``tensorboard``, each epoch's scalars (and samples, for image models) go there too.
     """
-    kind = lookup(MODELS, rc.model, what="model")
+    spec = rc.spec
+    assert rc.settings is not None
     ctx = distributed.init(rc.train.device)
-    if ctx.active and not kind.trained:
+    if ctx.active and not spec.trained:
         raise ConfigError(f"{rc.model} is fitted in closed form; run it in one process")
-    gen = torch.Generator().manual_seed(rc.train.seed)
-    ds = datasets.select_rows(datasets.load_data(rc.data, n=rc.n, generator=gen), rc.rows)
+    ds = _load(rc)
     folder = Path(out) if out is not None else _fresh_folder(rc, ds)
     folder = Path(distributed.broadcast_text(str(folder)))  # rank 0 names it for every process
     if resume:
-        if not kind.trained:
+        if not spec.trained:
             raise ConfigError(f"{rc.model} is fitted in closed form; there is nothing to resume")
         if not (folder / CHECKPOINT).exists():
             log.warning("'%s' holds no checkpoint yet; training starts from the beginning", folder)
@@ -328,26 +346,12 @@ def fit_run(
         raise CheckpointError(
             f"'{folder}' already holds a run; use --resume to continue it or choose another --out"
         )
-    with seeded(rc.train.seed):
-        model = kind.build(rc, ds)
-    record = {
-        "format": RUN_FORMAT,
-        "pushforward": __version__,
-        "torch": torch.__version__,
-        "run": rc.to_dict(),
-        "model": {"kind": rc.model, "config": model.get_config()},
-        "data": {
-            "spec": rc.data,
-            "name": ds.name,
-            "shape": list(ds.x.shape),
-            "image_shape": list(ds.image_shape) if ds.image_shape else None,
-        },
-    }
+    model, record = _build(rc, ds)
     if ctx.main:
         folder.mkdir(parents=True, exist_ok=True)
         save_json(folder / CONFIG, record)
     distributed.barrier()
-    if kind.trained:
+    if model.trained:
         if tensorboard is not None:
             board = TensorBoardLogger(tensorboard, model=model, image_shape=ds.image_shape)
             progress = Reporters(progress, board)
@@ -363,26 +367,24 @@ def fit_run(
     return folder
 
 
-def codes(model: Any, x: Tensor) -> Tensor:
-    """Return the latent codes (n, k) of x: f(x), or the posterior mean μ(x) for a VAE."""
+def codes(model: Model, x: Tensor) -> Tensor:
+    """Return the latent codes (n, k) of x (n, d) under a model with an encoder."""
     with torch.no_grad():
-        z = model.encode(x)
-    return z[0] if isinstance(z, tuple) else z
+        return model.encode(x)
 
 
-def write_figures(folder: Path, model: Any, ds: datasets.Dataset) -> list[Path]:
+def write_figures(folder: Path, model: Model, ds: datasets.Dataset) -> list[Path]:
     """Draw the run's figures into ``folder/figures``: reconstructions and latents (models with
     an encoder), samples (generative models), the training curves."""
     out = []
     figs = folder / "figures"
-    encodes = hasattr(model, "encode")
-    if encodes:
+    if model.has_encoder:
         out += _encoder_figures(figs, model, ds)
-    if hasattr(model, "sample"):
+    if model.generative:
         samples = model.sample(
             64 if ds.image_shape else 2500, generator=torch.Generator().manual_seed(0)
         )
-        label = _sample_label(model)
+        label = model.sample_label
         if ds.image_shape is not None:
             fig = plots.image_grid(
                 samples.float().clamp(0, 1), ds.image_shape, ncols=16, title=label
@@ -393,23 +395,23 @@ def write_figures(folder: Path, model: Any, ds: datasets.Dataset) -> list[Path]:
             fig = None
         if fig is not None:
             out.append(save_figure(fig, figs / "samples.png"))
-    gaussian_prior = isinstance(model, VAE) or getattr(model, "noise", None) == "gaussian"
+    gaussian_prior = isinstance(model.latent_measure, StandardNormal)
     if gaussian_prior and model.latent == 2 and ds.image_shape is not None:
         fig = plots.image_grid(
             manifold(model, 15), ds.image_shape, ncols=15, title="decoded manifold", scale=0.45
         )
         out.append(save_figure(fig, figs / "manifold.png"))
-    if encodes:
+    if model.has_encoder:
         fig = _error_vs_k_figure(model, ds.x)
         out.append(save_figure(fig, figs / "error_vs_k.png"))
     history = read_metrics(folder)
     if history:
-        fig = plots.gan_curves(history) if isinstance(model, GAN) else plots.loss_curves(history)
+        fig = lookup(plots.HISTORY_PLOTS, model.history_plot, what="history plot")(history)
         out.append(save_figure(fig, figs / "loss.png"))
     return out
 
 
-def _encoder_figures(figs: Path, model: Any, ds: datasets.Dataset) -> list[Path]:
+def _encoder_figures(figs: Path, model: Model, ds: datasets.Dataset) -> list[Path]:
     """Reconstructions (images, or 2-D points) and the latent codes coloured by label."""
     out = []
     x = ds.x[:16]
@@ -429,13 +431,12 @@ def _encoder_figures(figs: Path, model: Any, ds: datasets.Dataset) -> list[Path]
         fig = plots.scatter_2d(ds.x[:5000], others=[(back, "g(f(x))")], title="reconstructions")
         out.append(save_figure(fig, figs / "reconstructions.png"))
     if z.shape[1] >= 2:
-        title = "posterior means μ(x)" if isinstance(model, VAE) else "latent codes f(x)"
-        fig = plots.scatter_2d(z[:, :2], labels=labels, title=title, size=3.0)
+        fig = plots.scatter_2d(z[:, :2], labels=labels, title=model.code_label, size=3.0)
         out.append(save_figure(fig, figs / "latent.png"))
     return out
 
 
-def manifold(model: Any, side: int = 15) -> Tensor:
+def manifold(model: Model, side: int = 15) -> Tensor:
     """Return decoded images (side², d) on a grid of 2-D latents spaced by the Gaussian inverse CDF.
 
     z = (Φ⁻¹(u), Φ⁻¹(v)) for u, v evenly spaced in (0, 1): each cell holds equal prior mass.
@@ -447,7 +448,7 @@ def manifold(model: Any, side: int = 15) -> Tensor:
         return model.decode(grid).clamp(0, 1)
 
 
-def _error_vs_k_figure(model: Any, x: Tensor) -> Any:
+def _error_vs_k_figure(model: Model, x: Tensor) -> Any:
     """PCA's training error for every k (one SVD) beside this model's, both in squared ℓ2."""
     n, d = x.shape
     s2 = torch.linalg.svdvals((x - x.mean(0)).double()).pow(2)
@@ -457,7 +458,7 @@ def _error_vs_k_figure(model: Any, x: Tensor) -> Any:
     with torch.no_grad():
         own = float((model.decode(codes(model, x)).to(x.dtype) - x).pow(2).sum(1).mean())
     name = type(model).__name__
-    curves = {"PCA (closed form)": (ks, pca), f"this {name}": ([_latent_dim(model)], [own])}
+    curves = {"PCA (closed form)": (ks, pca), f"this {name}": ([model.latent], [own])}
     return plots.error_vs_k(curves, title="training error against latent size k")
 
 
@@ -465,7 +466,7 @@ def _error_vs_k_figure(model: Any, x: Tensor) -> Any:
 
 
 def _run_data(
-    model: Any, data: str, n: int | None, rows: str | None, seed: int
+    model: Model, data: str, n: int | None, rows: str | None, seed: int
 ) -> datasets.Dataset:
     ds = datasets.load_data(data, n=n, generator=torch.Generator().manual_seed(seed))
     ds = datasets.select_rows(ds, rows)
@@ -473,11 +474,22 @@ def _run_data(
     return ds
 
 
+def _needs(model: Model, folder: str | Path, what: str, can: Callable[[Any], bool]) -> None:
+    """Refuse a model that lacks a capability, naming the kinds of model that have it."""
+    if not can(model):
+        kinds = ", ".join(k for k, spec in MODELS.items() if can(spec.cls))
+        raise ConfigError(
+            f"{str(folder)!r} holds a {type(model).__name__}, which {what}; "
+            f"models that can: {kinds}"
+        )
+
+
 def encode_run(
     folder: str | Path, data: str, *, n: int | None = None, rows: str | None = None, seed: int = 0
 ) -> Tensor:
     """Return the latent codes (n, k) of the run's model for the data set ``data``."""
     model = load_model(folder)
+    _needs(model, folder, "has no encoder", lambda m: m.has_encoder)
     ds = _run_data(model, data, n, rows, seed)
     return codes(model, ds.x)
 
@@ -485,43 +497,26 @@ def encode_run(
 def decode_run(folder: str | Path, z: Tensor) -> Tensor:
     """Return the decoded points (n, d) of latents z (n, k) under the run's model."""
     model = load_model(folder)
-    k = _latent_dim(model)
+    k = model.latent
     if z.dim() != 2 or z.shape[1] != k:
         raise ConfigError(f"latents must have shape (n, {k}) for this run, got {tuple(z.shape)}")
     with torch.no_grad():
         return model.decode(z)
 
 
-def _sample_label(model: Any) -> str:
-    """Return what a model's samples are, for figure titles: g#μ, or g#μ_A under a GAN's
-    Jacobian truncation."""
-    q = getattr(model, "jacobian_truncation", 0.0)
-    return f"samples of g#μ_A (Jacobian truncation {100 * q:g}%)" if q else "samples of g#μ"
-
-
-def _sampling(model: Any, folder: str | Path, jacobian_truncation: float | None) -> Any:
-    """Return the model, its Jacobian truncation set to ``jacobian_truncation`` when given (GAN
-    runs only)."""
-    if jacobian_truncation is None:
-        return model
-    if not isinstance(model, GAN):
-        raise ConfigError(
-            f"jacobian_truncation is for GAN runs; {str(folder)!r} holds a {type(model).__name__}"
-        )
-    model.jacobian_truncation = jacobian_truncation  # the setter checks it
+def _sampling(model: Model, sampling: Mapping[str, Any]) -> Model:
+    """Return the model with the sampling settings that are given (not None) applied."""
+    model.set_sampling(**{k: v for k, v in sampling.items() if v is not None})
     return model
 
 
-def sample_run(
-    folder: str | Path, n: int, *, seed: int = 0, jacobian_truncation: float | None = None
-) -> Tensor:
-    """Return exactly n samples (n, d) of the run's generative model g#μ; a GAN's with the given
-    Jacobian truncation instead of the one it was fitted with."""
+def sample_run(folder: str | Path, n: int, *, seed: int = 0, **sampling: Any) -> Tensor:
+    """Return exactly n samples (n, d) of the run's generative model g#μ; ``sampling`` changes
+    the model's sampling settings (its ``sampling_options``, e.g. a GAN's
+    ``jacobian_truncation``) from those it was fitted with."""
     model = load_model(folder)
-    if not hasattr(model, "sample"):
-        kinds = ", ".join(k for k, v in MODELS.items() if hasattr(v.cls, "sample"))
-        raise ConfigError(f"a {type(model).__name__} run cannot sample; models that can: {kinds}")
-    model = _sampling(model, folder, jacobian_truncation)
+    _needs(model, folder, "cannot sample", lambda m: m.generative)
+    model = _sampling(model, sampling)
     with torch.no_grad():
         return model.sample(n, generator=torch.Generator().manual_seed(seed)).float()
 
@@ -535,20 +530,18 @@ def evaluate_run(
     iwae_k: int = 1000,
     seed: int = 0,
     quality: bool = True,
-    jacobian_truncation: float | None = None,
+    **sampling: Any,
 ) -> dict[str, Any]:
-    """Return the run's metrics on ``data``: reconstruction error (models with an encoder); for
-    likelihood models the ELBO, the IWAE log-likelihood ± its Monte Carlo standard error and bits
-    per dimension (nats per example unless stated); with ``quality``, for models that sample,
-    the sample-quality metrics of :mod:`pushforward.quality` with their real-vs-real floors (a
-    GAN's samples under its Jacobian truncation, or ``jacobian_truncation`` when given; the
-    share used is reported).
+    """Return the run's metrics on ``data`` (the keys are :data:`RESULT_KEYS`): the model's own
+    (:meth:`~pushforward.contract.Model.evaluate`: reconstruction error, likelihoods in nats per
+    example) and, with ``quality``, for models that sample, the sample-quality metrics of
+    :mod:`pushforward.quality` with their real-vs-real floors; ``sampling`` changes the model's
+    sampling settings as in :func:`sample_run` (the ones used are reported).
     """
-    model = _sampling(load_model(folder), folder, jacobian_truncation)
+    model = _sampling(load_model(folder), sampling)
     full = datasets.load_data(data, n=n, generator=torch.Generator().manual_seed(seed))
     ds = datasets.select_rows(full, rows)
     _check_dim(model, ds.dim, f"data {data!r}")
-    x = ds.x.double() if not isinstance(model, nn.Module) else ds.x
     gen = torch.Generator().manual_seed(seed)
     out: dict[str, Any] = {
         "run": str(folder),
@@ -557,37 +550,10 @@ def evaluate_run(
         "rows": rows,
         "n": ds.n,
         "dim": ds.dim,
+        **model.sampling_settings(),
     }
-    if isinstance(model, GAN):
-        out["jacobian_truncation"] = model.jacobian_truncation
-    if hasattr(model, "encode"):
-        with torch.no_grad():
-            recon = model.decode(codes(model, x)).to(x.dtype)
-        out["squared_error"] = float((recon - x).pow(2).sum(1).mean())
-    log2 = math.log(2)
-    if isinstance(model, VAE):
-        e = model.elbo(ds.x, generator=gen)
-        ll = model.log_likelihood(ds.x, k=iwae_k, generator=gen)
-        out.update(
-            elbo=float(e["elbo"].mean()),
-            neg_elbo=-float(e["elbo"].mean()),
-            log_px_given_z=float(e["log_px_given_z"].mean()),
-            kl=float(e["kl"].mean()),
-            iwae_k=iwae_k,
-            log_likelihood=ll.mean,
-            log_likelihood_stderr=ll.mean_stderr,
-            nll=-ll.mean,
-            bits_per_dim=-ll.mean / (ds.dim * log2),
-            **{
-                k: v
-                for k, v in model.diagnostics(ds.x, generator=gen).items()
-                if k != "posterior_collapse"
-            },
-        )
-    elif isinstance(model, ProbabilisticPCA):
-        lp = float(model.log_prob(x).mean())
-        out.update(log_likelihood=lp, nll=-lp, bits_per_dim=-lp / (ds.dim * log2), exact=True)
-    if quality and hasattr(model, "sample"):
+    out.update(model.evaluate(ds.x, generator=gen, iwae_k=iwae_k))
+    if quality and model.generative:
 
         def draw(m: int, g: torch.Generator) -> Tensor:
             return model.sample(m, generator=g)
@@ -596,11 +562,95 @@ def evaluate_run(
     return out
 
 
-def _latent_dim(model: Any) -> int:
-    return int(model.latent if isinstance(model, nn.Module) else model.n_components)
+def _check_dim(model: Model, dim: int, what: str) -> None:
+    if dim != model.dim:
+        raise ConfigError(f"{what} has dimension {dim}, but the run's model expects {model.dim}")
 
 
-def _check_dim(model: Any, dim: int, what: str) -> None:
-    want = int(model.dim if isinstance(model, nn.Module) else model.n_features_)
-    if dim != want:
-        raise ConfigError(f"{what} has dimension {dim}, but the run's model expects {want}")
+# --- what evaluate reports -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResultKey:
+    """How one key of :func:`evaluate_run`'s result reads: its label, number format, unit and
+    meaning; ``stderr`` and ``floor`` name the keys printed beside it."""
+
+    label: str
+    fmt: str
+    doc: str
+    unit: str = ""
+    stderr: str | None = None
+    floor: str | None = None
+
+
+RESULT_KEYS: dict[str, ResultKey] = {
+    "run": ResultKey("run", "", "the run folder"),
+    "model": ResultKey("model", "", "the model's class"),
+    "data": ResultKey("data", "", "the data spec evaluated on"),
+    "rows": ResultKey("rows", "", "the rows of the data used (A:B), or null for all"),
+    "n": ResultKey("rows evaluated", ",", "number of rows evaluated"),
+    "dim": ResultKey("dimension", "", "data dimension d"),
+    "jacobian_truncation": ResultKey(
+        "Jacobian truncation", ".0%", "GAN: share of latent draws rejected when sampling"
+    ),
+    "squared_error": ResultKey(
+        "squared error", ".4f", "mean ‖x − g(f(x))‖² per example", unit="per example"
+    ),
+    "elbo": ResultKey("ELBO", ".3f", "mean evidence lower bound (one draw)", unit="nats"),
+    "neg_elbo": ResultKey("−ELBO", ".3f", "minus the mean ELBO", unit="nats"),
+    "log_px_given_z": ResultKey(
+        "E_q log p(x | z)", ".3f", "the ELBO's reconstruction term", unit="nats"
+    ),
+    "kl": ResultKey("KL(q ‖ p)", ".3f", "the ELBO's KL term", unit="nats"),
+    "iwae_k": ResultKey("importance samples k", ",", "k of the IWAE estimate"),
+    "log_likelihood": ResultKey(
+        "log p(x)",
+        ".3f",
+        "mean log-likelihood: exact, or the IWAE estimate (a lower bound)",
+        unit="nats",
+        stderr="log_likelihood_stderr",
+    ),
+    "log_likelihood_stderr": ResultKey("", ".3f", "standard error of log_likelihood", "nats"),
+    "nll": ResultKey(
+        "−log p(x)", ".3f", "minus log_likelihood", unit="nats", stderr="log_likelihood_stderr"
+    ),
+    "bits_per_dim": ResultKey("bits per dimension", ".4f", "−log₂ p(x) / d"),
+    "exact": ResultKey("exact likelihood", "", "true when log_likelihood is exact"),
+    "active_units": ResultKey(
+        "active units", "", "VAE: latent units with Var_x μ_j(x) > 0.01 (Burda et al.)"
+    ),
+    "kl_per_dim": ResultKey("KL per latent unit", "", "VAE: KL of each latent unit", "nats"),
+    "quality_samples": ResultKey("quality samples", ",", "points per set of the distances below"),
+    "mmd2": ResultKey("MMD²", ".5f", "unbiased MMD², samples vs data", floor="mmd2_floor"),
+    "mmd2_floor": ResultKey("", ".5f", "MMD² of two real sets (the floor)"),
+    "energy": ResultKey("energy distance", ".5f", "energy distance", floor="energy_floor"),
+    "energy_floor": ResultKey("", ".5f", "energy distance of two real sets"),
+    "wasserstein1": ResultKey("W₁", ".5f", "exact Wasserstein-1", floor="wasserstein1_floor"),
+    "wasserstein1_floor": ResultKey("", ".5f", "W₁ of two real sets"),
+    "modes_captured": ResultKey("modes captured", "", "mixtures: modes with a sample nearby"),
+    "n_modes": ResultKey("modes", "", "mixtures: number of modes"),
+    "high_quality": ResultKey(
+        "high quality", ".1%", "mixtures: share of samples within 3σ of a mode"
+    ),
+    "reverse_kl": ResultKey("reverse KL", ".4f", "mixtures: KL(sample mode shares ‖ uniform)"),
+    "mean_log_density": ResultKey(
+        "mean log-density",
+        ".3f",
+        "mixtures: mean log p_true of the samples",
+        unit="nats",
+        floor="mean_log_density_floor",
+    ),
+    "mean_log_density_floor": ResultKey("", ".3f", "mean log p_true of real draws", "nats"),
+    "frechet_distance": ResultKey(
+        "Fréchet distance",
+        ".3f",
+        "images: Fréchet distance in digit-feature space",
+        floor="frechet_distance_floor",
+    ),
+    "frechet_distance_floor": ResultKey("", ".3f", "Fréchet distance of two real halves"),
+    "frechet_samples": ResultKey("Fréchet images", ",", "images per set"),
+    "feature_accuracy": ResultKey(
+        "feature net accuracy", ".1%", "held-out accuracy of the digit feature network"
+    ),
+}
+"""Every key :func:`evaluate_run` may return, in the order the command line prints them."""

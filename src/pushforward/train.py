@@ -24,7 +24,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from pushforward import distributed
 from pushforward.checkpoint import atomic_write_bytes, load_tensors, save_tensors
+from pushforward.contract import Model, Settings, setting
 from pushforward.errors import CheckpointError, ConfigError, Interrupted, TrainingError, lookup
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "TrainConfig",
     "Trainable",
     "autocast_dtype",
+    "check_batch",
     "fit",
     "read_metrics",
     "resolve_device",
@@ -56,70 +58,6 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.jsonl"
 CHECKPOINT_FORMAT = 1
-
-
-@dataclass
-class TrainConfig:
-    """Settings of one training run. ``batch_size=0`` is full batch; ``grad_clip=0`` is off."""
-
-    epochs: int = 20
-    batch_size: int = 128
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.0
-    grad_clip: float = 0.0
-    seed: int = 0
-    checkpoint_every: int = 1
-    device: str = "cpu"
-    precision: str = "float32"
-    lr_schedule: str = "constant"
-
-    def __post_init__(self) -> None:
-        self.betas = (float(self.betas[0]), float(self.betas[1]))
-        checks = {
-            "epochs": self.epochs >= 0,
-            "batch_size": self.batch_size >= 0,
-            "lr": self.lr > 0 and math.isfinite(self.lr),
-            "weight_decay": self.weight_decay >= 0,
-            "grad_clip": self.grad_clip >= 0,
-            "checkpoint_every": self.checkpoint_every >= 1,
-            "betas": all(0 <= b < 1 for b in self.betas),
-        }
-        allowed = {
-            "epochs": "an integer ≥ 0",
-            "batch_size": "an integer ≥ 1, or 0 for full batch",
-            "lr": "a finite number > 0",
-            "weight_decay": "≥ 0",
-            "grad_clip": "≥ 0 (0 turns clipping off)",
-            "checkpoint_every": "an integer ≥ 1",
-            "betas": "two numbers in [0, 1)",
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ConfigError(
-                    f"{name} = {getattr(self, name)!r} is not allowed; use {allowed[name]}"
-                )
-        lookup(OPTIMIZERS, self.optimizer, what="optimizer")
-        lookup(PRECISIONS, self.precision, what="precision")
-        lookup(LR_SCHEDULES, self.lr_schedule, what="learning-rate schedule")
-        resolve_device(self.device)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
-        """Build from a mapping, refusing unknown keys with the list of known ones."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown training setting {unknown[0]!r}; known: {', '.join(sorted(known))}"
-            )
-        return cls(**dict(d))
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["betas"] = list(self.betas)
-        return d
 
 
 def _fused_adam(cls, params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -174,6 +112,35 @@ PRECISIONS: dict[str, str] = {
 }
 
 
+@dataclass
+class TrainConfig(Settings):
+    """Settings of one training run. ``batch_size=0`` is full batch; ``grad_clip=0`` is off."""
+
+    epochs: int = setting(20, "training epochs", minimum=0)
+    batch_size: int = setting(128, "minibatch size; 0 = full batch", minimum=0)
+    lr: float = setting(1e-3, "learning rate", above=0)
+    optimizer: str = setting("adam", "adam, adamw or sgd", choices=OPTIMIZERS, what="optimizer")
+    betas: tuple[float, float] = setting(
+        (0.9, 0.999), "Adam's β₁,β₂ (SGD: momentum β₁), e.g. 0.5,0.999", minimum=0, below=1
+    )
+    weight_decay: float = setting(0.0, "weight decay", minimum=0)
+    grad_clip: float = setting(0.0, "clip gradients to this 2-norm (0 = off)", minimum=0)
+    seed: int = setting(0, "the seed of every random draw of the run")
+    checkpoint_every: int = setting(1, "epochs between checkpoints", minimum=1)
+    device: str = setting("cpu", "auto, cpu or cuda")
+    precision: str = setting(
+        "float32", "float32, bfloat16 (matrix products) or auto (bfloat16 where native)",
+        choices=PRECISIONS, what="precision",
+    )  # fmt: skip
+    lr_schedule: str = setting(
+        "constant", "constant, or cosine (down to 0 at the last step)", choices=LR_SCHEDULES,
+        what="learning-rate schedule",
+    )  # fmt: skip
+
+    def check(self) -> None:
+        resolve_device(self.device)
+
+
 @functools.cache
 def _native_bf16_cpu() -> bool:
     """Whether this CPU multiplies bfloat16 matrices natively (AVX512-BF16 or AMX)."""
@@ -211,6 +178,18 @@ def autocast_dtype(
     return None
 
 
+def check_batch(cfg: TrainConfig, n: int) -> int:
+    """Return the batch size ``cfg`` gives for n rows (n for full batch), refusing one larger
+    than the data."""
+    batch = n if cfg.batch_size == 0 else cfg.batch_size
+    if batch > n:
+        raise ConfigError(
+            f"batch_size {batch} is larger than the data ({n} rows); "
+            "use a smaller batch, or 0 for full batch"
+        )
+    return batch
+
+
 def resolve_device(name: str) -> torch.device:
     """Return the torch device for 'auto', 'cpu' or 'cuda' ('auto' picks CUDA when present)."""
     if name == "auto":
@@ -236,16 +215,32 @@ def seeded(seed: int) -> Iterator[None]:
         yield
 
 
-class Trainable(nn.Module):
-    """The contract a model meets to be trained by :func:`fit` and saved in a run folder.
+class Trainable(nn.Module, Model):
+    """A model of the contract (:class:`~pushforward.contract.Model`) trained by :func:`fit`.
 
     Subclasses define :meth:`loss` (one optimiser) or override :meth:`training_step` (several,
     as the GAN does), and :meth:`get_config` so that ``type(m)(**m.get_config())`` rebuilds it.
+    The state is the module's ``state_dict``.
     """
 
-    def get_config(self) -> dict[str, Any]:
-        """Return the JSON-able constructor arguments of this model."""
-        raise NotImplementedError(f"{type(self).__name__} must define get_config")
+    trained = True
+
+    def get_state(self) -> dict[str, Tensor]:
+        """Return the weights and buffers (the ``state_dict``)."""
+        return self.state_dict()
+
+    def load_state(self, state: Mapping[str, Tensor], *, source: str = "state") -> None:
+        """Load weights, refusing missing, extra or mis-shaped tensors by name."""
+        load_state_checked(self, state, source)
+
+    @classmethod
+    def state_shapes(
+        cls, config: Mapping[str, Any], data_shape: tuple[int, int]
+    ) -> dict[str, tuple[int, ...]]:
+        """Return the shape of every weight and buffer, built on the meta device (no memory)."""
+        with torch.device("meta"):
+            model = cls.from_config(config)
+        return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
     def loss(
         self,
@@ -561,12 +556,7 @@ def fit(
     if ctx.active and device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)
     n = x.shape[0]
-    batch = n if cfg.batch_size == 0 else cfg.batch_size
-    if batch > n:
-        raise ConfigError(
-            f"batch_size {batch} is larger than the data ({n} rows); "
-            "use a smaller batch, or 0 for full batch"
-        )
+    batch = check_batch(cfg, n)
     if batch < ctx.world:
         raise ConfigError(f"batch_size {batch} is smaller than the {ctx.world} processes")
     steps_per_epoch = math.ceil(n / batch)

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pushforward.contract import ModelSpec, setting
 from pushforward.errors import ConfigError, check_rows, lookup
 from pushforward.losses import (
     gaussian_kl_terms,
@@ -45,10 +46,20 @@ from pushforward.losses import (
     reconstruction,
 )
 from pushforward.measures import Pushforward, StandardNormal
-from pushforward.nets import NetConfig, as_net_config, build_decoder, build_encoder, check_sizes
+from pushforward.nets import (
+    ACTIVATIONS,
+    MAX_LATENT,
+    MAX_WIDTH,
+    NetConfig,
+    NetSettings,
+    as_net_config,
+    build_decoder,
+    build_encoder,
+    check_sizes,
+)
 from pushforward.train import Trainable
 
-__all__ = ["KL_SCHEDULES", "LIKELIHOODS", "VAE", "LogLikelihood"]
+__all__ = ["KL_SCHEDULES", "LIKELIHOODS", "VAE", "LogLikelihood", "VAEConfig"]
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +141,9 @@ class VAE(Trainable):
         image_shape: (h, w) of image data (for convolutional nets and figures).
     """
 
+    has_encoder = True
+    code_label = "posterior means μ(x)"
+
     def __init__(
         self,
         dim: int,
@@ -199,10 +213,19 @@ class VAE(Trainable):
 
     # --- the lecture's maps ------------------------------------------------------------------
 
-    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Return (μ, ξ), each (n, k): the mean and log-variance of q(z | x) = N(μ, e^ξ)."""
         mu, logvar = self.encoder(x).chunk(2, dim=1)
         return mu, logvar.clamp(*LOGVAR_RANGE)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Return the posterior means μ(x), shape (n, k): the codes of x (n, d)."""
+        return self.encoder(x).chunk(2, dim=1)[0]
+
+    @property
+    def latent_measure(self) -> StandardNormal:
+        """μ = N(0, I_k), the prior of z."""
+        return StandardNormal(self.latent)
 
     def reparameterize(
         self, mu: Tensor, logvar: Tensor, *, generator: torch.Generator | None = None
@@ -217,7 +240,7 @@ class VAE(Trainable):
 
     def forward(self, x: Tensor) -> Tensor:
         """Return the reconstruction g(μ(x)) at the posterior mean, shape (n, d)."""
-        return self.decode(self.encode(x)[0])
+        return self.decode(self.encode(x))
 
     def reconstruct(self, x: Tensor) -> Tensor:
         """Return g(μ(x)), shape (n, d)."""
@@ -235,7 +258,7 @@ class VAE(Trainable):
     def interpolate(self, x0: Tensor, x1: Tensor, steps: int = 8) -> Tensor:
         """Return the decoded line between the posterior means of x0 and x1 (d,): (steps, d)."""
         with torch.no_grad():
-            mu, _ = self.encode(torch.stack([x0.reshape(-1), x1.reshape(-1)]))
+            mu, _ = self.posterior(torch.stack([x0.reshape(-1), x1.reshape(-1)]))
             t = torch.linspace(0, 1, steps, device=mu.device).unsqueeze(1)
             return self.decode((1 - t) * mu[0] + t * mu[1])
 
@@ -253,7 +276,7 @@ class VAE(Trainable):
     def loss(
         self, x: Tensor, *, generator: torch.Generator | None = None, epoch: float | None = None
     ) -> dict[str, Tensor]:
-        mu, logvar = self.encode(x)
+        mu, logvar = self.posterior(x)
         # under bfloat16 autocast the products come back in bfloat16; the noise, the KL and the
         # likelihood are computed in float32 all the same
         mu, logvar = mu.float(), logvar.float()
@@ -283,7 +306,7 @@ class VAE(Trainable):
         check_rows(x, "x", dim=self.dim)
         parts: dict[str, list[Tensor]] = {"elbo": [], "log_px_given_z": [], "kl": []}
         for xb in x.split(batch_size):
-            mu, logvar = self.encode(xb)
+            mu, logvar = self.posterior(xb)
             z = self.reparameterize(mu, logvar, generator=generator)
             log_px_z = -self._nll(xb, self.decoder(z))
             kl = gaussian_kl_terms(mu, logvar).sum(1)
@@ -315,7 +338,7 @@ class VAE(Trainable):
         out_lp, out_se = [], []
         for xb in x.split(batch_size):
             b = xb.shape[0]
-            mu, logvar = self.encode(xb)
+            mu, logvar = self.posterior(xb)
             std = torch.exp(0.5 * logvar)
             chunk = max(1, min(k, max_elements // (b * self.dim)))
             m = torch.full((b,), -math.inf, dtype=torch.float64, device=xb.device)
@@ -343,6 +366,31 @@ class VAE(Trainable):
             out_se.append(torch.sqrt(var_w / k) / mean_w)
         return LogLikelihood(torch.cat(out_lp), torch.cat(out_se), k)
 
+    @torch.no_grad()
+    def evaluate(
+        self, x: Tensor, *, generator: torch.Generator | None = None, iwae_k: int = 1000
+    ) -> dict[str, Any]:
+        """Return the squared reconstruction error at μ(x), the ELBO and its terms, the IWAE
+        log-likelihood with ``iwae_k`` importance samples ± its Monte Carlo standard error, bits
+        per dimension, and the latent diagnostics, for x (n, d); nats per example."""
+        out = super().evaluate(x, generator=generator)
+        e = self.elbo(x, generator=generator)
+        ll = self.log_likelihood(x, k=iwae_k, generator=generator)
+        out.update(
+            elbo=float(e["elbo"].mean()),
+            neg_elbo=-float(e["elbo"].mean()),
+            log_px_given_z=float(e["log_px_given_z"].mean()),
+            kl=float(e["kl"].mean()),
+            iwae_k=iwae_k,
+            log_likelihood=ll.mean,
+            log_likelihood_stderr=ll.mean_stderr,
+            nll=-ll.mean,
+            bits_per_dim=-ll.mean / (self.dim * math.log(2)),
+        )
+        diagnostics = self.diagnostics(x, generator=generator)
+        out.update({k: v for k, v in diagnostics.items() if k != "posterior_collapse"})
+        return out
+
     # --- diagnostics -------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -358,7 +406,7 @@ class VAE(Trainable):
             x = x[pick[:DIAGNOSTIC_ROWS]]
         mus, kls = [], []
         for xb in x.split(2048):
-            mu, logvar = self.encode(xb)
+            mu, logvar = self.posterior(xb)
             mus.append(mu)
             kls.append(gaussian_kl_terms(mu, logvar).sum(0))
         mu = torch.cat(mus)
@@ -374,3 +422,68 @@ class VAE(Trainable):
             "kl_per_dim": [round(float(v), 5) for v in kl_dims],
             "posterior_collapse": active == 0,
         }
+
+
+def _in_unit_interval(x: Tensor) -> bool:
+    return bool(x.min() >= 0) and bool(x.max() <= 1)
+
+
+@dataclass
+class VAEConfig(NetSettings):
+    """Settings of ``pushforward fit vae``; the defaults are the benchmarked ones (BENCHMARKS.md,
+    "VAE quality")."""
+
+    latent: int = setting(2, "latent dimension k", minimum=1, maximum=MAX_LATENT)
+    loss: str | None = setting(
+        None, "reconstruction term: bce, l2, l1, gaussian, laplace (default: bce for data in "
+        "[0, 1], else gaussian with learned σ)", choices=LIKELIHOODS, what="reconstruction loss",
+    )  # fmt: skip
+    hidden: list[int] | None = setting(
+        [512], "hidden widths, e.g. 512,256 (conv: channel counts)", minimum=1, maximum=MAX_WIDTH
+    )
+    activation: str = setting(
+        "silu", "relu, elu, gelu, silu, tanh, ...", choices=ACTIVATIONS, what="activation"
+    )
+    sigma: float | None = setting(None, "σ (or b) of the gaussian/laplace likelihood", above=0)
+    learn_sigma: bool = setting(False, "learn σ per data dimension (gaussian/laplace)")
+    kl_weight: float = setting(1.0, "λ, the weight of the KL term", minimum=0)
+    kl_schedule: str = setting(
+        "constant", "constant, linear (warm-up) or cyclical", choices=KL_SCHEDULES,
+        what="KL schedule",
+    )  # fmt: skip
+    kl_warmup: float = setting(10.0, "KL warm-up (or cycle) length in epochs", above=0)
+    free_bits: float = setting(0.0, "free bits per latent dimension, in nats", minimum=0)
+
+    def check(self) -> None:
+        if (self.sigma is not None or self.learn_sigma) and self.loss is not None:
+            if not LIKELIHOODS[self.loss].trains_on_nll:
+                raise ConfigError(
+                    f"sigma and learn_sigma apply to the 'gaussian' and 'laplace' losses, "
+                    f"not {self.loss!r}"
+                )
+
+    def build(self, ds: Any) -> VAE:
+        # default likelihood: Bernoulli for data in [0, 1] (images), else a Gaussian with learned σ
+        loss = self.loss or ("bce" if _in_unit_interval(ds.x) else "gaussian")
+        learn_sigma = self.learn_sigma or (
+            self.loss is None and loss == "gaussian" and self.sigma is None
+        )
+        sigma = self.sigma
+        if sigma is None and learn_sigma:
+            # start σ at a tenth of the data's spread: started at 1, a Gaussian of learned σ
+            # explains low-dimensional data (ring8, grid25) before the latent does, and the
+            # posterior collapses onto the prior
+            sigma = 0.1 * max(float(ds.x.std(0).mean()), 1e-3)
+        return VAE(
+            ds.dim, self.latent, loss=loss, sigma=sigma, learn_sigma=learn_sigma,
+            kl_weight=self.kl_weight, kl_schedule=self.kl_schedule, kl_warmup=self.kl_warmup,
+            free_bits=self.free_bits, net=self.net_config(), image_shape=ds.image_shape,
+        )  # fmt: skip
+
+
+SPEC = ModelSpec(
+    VAE,
+    VAEConfig,
+    "the variational autoencoder: encoder (μ, ξ), decoder g, loss R + λ·KL",
+    train_defaults={"lr": 3e-3, "batch_size": 64, "precision": "auto"},
+)
