@@ -79,7 +79,8 @@ def test_argument_errors_are_one_line_too(capsys):
     with pytest.raises(SystemExit) as e:
         main(["fit", "ae", "--data", "digits", "--epochs", "many"])
     assert e.value.code == 2
-    assert "argument --epochs: expected an integer, got 'many'" in error_line(capsys.readouterr().err)
+    line = error_line(capsys.readouterr().err)
+    assert "argument --epochs: expected an integer, got 'many'" in line
 
 
 def test_fit_pca_writes_a_run_that_loads_bit_exactly(capsys, tmp_path):

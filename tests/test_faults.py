@@ -237,16 +237,37 @@ ABSURD = ["0", "-1", "-0.5", "nan", "inf", "1e400", "abc", "", "99999999"]
 # Every (model, flag, value) of ABSURD that is a valid setting, with the reason; every other pair
 # must be refused with exit 2 and one error line. "*" stands for every model that has the flag.
 VALID: dict[tuple[str, str, str], str] = {
-    **{("*", "--epochs", v): "0 epochs writes an untrained run; 99999999 is a long run that "
-       "Ctrl-C stops with a checkpoint" for v in ("0", "99999999")},  # fmt: skip
+    **{
+        ("*", "--epochs", v): "0 epochs writes an untrained run; 99999999 is a long run that "
+        "Ctrl-C stops with a checkpoint"
+        for v in ("0", "99999999")
+    },
     ("*", "--batch-size", "0"): "0 means full batch",
     **{("*", "--seed", v): "any integer seeds a generator" for v in ("0", "-1", "99999999")},
-    **{("*", flag, "0"): "0 turns it off"
-       for flag in ("--weight-decay", "--grad-clip", "--free-bits", "--gp-weight", "--ema",
-                    "--jacobian-truncation")},  # fmt: skip
-    **{("*", flag, "99999999"): "any finite value ≥ 0 is a valid (if extreme) setting"
-       for flag in ("--lr", "--weight-decay", "--grad-clip", "--kl-weight", "--kl-warmup",
-                    "--free-bits", "--critic-lr", "--gp-weight")},  # fmt: skip
+    **{
+        ("*", flag, "0"): "0 turns it off"
+        for flag in (
+            "--weight-decay",
+            "--grad-clip",
+            "--free-bits",
+            "--gp-weight",
+            "--ema",
+            "--jacobian-truncation",
+        )
+    },
+    **{
+        ("*", flag, "99999999"): "any finite value ≥ 0 is a valid (if extreme) setting"
+        for flag in (
+            "--lr",
+            "--weight-decay",
+            "--grad-clip",
+            "--kl-weight",
+            "--kl-warmup",
+            "--free-bits",
+            "--critic-lr",
+            "--gp-weight",
+        )
+    },
     ("*", "--checkpoint-every", "99999999"): "then only the last epoch is checkpointed",
     ("*", "--kl-weight", "0"): "λ = 0: the reconstruction alone (an autoencoder with noise)",
 }

@@ -166,8 +166,8 @@ def test_resume_ends_where_an_uninterrupted_run_ends(capsys, tmp_path, runs, nam
 @pytest.mark.parametrize("name", list(MODELS))
 def test_every_setting_has_a_flag_and_help(name):
     parser = build_parser()
-    fit = parser._subparsers._group_actions[0].choices["fit"]  # noqa: SLF001
-    flags = {s: a for a in fit._actions for s in a.option_strings}  # noqa: SLF001
+    fit = parser._subparsers._group_actions[0].choices["fit"]
+    flags = {s: a for a in fit._actions for s in a.option_strings}
     for f in fields(MODELS[name].config):
         flag = "--" + f.name.replace("_", "-")
         assert flag in flags, flag
@@ -196,7 +196,7 @@ def readme_example() -> str:
 
 def test_the_readme_example_model_plugs_in_with_one_registry_line(capsys, tmp_path, monkeypatch):
     namespace: dict = {}
-    exec(compile(readme_example(), "README.md", "exec"), namespace)  # noqa: S102
+    exec(compile(readme_example(), "README.md", "exec"), namespace)
     spec = namespace["SPEC"]
     monkeypatch.setitem(MODELS, "gauss", spec)  # the one registry line
     build_parser.__globals__["_settings"].cache_clear()

@@ -572,8 +572,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--n", type=_int_text, help="points to draw (mixtures)")
     p.add_argument("--rows", metavar="A:B", help="use only these rows of the data, e.g. :8000")
     p.add_argument("--tensorboard", metavar="DIR", help="also log scalars and samples to DIR")
-    p.add_argument("--dry-run", action="store_true",
-                   help="check every setting, print the resolved run config, fit nothing")  # fmt: skip
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the settings, print the run config, fit nothing",
+    )
     _add_setting_flags(p)
     p.set_defaults(func=cmd_fit)
 
