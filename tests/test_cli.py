@@ -161,7 +161,7 @@ def test_config_file_values_are_overridden_by_flags(capsys, tmp_path):
     assert code == 0, err
     stored = json.loads((tmp_path / "r" / "config.json").read_text())["run"]
     assert stored["train"]["epochs"] == 2 and stored["train"]["lr"] == 0.002
-    assert stored["hidden"] == [16]
+    assert stored["settings"]["hidden"] == [16]
     bad = tmp_path / "bad.toml"
     bad.write_text('model = "ae"\nepochs = \n')
     code, _, err = run(capsys, "fit", "--config", bad)
@@ -202,7 +202,7 @@ def test_corrupt_or_foreign_runs_are_refused_without_unpickling(capsys, tmp_path
     cfg["format"] = 99
     (folder / "config.json").write_text(json.dumps(cfg))
     code, _, err = run(capsys, "encode", folder, "--data", "digits")
-    assert code == 2 and "not a pushforward run of format 1" in error_line(err)
+    assert code == 2 and "not a pushforward run of format 1 or 2" in error_line(err)
     (folder / "config.json").write_text("{ not json")
     code, _, err = run(capsys, "encode", folder, "--data", "digits")
     assert code == 2 and "not valid JSON" in error_line(err)
@@ -219,9 +219,10 @@ def load_model_state_from_checkpoint(folder):
 @pytest.mark.parametrize("model", ["pca", "ae"])
 def test_fit_on_mnist_with_two_latents(capsys, tmp_path, model):
     folder = tmp_path / model
+    trained = ["--epochs", 1, "--loss", "bce"] if model == "ae" else []
     code, _, err = run(
         capsys, "fit", model, "--data", f"mnist:{find_mnist_folder()}", "--latent", 2,
-        "--epochs", 1, "--loss", "bce", "--out", folder,
+        *trained, "--out", folder,
     )  # fmt: skip
     assert code == 0, err
     assert (folder / "figures" / "latent.png").exists()
@@ -273,7 +274,8 @@ def test_nan_in_training_data_is_refused_before_anything_is_written(capsys, tmp_
 def test_models_without_a_sampler_say_so(capsys, tmp_path):
     run(capsys, "fit", "pca", "--data", "digits", "--out", tmp_path / "p")
     code, _, err = run(capsys, "sample", tmp_path / "p", "--out", tmp_path / "s.npy")
-    assert code == 2 and "a PCA run cannot sample; models that can: ppca, vae" in error_line(err)
+    line = error_line(err)
+    assert code == 2 and "holds a PCA, which cannot sample; models that can: ppca, vae, gan" in line
 
 
 def test_vae_gets_its_benchmarked_defaults_and_flags_override_them(capsys, tmp_path):
@@ -281,7 +283,8 @@ def test_vae_gets_its_benchmarked_defaults_and_flags_override_them(capsys, tmp_p
                        "--out", tmp_path / "v")  # fmt: skip
     assert code == 0, err
     stored = json.loads((tmp_path / "v" / "config.json").read_text())
-    assert stored["run"]["hidden"] == [512] and stored["run"]["activation"] == "silu"
+    settings = stored["run"]["settings"]
+    assert settings["hidden"] == [512] and settings["activation"] == "silu"
     assert stored["run"]["train"]["batch_size"] == 64
     assert stored["run"]["train"]["lr"] == 0.001
 

@@ -358,7 +358,7 @@ def test_recommended_setting_is_the_default_of_fit_gan():
     model = RECOMMENDED["model"]
     for key in ("pack", "critic_steps", "ema", "gp_weight", "penalty", "noise", "critic_lr"):
         if key in model:
-            assert getattr(rc, key) == model[key]
+            assert getattr(rc.settings, key) == model[key]
     for key, value in RECOMMENDED["train"].items():
         got = getattr(rc.train, key)
         assert (list(got) if isinstance(got, tuple) else got) == value
@@ -452,7 +452,9 @@ def test_jacobian_truncation_is_on_by_default_for_points_and_off_for_images():
     assert make_gan().jacobian_truncation == TRUNCATION == 0.03
     assert GAN(64, 2, image_shape=(8, 8)).jacobian_truncation == 0.0
     assert make_gan(jacobian_truncation=0.0).get_config()["jacobian_truncation"] == 0.0
-    assert RunConfig.from_flat({"model": "gan", "data": "ring8"}).jacobian_truncation is None
+    assert (
+        RunConfig.from_flat({"model": "gan", "data": "ring8"}).settings.jacobian_truncation is None
+    )
 
 
 def test_truncation_threshold_follows_the_weights():

@@ -14,7 +14,7 @@ import torch
 
 from pushforward.cli import build_parser, main
 from pushforward.contract import Model
-from pushforward.errors import ConfigError, Interrupted
+from pushforward.errors import CheckpointError, ConfigError, Interrupted
 from pushforward.registry import MODELS
 from pushforward.runs import (
     RESULT_KEYS,
@@ -212,3 +212,43 @@ def test_the_readme_example_model_plugs_in_with_one_registry_line(capsys, tmp_pa
         assert json.loads(out)["exact"] is True
     finally:
         build_parser.__globals__["_settings"].cache_clear()
+
+
+# --- loading checks the weights file's header before it allocates -------------------------------
+
+
+def _edit_config(folder: Path, **net) -> None:
+    path = folder / "config.json"
+    cfg = json.loads(path.read_text())
+    cfg["model"]["config"]["net"].update(net)
+    path.write_text(json.dumps(cfg))
+
+
+def test_a_config_asking_for_an_absurd_model_is_refused_before_anything_is_allocated(
+    capsys, tmp_path, monkeypatch
+):
+    import pushforward.runs as runs_module
+
+    folder = fit_quick(capsys, "ae", tmp_path / "run", "--hidden", "8")
+    _edit_config(
+        folder, hidden=[65_536, 65_536]
+    )  # 65,536-wide layers in the encoder and decoder: 34 GB
+    monkeypatch.setattr(runs_module, "load_tensors", pytest.fail)  # no tensor may be read
+    with pytest.raises(
+        CheckpointError, match=r"asks for a model of 32\.0 GiB, more than the 4 GiB"
+    ):
+        load_model(folder)
+
+
+def test_weights_that_do_not_fit_the_config_are_refused_from_the_header_alone(
+    capsys, tmp_path, monkeypatch
+):
+    import pushforward.runs as runs_module
+
+    folder = fit_quick(capsys, "ae", tmp_path / "run", "--hidden", "8")
+    _edit_config(folder, hidden=[9])
+    monkeypatch.setattr(runs_module, "load_tensors", pytest.fail)
+    with pytest.raises(CheckpointError, match=r"tensor 'encoder.0.weight' has shape \(8, 64\)"):
+        load_model(folder)
+    code, _, err = cli(capsys, "sample", folder, "-n", 4, "--out", tmp_path / "s.npy")
+    assert code == 2 and err.startswith("pushforward: error: ") and len(err.splitlines()) == 1
