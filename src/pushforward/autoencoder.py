@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pushforward.errors import ConfigError, check_rows
+from pushforward.errors import ConfigError, lookup
 from pushforward.losses import RECONSTRUCTIONS, output_mean, reconstruction
 from pushforward.nets import (
     MLP,
@@ -25,6 +25,7 @@ from pushforward.nets import (
     check_sizes,
 )
 from pushforward.train import Trainable, TrainConfig, fit, seeded
+from pushforward.validate import check_rows
 
 __all__ = ["Autoencoder", "MemorisationResult", "memorisation_experiment"]
 
@@ -55,10 +56,7 @@ class Autoencoder(Trainable):
     ):
         super().__init__()
         check_sizes(dim, latent)
-        if loss not in RECONSTRUCTIONS:
-            raise ConfigError(
-                f"unknown reconstruction loss {loss!r}; known: {', '.join(sorted(RECONSTRUCTIONS))}"
-            )
+        lookup(RECONSTRUCTIONS, loss, what="reconstruction loss")
         self.net = as_net_config(net)
         if tied and self.net.kind != "mlp":
             raise ConfigError("tied weights need an MLP network (--net mlp)")

@@ -24,7 +24,6 @@ import io
 import json
 import logging
 import math
-import numbers
 import os
 import struct
 import sys
@@ -40,6 +39,7 @@ import torch
 from torch import Tensor
 
 from pushforward.errors import ConfigError, DataError, lookup
+from pushforward.validate import check_int, check_n, check_positive
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -71,32 +71,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_N: Final = 10_000
-MAX_N: Final = 10_000_000  # points drawn from a sampled data set: 80 MB in 2-D
 _REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 
 
 def _one_line(exc: BaseException) -> str:
     """Return an exception's message squeezed onto one line."""
     return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _check_int(value: object, name: str, *, minimum: int, maximum: int | None = None) -> int:
-    """Return ``value`` if it is an int in [minimum, maximum], else raise :class:`ConfigError`."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if maximum is not None and value > maximum:
-        raise ConfigError(f"{name} = {value:,} is too large; at most {maximum:,}")
-    return int(value)
-
-
-def _check_positive(value: object, name: str, *, allow_zero: bool = False) -> float:
-    """Return ``value`` as a float if it is finite and > 0 (or ≥ 0), else raise
-    :class:`ConfigError`."""
-    low_ok = isinstance(value, numbers.Real) and (value >= 0 if allow_zero else value > 0)
-    if isinstance(value, bool) or not low_ok or not math.isfinite(value):  # type: ignore[arg-type]
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{name} must be a finite number {bound}, got {value!r}")
-    return float(value)  # type: ignore[arg-type]
 
 
 # --- Gaussian mixtures ---------------------------------------------------------------------------
@@ -245,7 +225,7 @@ class GaussianMixture:
         dtype: torch.dtype = torch.float32,
     ) -> tuple[Tensor, Tensor]:
         """Return exactly n points, (n, d) of ``dtype``, and their components, (n,) int64."""
-        n = _check_int(n, "n", minimum=0)
+        n = check_n(n, allow_zero=True)
         device = generator.device if generator is not None else torch.device("cpu")
         if n == 0:  # torch.multinomial refuses to draw nothing
             empty = torch.empty(0, self.dim, dtype=dtype, device=device)
@@ -285,18 +265,18 @@ class GaussianMixture:
 def ring8(radius: float = 1.0, std: float = 0.01, n_modes: int = 8) -> GaussianMixture:
     """Return the PacGAN ring: equal-weight modes radius·(cos 2πk/K, sin 2πk/K), covariance
     std² I."""
-    radius = _check_positive(radius, "radius")
-    n_modes = _check_int(n_modes, "n_modes", minimum=1)
+    radius = check_positive(radius, "radius")
+    n_modes = check_int(n_modes, "n_modes", minimum=1)
     angle = 2 * math.pi * torch.arange(n_modes, dtype=torch.float64) / n_modes  # (K,)
     means = radius * torch.stack([angle.cos(), angle.sin()], dim=1)  # (K, 2)
-    return GaussianMixture.isotropic(means, _check_positive(std, "std"))
+    return GaussianMixture.isotropic(means, check_positive(std, "std"))
 
 
 def grid25(spacing: float = 2.0, std: float = 0.05) -> GaussianMixture:
     """Return the PacGAN grid: 25 equal-weight modes at spacing·{−2, …, 2}², covariance std² I."""
-    steps = _check_positive(spacing, "spacing") * torch.arange(-2, 3, dtype=torch.float64)
+    steps = check_positive(spacing, "spacing") * torch.arange(-2, 3, dtype=torch.float64)
     means = torch.cartesian_prod(steps, steps)  # (25, 2)
-    return GaussianMixture.isotropic(means, _check_positive(std, "std"))
+    return GaussianMixture.isotropic(means, check_positive(std, "std"))
 
 
 def moons(
@@ -305,8 +285,8 @@ def moons(
     """Return two interleaving half-moons as in ``sklearn.datasets.make_moons``: points (n, 2)
     float32, shuffled, with Gaussian noise of std ``noise``, and labels (n,) int64 (0 upper moon,
     1 lower moon)."""
-    n = _check_int(n, "n", minimum=1)
-    noise = _check_positive(noise, "noise", allow_zero=True)
+    n = check_n(n)
+    noise = check_positive(noise, "noise", allow_zero=True)
     n_upper = n // 2
     t_up = torch.linspace(0, math.pi, n_upper, dtype=torch.float64)
     t_low = torch.linspace(0, math.pi, n - n_upper, dtype=torch.float64)
@@ -470,7 +450,7 @@ def _rows_view(ds: Dataset, start: int, stop: int) -> Dataset:
 
 def train_test_split(ds: Dataset, n_train: int) -> tuple[Dataset, Dataset]:
     """Return (the first ``n_train`` rows, the rest) of ``ds``, by position, as views."""
-    n_train = _check_int(n_train, "n_train", minimum=1)
+    n_train = check_int(n_train, "n_train", minimum=1)
     if n_train >= ds.n:
         raise ConfigError(f"n_train must be < the {ds.n} rows of {ds.name!r}, got {n_train}")
     return _rows_view(ds, 0, n_train), _rows_view(ds, n_train, ds.n)
@@ -970,7 +950,7 @@ def load_data(
     """
     spec = os.fspath(spec)
     if n is not None:
-        n = _check_int(n, "n", minimum=1, maximum=MAX_N)
+        n = check_n(n)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ConfigError(f"generator must be a torch.Generator or None, got {type(generator)}")
     gen = generator if generator is not None else torch.Generator().manual_seed(0)

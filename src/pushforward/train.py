@@ -81,8 +81,8 @@ class TrainConfig:
             "epochs": self.epochs >= 0,
             "batch_size": self.batch_size >= 0,
             "lr": self.lr > 0 and math.isfinite(self.lr),
-            "weight_decay": self.weight_decay >= 0,
-            "grad_clip": self.grad_clip >= 0,
+            "weight_decay": self.weight_decay >= 0 and math.isfinite(self.weight_decay),
+            "grad_clip": self.grad_clip >= 0 and math.isfinite(self.grad_clip),
             "checkpoint_every": self.checkpoint_every >= 1,
             "betas": all(0 <= b < 1 for b in self.betas),
         }
@@ -90,8 +90,8 @@ class TrainConfig:
             "epochs": "an integer ≥ 0",
             "batch_size": "an integer ≥ 1, or 0 for full batch",
             "lr": "a finite number > 0",
-            "weight_decay": "≥ 0",
-            "grad_clip": "≥ 0 (0 turns clipping off)",
+            "weight_decay": "a finite number ≥ 0",
+            "grad_clip": "a finite number ≥ 0 (0 turns clipping off)",
             "checkpoint_every": "an integer ≥ 1",
             "betas": "two numbers in [0, 1)",
         }

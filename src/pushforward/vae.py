@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pushforward.errors import ConfigError, check_rows, lookup
+from pushforward.errors import ConfigError, lookup
 from pushforward.losses import (
     gaussian_kl_terms,
     negative_log_likelihood,
@@ -47,6 +47,7 @@ from pushforward.losses import (
 from pushforward.measures import Pushforward, StandardNormal
 from pushforward.nets import NetConfig, as_net_config, build_decoder, build_encoder, check_sizes
 from pushforward.train import Trainable
+from pushforward.validate import check_rows
 
 __all__ = ["KL_SCHEDULES", "LIKELIHOODS", "VAE", "LogLikelihood"]
 
