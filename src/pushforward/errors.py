@@ -19,6 +19,7 @@ __all__ = [
     "PushforwardError",
     "TrainingError",
     "lookup",
+    "one_line",
 ]
 
 T = TypeVar("T")
@@ -59,3 +60,8 @@ def lookup(registry: Mapping[str, T], name: str, *, what: str) -> T:
     except KeyError:
         known = ", ".join(sorted(registry))
         raise ConfigError(f"unknown {what} {name!r}; known: {known}") from None
+
+
+def one_line(exc: BaseException) -> str:
+    """Return an exception's message squeezed onto one line (its type name when it has none)."""
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -359,7 +359,7 @@ def mean_log_density(samples: Tensor, log_prob: Callable[[Tensor], Tensor]) -> f
     """Return (1/n) Σ_i log p(x_i), the mean log-density of samples (n, d) under a known density.
 
     ``log_prob`` maps points (n, d) to log-densities (n,), e.g.
-    :meth:`pushforward.datasets.GaussianMixture.log_prob`; it is called once, without gradients,
+    :meth:`pushforward.mixtures.GaussianMixture.log_prob`; it is called once, without gradients,
     on the samples in float64. For samples drawn from p itself this estimates −H(p), the negative
     entropy. A sample outside the support (log p = −inf) makes the mean −inf.
     """
