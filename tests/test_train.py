@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from pushforward.autoencoder import Autoencoder
-from pushforward.checkpoint import load_tensors
+from pushforward.checkpoint import flatten_state, load_checkpoint, load_tensors, unflatten_state
 from pushforward.errors import CheckpointError, ConfigError, Interrupted, TrainingError
 from pushforward.train import (
     CHECKPOINT,
@@ -18,11 +18,8 @@ from pushforward.train import (
     Trainable,
     TrainConfig,
     fit,
-    flatten_state,
-    load_checkpoint,
     read_metrics,
     seeded,
-    unflatten_state,
 )
 
 

@@ -28,7 +28,14 @@ from torch import Tensor, nn
 
 from pushforward import __version__, datasets, distributed, plots
 from pushforward.autoencoder import Autoencoder
-from pushforward.checkpoint import load_json, load_tensors, save_figure, save_json, save_tensors
+from pushforward.checkpoint import (
+    load_json,
+    load_state_checked,
+    load_tensors,
+    save_figure,
+    save_json,
+    save_tensors,
+)
 from pushforward.errors import CheckpointError, ConfigError, lookup
 from pushforward.gan import GAN, RECOMMENDED
 from pushforward.nets import MAX_LATENT
@@ -40,7 +47,6 @@ from pushforward.train import (
     Progress,
     TrainConfig,
     fit,
-    load_state_checked,
     read_metrics,
     seeded,
 )
