@@ -18,11 +18,12 @@ from hypothesis import strategies as st
 
 from pushforward import checkpoint as ckpt
 from pushforward.autoencoder import Autoencoder
+from pushforward.checkpoint import load_checkpoint
 from pushforward.cli import main
 from pushforward.errors import CheckpointError
 from pushforward.registry import MODELS
 from pushforward.runs import load_model
-from pushforward.train import CHECKPOINT, TrainConfig, fit, load_checkpoint, read_metrics, seeded
+from pushforward.train import CHECKPOINT, TrainConfig, fit, read_metrics, seeded
 
 FIT = ["fit", "ae", "--data", "digits", "--hidden", "32", "--batch-size", "32", "--epochs", "12"]
 

@@ -206,7 +206,7 @@ def test_uniform_box_and_standard_normal_log_prob():
     [
         (lambda: Uniform(1.0, 0.0), "low < high"),
         (lambda: StandardNormal(0), "dim must be an integer ≥ 1"),
-        (lambda: StandardNormal(2).sample(-1), "non-negative integer"),
+        (lambda: StandardNormal(2).sample(-1), "n must be an integer >= 0, got -1"),
         (lambda: Map1D(torch.exp, []), "at least one inverse branch"),
         (lambda: Pushforward(torch.exp, "gaussian"), "base must be"),
         (lambda: example("cube"), "unknown example 'cube'; known: gaussian-icdf, identity"),

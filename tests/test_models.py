@@ -248,7 +248,8 @@ def test_weights_that_do_not_fit_the_config_are_refused_from_the_header_alone(
     folder = fit_quick(capsys, "ae", tmp_path / "run", "--hidden", "8")
     _edit_config(folder, hidden=[9])
     monkeypatch.setattr(runs_module, "load_tensors", pytest.fail)
-    with pytest.raises(CheckpointError, match=r"tensor 'encoder.0.weight' has shape \(8, 64\)"):
+    shapes = r"'encoder.0.weight' has shape \(8, 64\), the model's \(9, 64\)"
+    with pytest.raises(CheckpointError, match=shapes):
         load_model(folder)
     code, _, err = cli(capsys, "sample", folder, "-n", 4, "--out", tmp_path / "s.npy")
     assert code == 2 and err.startswith("pushforward: error: ") and len(err.splitlines()) == 1

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from pushforward.autoencoder import Autoencoder
-from pushforward.checkpoint import load_tensors
+from pushforward.checkpoint import flatten_state, load_checkpoint, load_tensors, unflatten_state
 from pushforward.errors import CheckpointError, ConfigError, Interrupted, TrainingError
 from pushforward.train import (
     CHECKPOINT,
@@ -18,11 +18,8 @@ from pushforward.train import (
     Trainable,
     TrainConfig,
     fit,
-    flatten_state,
-    load_checkpoint,
     read_metrics,
     seeded,
-    unflatten_state,
 )
 
 
@@ -166,6 +163,11 @@ def test_optimizer_state_round_trips_through_tensors_and_json():
         ({"epochs": -1}, "epochs = -1 is not allowed; use an integer ≥ 0"),
         ({"batch_size": -5}, "batch_size = -5 is not allowed"),
         ({"lr": 0.0}, "lr = 0.0 is not allowed; use a finite number > 0"),
+        ({"lr": float("nan")}, "lr = nan is not allowed; use a finite number > 0"),
+        ({"weight_decay": float("inf")}, "weight_decay = inf is not allowed; use a finite number"),
+        ({"grad_clip": float("nan")}, "grad_clip = nan is not allowed; use a finite number ≥ 0"),
+        ({"grad_clip": float("inf")}, "grad_clip = inf is not allowed; use a finite number ≥ 0"),
+        ({"betas": (0.9, float("nan"))}, r"betas = \(0.9, nan\) is not allowed; use two numbers"),
         ({"optimizer": "lbfgs"}, "unknown optimizer 'lbfgs'; known: adam, adamw, sgd"),
         ({"device": "tpu"}, "unknown device 'tpu'; known: auto, cpu, cuda"),
         ({"epochz": 3}, "unknown training setting 'epochz'"),

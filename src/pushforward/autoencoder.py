@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from pushforward.contract import ModelSpec, setting
-from pushforward.errors import ConfigError, check_rows, lookup
+from pushforward.errors import ConfigError, lookup
 from pushforward.losses import RECONSTRUCTIONS, output_mean, reconstruction
 from pushforward.nets import (
     MAX_LATENT,
@@ -28,6 +28,7 @@ from pushforward.nets import (
     check_sizes,
 )
 from pushforward.train import Trainable, TrainConfig, fit, seeded
+from pushforward.validate import check_rows
 
 __all__ = ["Autoencoder", "AutoencoderConfig", "MemorisationResult", "memorisation_experiment"]
 

@@ -3,34 +3,53 @@
 Every write goes to a temporary file in the target's folder, is flushed to disk, and is renamed
 over the target (``os.replace`` is atomic on POSIX and Windows), so a reader sees the old file or
 the new one, never a mixture. Weights are safetensors, metadata JSON: loading never unpickles.
+
+A training checkpoint (:func:`save_checkpoint`, :func:`load_checkpoint`) is one safetensors file:
+model weights, optimiser state (its tensors beside a JSON skeleton, :func:`flatten_state`) and
+the generator's RNG state, so a resumed run ends bit-exactly where an uninterrupted one would.
+
+Loading validates before it allocates: :func:`read_safetensors_header` reads only a file's JSON
+header, and :func:`check_tensor_header` compares its names, shapes and total size with what a
+model expects (shapes from a model built on the meta device) before any tensor is read.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
+from torch import Tensor, nn
 
-from pushforward.errors import CheckpointError
+from pushforward.errors import CheckpointError, one_line
+from pushforward.validate import check_int
 
 __all__ = [
+    "CHECKPOINT_FORMAT",
+    "MAX_HEADER_BYTES",
     "atomic_path",
     "atomic_write_bytes",
+    "check_tensor_header",
+    "flatten_state",
+    "load_checkpoint",
     "load_json",
+    "load_state_checked",
     "load_tensors",
     "read_safetensors_header",
+    "save_checkpoint",
     "save_figure",
     "save_json",
     "save_tensors",
+    "unflatten_state",
 ]
 
 
@@ -124,52 +143,6 @@ def load_tensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"'{p}' is not a valid safetensors file: {e}") from None
 
 
-MAX_HEADER_BYTES = 100 * 2**20
-
-
-def read_safetensors_header(path: str | os.PathLike[str]) -> dict[str, tuple[str, tuple[int, ...]]]:
-    """Return each tensor's (dtype, shape) by name, read from a safetensors file's header alone.
-
-    No tensor data is read. A missing file, an absurd or truncated header, malformed JSON or
-    entries whose byte ranges do not fit the file raise CheckpointError naming the file.
-    """
-    p = Path(path)
-    try:
-        with open(p, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            head = f.read(8)
-            if len(head) < 8:
-                raise CheckpointError(f"'{p}' is not a valid safetensors file: it is too short")
-            n = int.from_bytes(head, "little")
-            if n > MAX_HEADER_BYTES or 8 + n > size:
-                raise CheckpointError(
-                    f"'{p}' is not a valid safetensors file: its header claims {n:,} bytes "
-                    f"in a file of {size:,}"
-                )
-            raw = f.read(n)
-    except FileNotFoundError:
-        raise CheckpointError(f"weights file '{p}' not found") from None
-    except OSError as e:
-        raise CheckpointError(f"cannot read '{p}': {e.strerror or e}") from None
-    try:
-        header = json.loads(raw)
-        if not isinstance(header, dict):
-            raise ValueError("the header is not a table")
-        out = {}
-        data_size = size - 8 - n
-        for name, entry in header.items():
-            if name == "__metadata__":
-                continue
-            dtype, shape, (start, stop) = entry["dtype"], entry["shape"], entry["data_offsets"]
-            shape = tuple(int(s) for s in shape)
-            if any(s < 0 for s in shape) or not 0 <= start <= stop <= data_size:
-                raise ValueError(f"tensor {name!r} lies outside the file")
-            out[str(name)] = (str(dtype), shape)
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"'{p}' is not a valid safetensors file: {e}") from None
-    return out
-
-
 def save_figure(fig: Any, path: str | os.PathLike[str], *, dpi: int = 110) -> Path:
     """Save a matplotlib figure to ``path`` atomically (format from the suffix); return the path."""
     target = Path(path)
@@ -177,3 +150,315 @@ def save_figure(fig: Any, path: str | os.PathLike[str], *, dpi: int = 110) -> Pa
     with atomic_path(target) as tmp:
         fig.savefig(tmp, format=fmt, dpi=dpi)
     return target
+
+
+# --- training checkpoints: state dicts as tensors + JSON (no pickle) -----------------------------
+
+CHECKPOINT_FORMAT = 1
+
+
+def flatten_state(obj: Any, prefix: str, tensors: dict[str, Tensor]) -> Any:
+    """Return a JSON skeleton of a nested state, moving every tensor into ``tensors``."""
+    if isinstance(obj, Tensor):
+        key = f"{prefix}"
+        tensors[key] = obj.detach().cpu().clone()
+        return {"__tensor__": key}
+    if isinstance(obj, Mapping):
+        return {"__dict__": [[flatten_state(k, f"{prefix}.k{i}", tensors),
+                              flatten_state(v, f"{prefix}.{i}", tensors)]
+                             for i, (k, v) in enumerate(obj.items())]}  # fmt: skip
+    if isinstance(obj, tuple):
+        return {
+            "__tuple__": [flatten_state(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]
+        }
+    if isinstance(obj, list):
+        return [flatten_state(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    raise CheckpointError(f"cannot store a {type(obj).__name__} in a checkpoint ({prefix})")
+
+
+def unflatten_state(skeleton: Any, tensors: Mapping[str, Tensor]) -> Any:
+    """Invert :func:`flatten_state`."""
+    if isinstance(skeleton, dict):
+        if "__tensor__" in skeleton:
+            key = skeleton["__tensor__"]
+            if key not in tensors:
+                raise CheckpointError(f"checkpoint is missing the tensor {key!r}")
+            return tensors[key]
+        if "__tuple__" in skeleton:
+            return tuple(unflatten_state(v, tensors) for v in skeleton["__tuple__"])
+        if "__dict__" in skeleton:
+            return {
+                unflatten_state(k, tensors): unflatten_state(v, tensors)
+                for k, v in skeleton["__dict__"]
+            }
+        raise CheckpointError(f"unexpected entry in checkpoint: {sorted(skeleton)}")
+    if isinstance(skeleton, list):
+        return [unflatten_state(v, tensors) for v in skeleton]
+    return skeleton
+
+
+def load_state_checked(module: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
+    """Load weights into ``module``, refusing missing, extra or mis-shaped tensors by name."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    if missing or extra:
+        raise CheckpointError(
+            f"{source} does not fit the model: missing {missing[:5]}, unexpected {extra[:5]}"
+        )
+    for k, v in own.items():
+        if tuple(v.shape) != tuple(state[k].shape):
+            raise CheckpointError(
+                f"{source}: tensor {k!r} has shape {tuple(state[k].shape)} but the model's "
+                f"{k!r} has shape {tuple(v.shape)}"
+            )
+    module.load_state_dict(dict(state))
+
+
+def save_checkpoint(
+    path: Path,
+    model: nn.Module,
+    optimizers: Mapping[str, torch.optim.Optimizer],
+    generator: torch.Generator,
+    meta: dict[str, Any],
+    *,
+    extra: Mapping[str, Tensor] | None = None,
+) -> None:
+    """Write weights, optimiser and RNG state, ``meta`` and ``extra`` tensors as one safetensors
+    file, atomically."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors.update(extra or {})
+    optim = {
+        name: flatten_state(opt.state_dict(), f"optim.{name}", tensors)
+        for name, opt in optimizers.items()
+    }
+    tensors["rng.generator"] = generator.get_state()
+    info = {"format": CHECKPOINT_FORMAT, "optimizers": optim, **meta}
+    save_tensors(path, tensors, metadata={"pushforward": json.dumps(info)})
+
+
+def load_checkpoint(
+    path: Path,
+    model: nn.Module,
+    optimizers: Mapping[str, torch.optim.Optimizer],
+    generator: torch.Generator,
+) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """Restore a checkpoint written by :func:`save_checkpoint`; return its ``meta`` and the
+    ``extra`` tensors (those outside model, optimiser and generator state)."""
+    tensors = load_tensors(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            info = json.loads((f.metadata() or {}).get("pushforward", "null"))
+    except Exception as e:  # the file was readable a moment ago; report anything odd as corrupt
+        raise CheckpointError(f"'{path}' has unreadable metadata: {e}") from None
+    if not isinstance(info, dict) or info.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"'{path}' is not a pushforward checkpoint of format {CHECKPOINT_FORMAT}"
+        )
+    load_state_checked(
+        model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, str(path)
+    )
+    saved = info["optimizers"]
+    if set(saved) != set(optimizers):
+        raise CheckpointError(
+            f"'{path}' holds optimisers {sorted(saved)}, the model has {sorted(optimizers)}"
+        )
+    for name, opt in optimizers.items():
+        opt.load_state_dict(unflatten_state(saved[name], tensors))
+    generator.set_state(tensors["rng.generator"])
+    own = ("model.", "optim.", "rng.generator")
+    return info, {k: v for k, v in tensors.items() if not k.startswith(own)}
+
+
+# --- reading a safetensors header without its data -----------------------------------------------
+
+MAX_HEADER_BYTES: Final = 100_000_000
+"""Longest JSON header :func:`read_safetensors_header` reads (safetensors' own limit)."""
+
+_DTYPE_BYTES: Final[Mapping[str, int]] = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+}
+
+
+def _listed(items: list[str], limit: int = 5) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _header_entry(
+    p: Path, name: str, entry: object, data_size: int
+) -> tuple[str, tuple[int, ...], tuple[int, int]]:
+    """Return one header entry's dtype, shape and data span [begin, end) after checking them."""
+    bad = f"'{p}' is not a valid safetensors file: tensor {name!r}"
+    if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= set(entry):
+        raise CheckpointError(f"{bad} must have a dtype, a shape and data_offsets")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if dtype not in _DTYPE_BYTES:
+        raise CheckpointError(
+            f"{bad} has unknown dtype {dtype!r}; known: {', '.join(_DTYPE_BYTES)}"
+        )
+    if not isinstance(shape, list) or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape
+    ):
+        raise CheckpointError(f"{bad} has shape {shape!r}; expected a list of integers >= 0")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+        or not 0 <= offsets[0] <= offsets[1]
+    ):
+        raise CheckpointError(
+            f"{bad} has data_offsets {offsets!r}; expected [begin, end] with 0 <= begin <= end"
+        )
+    begin, end = offsets
+    need = math.prod(shape) * _DTYPE_BYTES[dtype]
+    if end - begin != need:
+        raise CheckpointError(
+            f"{bad} of dtype {dtype} and shape {tuple(shape)} needs {need:,} bytes, but its "
+            f"data_offsets [{begin}, {end}] hold {end - begin:,}"
+        )
+    if end > data_size:
+        raise CheckpointError(
+            f"{bad} ends at byte {end:,} of the data, beyond the {data_size:,} bytes the file "
+            "holds after its header (truncated?)"
+        )
+    return dtype, tuple(shape), (begin, end)
+
+
+def read_safetensors_header(path: str | os.PathLike[str]) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Return {name: (dtype, shape)} for every tensor of a safetensors file, reading only its
+    header, never the tensor data.
+
+    The file is an 8-byte little-endian header length N, N bytes of JSON, then the data. The
+    length must be at most :data:`MAX_HEADER_BYTES` and fit in the file; each entry needs a known
+    dtype (``"F32"``, ``"U8"``, ...), a shape of integers ≥ 0 and data offsets [begin, end) that
+    hold exactly prod(shape) × itemsize bytes; together the spans must tile the data region (no
+    gap, overlap or byte beyond the file). Anything else raises one :class:`CheckpointError`
+    naming the file.
+    """
+    p = Path(path)
+    invalid = f"'{p}' is not a valid safetensors file"
+    try:
+        with open(p, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            length = f.read(8)
+            if len(length) < 8:
+                raise CheckpointError(
+                    f"{invalid}: it is {size} bytes long, too short for the 8-byte header length"
+                )
+            n = int.from_bytes(length, "little")
+            if n > MAX_HEADER_BYTES:
+                raise CheckpointError(
+                    f"{invalid}: it declares a header of {n:,} bytes, more than the "
+                    f"{MAX_HEADER_BYTES:,} allowed"
+                )
+            if 8 + n > size:
+                raise CheckpointError(
+                    f"{invalid}: it declares a header of {n:,} bytes, but only {size - 8:,} "
+                    "follow the header length (truncated?)"
+                )
+            raw = f.read(n)
+    except FileNotFoundError:
+        raise CheckpointError(f"weights file '{p}' not found") from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read '{p}': {e.strerror or e}") from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{invalid}: its header is not JSON ({one_line(e)})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(
+            f"{invalid}: its header is a JSON {type(header).__name__}, not an object"
+        )
+    metadata = header.pop("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CheckpointError(f"{invalid}: its __metadata__ must map names to strings")
+    data_size = size - 8 - n
+    out: dict[str, tuple[str, tuple[int, ...]]] = {}
+    spans = []
+    for name, entry in header.items():
+        dtype, shape, span = _header_entry(p, name, entry, data_size)
+        out[name] = (dtype, shape)
+        spans.append((span, name))
+    covered = 0
+    for (begin, end), name in sorted(spans):
+        if begin != covered:
+            problem = (
+                "overlaps the tensor before it" if begin < covered else "leaves a gap before it"
+            )
+            raise CheckpointError(
+                f"{invalid}: tensor {name!r} starts at byte {begin:,} of the data and {problem} "
+                f"(which ends at byte {covered:,})"
+            )
+        covered = end
+    if covered != data_size:
+        raise CheckpointError(
+            f"{invalid}: {data_size - covered:,} bytes follow the last tensor's data"
+        )
+    return out
+
+
+def check_tensor_header(
+    path: str | os.PathLike[str],
+    expected: Mapping[str, tuple[int, ...]],
+    *,
+    max_bytes: int,
+    prefix: str = "",
+) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Return the header of a safetensors file (:func:`read_safetensors_header`) after checking it
+    holds exactly the tensors ``expected`` names, each of its expected shape, and no more than
+    ``max_bytes`` bytes of tensor data in all; no tensor data is read.
+
+    ``expected`` maps names to shapes, e.g. ``{k: tuple(v.shape) for k, v in
+    model.state_dict().items()}`` of a model built on ``torch.device("meta")``, which allocates
+    nothing, so a file can be refused before memory is spent on it. Missing, unexpected and
+    mis-shaped tensors are named together in one :class:`CheckpointError`. With ``prefix``, only
+    the tensors whose names start with it are compared, without it (a training checkpoint's
+    ``model.`` tensors, say).
+    """
+    max_bytes = check_int(max_bytes, "max_bytes", minimum=0)
+    header = {
+        k[len(prefix) :]: v
+        for k, v in read_safetensors_header(path).items()
+        if k.startswith(prefix)
+    }
+    missing = sorted(set(expected) - set(header))
+    unexpected = sorted(set(header) - set(expected))
+    misshaped = [
+        f"{k!r} has shape {header[k][1]}, the model's {tuple(expected[k])}"
+        for k in sorted(set(header) & set(expected))
+        if header[k][1] != tuple(expected[k])
+    ]
+    problems = [
+        f"{what} {_listed(items)}"
+        for what, items in (
+            ("missing", [repr(k) for k in missing]),
+            ("unexpected", [repr(k) for k in unexpected]),
+            ("mis-shaped:", misshaped),
+        )
+        if items
+    ]
+    if problems:
+        raise CheckpointError(f"'{Path(path)}' does not fit the model: {'; '.join(problems)}")
+    total = sum(math.prod(shape) * _DTYPE_BYTES[dtype] for dtype, shape in header.values())
+    if total > max_bytes:
+        raise CheckpointError(
+            f"'{Path(path)}' holds {total:,} bytes of tensors, more than the {max_bytes:,} allowed"
+        )
+    return header

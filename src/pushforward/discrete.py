@@ -15,6 +15,7 @@ from numbers import Rational
 import torch
 
 from pushforward.errors import ConfigError
+from pushforward.validate import check_n
 
 __all__ = ["DiscreteMeasure", "die", "product", "two_dice_sum"]
 
@@ -76,8 +77,7 @@ class DiscreteMeasure:
 
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> list[Hashable]:
         """Return n draws (a list of values), chosen with ``generator``."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ConfigError(f"n must be a non-negative integer, got {n!r}")
+        n = check_n(n, allow_zero=True)
         probs = torch.tensor([float(p) for p in self.pmf.values()], dtype=torch.float64)
         idx = torch.multinomial(probs, n, replacement=True, generator=generator) if n else []
         support = self.support

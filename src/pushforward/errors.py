@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TypeVar
 
-import torch
-
 __all__ = [
     "CheckpointError",
     "ConfigError",
@@ -20,8 +18,8 @@ __all__ = [
     "NoDensityError",
     "PushforwardError",
     "TrainingError",
-    "check_rows",
     "lookup",
+    "one_line",
 ]
 
 T = TypeVar("T")
@@ -64,26 +62,6 @@ def lookup(registry: Mapping[str, T], name: str, *, what: str) -> T:
         raise ConfigError(f"unknown {what} {name!r}; known: {known}") from None
 
 
-def check_rows(x: object, name: str, *, dim: int | None = None, why: str = "") -> torch.Tensor:
-    """Return ``x`` unchanged if it is a finite floating (n, d) tensor (d = ``dim`` when given).
-
-    Otherwise raise :class:`DataError` naming ``name``, the shape wanted and the one given, or the
-    first NaN/inf; ``why`` explains where ``dim`` comes from.
-    """
-    want = f"(n, {dim})" if dim is not None else "(n, d)"
-    if not isinstance(x, torch.Tensor):
-        raise DataError(f"{name} must be a torch.Tensor of shape {want}, got {type(x).__name__}")
-    if x.dim() != 2 or (dim is not None and x.shape[1] != dim):
-        raise DataError(f"{name} must have shape {want}{why}, got {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise DataError(
-            f"{name} must be a floating-point tensor (float32 or float64), got {x.dtype}"
-        )
-    bad = ~torch.isfinite(x)
-    if bool(bad.any()):
-        row, col = (int(i) for i in bad.nonzero()[0])
-        raise DataError(
-            f"{name} of shape {tuple(x.shape)} holds {int(bad.sum())} NaN or infinite values; "
-            f"first at row {row}, column {col}"
-        )
-    return x
+def one_line(exc: BaseException) -> str:
+    """Return an exception's message squeezed onto one line (its type name when it has none)."""
+    return " ".join(str(exc).split()) or type(exc).__name__

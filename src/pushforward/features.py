@@ -22,10 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pushforward.checkpoint import load_tensors, save_tensors
-from pushforward.errors import CheckpointError, ConfigError, check_rows
+from pushforward.checkpoint import load_state_checked, load_tensors, save_tensors
+from pushforward.errors import CheckpointError, ConfigError
 from pushforward.nets import MLP
-from pushforward.train import Trainable, TrainConfig, fit, load_state_checked, seeded
+from pushforward.train import Trainable, TrainConfig, fit, seeded
+from pushforward.validate import check_rows
 
 __all__ = ["DigitClassifier", "FeatureNet", "digit_features", "feature_cache_dir"]
 

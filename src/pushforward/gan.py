@@ -73,7 +73,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pushforward.contract import ModelSpec, setting
-from pushforward.datasets import _check_int, _check_positive
 from pushforward.errors import ConfigError, lookup
 from pushforward.measures import BaseMeasure, Pushforward, Restricted, StandardNormal, Uniform
 from pushforward.nets import (
@@ -84,8 +83,10 @@ from pushforward.nets import (
     NetSettings,
     build_decoder,
     build_encoder,
+    check_sizes,
 )
 from pushforward.train import OPTIMIZERS, Trainable, TrainConfig, check_finite
+from pushforward.validate import check_int, check_positive, check_share
 
 __all__ = [
     "GAN",
@@ -257,14 +258,6 @@ def _grad_norm(module: nn.Module, clip: float) -> Tensor:
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
 
 
-def _check_share(value: object, name: str) -> float:
-    """Return ``value`` as a float in [0, 1) (0 is off), or raise ConfigError naming ``name``."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1
-    if not ok:
-        raise ConfigError(f"{name} = {value!r} is not allowed; use a number in [0, 1) (0 is off)")
-    return float(value)  # type: ignore[arg-type]
-
-
 class _InData(nn.Module):
     """u ↦ m + s·u after a generator network: its output in the data's units."""
 
@@ -335,25 +328,21 @@ class GAN(Trainable):
         jacobian_truncation: float | None = None,
     ):
         super().__init__()
-        if dim < 1 or not 1 <= latent <= MAX_LATENT:
-            raise ConfigError(
-                f"dim and latent must be ≥ 1 (latent at most {MAX_LATENT:,}), "
-                f"got dim={dim}, latent={latent}"
-            )
+        check_sizes(dim, latent)
         self.objective = lookup(GAN_LOSSES, loss, what="GAN loss")
         base = lookup(NOISES, noise, what="noise")
         self.image_shape = tuple(image_shape) if image_shape is not None else None
         output = output or ("sigmoid" if self.image_shape is not None else "linear")
         out_act = ACTIVATIONS[lookup(OUTPUTS, output, what="generator output")]
-        critic_steps = _check_int(critic_steps, "critic_steps", minimum=1, maximum=MAX_STEPS)
-        pack = _check_int(pack, "pack", minimum=1, maximum=MAX_PACK)
+        critic_steps = check_int(critic_steps, "critic_steps", minimum=1, maximum=MAX_STEPS)
+        pack = check_int(pack, "pack", minimum=1, maximum=MAX_PACK)
         self.penalty_fn = lookup(PENALTIES, penalty, what="gradient penalty")
         if gp_weight is None:
             gp_weight = self.objective.default_gp_weight
-        gp_weight = _check_positive(gp_weight, "gp_weight", allow_zero=True)
-        ema = _check_share(ema, "ema")
+        gp_weight = check_positive(gp_weight, "gp_weight", allow_zero=True)
+        ema = check_share(ema, "ema")
         if critic_lr is not None:
-            critic_lr = _check_positive(critic_lr, "critic_lr")
+            critic_lr = check_positive(critic_lr, "critic_lr")
         if jacobian_truncation is None:
             jacobian_truncation = TRUNCATION if self.image_shape is None else 0.0
         self.jacobian_truncation = jacobian_truncation  # checked by the property's setter
@@ -434,7 +423,7 @@ class GAN(Trainable):
 
     @jacobian_truncation.setter
     def jacobian_truncation(self, q: float) -> None:
-        self._jacobian_truncation = _check_share(q, "jacobian_truncation")
+        self._jacobian_truncation = check_share(q, "jacobian_truncation")
 
     @property
     def latent_measure(self) -> BaseMeasure:
@@ -507,7 +496,7 @@ class GAN(Trainable):
         ``jacobian_truncation``), estimated from :data:`TRUNCATION_DRAWS` latent draws with a
         fixed seed, so the same weights always give the same τ; it is kept while the sampling
         network's weights stay bit for bit the same (a digest of them is compared)."""
-        q = self.jacobian_truncation if q is None else _check_share(q, "jacobian_truncation")
+        q = self.jacobian_truncation if q is None else check_share(q, "jacobian_truncation")
         digest = hashlib.blake2b(digest_size=16)  # fused optimisers do not bump _version
         for p in self._sampling_net.parameters():
             digest.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
@@ -531,7 +520,7 @@ class GAN(Trainable):
         (``jacobian_truncation`` q > 0; default the model's own)."""
         q = self.jacobian_truncation
         if jacobian_truncation is not None:
-            q = _check_share(jacobian_truncation, "jacobian_truncation")
+            q = check_share(jacobian_truncation, "jacobian_truncation")
         if q == 0:
             return Pushforward(self.g, self.base)
 

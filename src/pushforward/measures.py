@@ -25,6 +25,7 @@ from torch import Tensor
 from torch.distributions import Distribution, Normal, transforms
 
 from pushforward.errors import ConfigError, NoDensityError, lookup
+from pushforward.validate import check_n
 
 __all__ = [
     "EXAMPLES",
@@ -43,12 +44,6 @@ __all__ = [
 ]
 
 Fn = Callable[[Tensor], Tensor]
-
-
-def _check_n(n: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ConfigError(f"n must be a non-negative integer, got {n!r}")
-    return n
 
 
 class BaseMeasure:
@@ -85,7 +80,7 @@ class Uniform(BaseMeasure):
         self.event_shape = torch.Size([self.low.numel()])
 
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
-        u = torch.rand(_check_n(n), *self.event_shape, generator=generator)
+        u = torch.rand(check_n(n, allow_zero=True), *self.event_shape, generator=generator)
         return self.low + (self.high - self.low) * u
 
     def log_prob(self, x: Tensor) -> Tensor:
@@ -111,7 +106,7 @@ class StandardNormal(BaseMeasure):
         self.event_shape = torch.Size([dim])
 
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
-        return torch.randn(_check_n(n), self.dim, generator=generator)
+        return torch.randn(check_n(n, allow_zero=True), self.dim, generator=generator)
 
     def log_prob(self, x: Tensor) -> Tensor:
         return -0.5 * (x.pow(2).sum(dim=-1) + self.dim * math.log(2 * math.pi))
@@ -140,7 +135,7 @@ class DistributionMeasure(BaseMeasure):
         self.event_shape = distribution.event_shape
 
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
-        _check_n(n)
+        n = check_n(n, allow_zero=True)
         if generator is None:
             return self.distribution.sample((n,))
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
@@ -202,7 +197,7 @@ class Restricted(BaseMeasure):
 
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
         """Return exactly n draws of μ_A, shape (n, *event_shape)."""
-        n = _check_n(n)
+        n = check_n(n, allow_zero=True)
         kept: list[Tensor] = []
         have = drawn = 0
         while have < n:

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pushforward.datasets import _check_int, _check_positive
-from pushforward.errors import ConfigError, DataError, check_rows
+from pushforward.errors import ConfigError, DataError
+from pushforward.validate import as_float64_rows, check_int, check_positive
 
 __all__ = [
     "ModeMetrics",
@@ -78,27 +78,13 @@ def ks_critical_value(n: int, alpha: float = 0.001) -> float:
 # --- validation and pairwise sums ----------------------------------------------------------------
 
 
-def _rows(
-    x: object, name: str, *, dim: int | None = None, why: str = "", min_rows: int = 1
-) -> Tensor:
-    """Return ``x`` as a float64 (n, d) tensor with n ≥ ``min_rows`` and d ≥ 1, else raise
-    :class:`DataError` naming ``name`` and its shape."""
-    x = check_rows(x, name, dim=dim, why=why)
-    if x.shape[0] < min_rows or x.shape[1] == 0:
-        need = "one row" if min_rows == 1 else f"{min_rows} rows"
-        raise DataError(
-            f"{name} must have shape (n, d) with at least {need} and d ≥ 1, got {tuple(x.shape)}"
-        )
-    return x.detach().to(torch.float64)
-
-
 def _pair(x: object, y: object, *, min_rows: int = 1) -> tuple[Tensor, Tensor]:
     """Return x (n, d) and y (m, d) in float64, both centred on their pooled mean.
 
     Centring changes no distance but shrinks the cancellation in ‖a‖² + ‖b‖² − 2a·b.
     """
-    xd = _rows(x, "x", min_rows=min_rows)
-    yd = _rows(y, "y", dim=xd.shape[1], why=" to match x", min_rows=min_rows)
+    xd = as_float64_rows(x, "x", min_rows=min_rows)
+    yd = as_float64_rows(y, "y", dim=xd.shape[1], why=" to match x", min_rows=min_rows)
     centre = torch.cat([xd, yd]).mean(0)  # (d,)
     return xd - centre, yd - centre
 
@@ -183,10 +169,10 @@ def mode_metrics(
     t = threshold, E[R | R ≤ t²] = d · F_{d+2}(t²) / F_d(t²) with F_ν the χ²_ν distribution function
     (E[R 1{R ≤ c}] = d · F_{d+2}(c)); width = √(mean R over the high-quality samples / that).
     """
-    x = _rows(samples, "samples")
-    mu = _rows(means, "means", dim=x.shape[1], why=" to match samples")
-    std = _check_positive(std, "std")
-    threshold = _check_positive(threshold, "threshold")
+    x = as_float64_rows(samples, "samples", min_rows=1)
+    mu = as_float64_rows(means, "means", dim=x.shape[1], why=" to match samples", min_rows=1)
+    std = check_positive(std, "std")
+    threshold = check_positive(threshold, "threshold")
     k = mu.shape[0]
     dist = torch.cdist(x, mu, compute_mode=_EXACT)  # (n, K)
     nearest_dist, nearest = dist.min(1)  # (n,), (n,)
@@ -239,7 +225,7 @@ def _bandwidths(bandwidths: Sequence[float] | None) -> list[float] | None:
         )
     if len(bandwidths) == 0:
         raise ConfigError("bandwidths must hold at least one number > 0, got an empty sequence")
-    return [_check_positive(s, f"bandwidths[{i}]") for i, s in enumerate(bandwidths)]
+    return [check_positive(s, f"bandwidths[{i}]") for i, s in enumerate(bandwidths)]
 
 
 def mmd2_unbiased(x: Tensor, y: Tensor, *, bandwidths: Sequence[float] | None = None) -> float:
@@ -328,9 +314,9 @@ def wasserstein_distance(x: Tensor, y: Tensor, *, p: int = 1) -> float:
     The two exact solvers cost O(n³) time and an (n, m) matrix, so they refuse n or m above
     5,000 with a :class:`ConfigError`; subsample first (the 1-D route has no limit).
     """
-    p = _check_int(p, "p", minimum=1)
-    a = _rows(x, "x")
-    b = _rows(y, "y", dim=a.shape[1], why=" to match x")
+    p = check_int(p, "p", minimum=1)
+    a = as_float64_rows(x, "x", min_rows=1)
+    b = as_float64_rows(y, "y", dim=a.shape[1], why=" to match x", min_rows=1)
     n, m = a.shape[0], b.shape[0]
     if a.shape[1] == 1:
         return _wasserstein_1d(a[:, 0], b[:, 0], p)
@@ -373,11 +359,11 @@ def mean_log_density(samples: Tensor, log_prob: Callable[[Tensor], Tensor]) -> f
     """Return (1/n) Σ_i log p(x_i), the mean log-density of samples (n, d) under a known density.
 
     ``log_prob`` maps points (n, d) to log-densities (n,), e.g.
-    :meth:`pushforward.datasets.GaussianMixture.log_prob`; it is called once, without gradients,
+    :meth:`pushforward.mixtures.GaussianMixture.log_prob`; it is called once, without gradients,
     on the samples in float64. For samples drawn from p itself this estimates −H(p), the negative
     entropy. A sample outside the support (log p = −inf) makes the mean −inf.
     """
-    x = _rows(samples, "samples")
+    x = as_float64_rows(samples, "samples", min_rows=1)
     if not callable(log_prob):
         raise ConfigError(
             f"log_prob must be a callable mapping (n, d) to (n,), got {type(log_prob).__name__}"
@@ -468,8 +454,8 @@ def frechet_distance_from_samples(x: Tensor, y: Tensor) -> float:
     Each fit is the sample mean (d,) and the unbiased sample covariance (d, d), divided by n − 1
     as ``numpy.cov`` does; on classifier features this is the Fréchet Inception Distance recipe.
     """
-    a = _rows(x, "x", min_rows=2)
-    b = _rows(y, "y", dim=a.shape[1], why=" to match x", min_rows=2)
+    a = as_float64_rows(x, "x", min_rows=2)
+    b = as_float64_rows(y, "y", dim=a.shape[1], why=" to match x", min_rows=2)
     moments = []
     for z in (a, b):
         mean = z.mean(0)  # (d,)

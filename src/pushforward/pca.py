@@ -31,23 +31,19 @@ import torch
 from torch import Tensor
 
 from pushforward.contract import Model, ModelConfig, ModelSpec, setting
-from pushforward.errors import CheckpointError, ConfigError, DataError, check_rows
+from pushforward.errors import CheckpointError, ConfigError, DataError
 from pushforward.measures import StandardNormal
 from pushforward.nets import MAX_LATENT
+from pushforward.validate import as_float64_rows
 
 __all__ = ["PCA", "PCAConfig", "PPCAConfig", "ProbabilisticPCA"]
 
 F64 = torch.float64
 
 
-def _rows(x: object, name: str, *, dim: int | None = None, why: str = "") -> Tensor:
-    """Return ``x`` as a float64 (n, d) tensor after :func:`~pushforward.errors.check_rows`."""
-    return check_rows(x, name, dim=dim, why=why).detach().to(F64)
-
-
 def _training_rows(x: object, who: str) -> Tensor:
     """Return the training matrix as float64 (n, d), n ≥ 2 (variances divide by n − 1 or n)."""
-    x64 = _rows(x, "X")
+    x64 = as_float64_rows(x, "X")
     if x64.shape[0] < 2:
         raise DataError(f"{who}.fit needs at least 2 rows in X, got shape {tuple(x64.shape)}")
     return x64
@@ -123,12 +119,12 @@ class _LinearModel(Model, ABC):
     def _data(self, x: object, name: str = "X") -> Tensor:
         self._check_fitted()
         d = self.n_features_
-        return _rows(x, name, dim=d, why=f" to match the fitted d = {d}")
+        return as_float64_rows(x, name, dim=d, why=f" to match the fitted d = {d}")
 
     def _codes(self, z: object) -> Tensor:
         self._check_fitted()
         k = self.n_components
-        return _rows(z, "Z", dim=k, why=f" to match n_components = {k}")
+        return as_float64_rows(z, "Z", dim=k, why=f" to match n_components = {k}")
 
     @abstractmethod
     def fit(self, X: Tensor) -> _LinearModel:

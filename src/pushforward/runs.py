@@ -28,9 +28,9 @@ from torch import Tensor
 
 from pushforward import __version__, datasets, distributed, plots
 from pushforward.checkpoint import (
+    check_tensor_header,
     load_json,
     load_tensors,
-    read_safetensors_header,
     save_figure,
     save_json,
     save_tensors,
@@ -192,42 +192,6 @@ def load_run_config(folder: str | Path) -> dict[str, Any]:
     return cfg
 
 
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
-                "I8": 1, "U8": 1, "BOOL": 1}  # fmt: skip
-
-
-def _check_state_file(
-    path: Path, expected: Mapping[str, tuple[int, ...]], *, prefix: str = ""
-) -> None:
-    """Compare the tensors a safetensors file declares (read from its header only) with the
-    shapes a model of the run's config has; refuse a mismatch or an absurd size, naming it."""
-    declared = {
-        k[len(prefix) :]: v
-        for k, v in read_safetensors_header(path).items()
-        if k.startswith(prefix)
-    }
-    missing = sorted(set(expected) - set(declared))
-    extra = sorted(set(declared) - set(expected))
-    if missing or extra:
-        parts = [f"lacks {', '.join(missing[:5])}" if missing else "",
-                 f"holds unexpected {', '.join(extra[:5])}" if extra else ""]  # fmt: skip
-        raise CheckpointError(
-            f"'{path}' does not fit the run's config: it {' and '.join(p for p in parts if p)}"
-        )
-    for name, want in expected.items():
-        got = tuple(declared[name][1])
-        if got != tuple(want):
-            raise CheckpointError(
-                f"'{path}': tensor {name!r} has shape {got}, but the run's config makes {want}"
-            )
-    size = sum(math.prod(shape) * _DTYPE_BYTES.get(dtype, 8) for dtype, shape in declared.values())
-    if size > MAX_MODEL_BYTES:
-        raise CheckpointError(
-            f"'{path}' holds {size / 2**30:.1f} GiB of weights, more than the "
-            f"{MAX_MODEL_BYTES / 2**30:.0f} GiB a run may load"
-        )
-
-
 def load_model(folder: str | Path) -> Model:
     """Rebuild the model saved in a run folder (final weights, else the last checkpoint).
 
@@ -257,7 +221,7 @@ def load_model(folder: str | Path) -> Model:
         source, prefix = folder / CHECKPOINT, "model."
     else:
         raise CheckpointError(f"run folder '{folder}' holds no {WEIGHTS} and no {CHECKPOINT}")
-    _check_state_file(source, expected, prefix=prefix)
+    check_tensor_header(source, expected, max_bytes=MAX_MODEL_BYTES, prefix=prefix)
     state = {k[len(prefix) :]: v for k, v in load_tensors(source).items() if k.startswith(prefix)}
     model = spec.cls.from_config(config)
     model.load_state(state, source=str(source))

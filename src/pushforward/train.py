@@ -24,15 +24,20 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from pushforward import distributed
-from pushforward.checkpoint import atomic_write_bytes, load_tensors, save_tensors
+from pushforward.checkpoint import (
+    atomic_write_bytes,
+    load_checkpoint,
+    load_state_checked,
+    save_checkpoint,
+)
 from pushforward.contract import Model, Settings, setting
 from pushforward.errors import CheckpointError, ConfigError, Interrupted, TrainingError, lookup
 
@@ -57,7 +62,6 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.jsonl"
-CHECKPOINT_FORMAT = 1
 
 
 def _fused_adam(cls, params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -325,126 +329,6 @@ class Progress(Protocol):
     def close(self) -> None: ...
 
 
-# --- state dicts as tensors + JSON (no pickle) ---------------------------------------------------
-
-
-def flatten_state(obj: Any, prefix: str, tensors: dict[str, Tensor]) -> Any:
-    """Return a JSON skeleton of a nested state, moving every tensor into ``tensors``."""
-    if isinstance(obj, Tensor):
-        key = f"{prefix}"
-        tensors[key] = obj.detach().cpu().clone()
-        return {"__tensor__": key}
-    if isinstance(obj, Mapping):
-        return {"__dict__": [[flatten_state(k, f"{prefix}.k{i}", tensors),
-                              flatten_state(v, f"{prefix}.{i}", tensors)]
-                             for i, (k, v) in enumerate(obj.items())]}  # fmt: skip
-    if isinstance(obj, tuple):
-        return {
-            "__tuple__": [flatten_state(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]
-        }
-    if isinstance(obj, list):
-        return [flatten_state(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]
-    if obj is None or isinstance(obj, bool | int | float | str):
-        return obj
-    raise CheckpointError(f"cannot store a {type(obj).__name__} in a checkpoint ({prefix})")
-
-
-def unflatten_state(skeleton: Any, tensors: Mapping[str, Tensor]) -> Any:
-    """Invert :func:`flatten_state`."""
-    if isinstance(skeleton, dict):
-        if "__tensor__" in skeleton:
-            key = skeleton["__tensor__"]
-            if key not in tensors:
-                raise CheckpointError(f"checkpoint is missing the tensor {key!r}")
-            return tensors[key]
-        if "__tuple__" in skeleton:
-            return tuple(unflatten_state(v, tensors) for v in skeleton["__tuple__"])
-        if "__dict__" in skeleton:
-            return {
-                unflatten_state(k, tensors): unflatten_state(v, tensors)
-                for k, v in skeleton["__dict__"]
-            }
-        raise CheckpointError(f"unexpected entry in checkpoint: {sorted(skeleton)}")
-    if isinstance(skeleton, list):
-        return [unflatten_state(v, tensors) for v in skeleton]
-    return skeleton
-
-
-def load_state_checked(module: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
-    """Load weights into ``module``, refusing missing, extra or mis-shaped tensors by name."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    extra = sorted(set(state) - set(own))
-    if missing or extra:
-        raise CheckpointError(
-            f"{source} does not fit the model: missing {missing[:5]}, unexpected {extra[:5]}"
-        )
-    for k, v in own.items():
-        if tuple(v.shape) != tuple(state[k].shape):
-            raise CheckpointError(
-                f"{source}: tensor {k!r} has shape {tuple(state[k].shape)} but the model's "
-                f"{k!r} has shape {tuple(v.shape)}"
-            )
-    module.load_state_dict(dict(state))
-
-
-def save_checkpoint(
-    path: Path,
-    model: nn.Module,
-    optimizers: Mapping[str, torch.optim.Optimizer],
-    generator: torch.Generator,
-    meta: dict[str, Any],
-    *,
-    extra: Mapping[str, Tensor] | None = None,
-) -> None:
-    """Write weights, optimiser and RNG state, ``meta`` and ``extra`` tensors as one safetensors
-    file, atomically."""
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    tensors.update(extra or {})
-    optim = {
-        name: flatten_state(opt.state_dict(), f"optim.{name}", tensors)
-        for name, opt in optimizers.items()
-    }
-    tensors["rng.generator"] = generator.get_state()
-    info = {"format": CHECKPOINT_FORMAT, "optimizers": optim, **meta}
-    save_tensors(path, tensors, metadata={"pushforward": json.dumps(info)})
-
-
-def load_checkpoint(
-    path: Path,
-    model: nn.Module,
-    optimizers: Mapping[str, torch.optim.Optimizer],
-    generator: torch.Generator,
-) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """Restore a checkpoint written by :func:`save_checkpoint`; return its ``meta`` and the
-    ``extra`` tensors (those outside model, optimiser and generator state)."""
-    from safetensors import safe_open
-
-    tensors = load_tensors(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            info = json.loads((f.metadata() or {}).get("pushforward", "null"))
-    except Exception as e:  # the file was readable a moment ago; report anything odd as corrupt
-        raise CheckpointError(f"'{path}' has unreadable metadata: {e}") from None
-    if not isinstance(info, dict) or info.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"'{path}' is not a pushforward checkpoint of format {CHECKPOINT_FORMAT}"
-        )
-    load_state_checked(
-        model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, str(path)
-    )
-    saved = info["optimizers"]
-    if set(saved) != set(optimizers):
-        raise CheckpointError(
-            f"'{path}' holds optimisers {sorted(saved)}, the model has {sorted(optimizers)}"
-        )
-    for name, opt in optimizers.items():
-        opt.load_state_dict(unflatten_state(saved[name], tensors))
-    generator.set_state(tensors["rng.generator"])
-    own = ("model.", "optim.", "rng.generator")
-    return info, {k: v for k, v in tensors.items() if not k.startswith(own)}
-
-
 def read_metrics(folder: Path) -> list[dict[str, Any]]:
     """Return the records of metrics.jsonl in ``folder``; a torn last line is dropped."""
     path = Path(folder) / METRICS
@@ -530,6 +414,45 @@ def _deferred_stop() -> Iterator[_StopRequest]:
             signal.signal(sig, old)
 
 
+@dataclass
+class _Run:
+    """What the steps of one :func:`fit` call share: settings, data, generators, optimisers."""
+
+    model: Trainable
+    cfg: TrainConfig
+    ctx: distributed.Context
+    device: torch.device
+    data: Tensor  # (n, d) on the device
+    val: Tensor | None  # (m, d) on the device; None outside the main process
+    batch: int  # rows per step (over all processes)
+    steps_per_epoch: int
+    autocast: contextlib.AbstractContextManager
+    schedule: Callable[[float], float] | None
+    generator: torch.Generator  # shuffles, the same in every process; saved in checkpoints
+    noise: torch.Generator  # the model's noise: ``generator`` itself in one process
+    optimizers: dict[str, torch.optim.Optimizer]
+    source: Path | None  # the run folder every process reads a checkpoint from
+    folder: Path | None  # the run folder written to: the main process only
+    progress: Progress | None  # the main process only
+    history: list[dict[str, Any]] = field(default_factory=list)
+    last_good: str = "none"  # the last checkpoint written, for error messages
+
+    @property
+    def n(self) -> int:
+        return self.data.shape[0]
+
+
+@dataclass
+class _Resume:
+    """Where training picks up: the first epoch to run and, after a mid-epoch checkpoint, the
+    step within it, the generator state at that epoch's start and the metric sums so far."""
+
+    epoch: int = 1
+    step: int = 0
+    epoch_start_state: Tensor | None = None
+    sums: dict[str, Tensor] = field(default_factory=dict)
+
+
 def fit(
     model: Trainable,
     x: Tensor,
@@ -549,6 +472,42 @@ def fit(
     Ctrl-C or SIGTERM stops training between two steps, writes a checkpoint (with a run folder)
     and raises :class:`~pushforward.errors.Interrupted`.
     """
+    run = _prepare_run(
+        model, x, cfg, run_dir=run_dir, resume=resume, progress=progress, x_val=x_val
+    )
+    start = _restore(run) if resume else _Resume()
+    if run.folder is not None:
+        run.folder.mkdir(parents=True, exist_ok=True)
+    if run.ctx.active:
+        _wrap_ddp(model, run.device)
+    if run.progress is not None:
+        run.progress.start(cfg.epochs, run.steps_per_epoch, start.epoch)
+    try:
+        with _deferred_stop() as stop:
+            for epoch in range(start.epoch, cfg.epochs + 1):
+                mid_epoch = start if epoch == start.epoch and start.step else None
+                _epoch(run, epoch, mid_epoch, stop)
+    finally:
+        if run.progress is not None:
+            run.progress.close()
+        _unwrap_ddp(model)
+    distributed.barrier()
+    model.eval()
+    return run.history
+
+
+def _prepare_run(
+    model: Trainable,
+    x: Tensor,
+    cfg: TrainConfig,
+    *,
+    run_dir: str | Path | None,
+    resume: bool,
+    progress: Progress | None,
+    x_val: Tensor | None,
+) -> _Run:
+    """Check x (n, d) against ``cfg``, move model, data and x_val (m, d) to the device, prepare a
+    fresh model for the data, and make the generators and optimisers."""
     if x.dim() != 2 or x.shape[0] == 0:
         raise ConfigError(f"training data must have shape (n, d) with n ≥ 1, got {tuple(x.shape)}")
     ctx = distributed.init(cfg.device)
@@ -559,7 +518,6 @@ def fit(
     batch = check_batch(cfg, n)
     if batch < ctx.world:
         raise ConfigError(f"batch_size {batch} is smaller than the {ctx.world} processes")
-    steps_per_epoch = math.ceil(n / batch)
     low = autocast_dtype(cfg.precision, device, dim=x[0].numel())
     autocast = (
         torch.autocast(device.type, dtype=low) if low is not None else contextlib.nullcontext()
@@ -568,147 +526,188 @@ def fit(
     data = x.to(device)
     if not resume:
         model.prepare(data)  # data-dependent set-up; a resumed model has it in its checkpoint
-    schedule = LR_SCHEDULES[cfg.lr_schedule]
-    val = x_val.to(device) if x_val is not None else None
+    val = x_val.to(device) if x_val is not None and ctx.main else None
     # one generator shuffles (the same permutation in every process); in several processes each
     # draws its model noise (the VAE's ε) from its own generator, reseeded every epoch
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    noise = torch.Generator(device=device) if ctx.active else generator
-    optimizers = model.configure_optimizers(cfg)
     folder = Path(run_dir) if run_dir is not None else None
-    source = folder  # every process reads the checkpoint; rank 0 alone writes and reports
-    if not ctx.main:
-        folder, progress, val = None, None, None
-    history: list[dict[str, Any]] = []
-    first_epoch, first_step = 1, 0
-    resumed_sums: dict[str, Tensor] = {}
-    epoch_start_state: Tensor | None = None
-    if resume:
-        if source is None or not (source / CHECKPOINT).exists():
-            raise CheckpointError(f"cannot resume: no {CHECKPOINT} in '{source}'")
-        info, extra = load_checkpoint(source / CHECKPOINT, model, optimizers, generator)
-        first_epoch, first_step = int(info["epoch"]) + 1, int(info.get("step", 0))
-        if first_step:
-            epoch_start_state = extra["rng.epoch_start"]
-            resumed_sums = {k[len("progress.sum.") :]: v.to(device) for k, v in extra.items()
-                            if k.startswith("progress.sum.")}  # fmt: skip
-        history = [r for r in read_metrics(source) if r.get("epoch", 0) < first_epoch]
-        log.info("resumed at epoch %d, step %d of %s", first_epoch, first_step, source)
-    if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-    last_good = f"epoch {first_epoch - 1}" if resume else "none"
+    return _Run(
+        model=model,
+        cfg=cfg,
+        ctx=ctx,
+        device=device,
+        data=data,
+        val=val,
+        batch=batch,
+        steps_per_epoch=math.ceil(n / batch),
+        autocast=autocast,
+        schedule=LR_SCHEDULES[cfg.lr_schedule],
+        generator=generator,
+        noise=torch.Generator(device=device) if ctx.active else generator,
+        optimizers=model.configure_optimizers(cfg),
+        source=folder,
+        folder=folder if ctx.main else None,
+        progress=progress if ctx.main else None,
+    )
 
-    def checkpoint(
-        epoch_done: int, step: int, start_state: Tensor, sums: dict[str, Tensor]
-    ) -> Path:
-        assert folder is not None
-        extra = {"rng.epoch_start": start_state} if step else {}
-        extra.update(
-            {f"progress.sum.{k}": v.detach().reshape(()) for k, v in sums.items()} if step else {}
-        )
-        meta = {"epoch": epoch_done, "step": step, "train_config": cfg.to_dict()}
-        save_checkpoint(folder / CHECKPOINT, model, optimizers, generator, meta, extra=extra)
-        return folder / CHECKPOINT
 
-    if ctx.active:
-        _wrap_ddp(model, device)
-    if progress is not None:
-        progress.start(cfg.epochs, steps_per_epoch, first_epoch)
+def _restore(run: _Run) -> _Resume:
+    """Load the run folder's checkpoint into model, optimisers and generator, take the metrics
+    recorded before it, and return where training picks up."""
+    source = run.source
+    if source is None or not (source / CHECKPOINT).exists():
+        raise CheckpointError(f"cannot resume: no {CHECKPOINT} in '{source}'")
+    info, extra = load_checkpoint(source / CHECKPOINT, run.model, run.optimizers, run.generator)
+    start = _Resume(epoch=int(info["epoch"]) + 1, step=int(info.get("step", 0)))
+    if start.step:
+        start.epoch_start_state = extra["rng.epoch_start"]
+        start.sums = {k[len("progress.sum.") :]: v.to(run.device) for k, v in extra.items()
+                      if k.startswith("progress.sum.")}  # fmt: skip
+    run.history = [r for r in read_metrics(source) if r.get("epoch", 0) < start.epoch]
+    run.last_good = f"epoch {start.epoch - 1}"
+    log.info("resumed at epoch %d, step %d of %s", start.epoch, start.step, source)
+    return start
+
+
+def _epoch(run: _Run, epoch: int, mid_epoch: _Resume | None, stop: _StopRequest) -> None:
+    """Run the steps of ``epoch`` (those after a mid-epoch checkpoint's, when given), then record
+    the epoch."""
+    run.model.train()
+    start = time.perf_counter()
+    start_state, order = _shuffle(run, mid_epoch)
+    sums = dict(mid_epoch.sums) if mid_epoch is not None else {}
+    first_step = mid_epoch.step if mid_epoch is not None else 0
+    rows = min(run.n, first_step * run.batch)
+    if run.ctx.active:
+        run.noise.manual_seed(run.cfg.seed * 1_000_003 + run.ctx.rank * 7919 + epoch)
+    for step in range(first_step, run.steps_per_epoch):
+        counted = _step(run, epoch, step, order[step * run.batch : (step + 1) * run.batch], sums)
+        rows += counted
+        if counted and distributed.any_true(stop.signal is not None):
+            _stop(run, epoch, step, start_state, sums, stop)
+    _end_of_epoch(run, epoch, sums, rows, time.perf_counter() - start, start_state)
+
+
+def _shuffle(run: _Run, mid_epoch: _Resume | None) -> tuple[Tensor, Tensor]:
+    """Return the generator state at the epoch's start and the epoch's order of rows (n,)."""
+    if mid_epoch is None:
+        start_state = run.generator.get_state()
+        return start_state, torch.randperm(run.n, generator=run.generator, device=run.device)
+    # the permutation of the interrupted epoch, then the RNG where it stopped
+    assert mid_epoch.epoch_start_state is not None
+    current = run.generator.get_state()
+    run.generator.set_state(mid_epoch.epoch_start_state)
+    order = torch.randperm(run.n, generator=run.generator, device=run.device)
+    run.generator.set_state(current)
+    return mid_epoch.epoch_start_state, order
+
+
+def _step(run: _Run, epoch: int, step: int, idx: Tensor, sums: dict[str, Tensor]) -> int:
+    """Take one optimisation step on the rows ``idx`` (B,) of the data (this process's share of
+    them under torchrun), add its terms × its rows to ``sums``, and return the rows counted (0
+    for a last batch too small to share out, which is skipped).
+
+    A non-finite term stops training with a :class:`TrainingError` saying when and where the
+    last good checkpoint is.
+    """
+    rows = idx.numel()
+    if run.ctx.active:
+        if rows < run.ctx.world:
+            return 0  # a last batch too small to shard (same in every process)
+        shard = idx.tensor_split(run.ctx.world)[run.ctx.rank]
+        run.model.__dict__["_shard_weight"] = shard.numel() * run.ctx.world / rows
+        idx = shard
+    xb = run.data[idx]
+    elapsed_epochs = epoch - 1 + step / run.steps_per_epoch
+    if run.schedule is not None:
+        _set_lr(run.optimizers, run.schedule(elapsed_epochs / max(run.cfg.epochs, 1)))
     try:
-        with _deferred_stop() as stop:
-            for epoch in range(first_epoch, cfg.epochs + 1):
-                model.train()
-                start = time.perf_counter()
-                sums: dict[str, Tensor] = {}
-                step0, rows = 0, 0
-                if epoch == first_epoch and first_step:
-                    # the permutation of the interrupted epoch, then the RNG where it stopped
-                    assert epoch_start_state is not None
-                    current = generator.get_state()
-                    start_state = epoch_start_state
-                    generator.set_state(start_state)
-                    order = torch.randperm(n, generator=generator, device=device)
-                    generator.set_state(current)
-                    sums, step0 = dict(resumed_sums), first_step
-                    rows = min(n, first_step * batch)
-                else:
-                    start_state = generator.get_state()
-                    order = torch.randperm(n, generator=generator, device=device)
-                if ctx.active:
-                    noise.manual_seed(cfg.seed * 1_000_003 + ctx.rank * 7919 + epoch)
-                for step in range(step0, steps_per_epoch):
-                    idx = order[step * batch : (step + 1) * batch]
-                    rows += idx.numel()
-                    if ctx.active:
-                        if idx.numel() < ctx.world:
-                            rows -= idx.numel()
-                            continue  # a last batch too small to shard (same in every process)
-                        shard = idx.tensor_split(ctx.world)[ctx.rank]
-                        model.__dict__["_shard_weight"] = shard.numel() * ctx.world / idx.numel()
-                        idx = shard
-                    xb = data[idx]
-                    elapsed_epochs = epoch - 1 + step / steps_per_epoch
-                    if schedule is not None:
-                        _set_lr(optimizers, schedule(elapsed_epochs / max(cfg.epochs, 1)))
-                    try:
-                        with autocast:
-                            terms = model.training_step(
-                                xb, optimizers, cfg, generator=noise, epoch=elapsed_epochs
-                            )
-                        check_finite(terms)
-                    except TrainingError as e:
-                        where = (
-                            f"'{folder / CHECKPOINT}'" if folder is not None else "no run folder"
-                        )
-                        raise TrainingError(
-                            f"{e} at epoch {epoch}, step {step + 1}; training stopped "
-                            f"(last good checkpoint: {last_good}, {where})"
-                        ) from None
-                    for k, v in terms.items():
-                        sums[k] = sums.get(k, 0.0) + v * xb.shape[0]
-                    if progress is not None:
-                        progress.step(terms["loss"])
-                    if distributed.any_true(stop.signal is not None):
-                        stop.signal = stop.signal or "a signal to another process"
-                        where = "nothing saved (no run folder)"
-                        if folder is not None:
-                            path = checkpoint(epoch - 1, step + 1, start_state, sums)
-                            where = (
-                                f"checkpoint written to '{path}'; continue with --resume {folder}"
-                            )
-                        raise Interrupted(
-                            f"stopped by {stop.signal} at epoch {epoch}, step {step + 1} of "
-                            f"{steps_per_epoch}; {where}"
-                        )
-                elapsed = time.perf_counter() - start
-                record: dict[str, Any] = {"epoch": epoch}
-                if ctx.active:  # metrics are means over every process's rows
-                    keys = sorted(sums)
-                    total = distributed.all_reduce_(torch.stack([sums[k] for k in keys]))
-                    sums = dict(zip(keys, total, strict=True))
-                record.update({k: float(v) / rows for k, v in sums.items()})
-                record["seconds"] = elapsed
-                record["samples_per_s"] = rows / elapsed if elapsed > 0 else float("inf")
-                model.eval()
-                if val is not None:
-                    with torch.no_grad():
-                        vg = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-                        record["val_loss"] = float(model.loss(val, generator=vg)["loss"])
-                if ctx.main:
-                    diag_gen = torch.Generator(device=device).manual_seed(cfg.seed + epoch)
-                    record.update(model.diagnostics(data, generator=diag_gen))
-                history.append(record)
-                if progress is not None:
-                    progress.epoch(record)
-                if folder is not None:
-                    _write_metrics(folder, history)
-                    if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
-                        checkpoint(epoch, 0, start_state, {})
-                        last_good = f"epoch {epoch}"
-    finally:
-        if progress is not None:
-            progress.close()
-        _unwrap_ddp(model)
-    distributed.barrier()
-    model.eval()
-    return history
+        with run.autocast:
+            terms = run.model.training_step(
+                xb, run.optimizers, run.cfg, generator=run.noise, epoch=elapsed_epochs
+            )
+        check_finite(terms)
+    except TrainingError as e:
+        where = f"'{run.folder / CHECKPOINT}'" if run.folder is not None else "no run folder"
+        raise TrainingError(
+            f"{e} at epoch {epoch}, step {step + 1}; training stopped "
+            f"(last good checkpoint: {run.last_good}, {where})"
+        ) from None
+    for k, v in terms.items():
+        sums[k] = sums.get(k, 0.0) + v * xb.shape[0]
+    if run.progress is not None:
+        run.progress.step(terms["loss"])
+    return rows
+
+
+def _stop(
+    run: _Run,
+    epoch: int,
+    step: int,
+    start_state: Tensor,
+    sums: dict[str, Tensor],
+    stop: _StopRequest,
+) -> NoReturn:
+    """Write a mid-epoch checkpoint after ``step`` (with a run folder) and raise
+    :class:`Interrupted`."""
+    stop.signal = stop.signal or "a signal to another process"
+    where = "nothing saved (no run folder)"
+    if run.folder is not None:
+        path = _checkpoint(run, epoch - 1, step + 1, start_state, sums)
+        where = f"checkpoint written to '{path}'; continue with --resume {run.folder}"
+    raise Interrupted(
+        f"stopped by {stop.signal} at epoch {epoch}, step {step + 1} of "
+        f"{run.steps_per_epoch}; {where}"
+    )
+
+
+def _end_of_epoch(
+    run: _Run,
+    epoch: int,
+    sums: dict[str, Tensor],
+    rows: int,
+    elapsed: float,
+    start_state: Tensor,
+) -> None:
+    """Record the epoch's metrics (means over its rows, the validation loss, the model's
+    diagnostics), report them, and write metrics.jsonl and, when one is due, a checkpoint."""
+    record: dict[str, Any] = {"epoch": epoch}
+    if run.ctx.active:  # metrics are means over every process's rows
+        keys = sorted(sums)
+        total = distributed.all_reduce_(torch.stack([sums[k] for k in keys]))
+        sums = dict(zip(keys, total, strict=True))
+    record.update({k: float(v) / rows for k, v in sums.items()})
+    record["seconds"] = elapsed
+    record["samples_per_s"] = rows / elapsed if elapsed > 0 else float("inf")
+    run.model.eval()
+    if run.val is not None:
+        with torch.no_grad():
+            vg = torch.Generator(device=run.device).manual_seed(run.cfg.seed + 1)
+            record["val_loss"] = float(run.model.loss(run.val, generator=vg)["loss"])
+    if run.ctx.main:
+        diag_gen = torch.Generator(device=run.device).manual_seed(run.cfg.seed + epoch)
+        record.update(run.model.diagnostics(run.data, generator=diag_gen))
+    run.history.append(record)
+    if run.progress is not None:
+        run.progress.epoch(record)
+    if run.folder is not None:
+        _write_metrics(run.folder, run.history)
+        if epoch % run.cfg.checkpoint_every == 0 or epoch == run.cfg.epochs:
+            _checkpoint(run, epoch, 0, start_state, {})
+            run.last_good = f"epoch {epoch}"
+
+
+def _checkpoint(
+    run: _Run, epoch_done: int, step: int, start_state: Tensor, sums: dict[str, Tensor]
+) -> Path:
+    """Write the run's checkpoint after ``epoch_done`` epochs and ``step`` steps of the next (a
+    mid-epoch one also keeps the epoch's starting RNG state and metric sums); return its path."""
+    assert run.folder is not None
+    extra = {"rng.epoch_start": start_state} if step else {}
+    extra.update(
+        {f"progress.sum.{k}": v.detach().reshape(()) for k, v in sums.items()} if step else {}
+    )
+    meta = {"epoch": epoch_done, "step": step, "train_config": run.cfg.to_dict()}
+    path = run.folder / CHECKPOINT
+    save_checkpoint(path, run.model, run.optimizers, run.generator, meta, extra=extra)
+    return path

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from pushforward.contract import ModelSpec, setting
-from pushforward.errors import ConfigError, check_rows, lookup
+from pushforward.errors import ConfigError, lookup
 from pushforward.losses import (
     gaussian_kl_terms,
     negative_log_likelihood,
@@ -58,6 +58,7 @@ from pushforward.nets import (
     check_sizes,
 )
 from pushforward.train import Trainable
+from pushforward.validate import check_rows
 
 __all__ = ["KL_SCHEDULES", "LIKELIHOODS", "VAE", "LogLikelihood", "VAEConfig"]
 
