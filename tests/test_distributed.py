@@ -70,3 +70,31 @@ def test_a_vae_trains_in_two_processes(tmp_path):
     assert [r["epoch"] for r in records] == [1, 2]
     assert records[1]["loss"] < records[0]["loss"]
     assert (tmp_path / "vae" / "figures" / "manifold.png").exists()
+
+
+LEAVE = """
+import os, torch
+from pushforward import distributed
+
+def gloo_threads():
+    tasks = f"/proc/{os.getpid()}/task"
+    names = (open(f"{tasks}/{t}/comm").read().strip() for t in os.listdir(tasks))
+    return [n for n in names if "gloo" in n]
+
+ctx = distributed.init()
+torch.optim.Adam(torch.nn.Linear(2, 2).parameters())  # its first use imports more of torch
+distributed.barrier()
+assert ctx.world == 2 and gloo_threads(), gloo_threads()
+distributed.shutdown()
+assert not gloo_threads(), gloo_threads()  # joined now, not during interpreter finalisation
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/task")
+def test_leaving_the_group_joins_its_threads_before_the_interpreter_exits(tmp_path):
+    script = tmp_path / "leave.py"
+    script.write_text(LEAVE)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    done = subprocess.run([*launcher, str(script)], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]

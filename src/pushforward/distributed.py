@@ -6,12 +6,18 @@ group (gloo on the CPU, NCCL on GPUs) and trains the same model on its shard of 
 DistributedDataParallel averages the gradients. Without those variables everything here is a
 no-op and pushforward runs in one process, as usual.
 
+A process group joined here is left when the process exits (:func:`shutdown`, run by ``atexit``)
+while the interpreter is still whole. Left alive, it would be freed during interpreter
+finalisation: its gloo threads joined and its sockets closed while Python tears itself down.
+
 Nothing here pickles: the few values that travel between processes are tensors.
 """
 
 from __future__ import annotations
 
+import atexit
 import datetime
+import importlib
 import logging
 import os
 from dataclasses import dataclass
@@ -22,7 +28,16 @@ from torch import Tensor
 
 from pushforward.errors import ConfigError
 
-__all__ = ["Context", "all_reduce_", "any_true", "barrier", "broadcast_text", "context", "init"]
+__all__ = [
+    "Context",
+    "all_reduce_",
+    "any_true",
+    "barrier",
+    "broadcast_text",
+    "context",
+    "init",
+    "shutdown",
+]
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +74,8 @@ def _env_int(name: str, default: int) -> int:
 def init(device: str = "cpu") -> Context:
     """Join the process group described by torchrun's variables (once); return the context.
 
-    The backend is NCCL when ``device`` is CUDA, gloo otherwise.
+    The backend is NCCL when ``device`` is CUDA, gloo otherwise. A group joined here is left
+    at exit (:func:`shutdown`).
     """
     world = _env_int("WORLD_SIZE", 1)
     if world <= 1:
@@ -72,7 +88,12 @@ def init(device: str = "cpu") -> Context:
             if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
             else "gloo"
         )
+        # imported before the group exists: its functions take ``group.WORLD`` as a default
+        # argument when first imported (the optimiser's first use imports them), which would
+        # hold the group past shutdown() until interpreter finalisation
+        importlib.import_module("torch.distributed.nn")
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=10))
+        atexit.register(shutdown)
         log.info(
             "joined a %s process group of %d as rank %d",
             backend,
@@ -80,6 +101,16 @@ def init(device: str = "cpu") -> Context:
             dist.get_rank(),
         )
     return context()
+
+
+def shutdown() -> None:
+    """Leave the process group, if one is joined: its threads are joined, its sockets closed.
+
+    :func:`init` runs this at exit; every process that joined should get there. The last
+    collective call of a run is a :func:`barrier`, so no other process still waits on this one.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def context() -> Context:
