@@ -41,6 +41,7 @@ Recommended settings (the ring8/grid25 benchmark, ``benchmarks/fidelity.py``): :
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Callable, Sequence
@@ -59,10 +60,12 @@ from pushforward.nets import MAX_LATENT, MAX_WIDTH
 from pushforward.train import Trainable
 
 __all__ = [
+    "AFFINE_SLOPE",
     "LOGIT_ALPHA",
     "MAX_BINS",
     "MAX_LAYERS",
     "RECOMMENDED",
+    "SPLINE_SLOPE",
     "TRANSFORMS",
     "Flow",
     "FlowConfig",
@@ -78,6 +81,17 @@ MAX_LAYERS = 256
 MAX_BINS = 1024
 """The most spline bins; each costs three outputs of the conditioner per coordinate."""
 
+SPLINE_SLOPE = 1e-5
+"""The splines' default smallest slope (zuko's ``slope``, whose own default is 1e-3): each spline's
+knot derivatives and bin-size ratios are held within [slope, 1/slope]. Sharp modes need steep
+maps between them: on ring8 (3 layers of 32 bins, 60 epochs) 1e-5 lowered KL(p ‖ q) from 0.056
+to 0.039 nats and raised the high-quality share from 94.4% to 95.4%; on grid25 from 0.060 to
+0.036 nats and from 94.8% to 96.6%."""
+
+AFFINE_SLOPE = 1e-3
+"""The affine layers' default smallest scale (zuko's default): scales stay within [1e-3, 1e3]. At
+1e-5 an affine coupling flow on the digits started at a loss of 10¹¹ bits/dim."""
+
 EVAL_BATCH = 4096
 """Rows per forward pass in :meth:`Flow.evaluate` and :meth:`Flow.log_prob`."""
 
@@ -89,34 +103,49 @@ _LOG_2PI = math.log(2 * math.pi)
 
 @dataclass(frozen=True)
 class FlowTransform:
-    """A family of flow layers: ``build(dim, layers, hidden, bins)`` returns a zuko flow."""
+    """A family of flow layers: ``build(dim, layers, hidden, bins, slope)`` returns a zuko flow."""
 
-    build: Callable[[int, int, list[int], int], zuko.flows.Flow]
+    build: Callable[[int, int, list[int], int, float], zuko.flows.Flow]
     description: str
     uses_bins: bool
+    slope: float  # the default smallest slope of a layer
 
 
-def _nsf(dim: int, layers: int, hidden: list[int], bins: int) -> zuko.flows.Flow:
-    return zuko.flows.NSF(dim, transforms=layers, bins=bins, hidden_features=hidden, passes=2)
+def _nsf(dim: int, layers: int, hidden: list[int], bins: int, slope: float) -> zuko.flows.Flow:
+    return zuko.flows.NSF(
+        dim, transforms=layers, bins=bins, hidden_features=hidden, passes=2, slope=slope
+    )
 
 
-def _nsf_ar(dim: int, layers: int, hidden: list[int], bins: int) -> zuko.flows.Flow:
-    return zuko.flows.NSF(dim, transforms=layers, bins=bins, hidden_features=hidden)
+def _nsf_ar(dim: int, layers: int, hidden: list[int], bins: int, slope: float) -> zuko.flows.Flow:
+    return zuko.flows.NSF(dim, transforms=layers, bins=bins, hidden_features=hidden, slope=slope)
 
 
-def _realnvp(dim: int, layers: int, hidden: list[int], bins: int) -> zuko.flows.Flow:
-    return zuko.flows.RealNVP(dim, transforms=layers, hidden_features=hidden)
+def _affine(slope: float) -> Callable[..., Transform]:
+    return functools.partial(zuko.transforms.MonotonicAffineTransform, slope=slope)
 
 
-def _maf(dim: int, layers: int, hidden: list[int], bins: int) -> zuko.flows.Flow:
-    return zuko.flows.MAF(dim, transforms=layers, hidden_features=hidden)
+def _realnvp(dim: int, layers: int, hidden: list[int], bins: int, slope: float) -> zuko.flows.Flow:
+    return zuko.flows.RealNVP(
+        dim, transforms=layers, hidden_features=hidden, univariate=_affine(slope)
+    )
+
+
+def _maf(dim: int, layers: int, hidden: list[int], bins: int, slope: float) -> zuko.flows.Flow:
+    return zuko.flows.MAF(dim, transforms=layers, hidden_features=hidden, univariate=_affine(slope))
 
 
 TRANSFORMS: dict[str, FlowTransform] = {
-    "nsf": FlowTransform(_nsf, "rational-quadratic spline coupling (Durkan et al., 2019)", True),
-    "nsf-ar": FlowTransform(_nsf_ar, "rational-quadratic spline, autoregressive", True),
-    "realnvp": FlowTransform(_realnvp, "affine coupling (Dinh et al., 2017)", False),
-    "maf": FlowTransform(_maf, "affine autoregressive (Papamakarios et al., 2017)", False),
+    "nsf": FlowTransform(
+        _nsf, "rational-quadratic spline coupling (Durkan et al., 2019)", True, SPLINE_SLOPE
+    ),
+    "nsf-ar": FlowTransform(
+        _nsf_ar, "rational-quadratic spline, autoregressive", True, SPLINE_SLOPE
+    ),
+    "realnvp": FlowTransform(_realnvp, "affine coupling (Dinh et al., 2017)", False, AFFINE_SLOPE),
+    "maf": FlowTransform(
+        _maf, "affine autoregressive (Papamakarios et al., 2017)", False, AFFINE_SLOPE
+    ),
 }
 
 
@@ -203,6 +232,9 @@ class Flow(Trainable):
         layers: how many invertible layers.
         hidden: the widths of each layer's conditioner network.
         bins: spline bins per coordinate (``nsf`` and ``nsf-ar``; ignored by the affine ones).
+        slope: the smallest slope of each layer, in (0, 1): spline derivatives and bin-size
+            ratios, or affine scales, stay within [slope, 1/slope]; default
+            :data:`SPLINE_SLOPE` for splines, :data:`AFFINE_SLOPE` for affine layers.
         image_shape: (h, w) of image data.
         standardize: act on (x − m)/s with the training data's mean m and standard deviation s
             (d,), recorded by :meth:`prepare`; the log-Jacobian −Σ log s is counted.
@@ -226,6 +258,7 @@ class Flow(Trainable):
         layers: int = 5,
         hidden: Sequence[int] = (64, 64),
         bins: int = 8,
+        slope: float | None = None,
         image_shape: tuple[int, int] | list[int] | None = None,
         standardize: bool = True,
         dequantize: bool | None = None,
@@ -236,14 +269,19 @@ class Flow(Trainable):
                 f"dim = {dim!r} is not allowed; use an integer from 1 to {MAX_LATENT:,}"
             )
         transform, layers, hidden, bins = _check_settings(transform, layers, list(hidden), bins)
+        slope = TRANSFORMS[transform].slope if slope is None else slope
+        ok = isinstance(slope, numbers.Real) and not isinstance(slope, bool) and 0 < slope < 1
+        if not ok:
+            raise ConfigError(f"slope = {slope!r} is not allowed; use a number in (0, 1)")
         self.dim = self.latent = int(dim)
         self.transform_name, self.layers, self.hidden, self.bins = transform, layers, hidden, bins
+        self.slope = float(slope)
         self.image_shape = tuple(int(s) for s in image_shape) if image_shape is not None else None
         if self.image_shape is not None and math.prod(self.image_shape) != dim:
             raise ConfigError(f"image_shape {self.image_shape} does not hold dim = {dim} values")
         self.standardize = bool(standardize)
         self.dequantize = self.image_shape is not None if dequantize is None else bool(dequantize)
-        self.flow = TRANSFORMS[transform].build(self.dim, layers, hidden, bins)
+        self.flow = TRANSFORMS[transform].build(self.dim, layers, hidden, bins, self.slope)
         # the data's location m and scale s (d,), set by prepare(); identity until then
         self.register_buffer("data_loc", torch.zeros(dim))
         self.register_buffer("data_scale", torch.ones(dim))
@@ -255,6 +293,7 @@ class Flow(Trainable):
             "layers": self.layers,
             "hidden": list(self.hidden),
             "bins": self.bins,
+            "slope": self.slope,
             "image_shape": list(self.image_shape) if self.image_shape else None,
             "standardize": self.standardize,
             "dequantize": self.dequantize,
