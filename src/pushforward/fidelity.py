@@ -138,9 +138,13 @@ def knn_kl(p_samples: Tensor, q_samples: Tensor, k: int = 1) -> float:
     k-th nearest among the y's. It needs no density, so it scores any sampler (a GAN), but it is
     biased at finite n, m; computed exactly in float64, distances in blocks (bounded memory).
 
-    Measured bias (``tests/test_fidelity.py``, ``benchmarks/fidelity.py``), n = m = 2,500 in 2-D,
-    k = 1:
-    BIAS_PLACEHOLDER
+    Measured error, n = m = 2,500 in 2-D, k = 1, p = N(0, I), over 40 seeded draws each: when
+    q = p (KL 0) the estimates average +0.007 with a standard deviation of 0.042 (the largest
+    error 0.10); q shifted by 0.5 (KL 0.125), +0.005 ± 0.044 (largest 0.11). Farther apart it
+    underestimates: −0.13 ± 0.08 at KL 1.04 (q shifted and stretched), −0.54 ± 0.06 at KL 1.61
+    (q = N(0, I/4), narrower than p). So for KL ≤ 0.2 it is within ±0.15 nats of the exact value
+    (``tests/test_fidelity.py`` checks this); beyond, a lower estimate the farther q is from p.
+    KNN_FLOW_PLACEHOLDER
 
     Rows repeated in ``p_samples`` (ρ = 0) or shared with ``q_samples`` (ν = 0) make a term
     infinite; they raise DataError naming the row.
