@@ -182,7 +182,7 @@ def test_evaluate_reports_the_mean_log_likelihood_and_its_standard_error():
     m = prepared("nsf", dtype=torch.float32)
     x = ring(300)
     r = m.evaluate(x)
-    lp = m.log_prob(x).double()
+    lp = m.log_prob(x).detach().double()
     assert r["exact"] is True and r["rows"] == 300
     assert r["log_likelihood"] == pytest.approx(float(lp.mean()))
     assert r["log_likelihood_stderr"] == pytest.approx(float(lp.std()) / math.sqrt(300))
@@ -276,6 +276,8 @@ def test_flow_config_builds_for_points_and_dequantises_images():
     assert (cfg.transform, cfg.layers, cfg.hidden, cfg.bins) == tuple(
         RECOMMENDED["model"][k] for k in ("transform", "layers", "hidden", "bins")
     )
+    assert {k: Flow(2).get_config()[k] for k in RECOMMENDED["model"]} == RECOMMENDED["model"]
+    assert TrainConfig.from_dict(RECOMMENDED["train"]).lr_schedule == "cosine"
     points = cfg.build(datasets.load_data("ring8", n=64))
     assert points.dim == 2 and not points.dequantize and points.image_shape is None
     images = FlowConfig(transform="realnvp", layers=2, hidden=[32]).build(datasets.load_digits())
