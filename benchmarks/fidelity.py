@@ -1,0 +1,301 @@
+"""Fidelity on the PacGAN mixtures: the recommended flow against the truth, by mode and in nats.
+
+Protocol (that of ``benchmarks/gan_modes.py``, after Lin et al., 2018, "PacGAN", Table 1), for
+each data set and seed s = 0, 1, …:
+
+1. draw the training data, n = 10,000 points (``TRAINING_POINTS``), from the mixture with a
+   ``torch.Generator`` seeded s: ``ring8`` (8 modes on the unit circle, std 0.01) or ``grid25``
+   (25 modes at spacing 2 on {−4, …, 4}², std 0.05);
+2. build ``Flow(2, **RECOMMENDED["model"])`` with the global RNG seeded s and train it with
+   :func:`pushforward.train.fit` under ``TrainConfig(**RECOMMENDED["train"], seed=s)``;
+3. draw 2,500 samples with a generator seeded 1,000,000 + s — all of them, no rejection — and
+   score them with :func:`pushforward.metrics.mode_metrics`: modes captured, the share of high
+   quality samples (HQ, within 3 std of their nearest mode), the modes' width (1 is right) and the
+   reverse KL of the HQ mode histogram to uniform;
+4. KL(p ‖ q) in nats, exactly: the mean of log p(x) − log q(x) over 20,000 fresh draws of the
+   truth p (seeded 2,000,000 + s), with its standard error
+   (:func:`pushforward.fidelity.kl_to_truth`); beside it the k-nearest-neighbour estimate from the
+   2,500 samples and 2,500 fresh truth draws alone (:func:`pushforward.fidelity.knn_kl`), the
+   number a model without a density (the GAN) would get, to show how far it is from the exact
+   one.
+
+The "truth" row scores exact draws of the mixture itself the same way: the ceiling (its HQ share
+is P(χ²₂ ≤ 9) = 98.9%, its KL 0). The table gives mean ± standard error over seeds (and the fewest
+modes any seed captured) and the training seconds per seed: the wall time of ``fit`` with
+``--threads`` torch threads, and the CPU seconds the process spent (the same as the wall time on
+an idle machine; on a shared one the wall time is longer). Everything is seeded. Commands:
+
+    .venv/bin/python benchmarks/fidelity.py --seeds 10 --jobs 2 --out fidelity.json
+    .venv/bin/python benchmarks/fidelity.py --quick                 # 2 seeds, a smoke check
+    .venv/bin/python benchmarks/fidelity.py --seeds 3 --model bins=16 --train epochs=100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from pushforward import datasets
+from pushforward.fidelity import kl_to_truth, knn_kl
+from pushforward.flow import RECOMMENDED, Flow
+from pushforward.metrics import mode_metrics
+from pushforward.train import TrainConfig, fit, seeded
+
+MIXTURES: dict[str, Callable[[], datasets.GaussianMixture]] = {
+    "ring8": datasets.ring8,
+    "grid25": datasets.grid25,
+}
+N_SAMPLES = 2500  # the PacGAN protocol
+SAMPLE_SEED = 1_000_000  # samples of seed s are drawn with a generator seeded SAMPLE_SEED + s
+KL_SEED = 2_000_000  # the truth's draws for KL(p ‖ q) of seed s, seeded KL_SEED + s
+KL_DRAWS = 20_000
+TRAINING_POINTS = 10_000  # per data set and seed
+FLOW_ROW = "pushforward flow (recommended)"
+TRUTH_ROW = "truth (exact draws of the mixture)"
+
+
+@dataclass
+class Result:
+    """One model's scores on one data set and seed."""
+
+    model: str
+    data: str
+    seed: int
+    modes: int
+    n_modes: int
+    high_quality: float
+    reverse_kl: float
+    width: float
+    kl: float
+    kl_se: float
+    knn_kl: float
+    seconds: float
+    cpu_seconds: float
+    counts: list[int]
+
+
+def training_data(name: str, n: int, seed: int) -> Tensor:
+    """Return n points (n, 2) of the named mixture drawn with a generator seeded ``seed``."""
+    return MIXTURES[name]().sample(n, generator=torch.Generator().manual_seed(seed))
+
+
+def score(
+    model: str,
+    name: str,
+    seed: int,
+    samples: Tensor,
+    log_q: Callable[[Tensor], Tensor],
+    seconds: float,
+    cpu_seconds: float,
+) -> Result:
+    """Return the mode scores of ``samples`` (N_SAMPLES, 2) and the KL of ``log_q`` to the
+    named mixture."""
+    mix = MIXTURES[name]()
+    m = mode_metrics(samples.double(), mix.means, float(mix.stds[0]))
+    kl = kl_to_truth(mix, log_q, KL_DRAWS, generator=torch.Generator().manual_seed(KL_SEED + seed))
+    real = mix.sample(N_SAMPLES, generator=torch.Generator().manual_seed(KL_SEED + seed + 1))
+    return Result(
+        model, name, seed, m.modes_captured, m.n_modes, m.high_quality, m.reverse_kl, m.width,
+        kl.value, kl.stderr, knn_kl(real, samples), seconds, cpu_seconds, m.counts,
+    )  # fmt: skip
+
+
+def run_flow(
+    name: str, seed: int, model_options: dict[str, Any], train_options: dict[str, Any]
+) -> Result:
+    """Train the recommended flow (with any overrides) on one data set and seed; score it."""
+    x = training_data(name, TRAINING_POINTS, seed)
+    cfg = TrainConfig(**{**RECOMMENDED["train"], **train_options, "seed": seed})
+    with seeded(seed):
+        model = Flow(x.shape[1], **{**RECOMMENDED["model"], **model_options})
+    start, cpu = time.perf_counter(), time.process_time()
+    fit(model, x, cfg)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(SAMPLE_SEED + seed)
+        samples = model.sample(N_SAMPLES, generator=gen)
+        return score(FLOW_ROW, name, seed, samples, model.log_prob, seconds, cpu_seconds)
+
+
+def run_truth(name: str, seed: int) -> Result:
+    """Score exact draws of the mixture itself: the ceiling of every score."""
+    mix = MIXTURES[name]()
+    samples = mix.sample(N_SAMPLES, generator=torch.Generator().manual_seed(SAMPLE_SEED + seed))
+    return score(TRUTH_ROW, name, seed, samples, mix.log_prob, 0.0, 0.0)
+
+
+def run_task(task: tuple[str, int, str, int, dict[str, Any], dict[str, Any]]) -> Result:
+    """Run one (data, seed, 'flow' or 'truth', threads, model and train overrides) task; in a
+    worker process too."""
+    name, seed, what, threads, model_options, train_options = task
+    torch.set_num_threads(threads)
+    if what == "truth":
+        return run_truth(name, seed)
+    return run_flow(name, seed, model_options, train_options)
+
+
+def report(r: Result) -> Result:
+    print(
+        f"{r.data} seed {r.seed} {r.model}: {r.modes}/{r.n_modes} modes, "
+        f"HQ {100 * r.high_quality:.1f}%, width {r.width:.3f}, reverse KL {r.reverse_kl:.4f}, "
+        f"KL(p‖q) {r.kl:.4f} ± {r.kl_se:.4f} (k-NN {r.knn_kl:.3f}), {r.seconds:.0f} s "
+        f"({r.cpu_seconds:.0f} s CPU)",
+        flush=True,
+    )
+    return r
+
+
+def mean_se(values: Sequence[float]) -> tuple[float, float]:
+    """Return the mean of ``values`` and its standard error (0 for a single value)."""
+    mean = statistics.fmean(values)
+    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+    return mean, se
+
+
+KEYS = ("modes", "high_quality", "width", "reverse_kl", "kl", "knn_kl", "seconds", "cpu_seconds")
+
+
+def summarise(results: Sequence[Result]) -> dict[str, dict[str, Any]]:
+    """Return {model: {data: mean, standard error, minimum and maximum of each score}}."""
+    out: dict[str, dict[str, list[Result]]] = {}
+    for r in results:
+        out.setdefault(r.model, {}).setdefault(r.data, []).append(r)
+    summary: dict[str, dict[str, Any]] = {}
+    for model, by_data in out.items():
+        summary[model] = {}
+        for name, rs in by_data.items():
+            entry: dict[str, Any] = {"seeds": len(rs), "n_modes": rs[0].n_modes}
+            for key in KEYS:
+                values = [float(getattr(r, key)) for r in rs]
+                m, se = mean_se(values)
+                entry[key] = {"mean": m, "se": se, "min": min(values), "max": max(values)}
+            summary[model][name] = entry
+    return summary
+
+
+def _pm(mean: float, se: float, digits: int) -> str:
+    return f"{mean:.{digits}f} ± {se:.{digits}f}"
+
+
+def table(summary: dict[str, dict[str, Any]], names: Sequence[str]) -> str:
+    """Return the markdown table, one column group per data set."""
+    head = ["model"]
+    for name in names:
+        head += [
+            f"{name} modes (min)", f"{name} HQ %", f"{name} width", f"{name} rev-KL",
+            f"{name} KL(p‖q) nats", f"{name} k-NN KL",
+        ]  # fmt: skip
+    head.append("train s per seed (CPU s)")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row, by_data in summary.items():
+        cells = [row]
+        seconds = []
+        for name in names:
+            e = by_data[name]
+            cells += [
+                f"{_pm(e['modes']['mean'], e['modes']['se'], 1)} ({e['modes']['min']:.0f})",
+                _pm(100 * e["high_quality"]["mean"], 100 * e["high_quality"]["se"], 1),
+                _pm(e["width"]["mean"], e["width"]["se"], 3),
+                _pm(e["reverse_kl"]["mean"], e["reverse_kl"]["se"], 4),
+                _pm(e["kl"]["mean"], e["kl"]["se"], 4),
+                _pm(e["knn_kl"]["mean"], e["knn_kl"]["se"], 3),
+            ]
+            seconds.append(f"{e['seconds']['mean']:.0f} ({e['cpu_seconds']['mean']:.0f})")
+        cells.append(" / ".join(seconds) if row != TRUTH_ROW else "—")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _options(pairs: Sequence[str], what: str) -> dict[str, Any]:
+    """Parse KEY=VALUE overrides; VALUE is JSON (numbers, lists, strings in quotes) or a word."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise SystemExit(f"--{what} wants KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=10, help="seeds 0, …, SEEDS − 1")
+    parser.add_argument("--quick", action="store_true", help="2 seeds (a smoke check)")
+    parser.add_argument("--data", nargs="+", choices=sorted(MIXTURES), default=["ring8", "grid25"])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per job (default 1)")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="runs at once, in separate processes (default 1)"
+    )
+    parser.add_argument(
+        "--model", nargs="*", default=[], metavar="KEY=VALUE", help="override a Flow setting"
+    )
+    parser.add_argument(
+        "--train", nargs="*", default=[], metavar="KEY=VALUE", help="override a TrainConfig field"
+    )
+    parser.add_argument("--no-truth", action="store_true", help="skip the truth rows")
+    parser.add_argument("--out", default=None, help="write the results as JSON here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    seeds = list(range(2 if args.quick else args.seeds))
+    model_options, train_options = _options(args.model, "model"), _options(args.train, "train")
+    tasks = [(n, s, "flow", args.threads, model_options, train_options)
+             for n in args.data for s in seeds]  # fmt: skip
+    if not args.no_truth:
+        tasks += [(n, s, "truth", args.threads, {}, {}) for n in args.data for s in seeds]
+    results: list[Result] = []
+    if args.jobs > 1:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+            results = [report(r) for r in pool.map(run_task, tasks)]
+    else:
+        results = [report(run_task(task)) for task in tasks]
+    order = {FLOW_ROW: 0, TRUTH_ROW: 1}
+    results.sort(key=lambda r: (order[r.model], args.data.index(r.data), r.seed))
+    summary = summarise(results)
+    setting = {
+        "model": {**RECOMMENDED["model"], **model_options},
+        "train": {**RECOMMENDED["train"], **train_options},
+    }
+    print()
+    print(
+        f"{len(seeds)} seeds; n = {TRAINING_POINTS:,} training points, {N_SAMPLES:,} samples, "
+        f"KL(p‖q) on {KL_DRAWS:,} truth draws; {args.threads} thread(s) per run, {args.jobs} "
+        f"run(s) at once; setting {json.dumps(setting)}; seconds per seed are per data set "
+        "(" + " / ".join(args.data) + ")"
+    )
+    print()
+    print(table(summary, args.data))
+    if args.out is not None:
+        record = {
+            "setting": setting,
+            "n": TRAINING_POINTS,
+            "n_samples": N_SAMPLES,
+            "kl_draws": KL_DRAWS,
+            "seeds": seeds,
+            "threads": args.threads,
+            "jobs": args.jobs,
+            "torch": torch.__version__,
+            "summary": summary,
+            "runs": [asdict(r) for r in results],
+        }
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(json.dumps(record, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

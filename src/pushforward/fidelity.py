@@ -1,0 +1,172 @@
+"""Fidelity against the truth: one number, KL(p ‖ q) in nats, for every model of a known density.
+
+When the data come from a known density p (the built-in mixtures), how far a model q is from it
+is the Kullback–Leibler divergence
+
+    KL(p ‖ q) = E_{x~p}[log p(x) − log q(x)] ≥ 0,
+
+0 exactly when q = p, and the expected excess code length (nats per point) of coding p's draws
+with q. Two ways to estimate it:
+
+* :func:`kl_to_truth`, from q's log-density on fresh draws of p: unbiased, with a standard
+  error, whenever log q is exact (a flow, PPCA). When the model only gives a lower bound of
+  log q (the VAE's importance-weighted bound, IWAE), the estimate is an *upper* bound of the KL;
+  its ``kind`` says so (:data:`IWAE_UPPER`).
+* :func:`knn_kl`, from samples alone: the k-nearest-neighbour estimator of Wang, Kulkarni &
+  Verdú (2009), for models with no density at all (a GAN). It is consistent but biased at finite
+  sample sizes; :func:`knn_kl`'s docstring gives the bias measured here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from pushforward.datasets import GaussianMixture, _check_int
+from pushforward.errors import ConfigError, DataError, check_rows
+
+__all__ = ["EXACT", "IWAE_UPPER", "KLEstimate", "kl_to_truth", "knn_kl"]
+
+EXACT = "exact"
+"""The ``kind`` of a KL estimate from an exact log q (unbiased Monte Carlo)."""
+
+IWAE_UPPER = "upper bound (IWAE)"
+"""The ``kind`` of a KL estimate from an importance-weighted lower bound of log q."""
+
+BLOCK_ELEMENTS = 1 << 22
+"""Entries of one (rows, m) block of pairwise distances in :func:`knn_kl`: 32 MiB in float64."""
+
+
+@dataclass(frozen=True)
+class KLEstimate:
+    """An estimate of KL(p ‖ q) in nats: ``value`` ± ``stderr`` (the standard error of the mean
+    over ``n`` draws of p), and what kind of estimate it is (:data:`EXACT`,
+    :data:`IWAE_UPPER`)."""
+
+    value: float
+    stderr: float
+    n: int
+    kind: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the fields as a JSON-ready dict."""
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return f"{self.value:.4g} ± {self.stderr:.2g} nats ({self.kind}, n = {self.n:,})"
+
+
+def kl_to_truth(
+    truth: GaussianMixture,
+    log_q: Callable[[Tensor], Tensor],
+    n: int,
+    *,
+    generator: torch.Generator | None = None,
+    kind: str = EXACT,
+    dtype: torch.dtype = torch.float32,
+) -> KLEstimate:
+    """Return KL(p ‖ q) ≈ (1/n) Σ_i [log p(x_i) − log q(x_i)] over n fresh draws x_i ~ p.
+
+    ``truth`` is the true density p (a :class:`~pushforward.datasets.GaussianMixture`);
+    ``log_q`` maps points (n, d) of ``dtype`` (the models' float32 by default) to log q (n,) in
+    nats. Both densities are evaluated at the same points (drawn from ``generator``, rounded to
+    ``dtype``); the differences are summed in float64, and the standard error is their sample
+    standard deviation over √n. With ``log_q = truth.log_prob`` every difference is exactly 0.
+
+    ``kind`` labels the estimate: :data:`EXACT` for an exact log q, :data:`IWAE_UPPER` when
+    ``log_q`` is the VAE's importance-weighted lower bound (then the value bounds the KL from
+    above, up to its Monte Carlo error).
+    """
+    if not isinstance(truth, GaussianMixture):
+        raise ConfigError(
+            f"truth must be a GaussianMixture (a known density), got {type(truth).__name__}"
+        )
+    if not callable(log_q):
+        raise ConfigError(
+            f"log_q must be a callable mapping (n, d) to (n,), got {type(log_q).__name__}"
+        )
+    n = _check_int(n, "n", minimum=2)
+    x = truth.sample(n, generator=generator, dtype=dtype)  # (n, d)
+    log_p = truth.log_prob(x.double())  # (n,)
+    with torch.no_grad():
+        lq = log_q(x)
+    if not isinstance(lq, Tensor) or tuple(lq.shape) != (n,):
+        got = tuple(lq.shape) if isinstance(lq, Tensor) else type(lq).__name__
+        raise DataError(f"log_q must return log-densities of shape ({n},) for ({n}, d), got {got}")
+    lq = lq.detach().to(device="cpu", dtype=torch.float64)
+    if bool(lq.isnan().any()) or bool((lq == math.inf).any()):
+        row = int((lq.isnan() | (lq == math.inf)).nonzero()[0])
+        raise DataError(
+            f"log_q returned {float(lq[row])} at x[{row}] = {x[row].tolist()}; a log-density must "
+            "be a number or −inf"
+        )
+    diff = log_p - lq  # (n,)
+    if bool(torch.isinf(diff).any()):  # q puts no mass where p does
+        return KLEstimate(math.inf, math.nan, n, kind)
+    return KLEstimate(float(diff.mean()), float(diff.std() / math.sqrt(n)), n, kind)
+
+
+def _kth_distances(a: Tensor, b: Tensor, k: int, *, skip_self: bool) -> Tensor:
+    """Return the distance (n,) from each row of a (n, d) to its k-th nearest row of b (m, d),
+    leaving out row i of b for row i of a when ``skip_self`` (b is a); in row blocks of at most
+    :data:`BLOCK_ELEMENTS` distances."""
+    step = max(1, BLOCK_ELEMENTS // b.shape[0])
+    out = []
+    for i0 in range(0, a.shape[0], step):
+        block = torch.cdist(a[i0 : i0 + step], b, compute_mode="donot_use_mm_for_euclid_dist")
+        if skip_self:
+            r = torch.arange(block.shape[0])
+            block[r, i0 + r] = math.inf
+        out.append(block.kthvalue(k, dim=1).values)
+    return torch.cat(out)
+
+
+def knn_kl(p_samples: Tensor, q_samples: Tensor, k: int = 1) -> float:
+    """Return the k-nearest-neighbour estimate of KL(p ‖ q) in nats from samples of each.
+
+    Wang, Kulkarni & Verdú (2009), with x_i the n rows of ``p_samples`` (n, d) and y_j the m rows
+    of ``q_samples`` (m, d):
+
+        D̂ = (d/n) Σ_i log(ν_k(i) / ρ_k(i)) + log(m / (n − 1)),
+
+    ρ_k(i) the distance from x_i to its k-th nearest neighbour among the other x's, ν_k(i) to its
+    k-th nearest among the y's. It needs no density, so it scores any sampler (a GAN), but it is
+    biased at finite n, m; computed exactly in float64, distances in blocks (bounded memory).
+
+    Measured error, n = m = 2,500 in 2-D, k = 1, p = N(0, I), over 40 seeded draws each: when
+    q = p (KL 0) the estimates average +0.007 with a standard deviation of 0.042 (the largest
+    error 0.10); q shifted by 0.5 (KL 0.125), +0.005 ± 0.044 (largest 0.11). Farther apart it
+    underestimates: −0.13 ± 0.08 at KL 1.04 (q shifted and stretched), −0.54 ± 0.06 at KL 1.61
+    (q = N(0, I/4), narrower than p). So for KL ≤ 0.2 it is within ±0.15 nats of the exact value
+    (``tests/test_fidelity.py`` checks this); beyond, a lower estimate the farther q is from p.
+    KNN_FLOW_PLACEHOLDER
+
+    Rows repeated in ``p_samples`` (ρ = 0) or shared with ``q_samples`` (ν = 0) make a term
+    infinite; they raise DataError naming the row.
+    """
+    x = check_rows(p_samples, "p_samples").detach().to(torch.float64)
+    y = check_rows(q_samples, "q_samples", dim=x.shape[1], why=" to match p_samples")
+    y = y.detach().to(device=x.device, dtype=torch.float64)
+    n, m, d = x.shape[0], y.shape[0], x.shape[1]
+    k = _check_int(k, "k", minimum=1)
+    if k > min(n - 1, m):
+        raise ConfigError(
+            f"k = {k} is not allowed for {n} rows of p_samples and {m} of q_samples; use "
+            f"1 ≤ k ≤ {max(min(n - 1, m), 0)} (the k-th neighbour must exist)"
+        )
+    rho = _kth_distances(x, x, k, skip_self=True)  # (n,)
+    nu = _kth_distances(x, y, k, skip_self=False)  # (n,)
+    for name, dist, other in (("p_samples", rho, "another row of p_samples"),
+                              ("q_samples", nu, "a row of q_samples")):  # fmt: skip
+        if bool((dist == 0).any()):
+            row = int((dist == 0).nonzero()[0])
+            raise DataError(
+                f"row {row} of p_samples coincides with {other} (a k-th neighbour distance of 0): "
+                f"the estimator needs continuous samples without repeats ({name})"
+            )
+    return float(d * (nu.log() - rho.log()).mean() + math.log(m / (n - 1)))

@@ -1,0 +1,117 @@
+"""Fidelity against the truth: the exact KL estimate against closed forms (zero for the truth
+itself, torch's Gaussian KL), the k-nearest-neighbour estimator within its stated bias, and the
+errors at the door."""
+
+import math
+
+import pytest
+import torch
+from torch.distributions import MultivariateNormal, kl_divergence
+
+from pushforward import datasets
+from pushforward.errors import ConfigError, DataError
+from pushforward.fidelity import EXACT, IWAE_UPPER, KLEstimate, kl_to_truth, knn_kl
+
+P_MEAN, P_COV = torch.tensor([0.5, -1.0]), torch.tensor([[1.0, 0.3], [0.3, 0.5]])
+
+
+def gaussian_truth() -> datasets.GaussianMixture:
+    return datasets.GaussianMixture([1.0], P_MEAN[None], P_COV[None])
+
+
+@pytest.mark.parametrize("truth", [datasets.ring8(), datasets.grid25()], ids=["ring8", "grid25"])
+def test_kl_of_the_truth_to_itself_is_zero(truth):
+    gen = torch.Generator().manual_seed(0)
+    # log q in float64 at the same points: every difference is exactly 0
+    est = kl_to_truth(truth, lambda x: truth.log_prob(x.double()), 2000, generator=gen)
+    assert (est.value, est.stderr, est.n, est.kind) == (0.0, 0.0, 2000, EXACT)
+    # log q rounded to float32, as a model gives it: 0 within rounding and 3 s.e.
+    est = kl_to_truth(truth, truth.log_prob, 2000, generator=gen)
+    assert abs(est.value) <= 3 * est.stderr + 1e-12 and est.stderr < 1e-6
+
+
+@pytest.mark.parametrize(
+    ("mean", "cov"),
+    [([0.5, -1.0], [[1.0, 0.3], [0.3, 0.5]]), ([1.5, 0.0], [[2.0, -0.4], [-0.4, 0.8]])],
+)
+def test_kl_between_gaussians_matches_the_closed_form_within_three_standard_errors(mean, cov):
+    q = MultivariateNormal(torch.tensor(mean), torch.tensor(cov))
+    exact = float(kl_divergence(MultivariateNormal(P_MEAN, P_COV), q))
+    gen = torch.Generator().manual_seed(1)
+    est = kl_to_truth(gaussian_truth(), q.log_prob, 10_000, generator=gen)
+    assert abs(est.value - exact) <= 3 * est.stderr + 1e-6, (est, exact)
+    assert est.stderr < 0.02 + 0.02 * exact  # 10,000 draws pin it down
+    assert str(est).startswith(f"{est.value:.4g} ± ")
+
+
+def test_kl_is_labelled_an_upper_bound_for_a_lower_bound_of_log_q():
+    truth = gaussian_truth()
+    q = MultivariateNormal(P_MEAN, P_COV)
+    est = kl_to_truth(truth, lambda x: q.log_prob(x) - 0.25, 500, kind=IWAE_UPPER)
+    assert est.kind == IWAE_UPPER and est.value == pytest.approx(0.25, abs=1e-5)
+    assert KLEstimate(**est.to_dict()) == est
+
+
+def test_kl_is_infinite_where_q_has_no_mass_and_bad_log_q_is_refused():
+    truth = gaussian_truth()
+    gen = torch.Generator().manual_seed(0)
+    assert kl_to_truth(truth, lambda x: torch.full((x.shape[0],), -math.inf), 10).value == math.inf
+    with pytest.raises(DataError, match=r"shape \(10,\) for \(10, d\), got \(10, 1\)"):
+        kl_to_truth(truth, lambda x: torch.zeros(x.shape[0], 1), 10, generator=gen)
+    with pytest.raises(DataError, match=r"log_q returned nan at x\[0\]"):
+        kl_to_truth(truth, lambda x: torch.full((x.shape[0],), math.nan), 10, generator=gen)
+    with pytest.raises(ConfigError, match="truth must be a GaussianMixture"):
+        kl_to_truth(MultivariateNormal(P_MEAN, P_COV), lambda x: x[:, 0], 10)
+    with pytest.raises(ConfigError, match="n must be an integer >= 2"):
+        kl_to_truth(truth, truth.log_prob, 1)
+
+
+# --- the k-nearest-neighbour estimator -----------------------------------------------------------
+
+# the bias knn_kl's docstring states for n = m = 2,500 in 2-D, k = 1, when KL(p ‖ q) ≤ 0.2
+KNN_TOLERANCE = 0.15
+
+
+@pytest.mark.parametrize(("shift", "seed"), [(0.0, 0), (0.5, 1)])
+def test_knn_kl_is_within_its_stated_bias_of_the_exact_value(shift, seed):
+    p = MultivariateNormal(torch.zeros(2), torch.eye(2))
+    q = MultivariateNormal(torch.tensor([shift, 0.0]), torch.eye(2))
+    exact = float(kl_divergence(p, q))  # shift² / 2
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(2500, 2, generator=gen)
+    y = torch.tensor([shift, 0.0]) + torch.randn(2500, 2, generator=gen)
+    assert abs(knn_kl(x, y) - exact) <= KNN_TOLERANCE
+
+
+def test_knn_kl_by_hand_on_four_points():
+    # 1-D: x = 0, 1, 3; y = 0.5, 10. ρ = 1, 1, 2; ν = 0.5, 0.5, 2.5
+    x = torch.tensor([[0.0], [1.0], [3.0]])
+    y = torch.tensor([[0.5], [10.0]])
+    hand = (math.log(0.5 / 1) + math.log(0.5 / 1) + math.log(2.5 / 2)) / 3 + math.log(2 / 2)
+    assert knn_kl(x, y) == pytest.approx(hand)
+    # k = 2: ρ₂ = 3, 2, 3; ν₂ = 10, 9, 7
+    hand2 = (math.log(10 / 3) + math.log(9 / 2) + math.log(7 / 3)) / 3 + math.log(2 / 2)
+    assert knn_kl(x, y, k=2) == pytest.approx(hand2)
+
+
+def test_knn_kl_works_in_blocks_like_one_block(monkeypatch):
+    from pushforward import fidelity
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(300, 3, generator=gen), torch.randn(200, 3, generator=gen) + 0.3
+    whole = knn_kl(x, y, k=3)
+    monkeypatch.setattr(fidelity, "BLOCK_ELEMENTS", 1000)  # blocks of 3 to 5 rows
+    assert knn_kl(x, y, k=3) == pytest.approx(whole, abs=1e-12)
+
+
+def test_knn_kl_refuses_repeats_bad_k_and_mismatched_dimensions():
+    x = torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
+    y = torch.tensor([[5.0, 5.0], [6.0, 6.0]])
+    with pytest.raises(DataError, match="row 0 of p_samples coincides with another row"):
+        knn_kl(x, y)
+    with pytest.raises(DataError, match="row 1 of p_samples coincides with a row of q_samples"):
+        knn_kl(torch.tensor([[0.0, 0.0], [5.0, 5.0]]), y)
+    with pytest.raises(ConfigError, match=r"k = 3 is not allowed .* use 1 ≤ k ≤ 2"):
+        knn_kl(x + torch.arange(3.0)[:, None], y, k=3)
+    with pytest.raises(DataError, match=r"q_samples must have shape \(n, 2\) to match p_samples"):
+        knn_kl(x, torch.zeros(4, 3))
