@@ -167,10 +167,10 @@ def test_optimizer_state_round_trips_through_tensors_and_json():
         ({"weight_decay": float("inf")}, "weight_decay = inf is not allowed; use a finite number"),
         ({"grad_clip": float("nan")}, "grad_clip = nan is not allowed; use a finite number ≥ 0"),
         ({"grad_clip": float("inf")}, "grad_clip = inf is not allowed; use a finite number ≥ 0"),
-        ({"betas": (0.9, float("nan"))}, r"betas = \(0.9, nan\) is not allowed; use two numbers"),
+        ({"betas": (0.9, float("nan"))}, r"betas = \[0.9, nan\] is not allowed; use 2 finite"),
         ({"optimizer": "lbfgs"}, "unknown optimizer 'lbfgs'; known: adam, adamw, sgd"),
         ({"device": "tpu"}, "unknown device 'tpu'; known: auto, cpu, cuda"),
-        ({"epochz": 3}, "unknown training setting 'epochz'"),
+        ({"epochz": 3}, "unknown setting 'epochz'; known: epochs, batch_size"),
     ],
 )
 def test_bad_training_settings_name_the_problem(settings, match):

@@ -23,6 +23,7 @@ from pushforward.errors import (
     PushforwardError,
     TrainingError,
 )
+from pushforward.flow import Flow, FlowConfig
 from pushforward.gan import GAN, GANConfig
 from pushforward.measures import (
     Pushforward,
@@ -57,6 +58,8 @@ __all__ = [
     "ConfigError",
     "DataError",
     "Dataset",
+    "Flow",
+    "FlowConfig",
     "GANConfig",
     "GaussianMixture",
     "Model",

@@ -27,8 +27,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pushforward.datasets import GaussianMixture, _check_int
-from pushforward.errors import ConfigError, DataError, check_rows
+from pushforward.errors import ConfigError, DataError
+from pushforward.mixtures import GaussianMixture
+from pushforward.validate import check_int, check_rows
 
 __all__ = ["EXACT", "IWAE_UPPER", "KLEstimate", "kl_to_truth", "knn_kl"]
 
@@ -90,7 +91,7 @@ def kl_to_truth(
         raise ConfigError(
             f"log_q must be a callable mapping (n, d) to (n,), got {type(log_q).__name__}"
         )
-    n = _check_int(n, "n", minimum=2)
+    n = check_int(n, "n", minimum=2)
     x = truth.sample(n, generator=generator, dtype=dtype)  # (n, d)
     log_p = truth.log_prob(x.double())  # (n,)
     with torch.no_grad():
@@ -153,7 +154,7 @@ def knn_kl(p_samples: Tensor, q_samples: Tensor, k: int = 1) -> float:
     y = check_rows(q_samples, "q_samples", dim=x.shape[1], why=" to match p_samples")
     y = y.detach().to(device=x.device, dtype=torch.float64)
     n, m, d = x.shape[0], y.shape[0], x.shape[1]
-    k = _check_int(k, "k", minimum=1)
+    k = check_int(k, "k", minimum=1)
     if k > min(n - 1, m):
         raise ConfigError(
             f"k = {k} is not allowed for {n} rows of p_samples and {m} of q_samples; use "

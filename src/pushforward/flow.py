@@ -57,11 +57,13 @@ import zuko
 from torch import Tensor
 from torch.distributions import AffineTransform, Distribution, Transform, constraints
 
-from pushforward.datasets import Dataset, _check_int
-from pushforward.errors import ConfigError, DataError, TrainingError, check_rows, lookup
+from pushforward.contract import ModelConfig, ModelSpec
+from pushforward.datasets import Dataset
+from pushforward.errors import ConfigError, DataError, TrainingError, lookup
 from pushforward.measures import Pushforward, StandardNormal
 from pushforward.nets import MAX_LATENT, MAX_WIDTH
 from pushforward.train import Trainable
+from pushforward.validate import check_int, check_rows
 
 __all__ = [
     "AFFINE_SLOPE",
@@ -401,7 +403,7 @@ class Flow(Trainable):
 
     def _noise(self, n: int, generator: torch.Generator | None) -> Tensor:
         """Return n draws z ~ N(0, I_d) (n, d) from ``generator``, on the model's device."""
-        n = _check_int(n, "n", minimum=0)
+        n = check_int(n, "n", minimum=0)
         device = generator.device if generator is not None else torch.device("cpu")
         z = torch.randn(n, self.dim, generator=generator, device=device)
         return z.to(self.data_loc)
@@ -476,7 +478,9 @@ class Flow(Trainable):
         return terms
 
     @torch.no_grad()
-    def evaluate(self, x: Tensor, *, generator: torch.Generator | None = None) -> dict[str, Any]:
+    def evaluate(
+        self, x: Tensor, *, generator: torch.Generator | None = None, iwae_k: int = 1000
+    ) -> dict[str, Any]:
         """Return the mean log-likelihood of the rows of x (n, d) and its standard error.
 
         Keys: ``log_likelihood`` (nats per row), ``log_likelihood_stderr`` (the standard error
@@ -528,7 +532,7 @@ RECOMMENDED: dict[str, dict[str, Any]] = {
 
 
 @dataclass
-class FlowConfig:
+class FlowConfig(ModelConfig):
     """The settings of a flow a user chooses (the CLI's flags); :meth:`build` makes the model."""
 
     transform: str = field(
@@ -551,6 +555,7 @@ class FlowConfig:
         self.transform, self.layers, self.hidden, self.bins = _check_settings(
             self.transform, self.layers, self.hidden, self.bins
         )
+        super().__post_init__()
 
     def build(self, ds: Dataset) -> Flow:
         """Return a Flow for the data set ``ds``: its dimension, and dequantised for images."""
@@ -558,3 +563,11 @@ class FlowConfig:
             ds.dim, transform=self.transform, layers=self.layers, hidden=self.hidden,
             bins=self.bins, image_shape=ds.image_shape, dequantize=ds.image_shape is not None,
         )  # fmt: skip
+
+
+SPEC = ModelSpec(
+    Flow,
+    FlowConfig,
+    "a normalizing flow: an invertible g with an exact density (zuko transforms)",
+    train_defaults=RECOMMENDED["train"],
+)

@@ -8,7 +8,7 @@ line here; the shared test template (``tests/test_models.py``) picks it up.
 
 from __future__ import annotations
 
-from pushforward import autoencoder, gan, pca, vae
+from pushforward import autoencoder, flow, gan, pca, vae
 from pushforward.contract import ModelSpec
 
 __all__ = ["MODELS"]
@@ -19,4 +19,5 @@ MODELS: dict[str, ModelSpec] = {
     "ae": autoencoder.SPEC,
     "vae": vae.SPEC,
     "gan": gan.SPEC,
+    "flow": flow.SPEC,
 }
