@@ -46,6 +46,7 @@ Recommended settings (the ring8/grid25 benchmark, ``benchmarks/fidelity.py``): :
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import numbers
 from collections.abc import Callable, Sequence
@@ -285,6 +286,15 @@ class Flow(Trainable):
         ok = isinstance(slope, numbers.Real) and not isinstance(slope, bool) and 0 < slope < 1
         if not ok:
             raise ConfigError(f"slope = {slope!r} is not allowed; use a number in (0, 1)")
+        # an upper bound on the weights (each layer's conditioner maps d inputs through the
+        # hidden widths to at most d·(3·bins + 1) spline parameters), checked before allocating
+        widths = [dim, *hidden, dim * (3 * bins + 1)]
+        size = 4 * layers * sum(a * b + b for a, b in itertools.pairwise(widths))
+        if size > MAX_FLOW_BYTES:
+            raise ConfigError(
+                f"a flow of {layers} layers of widths {hidden} on {dim} dimensions would hold up "
+                f"to {size / 2**30:.1f} GiB of weights, more than {MAX_FLOW_BYTES / 2**30:.0f} GiB"
+            )
         self.dim = self.latent = int(dim)
         self.transform_name, self.layers, self.hidden, self.bins = transform, layers, hidden, bins
         self.slope = float(slope)
@@ -525,6 +535,9 @@ class Flow(Trainable):
 #   4 layers of 24 bins, 48-wide, 60 epochs of 256 at 6e-3:  0.024 / 98.0%; 0.022 / 98.3%
 #   the same, 90 epochs of 512 at 8e-3 (this setting):       0.022 / 98.4%; 0.026 / 98.5%
 # Slope 1e-7, 80 epochs instead of 60, and 5 layers of 16 bins changed little.
+MAX_FLOW_BYTES = 4 * 2**30
+"""The most weights a flow may have (4 GiB of float32): a larger one is a typo."""
+
 RECOMMENDED: dict[str, dict[str, Any]] = {
     "model": {"transform": "nsf", "layers": 4, "hidden": [48, 48], "bins": 24},
     "train": {"epochs": 90, "batch_size": 512, "lr": 8e-3, "lr_schedule": "cosine"},
