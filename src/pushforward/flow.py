@@ -115,8 +115,7 @@ class FlowTransform:
     """A family of flow layers: ``build(dim, layers, hidden, bins, slope)`` returns a zuko flow."""
 
     build: Callable[[int, int, list[int], int, float], zuko.flows.Flow]
-    description: str
-    uses_bins: bool
+    description: str  # a few words, for help texts
     slope: float  # the default smallest slope of a layer
 
 
@@ -145,16 +144,10 @@ def _maf(dim: int, layers: int, hidden: list[int], bins: int, slope: float) -> z
 
 
 TRANSFORMS: dict[str, FlowTransform] = {
-    "nsf": FlowTransform(
-        _nsf, "rational-quadratic spline coupling (Durkan et al., 2019)", True, SPLINE_SLOPE
-    ),
-    "nsf-ar": FlowTransform(
-        _nsf_ar, "rational-quadratic spline, autoregressive", True, SPLINE_SLOPE
-    ),
-    "realnvp": FlowTransform(_realnvp, "affine coupling (Dinh et al., 2017)", False, AFFINE_SLOPE),
-    "maf": FlowTransform(
-        _maf, "affine autoregressive (Papamakarios et al., 2017)", False, AFFINE_SLOPE
-    ),
+    "nsf": FlowTransform(_nsf, "spline coupling", SPLINE_SLOPE),
+    "nsf-ar": FlowTransform(_nsf_ar, "spline autoregressive", SPLINE_SLOPE),
+    "realnvp": FlowTransform(_realnvp, "affine coupling", AFFINE_SLOPE),
+    "maf": FlowTransform(_maf, "affine autoregressive", AFFINE_SLOPE),
 }
 
 
@@ -278,7 +271,7 @@ class Flow(Trainable):
             raise ConfigError(
                 f"dim = {dim!r} is not allowed; use an integer from 1 to {MAX_LATENT:,}"
             )
-        transform, layers, hidden, bins = _check_settings(transform, layers, list(hidden), bins)
+        transform, layers, hidden, bins = _check_settings(transform, layers, hidden, bins)
         slope = TRANSFORMS[transform].slope if slope is None else slope
         ok = isinstance(slope, numbers.Real) and not isinstance(slope, bool) and 0 < slope < 1
         if not ok:
@@ -328,8 +321,9 @@ class Flow(Trainable):
     def dequantized(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """Return y = (255·x + u)/256, u ~ U[0, 1) drawn from ``generator``, for pixels x (n, d)
         holding k/255: each 8-bit value spread uniformly over its bin [k/256, (k + 1)/256)."""
-        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        return (x * 255 + u) / 256
+        device = generator.device if generator is not None else x.device
+        u = torch.rand(x.shape, generator=generator, device=device, dtype=x.dtype)
+        return (x * 255 + u.to(x.device)) / 256
 
     def prepare(self, x: Tensor) -> None:
         """Record the per-coordinate mean m and scale s = standard deviation / :data:`SPREAD` of
@@ -533,7 +527,10 @@ class FlowConfig:
 
     transform: str = field(
         default=RECOMMENDED["model"]["transform"],
-        metadata={"help": f"the layers: {', '.join(TRANSFORMS)}"},
+        metadata={
+            "help": "the layers: "
+            + ", ".join(f"{name} ({t.description})" for name, t in TRANSFORMS.items())
+        },
     )
     layers: int = field(
         default=RECOMMENDED["model"]["layers"], metadata={"help": "how many invertible layers"}
