@@ -144,7 +144,12 @@ def knn_kl(p_samples: Tensor, q_samples: Tensor, k: int = 1) -> float:
     underestimates: −0.13 ± 0.08 at KL 1.04 (q shifted and stretched), −0.54 ± 0.06 at KL 1.61
     (q = N(0, I/4), narrower than p). So for KL ≤ 0.2 it is within ±0.15 nats of the exact value
     (``tests/test_fidelity.py`` checks this); beyond, a lower estimate the farther q is from p.
-    KNN_FLOW_PLACEHOLDER
+    On the mixtures of ``benchmarks/fidelity.py`` (10 seeds, 2,500 samples against 2,500 fresh
+    truth draws), its error against the exact KL(p ‖ q) of the trained flows (0.02–0.04 nats)
+    was −0.007 ± 0.044 on ring8 (extremes −0.11 and +0.03) and −0.007 ± 0.041 on grid25
+    (−0.07, +0.05); on exact draws of the truth (KL 0) −0.009 ± 0.050 and +0.002 ± 0.038
+    (extremes −0.08, +0.09). At this sample size it cannot tell such a flow from the truth;
+    the exact estimate's standard error is about 0.0015.
 
     Rows repeated in ``p_samples`` (ρ = 0) or shared with ``q_samples`` (ν = 0) make a term
     infinite; they raise DataError naming the row.
