@@ -95,12 +95,12 @@ def test_knn_kl_by_hand_on_four_points():
 
 
 def test_knn_kl_works_in_blocks_like_one_block(monkeypatch):
-    from pushforward import fidelity
+    from pushforward import metrics
 
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(300, 3, generator=gen), torch.randn(200, 3, generator=gen) + 0.3
     whole = knn_kl(x, y, k=3)
-    monkeypatch.setattr(fidelity, "BLOCK_ELEMENTS", 1000)  # blocks of 3 to 5 rows
+    monkeypatch.setattr(metrics, "BLOCK_ELEMENTS", 1000)  # blocks of 3 to 5 rows
     assert knn_kl(x, y, k=3) == pytest.approx(whole, abs=1e-12)
 
 

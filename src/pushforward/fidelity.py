@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pushforward import metrics
 from pushforward.datasets import GaussianMixture, _check_int
 from pushforward.errors import ConfigError, DataError, check_rows
 
@@ -37,9 +38,6 @@ EXACT = "exact"
 
 IWAE_UPPER = "upper bound (IWAE)"
 """The ``kind`` of a KL estimate from an importance-weighted lower bound of log q."""
-
-BLOCK_ELEMENTS = 1 << 22
-"""Entries of one (rows, m) block of pairwise distances in :func:`knn_kl`: 32 MiB in float64."""
 
 
 @dataclass(frozen=True)
@@ -114,11 +112,11 @@ def kl_to_truth(
 def _kth_distances(a: Tensor, b: Tensor, k: int, *, skip_self: bool) -> Tensor:
     """Return the distance (n,) from each row of a (n, d) to its k-th nearest row of b (m, d),
     leaving out row i of b for row i of a when ``skip_self`` (b is a); in row blocks of at most
-    :data:`BLOCK_ELEMENTS` distances."""
-    step = max(1, BLOCK_ELEMENTS // b.shape[0])
+    :data:`pushforward.metrics.BLOCK_ELEMENTS` distances, each from differences (exact)."""
+    step = max(1, metrics.BLOCK_ELEMENTS // b.shape[0])
     out = []
     for i0 in range(0, a.shape[0], step):
-        block = torch.cdist(a[i0 : i0 + step], b, compute_mode="donot_use_mm_for_euclid_dist")
+        block = torch.cdist(a[i0 : i0 + step], b, compute_mode=metrics._EXACT)  # (rows, m)
         if skip_self:
             r = torch.arange(block.shape[0])
             block[r, i0 + r] = math.inf
