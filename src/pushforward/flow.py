@@ -376,8 +376,8 @@ class Flow(Trainable):
         return Pushforward(self.to_latent().inv, StandardNormal(self.dim))
 
     def _latent(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Return z = g⁻¹(x) (n, d) and log |det ∂g⁻¹/∂x| (n,), in float32 even under autocast:
-        a log-determinant summed over many layers needs the precision."""
+        """Return z = g⁻¹(x) (n, d) and log |det ∂g⁻¹/∂x| (n,) in the weights' precision, even
+        under bfloat16 autocast: a log-determinant summed over many layers needs it."""
         with torch.autocast(x.device.type, enabled=False):
             return self.to_latent().call_and_ladj(x.to(self.data_loc.dtype))
 
