@@ -5,7 +5,9 @@ Protocol: train on the first 8,000 digits of the official MNIST test set, evalua
 RealNVP's logit, and bits/dim are those of the 8-bit data (:meth:`pushforward.flow.Flow.evaluate`,
 the standard convention). Published numbers for context, all trained on the 60,000 training
 digits with convolutional multi-scale architectures for days: RealNVP 1.06, Glow 1.05, FFJORD
-0.99 bits/dim; MAF (an MLP flow like these) about 1.9. Command:
+0.99 bits/dim; MAF (an MLP flow like these) about 1.9. Command (measured: 3.93 ± 0.02 held-out
+bits/dim, 3.69 on the training digits, in 291 s on one thread; at lr 2e-3 for 18 epochs the first
+epoch spiked and it ended at 4.34):
 
     .venv/bin/python benchmarks/flow_mnist.py --transform maf --layers 5 --hidden 1024 --epochs 12
 """

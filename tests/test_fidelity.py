@@ -52,6 +52,26 @@ def test_kl_is_labelled_an_upper_bound_for_a_lower_bound_of_log_q():
     assert KLEstimate(**est.to_dict()) == est
 
 
+def test_iwae_kl_of_a_vae_is_an_upper_bound_that_tightens_with_k():
+    from pushforward.train import seeded
+    from pushforward.vae import VAE
+
+    with seeded(0):
+        vae = VAE(2, 2, loss="gaussian", sigma=0.3, net={"hidden": [16]})
+    truth = datasets.ring8()
+
+    def kl(k: int) -> KLEstimate:
+        h = torch.Generator().manual_seed(1)
+        log_q = lambda x: vae.log_likelihood(x, k=k, generator=h).log_px  # noqa: E731
+        return kl_to_truth(
+            truth, log_q, 500, generator=torch.Generator().manual_seed(0), kind=IWAE_UPPER
+        )
+
+    one, many = kl(1), kl(64)
+    assert one.kind == many.kind == IWAE_UPPER
+    assert many.value < one.value - 3 * one.stderr  # log q rises towards the truth with k
+
+
 def test_kl_is_infinite_where_q_has_no_mass_and_bad_log_q_is_refused():
     truth = gaussian_truth()
     gen = torch.Generator().manual_seed(0)
@@ -95,12 +115,12 @@ def test_knn_kl_by_hand_on_four_points():
 
 
 def test_knn_kl_works_in_blocks_like_one_block(monkeypatch):
-    from pushforward import fidelity
+    from pushforward import metrics
 
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(300, 3, generator=gen), torch.randn(200, 3, generator=gen) + 0.3
     whole = knn_kl(x, y, k=3)
-    monkeypatch.setattr(fidelity, "BLOCK_ELEMENTS", 1000)  # blocks of 3 to 5 rows
+    monkeypatch.setattr(metrics, "BLOCK_ELEMENTS", 1000)  # blocks of 3 to 5 rows
     assert knn_kl(x, y, k=3) == pytest.approx(whole, abs=1e-12)
 
 

@@ -15,6 +15,10 @@ with q. Two ways to estimate it:
 * :func:`knn_kl`, from samples alone: the k-nearest-neighbour estimator of Wang, Kulkarni &
   Verdú (2009), for models with no density at all (a GAN). It is consistent but biased at finite
   sample sizes; :func:`knn_kl`'s docstring gives the bias measured here.
+
+For a flow ``kl_to_truth(ds.distribution, flow.log_prob, 20_000, generator=g)``; for a VAE,
+``kl_to_truth(ds.distribution, lambda x: vae.log_likelihood(x, k=1000, generator=h).log_px,
+20_000, generator=g, kind=IWAE_UPPER)``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pushforward import metrics
 from pushforward.errors import ConfigError, DataError
 from pushforward.mixtures import GaussianMixture
 from pushforward.validate import check_int, check_rows
@@ -38,9 +43,6 @@ EXACT = "exact"
 
 IWAE_UPPER = "upper bound (IWAE)"
 """The ``kind`` of a KL estimate from an importance-weighted lower bound of log q."""
-
-BLOCK_ELEMENTS = 1 << 22
-"""Entries of one (rows, m) block of pairwise distances in :func:`knn_kl`: 32 MiB in float64."""
 
 
 @dataclass(frozen=True)
@@ -115,11 +117,11 @@ def kl_to_truth(
 def _kth_distances(a: Tensor, b: Tensor, k: int, *, skip_self: bool) -> Tensor:
     """Return the distance (n,) from each row of a (n, d) to its k-th nearest row of b (m, d),
     leaving out row i of b for row i of a when ``skip_self`` (b is a); in row blocks of at most
-    :data:`BLOCK_ELEMENTS` distances."""
-    step = max(1, BLOCK_ELEMENTS // b.shape[0])
+    :data:`pushforward.metrics.BLOCK_ELEMENTS` distances, each from differences (exact)."""
+    step = max(1, metrics.BLOCK_ELEMENTS // b.shape[0])
     out = []
     for i0 in range(0, a.shape[0], step):
-        block = torch.cdist(a[i0 : i0 + step], b, compute_mode="donot_use_mm_for_euclid_dist")
+        block = torch.cdist(a[i0 : i0 + step], b, compute_mode=metrics._EXACT)  # (rows, m)
         if skip_self:
             r = torch.arange(block.shape[0])
             block[r, i0 + r] = math.inf
@@ -145,7 +147,12 @@ def knn_kl(p_samples: Tensor, q_samples: Tensor, k: int = 1) -> float:
     underestimates: −0.13 ± 0.08 at KL 1.04 (q shifted and stretched), −0.54 ± 0.06 at KL 1.61
     (q = N(0, I/4), narrower than p). So for KL ≤ 0.2 it is within ±0.15 nats of the exact value
     (``tests/test_fidelity.py`` checks this); beyond, a lower estimate the farther q is from p.
-    KNN_FLOW_PLACEHOLDER
+    On the mixtures of ``benchmarks/fidelity.py`` (10 seeds, 2,500 samples against 2,500 fresh
+    truth draws), its error against the exact KL(p ‖ q) of the trained flows (0.02–0.04 nats)
+    was −0.007 ± 0.044 on ring8 (extremes −0.11 and +0.03) and −0.007 ± 0.041 on grid25
+    (−0.07, +0.05); on exact draws of the truth (KL 0) −0.009 ± 0.050 and +0.002 ± 0.038
+    (extremes −0.08, +0.09). At this sample size it cannot tell such a flow from the truth;
+    the exact estimate's standard error is about 0.0015.
 
     Rows repeated in ``p_samples`` (ρ = 0) or shared with ``q_samples`` (ν = 0) make a term
     infinite; they raise DataError naming the row.

@@ -21,14 +21,16 @@ is a ``torch.distributions.Transform``), by name (:data:`TRANSFORMS`):
 Before the layers, two fixed maps whose log-Jacobians are counted, so that the density is in the
 data's own units:
 
-* standardisation (``standardize``, on by default): x ↦ (x − m)/s with the training data's
+* standardisation (``standardize``, on by default for points): x ↦ (x − m)/s with the data's
   per-coordinate mean m and s its standard deviation over :data:`SPREAD` (3), recorded by
   :meth:`Flow.prepare` in buffers; log-Jacobian −Σ_j log s_j. zuko's splines act on [−5, 5] (the
   identity outside): at unit spread the data would fill a third of their bins, at 3 the ±1.6
   standard deviations of ring8 and grid25 reach ±4.2 and every bin can serve (measured, on
   seed 0 of the benchmark: ring8 KL(p ‖ q) 0.039 → 0.026 nats and high quality 95.4% → 97.2%,
-  grid25 0.036 → 0.027 and 96.6% → 97.9%). Dequantised pixels (below) are standardised to unit
-  spread: in the logit's units a rarely lit pixel is already an outlier there;
+  grid25 0.036 → 0.027 and 96.6% → 97.9%). It is off by default for images: their logits are
+  already bounded (|w| ≤ 2.94), and standardising makes a rarely lit pixel an outlier of a
+  hundred standard deviations (an affine MAF on MNIST diverged to 10¹⁵ bits/dim so); when
+  asked for, dequantised pixels are standardised after the logit, to unit spread;
 * dequantisation (``dequantize``, on by default for images): pixels x ∈ [0, 1] holding the 8-bit
   values k/255 are spread over their bins, y = (255·x + u)/256 with u ~ U[0, 1)^d, and sent to
   ℝ^d by RealNVP's logit, w = logit(α + (1 − 2α)·y) with α = 0.05. The flow models y; a density
@@ -118,8 +120,7 @@ class FlowTransform:
     """A family of flow layers: ``build(dim, layers, hidden, bins, slope)`` returns a zuko flow."""
 
     build: Callable[[int, int, list[int], int, float], zuko.flows.Flow]
-    description: str
-    uses_bins: bool
+    description: str  # a few words, for help texts
     slope: float  # the default smallest slope of a layer
 
 
@@ -148,16 +149,10 @@ def _maf(dim: int, layers: int, hidden: list[int], bins: int, slope: float) -> z
 
 
 TRANSFORMS: dict[str, FlowTransform] = {
-    "nsf": FlowTransform(
-        _nsf, "rational-quadratic spline coupling (Durkan et al., 2019)", True, SPLINE_SLOPE
-    ),
-    "nsf-ar": FlowTransform(
-        _nsf_ar, "rational-quadratic spline, autoregressive", True, SPLINE_SLOPE
-    ),
-    "realnvp": FlowTransform(_realnvp, "affine coupling (Dinh et al., 2017)", False, AFFINE_SLOPE),
-    "maf": FlowTransform(
-        _maf, "affine autoregressive (Papamakarios et al., 2017)", False, AFFINE_SLOPE
-    ),
+    "nsf": FlowTransform(_nsf, "spline coupling", SPLINE_SLOPE),
+    "nsf-ar": FlowTransform(_nsf_ar, "spline autoregressive", SPLINE_SLOPE),
+    "realnvp": FlowTransform(_realnvp, "affine coupling", AFFINE_SLOPE),
+    "maf": FlowTransform(_maf, "affine autoregressive", AFFINE_SLOPE),
 }
 
 
@@ -250,7 +245,8 @@ class Flow(Trainable):
         image_shape: (h, w) of image data.
         standardize: act on (x − m)/s with the training data's mean m and s its standard
             deviation over :data:`SPREAD` (d,) (unit spread for dequantised images), recorded by
-            :meth:`prepare`; the log-Jacobian −Σ log s is counted.
+            :meth:`prepare`; the log-Jacobian −Σ log s is counted. Default on for non-image data
+            (no ``image_shape``), off for images.
         dequantize: treat the data as 8-bit pixels in [0, 1] (see the module docstring); default
             on for images (``image_shape`` given).
 
@@ -273,7 +269,7 @@ class Flow(Trainable):
         bins: int = 24,
         slope: float | None = None,
         image_shape: tuple[int, int] | list[int] | None = None,
-        standardize: bool = True,
+        standardize: bool | None = None,
         dequantize: bool | None = None,
     ):
         super().__init__()
@@ -281,7 +277,7 @@ class Flow(Trainable):
             raise ConfigError(
                 f"dim = {dim!r} is not allowed; use an integer from 1 to {MAX_LATENT:,}"
             )
-        transform, layers, hidden, bins = _check_settings(transform, layers, list(hidden), bins)
+        transform, layers, hidden, bins = _check_settings(transform, layers, hidden, bins)
         slope = TRANSFORMS[transform].slope if slope is None else slope
         ok = isinstance(slope, numbers.Real) and not isinstance(slope, bool) and 0 < slope < 1
         if not ok:
@@ -301,8 +297,9 @@ class Flow(Trainable):
         self.image_shape = tuple(int(s) for s in image_shape) if image_shape is not None else None
         if self.image_shape is not None and math.prod(self.image_shape) != dim:
             raise ConfigError(f"image_shape {self.image_shape} does not hold dim = {dim} values")
-        self.standardize = bool(standardize)
-        self.dequantize = self.image_shape is not None if dequantize is None else bool(dequantize)
+        image = self.image_shape is not None
+        self.standardize = not image if standardize is None else bool(standardize)
+        self.dequantize = image if dequantize is None else bool(dequantize)
         self.flow = TRANSFORMS[transform].build(self.dim, layers, hidden, bins, self.slope)
         # the data's location m and scale s (d,), set by prepare(); identity until then
         self.register_buffer("data_loc", torch.zeros(dim))
@@ -340,8 +337,9 @@ class Flow(Trainable):
     def dequantized(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """Return y = (255·x + u)/256, u ~ U[0, 1) drawn from ``generator``, for pixels x (n, d)
         holding k/255: each 8-bit value spread uniformly over its bin [k/256, (k + 1)/256)."""
-        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        return (x * 255 + u) / 256
+        device = generator.device if generator is not None else x.device
+        u = torch.rand(x.shape, generator=generator, device=device, dtype=x.dtype)
+        return (x * 255 + u.to(x.device)) / 256
 
     def prepare(self, x: Tensor) -> None:
         """Record the per-coordinate mean m and scale s = standard deviation / :data:`SPREAD` of
@@ -390,8 +388,8 @@ class Flow(Trainable):
         return Pushforward(self.to_latent().inv, StandardNormal(self.dim))
 
     def _latent(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Return z = g⁻¹(x) (n, d) and log |det ∂g⁻¹/∂x| (n,), in float32 even under autocast:
-        a log-determinant summed over many layers needs the precision."""
+        """Return z = g⁻¹(x) (n, d) and log |det ∂g⁻¹/∂x| (n,) in the weights' precision, even
+        under bfloat16 autocast: a log-determinant summed over many layers needs it."""
         with torch.autocast(x.device.type, enabled=False):
             return self.to_latent().call_and_ladj(x.to(self.data_loc.dtype))
 
@@ -550,7 +548,10 @@ class FlowConfig(ModelConfig):
 
     transform: str = field(
         default=RECOMMENDED["model"]["transform"],
-        metadata={"help": f"the layers: {', '.join(TRANSFORMS)}"},
+        metadata={
+            "help": "the layers: "
+            + ", ".join(f"{name} ({t.description})" for name, t in TRANSFORMS.items())
+        },
     )
     layers: int = field(
         default=RECOMMENDED["model"]["layers"], metadata={"help": "how many invertible layers"}
