@@ -307,11 +307,12 @@ def wasserstein_distance(x: Tensor, y: Tensor, *, p: int = 1) -> float:
         W_p = (min_π Σ_ij π_ij ‖x_i − y_j‖^p)^{1/p}
 
     * d = 1, any n and m: closed form from the sorted samples (quantile functions), O(n log n).
-    * n = m: the optimal plan is a permutation, found by ``scipy.optimize.linear_sum_assignment``
-      on the (n, n) cost matrix; W_p = (mean matched cost)^{1/p}.
-    * n ≠ m: the transport problem is solved by POT's ``ot.emd2`` (``pip install pot``).
+    * d > 1: the transport problem is solved exactly by POT's network simplex (``ot.emd2``);
+      for n = m its optimum is a permutation. On 2,000 points in 2-D it takes 0.5–1 s where
+      ``scipy.optimize.linear_sum_assignment`` took 8–20 s (measured; the Hungarian method
+      slows most when the two sets lie far apart, as an untrained model's samples do).
 
-    The two exact solvers cost O(n³) time and an (n, m) matrix, so they refuse n or m above
+    The exact solver costs up to O(n³) time and an (n, m) matrix, so it refuses n or m above
     5,000 with a :class:`ConfigError`; subsample first (the 1-D route has no limit).
     """
     p = check_int(p, "p", minimum=1)
@@ -326,19 +327,9 @@ def wasserstein_distance(x: Tensor, y: Tensor, *, p: int = 1) -> float:
             f"most {MAX_EXACT_OT:,} points per set in d > 1, got x {tuple(a.shape)} and y "
             f"{tuple(b.shape)}; subsample both sets, e.g. x[torch.randperm(len(x))[:5000]]"
         )
-    cost = (torch.cdist(a, b, compute_mode=_EXACT) ** p).cpu().numpy()  # (n, m)
-    if n == m:
-        from scipy.optimize import linear_sum_assignment  # scipy comes with scikit-learn
+    import ot  # POT, a dependency: imported here so that importing metrics stays light
 
-        rows, cols = linear_sum_assignment(cost)
-        return float(cost[rows, cols].mean()) ** (1 / p)
-    try:
-        import ot
-    except ImportError:
-        raise ConfigError(
-            f"wasserstein_distance between sets of different sizes (x has {n} rows, y has {m}) "
-            f"in d = {a.shape[1]} needs POT: pip install pot; or pass sets of equal size"
-        ) from None
+    cost = (torch.cdist(a, b, compute_mode=_EXACT) ** p).cpu().numpy()  # (n, m)
     weights_x = torch.full((n,), 1 / n, dtype=torch.float64).numpy()
     weights_y = torch.full((m,), 1 / m, dtype=torch.float64).numpy()
     # POT's default cap of 100,000 simplex pivots stops short of the optimum (with only a warning)
