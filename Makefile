@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= demo-output
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-slow test-all lint bench clean
 
 setup:
 	@bash scripts/setup.sh test
@@ -14,7 +14,13 @@ demo: setup
 test: setup
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+
+# the tests marked slow (multi-process runs, kills, the quick gallery, quality runs): CI runs them
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+test-all: test test-slow
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

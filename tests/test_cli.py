@@ -307,6 +307,7 @@ def test_tensorboard_gets_the_same_scalars_and_sample_grids(capsys, tmp_path):
     assert len(events.Images("samples")) == 2
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_cli_cleanly_and_resume_finishes_the_run(tmp_path):
     import signal
     import subprocess

@@ -43,6 +43,7 @@ def assert_close(a, b):
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_two_processes_reach_the_weights_of_one_with_the_same_global_batch(tmp_path):
     fit(tmp_path, 1, "ae", *COMMON, "--epochs", "3", "--out", "one")
     two = fit(tmp_path, 2, "ae", *COMMON, "--epochs", "3", "--out", "two")
@@ -53,6 +54,7 @@ def test_two_processes_reach_the_weights_of_one_with_the_same_global_batch(tmp_p
     assert two.stderr.count("run written to") == 1  # rank 0 alone reports
 
 
+@pytest.mark.slow
 def test_checkpoints_move_between_one_and_two_processes(tmp_path):
     fit(tmp_path, 1, "ae", *COMMON, "--epochs", "4", "--out", "straight")
     fit(tmp_path, 2, "ae", *COMMON, "--epochs", "2", "--out", "two_then_one")
@@ -64,6 +66,7 @@ def test_checkpoints_move_between_one_and_two_processes(tmp_path):
     assert_close(straight, weights(tmp_path / "one_then_two"))
 
 
+@pytest.mark.slow
 def test_a_vae_trains_in_two_processes(tmp_path):
     fit(tmp_path, 2, "vae", *COMMON, "--latent", "2", "--epochs", "2", "--out", "vae")
     records = [json.loads(r) for r in (tmp_path / "vae" / "metrics.jsonl").read_text().splitlines()]

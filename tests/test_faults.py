@@ -63,6 +63,7 @@ def check_consistent(folder) -> int:
     return len(epochs)
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_reaches_the_uninterrupted_weights(
     tmp_path, reliability
 ):
@@ -88,6 +89,7 @@ def test_sigkill_at_random_moments_then_resume_reaches_the_uninterrupted_weights
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_one_killed_rank_of_two_loses_nothing(tmp_path, reliability):
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     args = ["-m", "pushforward", *FIT, "--out", "ddp"]

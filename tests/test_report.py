@@ -30,6 +30,10 @@ class _Images(HTMLParser):
             self._in_h2 = False
 
 
+# the quick demo takes about 100 s on 2 cores: run by `make test-slow` (and CI)
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")

@@ -142,6 +142,7 @@ def test_diagnostics_find_active_units_and_warn_on_collapse(caplog):
     assert "posterior collapse" in caplog.text
 
 
+@pytest.mark.slow
 def test_two_dimensional_vae_on_grid25_reaches_all_25_modes():
     x = load_data("grid25", n=10_000).x
     with seeded(0):
