@@ -9,8 +9,18 @@ import torch
 from torch.distributions import MultivariateNormal, kl_divergence
 
 from pushforward import datasets
+from pushforward.contract import Model
 from pushforward.errors import ConfigError, DataError
-from pushforward.fidelity import EXACT, IWAE_UPPER, KLEstimate, kl_to_truth, knn_kl
+from pushforward.fidelity import (
+    BOUND_KL_SAMPLES,
+    EXACT,
+    IWAE_UPPER,
+    KL_SAMPLES,
+    KLEstimate,
+    kl_to_truth,
+    knn_kl,
+    truth_fidelity,
+)
 
 P_MEAN, P_COV = torch.tensor([0.5, -1.0]), torch.tensor([[1.0, 0.3], [0.3, 0.5]])
 
@@ -135,3 +145,61 @@ def test_knn_kl_refuses_repeats_bad_k_and_mismatched_dimensions():
         knn_kl(x + torch.arange(3.0)[:, None], y, k=3)
     with pytest.raises(DataError, match=r"q_samples must have shape \(n, 2\) to match p_samples"):
         knn_kl(x, torch.zeros(4, 3))
+
+
+class MixtureModel(Model):
+    """A model of the contract whose g#μ is a known Gaussian mixture: exact draws and density."""
+
+    has_exact_density = True
+
+    def __init__(self, mixture: datasets.GaussianMixture):
+        self.mixture, self.dim, self.latent = mixture, mixture.dim, mixture.dim
+
+    def sample(self, n, *, generator=None):
+        return self.mixture.sample(n, generator=generator)
+
+    def log_prob(self, x):
+        return self.mixture.log_prob(x)
+
+
+class Sampler(MixtureModel):
+    """The same draws with no density: only the k-NN estimate applies (as for a GAN)."""
+
+    has_exact_density = False
+
+
+def test_truth_fidelity_of_the_truth_is_zero_and_of_a_shifted_truth_the_closed_form():
+    truth = gaussian_truth()
+    gen = torch.Generator().manual_seed(3)
+    out = truth_fidelity(MixtureModel(truth), truth, generator=gen)
+    assert out["kl_to_truth_kind"] == EXACT and out["kl_to_truth_samples"] == KL_SAMPLES
+    assert abs(out["kl_to_truth"]) < 1e-5 and out["kl_to_truth_stderr"] < 1e-6
+    assert abs(out["knn_kl"]) < 0.15 and abs(out["knn_kl_floor"]) < 0.15  # its stated bias
+    # q = p shifted by v: KL = ½ vᵀ Σ⁻¹ v, from the exact density and (within bias) from samples
+    v = torch.tensor([0.5, 0.3])  # KL 0.152
+    shifted = datasets.GaussianMixture([1.0], (P_MEAN + v)[None], P_COV[None])
+    exact = 0.5 * float(v @ torch.linalg.solve(P_COV, v))
+    out = truth_fidelity(MixtureModel(shifted), truth, generator=gen)
+    assert abs(out["kl_to_truth"] - exact) < 3 * out["kl_to_truth_stderr"]
+    assert abs(out["knn_kl"] - exact) < 0.15
+
+
+def test_truth_fidelity_without_a_density_has_only_the_knn_estimate():
+    truth = gaussian_truth()
+    out = truth_fidelity(Sampler(truth), truth, generator=torch.Generator().manual_seed(4))
+    assert "kl_to_truth" not in out and abs(out["knn_kl"]) < 0.15 and out["knn_samples"] == 2500
+
+
+def test_truth_fidelity_of_a_vae_is_labelled_an_iwae_upper_bound():
+    from pushforward.train import seeded
+    from pushforward.vae import VAE
+
+    with seeded(0):
+        vae = VAE(2, 2, loss="gaussian", sigma=0.3, net={"hidden": [8]})
+    truth = gaussian_truth()
+    gen = torch.Generator().manual_seed(5)
+    out = truth_fidelity(vae, truth, generator=gen, iwae_k=4)
+    assert out["kl_to_truth_kind"] == IWAE_UPPER
+    assert out["kl_to_truth_samples"] == BOUND_KL_SAMPLES
+    # an untrained VAE is far from p: every estimate says so
+    assert out["kl_to_truth"] > 0.5 and out["knn_kl"] > 0.5

@@ -527,6 +527,8 @@ def test_cli_fits_samples_and_evaluates_a_gan(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["model"] == "GAN" and result["n_modes"] == 8
     assert "squared_error" not in result and result["mmd2"] > result["mmd2_floor"]
+    # no density: the fidelity to the truth is the k-NN estimate alone, far above the truth's
+    assert "kl_to_truth" not in result and result["knn_kl"] > result["knn_kl_floor"] + 1
 
 
 def test_cli_refuses_a_bad_betas_pair(capsys):

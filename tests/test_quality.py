@@ -24,6 +24,12 @@ def test_a_sampler_of_the_true_mixture_scores_like_real_data():
     p = 1 - math.exp(-4.5)
     assert abs(out["high_quality"] - p) < 5 * math.sqrt(p * (1 - p) / MODE_SAMPLES)
     assert out["reverse_kl"] < 0.01
+    # the truth's own draws, scored beside the model: the same binomial band, width 1 within
+    # its sampling error (a mean of 2,500 χ²-like radii: about ±1.5% at 5 standard errors)
+    assert abs(out["high_quality_ceiling"] - p) < 5 * math.sqrt(p * (1 - p) / MODE_SAMPLES)
+    assert out["mode_width"] == pytest.approx(1.0, abs=0.03)
+    assert out["mode_width_truth"] == pytest.approx(1.0, abs=0.03)
+    assert out["reverse_kl_floor"] < 0.01
     assert out["mean_log_density"] == pytest.approx(out["mean_log_density_floor"], abs=0.1)
     assert abs(out["mmd2"]) < 3e-3 and abs(out["energy"]) < 3e-3  # unbiased: about 0
     assert out["wasserstein1"] < 2 * out["wasserstein1_floor"]
@@ -34,10 +40,12 @@ def test_a_collapsed_sampler_covers_one_mode_with_reverse_kl_log_k():
     mode = ds.distribution.means[3]
 
     def collapsed(n, g):
-        return mode + 0.01 * torch.randn(n, 2, generator=g)
+        return mode + 0.005 * torch.randn(n, 2, generator=g)
 
     out = point_quality(collapsed, ds, points=500)
     assert out["modes_captured"] == 1
+    # a mode of σ = 0.005 where the truth's is 0.01 (ring8): half as wide
+    assert out["mode_width"] == pytest.approx(0.5, abs=0.03)
     assert out["reverse_kl"] == pytest.approx(math.log(8))
     assert out["mmd2"] > 100 * abs(out["mmd2_floor"])
     assert out["wasserstein1"] > 10 * out["wasserstein1_floor"]

@@ -204,6 +204,8 @@ class SelfInterrupting(Autoencoder):
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_between_steps_writes_a_checkpoint_and_resumes_exactly(tmp_path, signum):
+    # the handlers found are put back (not the defaults: a shell's background job ignores SIGINT)
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     x = data()
     cfg = TrainConfig(epochs=4, batch_size=32, seed=5)  # 3 steps per epoch
     full = make_ae()
@@ -217,7 +219,7 @@ def test_a_signal_stops_between_steps_writes_a_checkpoint_and_resumes_exactly(tm
     h_res = fit(resumed, x, cfg, run_dir=tmp_path, resume=True)
     assert states_equal(full, resumed)
     assert [r["loss"] for r in h_full] == [r["loss"] for r in h_res]  # the split epoch too
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
 def test_a_signal_without_a_run_folder_says_nothing_was_saved():

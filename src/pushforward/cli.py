@@ -487,7 +487,7 @@ def format_result(result: dict[str, Any]) -> str:
         if spec.unit:
             text += f" {spec.unit}"
         if spec.floor in result:
-            text += f"  (real vs real: {_value(result[spec.floor], spec.fmt)})"
+            text += f"  ({spec.floor_label}: {_value(result[spec.floor], spec.fmt)})"
         lines.append(f"  {spec.label:<24} {text}")
     return "\n".join(lines)
 

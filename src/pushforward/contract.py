@@ -8,6 +8,8 @@ kind of model it holds:
 ``generative``        :meth:`Model.sample` draws exactly n rows of g#μ
 ``has_encoder``       :meth:`Model.encode` maps data x (n, d) to codes z (n, k)
 ``has_exact_density`` :meth:`Model.log_prob` is the exact log-density of g#μ (nats)
+``likelihood_kind``   what :meth:`Model.log_likelihood_rows` returns: ``"exact"``, ``"lower
+                      bound"`` (the VAE's importance-weighted estimate) or ``None`` (no density)
 ``trained``           fitted by gradient descent in :func:`pushforward.train.fit`; otherwise in
                       closed form by ``model.fit(x)``
 ===================== ===========================================================================
@@ -40,6 +42,8 @@ from torch import Tensor
 from pushforward.errors import CheckpointError, ConfigError, NoDensityError
 
 __all__ = [
+    "EXACT_LIKELIHOOD",
+    "LOWER_BOUND",
     "Model",
     "ModelConfig",
     "ModelSpec",
@@ -48,6 +52,15 @@ __all__ = [
     "setting",
     "setting_types",
 ]
+
+
+EXACT_LIKELIHOOD = "exact"
+""":attr:`Model.likelihood_kind` of a model whose :meth:`Model.log_likelihood_rows` is exact."""
+
+LOWER_BOUND = "lower bound"
+""":attr:`Model.likelihood_kind` of a model whose :meth:`Model.log_likelihood_rows` bounds log q
+from below (the VAE's IWAE estimate: it rises to log q as the number of importance samples
+grows)."""
 
 
 class Model:
@@ -99,6 +112,22 @@ class Model:
     def log_prob(self, x: Tensor) -> Tensor:
         """Return the exact log-density (n,) in nats of g#μ at each row of x (n, d)."""
         raise NoDensityError(f"a {type(self).__name__} has no exact density")
+
+    @property
+    def likelihood_kind(self) -> str | None:
+        """What :meth:`log_likelihood_rows` gives: :data:`EXACT_LIKELIHOOD` for a model with an
+        exact density, :data:`LOWER_BOUND` for one that only bounds it, None when it has none."""
+        return EXACT_LIKELIHOOD if self.has_exact_density else None
+
+    def log_likelihood_rows(
+        self, x: Tensor, *, generator: torch.Generator | None = None, iwae_k: int = 1000
+    ) -> Tensor:
+        """Return log q(x) (n,) in nats for each row of x (n, d), as :attr:`likelihood_kind` says:
+        exact (:meth:`log_prob`), or a lower bound from ``iwae_k`` importance samples drawn from
+        ``generator``."""
+        if not self.has_exact_density:
+            raise NoDensityError(f"a {type(self).__name__} has no likelihood")
+        return self.log_prob(x)
 
     def set_sampling(self, **options: Any) -> None:
         """Change how samples are drawn, by the names in :attr:`sampling_options`."""

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pushforward.contract import ModelSpec, setting
+from pushforward.contract import LOWER_BOUND, ModelSpec, setting
 from pushforward.errors import ConfigError, lookup
 from pushforward.losses import (
     gaussian_kl_terms,
@@ -366,6 +366,16 @@ class VAE(Trainable):
             out_lp.append(m + torch.log(mean_w))
             out_se.append(torch.sqrt(var_w / k) / mean_w)
         return LogLikelihood(torch.cat(out_lp), torch.cat(out_se), k)
+
+    likelihood_kind = LOWER_BOUND  # type: ignore[assignment]  # IWAE bounds log p(x) below
+
+    @torch.no_grad()
+    def log_likelihood_rows(
+        self, x: Tensor, *, generator: torch.Generator | None = None, iwae_k: int = 1000
+    ) -> Tensor:
+        """Return the IWAE estimate of log p(x) (n,) with ``iwae_k`` importance samples: a lower
+        bound in expectation (see :meth:`log_likelihood`)."""
+        return self.log_likelihood(x, k=iwae_k, generator=generator).log_px
 
     @torch.no_grad()
     def evaluate(
