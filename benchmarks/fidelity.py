@@ -38,19 +38,24 @@ import json
 import math
 import multiprocessing
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from pushforward import datasets
-from pushforward.fidelity import kl_to_truth, knn_kl
+from pushforward.contract import LOWER_BOUND
+from pushforward.fidelity import BOUND_KL_SAMPLES, EXACT, IWAE_UPPER, kl_to_truth, knn_kl
 from pushforward.flow import RECOMMENDED, Flow
 from pushforward.metrics import mode_metrics
+from pushforward.registry import MODELS
+from pushforward.runs import RunConfig, fit_run, load_model
 from pushforward.train import TrainConfig, fit, seeded
 
 MIXTURES: dict[str, Callable[[], datasets.GaussianMixture]] = {
@@ -64,6 +69,20 @@ KL_DRAWS = 20_000
 TRAINING_POINTS = 10_000  # per data set and seed
 FLOW_ROW = "pushforward flow (recommended)"
 TRUTH_ROW = "truth (exact draws of the mixture)"
+IWAE_K = 1000  # importance samples of the VAE's likelihood bound
+# the other models, each fitted as `pushforward fit MODEL --data NAME -n 10000 --seed s` with its
+# defaults (PPCA with k = 1, the most a 2-D PPCA allows): the rows they give, each with the
+# sampling settings it is drawn with
+OTHER_MODELS: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "vae": [("VAE (fit vae defaults)", {})],
+    "gan": [
+        ("GAN (recommended: Jacobian truncation)", {}),
+        ("GAN (recommended, plain g#μ)", {"jacobian_truncation": 0.0}),
+    ],
+    "ppca": [("PPCA (k = 1)", {})],
+}
+OTHER_SETTINGS: dict[str, dict[str, Any]] = {"ppca": {"latent": 1}}
+ROW_ORDER = [FLOW_ROW, *(row for rows in OTHER_MODELS.values() for row, _ in rows), TRUTH_ROW]
 
 
 @dataclass
@@ -84,6 +103,10 @@ class Result:
     seconds: float
     cpu_seconds: float
     counts: list[int]
+    kl_kind: str = EXACT  # or IWAE_UPPER; "none" for a model without a likelihood (nan)
+    kl_draws: int = KL_DRAWS
+    epochs: int = 0
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 def training_data(name: str, n: int, seed: int) -> Tensor:
@@ -99,16 +122,24 @@ def score(
     log_q: Callable[[Tensor], Tensor],
     seconds: float,
     cpu_seconds: float,
+    *,
+    kind: str = EXACT,
+    draws: int = KL_DRAWS,
 ) -> Result:
-    """Return the mode scores of ``samples`` (N_SAMPLES, 2) and the KL of ``log_q`` to the
-    named mixture."""
+    """Return the mode scores of ``samples`` (N_SAMPLES, 2) and the KL of ``log_q`` (None for a
+    model without a likelihood) to the named mixture, on ``draws`` fresh draws of it."""
     mix = MIXTURES[name]()
     m = mode_metrics(samples.double(), mix.means, float(mix.stds[0]))
-    kl = kl_to_truth(mix, log_q, KL_DRAWS, generator=torch.Generator().manual_seed(KL_SEED + seed))
+    if log_q is None:
+        value, stderr, kind = math.nan, math.nan, "none"
+    else:
+        gen = torch.Generator().manual_seed(KL_SEED + seed)
+        kl = kl_to_truth(mix, log_q, draws, generator=gen, kind=kind)
+        value, stderr = kl.value, kl.stderr
     real = mix.sample(N_SAMPLES, generator=torch.Generator().manual_seed(KL_SEED + seed + 1))
     return Result(
         model, name, seed, m.modes_captured, m.n_modes, m.high_quality, m.reverse_kl, m.width,
-        kl.value, kl.stderr, knn_kl(real, samples), seconds, cpu_seconds, m.counts,
+        value, stderr, knn_kl(real, samples), seconds, cpu_seconds, m.counts, kind, draws,
     )  # fmt: skip
 
 
@@ -137,14 +168,54 @@ def run_truth(name: str, seed: int) -> Result:
     return score(TRUTH_ROW, name, seed, samples, exact, 0.0, 0.0)
 
 
-def run_task(task: tuple[str, int, str, int, dict[str, Any], dict[str, Any]]) -> Result:
-    """Run one (data, seed, 'flow' or 'truth', threads, model and train overrides) task; in a
-    worker process too."""
+def run_registered(name: str, seed: int, model: str, epochs: int | None) -> list[Result]:
+    """Fit a registered model as ``pushforward fit MODEL`` would, with its defaults (``epochs``
+    overrides them), on the seed's training data; score each of its :data:`OTHER_MODELS` rows.
+    The KL is exact, an IWAE upper bound (the VAE: :data:`IWAE_K` importance samples on
+    :data:`~pushforward.fidelity.BOUND_KL_SAMPLES` draws), or absent (the GAN)."""
+    flat = {"model": model, "data": name, "n": TRAINING_POINTS, "seed": seed,
+            **OTHER_SETTINGS.get(model, {})}  # fmt: skip
+    if epochs is not None:
+        flat.update(epochs=epochs, checkpoint_every=max(epochs, 1))
+    rc = RunConfig.from_flat(flat)
+    with tempfile.TemporaryDirectory() as tmp:
+        start, cpu = time.perf_counter(), time.process_time()
+        folder = fit_run(rc, out=Path(tmp) / "run", figures=False)
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+        m = load_model(folder)
+    assert rc.settings is not None
+    used_epochs = rc.train.epochs if MODELS[model].trained else 0
+    results = []
+    for row, sampling in OTHER_MODELS[model]:
+        m.set_sampling(**sampling)
+        gen = torch.Generator().manual_seed(SAMPLE_SEED + seed)
+        with torch.no_grad():
+            samples = m.sample(N_SAMPLES, generator=gen)
+        log_q, kind, draws = None, EXACT, KL_DRAWS
+        if m.likelihood_kind is not None:
+            h = torch.Generator().manual_seed(KL_SEED + seed + 2)
+
+            def log_q(x: Tensor, m: Any = m, h: torch.Generator = h) -> Tensor:
+                return m.log_likelihood_rows(x, generator=h, iwae_k=IWAE_K)
+
+            if m.likelihood_kind == LOWER_BOUND:
+                kind, draws = IWAE_UPPER, BOUND_KL_SAMPLES
+        r = score(row, name, seed, samples, log_q, seconds, cpu_seconds, kind=kind, draws=draws)
+        r.epochs, r.settings = used_epochs, {**rc.settings.to_dict(), **sampling}
+        results.append(r)
+    return results
+
+
+def run_task(task: tuple[str, int, str, int, dict[str, Any], dict[str, Any]]) -> list[Result]:
+    """Run one (data, seed, 'flow', 'truth' or a registered model, threads, model and train
+    overrides) task; in a worker process too."""
     name, seed, what, threads, model_options, train_options = task
     torch.set_num_threads(threads)
     if what == "truth":
-        return run_truth(name, seed)
-    return run_flow(name, seed, model_options, train_options)
+        return [run_truth(name, seed)]
+    if what == "flow":
+        return [run_flow(name, seed, model_options, train_options)]
+    return run_registered(name, seed, what, train_options.get("epochs"))
 
 
 def report(r: Result) -> Result:
@@ -177,7 +248,8 @@ def summarise(results: Sequence[Result]) -> dict[str, dict[str, Any]]:
     for model, by_data in out.items():
         summary[model] = {}
         for name, rs in by_data.items():
-            entry: dict[str, Any] = {"seeds": len(rs), "n_modes": rs[0].n_modes}
+            entry: dict[str, Any] = {"seeds": len(rs), "n_modes": rs[0].n_modes,
+                                     "kl_kind": rs[0].kl_kind, "epochs": rs[0].epochs}  # fmt: skip
             for key in KEYS:
                 values = [float(getattr(r, key)) for r in rs]
                 m, se = mean_se(values)
@@ -188,6 +260,15 @@ def summarise(results: Sequence[Result]) -> dict[str, dict[str, Any]]:
 
 def _pm(mean: float, se: float, digits: int) -> str:
     return f"{mean:.{digits}f} ± {se:.{digits}f}"
+
+
+def _kl_cell(e: dict[str, Any]) -> str:
+    """The KL(p ‖ q) cell: the mean ± s.e. over seeds, "≤" for an IWAE bound, "—" for none."""
+    kind = e.get("kl_kind", EXACT)
+    if kind == "none":
+        return "— (no density)"
+    cell = _pm(e["kl"]["mean"], e["kl"]["se"], 4 if e["kl"]["mean"] < 1 else 2)
+    return f"≤ {cell}" if kind == IWAE_UPPER else cell
 
 
 def table(summary: dict[str, dict[str, Any]], names: Sequence[str]) -> str:
@@ -210,7 +291,7 @@ def table(summary: dict[str, dict[str, Any]], names: Sequence[str]) -> str:
                 _pm(100 * e["high_quality"]["mean"], 100 * e["high_quality"]["se"], 1),
                 _pm(e["width"]["mean"], e["width"]["se"], 3),
                 _pm(e["reverse_kl"]["mean"], e["reverse_kl"]["se"], 4),
-                _pm(e["kl"]["mean"], e["kl"]["se"], 4),
+                _kl_cell(e),
                 _pm(e["knn_kl"]["mean"], e["knn_kl"]["se"], 3),
             ]
             seconds.append(f"{e['seconds']['mean']:.0f} ({e['cpu_seconds']['mean']:.0f})")
@@ -250,6 +331,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--no-truth", action="store_true", help="skip the truth rows")
     parser.add_argument("--no-flow", action="store_true", help="skip the flow rows")
+    parser.add_argument(
+        "--others",
+        nargs="*",
+        default=[],
+        choices=sorted(OTHER_MODELS),
+        help="also fit these models with their `fit` defaults (rows beside the flow's)",
+    )
+    parser.add_argument(
+        "--other-seeds", type=int, default=None, help="seeds for the --others rows (default SEEDS)"
+    )
+    parser.add_argument(
+        "--other-epochs", type=int, default=None, help="epochs of the --others (default theirs)"
+    )
+    parser.add_argument(
+        "--merge",
+        nargs="*",
+        default=[],
+        help="JSON files of earlier runs (--out) whose rows join the table",
+    )
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -257,17 +357,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     model_options, train_options = _options(args.model, "model"), _options(args.train, "train")
     tasks = [] if args.no_flow else [(n, s, "flow", args.threads, model_options, train_options)
                                      for n in args.data for s in seeds]  # fmt: skip
+    other_seeds = seeds if args.other_seeds is None else list(range(args.other_seeds))
+    other_train = {} if args.other_epochs is None else {"epochs": args.other_epochs}
+    others = sorted(args.others, key=lambda m: m != "gan")  # the longest runs first
+    tasks = [(n, s, m, args.threads, {}, other_train)
+             for m in others for n in args.data for s in other_seeds] + tasks  # fmt: skip
     if not args.no_truth:
         tasks += [(n, s, "truth", args.threads, {}, {}) for n in args.data for s in seeds]
     results: list[Result] = []
     if args.jobs > 1:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
-            results = [report(r) for r in pool.map(run_task, tasks)]
+            results = [report(r) for rs in pool.map(run_task, tasks) for r in rs]
     else:
-        results = [report(run_task(task)) for task in tasks]
-    order = {FLOW_ROW: 0, TRUTH_ROW: 1}
-    results.sort(key=lambda r: (order[r.model], args.data.index(r.data), r.seed))
+        results = [report(r) for task in tasks for r in run_task(task)]
+    for path in args.merge:
+        with open(path, encoding="utf-8") as f:
+            results += [Result(**r) for r in json.load(f)["runs"]]
+    results.sort(key=lambda r: (ROW_ORDER.index(r.model), args.data.index(r.data), r.seed))
     summary = summarise(results)
     setting = {
         "model": {**RECOMMENDED["model"], **model_options},
