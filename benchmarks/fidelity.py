@@ -29,6 +29,15 @@ first: 20 runs of about a minute of CPU each, two at a time; 40 minutes on 2 bus
     .venv/bin/python benchmarks/fidelity.py --seeds 10 --jobs 2 --out fidelity.json
     .venv/bin/python benchmarks/fidelity.py --quick                 # 2 seeds, a smoke check
     .venv/bin/python benchmarks/fidelity.py --seeds 3 --model bins=16 --train epochs=100
+
+The rows of the other models, each fitted as ``pushforward fit MODEL`` with its defaults on the
+same data and scored on the same draws (the VAE's KL an IWAE upper bound on 2,000 draws, the
+GAN's a k-NN estimate only; 3 seeds, the GAN's 600 epochs taking most of an hour), joined to an
+earlier flow run; and the held-out NLL on moons (no known density there) of every model with one:
+
+    .venv/bin/python benchmarks/fidelity.py --no-flow --no-truth --others gan vae ppca \\
+        --seeds 3 --out others.json --merge fidelity.json
+    .venv/bin/python benchmarks/fidelity.py --moons --seeds 3
 """
 
 from __future__ import annotations
@@ -206,6 +215,64 @@ def run_registered(name: str, seed: int, model: str, epochs: int | None) -> list
     return results
 
 
+MOONS_MODELS = {"flow": "flow (fit flow defaults)", "vae": "VAE (fit vae defaults; IWAE)",
+                "ppca": "PPCA (k = 1)"}  # fmt: skip
+MOONS_TEST_SEED = 3_000_000  # the held-out moons of seed s: 2,000 fresh draws seeded this + s
+
+
+def run_moons(seed: int, model: str) -> dict[str, Any]:
+    """Fit ``model`` as ``pushforward fit MODEL --data moons -n 10000 --seed s`` with its
+    defaults; return its mean negative log-likelihood ± s.e. on 2,000 fresh moons (nats), exact
+    or (the VAE, :data:`IWAE_K` importance samples) an upper bound of the true NLL."""
+    flat = {"model": model, "data": "moons", "n": TRAINING_POINTS, "seed": seed,
+            **OTHER_SETTINGS.get(model, {})}  # fmt: skip
+    rc = RunConfig.from_flat(flat)
+    with tempfile.TemporaryDirectory() as tmp:
+        start, cpu = time.perf_counter(), time.process_time()
+        folder = fit_run(rc, out=Path(tmp) / "run", figures=False)
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+        m = load_model(folder)
+    test = datasets.load_data(
+        "moons", n=2000, generator=torch.Generator().manual_seed(MOONS_TEST_SEED + seed)
+    )
+    with torch.no_grad():
+        lq = m.log_likelihood_rows(
+            test.x, generator=torch.Generator().manual_seed(seed), iwae_k=IWAE_K
+        ).double()
+    return {"model": MOONS_MODELS[model], "seed": seed, "nll": -float(lq.mean()),
+            "nll_se": float(lq.std() / math.sqrt(lq.numel())),
+            "bound": m.likelihood_kind == LOWER_BOUND, "seconds": seconds,
+            "cpu_seconds": cpu_seconds}  # fmt: skip
+
+
+def moons_main(seeds: Sequence[int], threads: int, out: str | None) -> int:
+    """Held-out NLL on moons for every model with a density, mean ± s.e. over ``seeds``."""
+    torch.set_num_threads(threads)
+    runs = []
+    for model in MOONS_MODELS:
+        for seed in seeds:
+            r = run_moons(seed, model)
+            print(f"moons seed {seed} {r['model']}: NLL {r['nll']:.4f} ± {r['nll_se']:.4f} nats"
+                  f", {r['seconds']:.0f} s ({r['cpu_seconds']:.0f} s CPU)", flush=True)  # fmt: skip
+            runs.append(r)
+    print()
+    print("| model | held-out NLL, nats (mean ± s.e. over seeds) | train s per seed (CPU s) |")
+    print("|---|---|---|")
+    for label in MOONS_MODELS.values():
+        rs = [r for r in runs if r["model"] == label]
+        m, se = mean_se([r["nll"] for r in rs])
+        sec, cpu = (
+            mean_se([r["seconds"] for r in rs])[0],
+            mean_se([r["cpu_seconds"] for r in rs])[0],
+        )
+        bound = "≥ " if rs[0]["bound"] else ""
+        print(f"| {label} | {bound}{m:.4f} ± {se:.4f} | {sec:.0f} ({cpu:.0f}) |")
+    if out is not None:
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(json.dumps({"seeds": list(seeds), "runs": runs}, indent=2) + "\n")
+    return 0
+
+
 def run_task(task: tuple[str, int, str, int, dict[str, Any], dict[str, Any]]) -> list[Result]:
     """Run one (data, seed, 'flow', 'truth' or a registered model, threads, model and train
     overrides) task; in a worker process too."""
@@ -350,8 +417,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[],
         help="JSON files of earlier runs (--out) whose rows join the table",
     )
+    parser.add_argument(
+        "--moons",
+        action="store_true",
+        help="instead: held-out NLL on moons of the flow, the VAE and PPCA",
+    )
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
+    if args.moons:
+        return moons_main(list(range(2 if args.quick else args.seeds)), args.threads, args.out)
     torch.set_num_threads(args.threads)
     seeds = list(range(2 if args.quick else args.seeds))
     model_options, train_options = _options(args.model, "model"), _options(args.train, "train")
