@@ -11,6 +11,7 @@ from torch.distributions import Cauchy, Chi2, Exponential, LogNormal, Normal, tr
 from pushforward.errors import ConfigError, NoDensityError
 from pushforward.measures import (
     EXAMPLES,
+    BaseMeasure,
     DistributionMeasure,
     Map1D,
     Pushforward,
@@ -270,3 +271,17 @@ def test_restricted_refuses_a_set_it_cannot_reach_and_bad_settings():
         Restricted(StandardNormal(1), inside_unit, mass=1.5)
     with pytest.raises(ConfigError, match="max_draws"):
         Restricted(StandardNormal(1), inside_unit, max_draws=0)
+
+
+def test_product_measures_invert_their_cdf_coordinate_by_coordinate():
+    u = torch.tensor([[0.1, 0.5], [0.975, 0.3]])
+    z = StandardNormal(2).quantile(u)
+    torch.testing.assert_close(z, torch.distributions.Normal(0.0, 1.0).icdf(u))
+    box = Uniform(torch.tensor([-1.0, 2.0]), torch.tensor([1.0, 6.0]))
+    x = box.quantile(u)
+    torch.testing.assert_close(x, torch.tensor([[-0.8, 4.0], [0.95, 3.2]]))
+    # each coordinate's CDF at F⁻¹(u) is u: the product CDF is their product
+    torch.testing.assert_close(box.cdf(x), u.prod(dim=-1))
+    assert StandardNormal.product and Uniform.product and not BaseMeasure.product
+    with pytest.raises(NotImplementedError, match="not a product measure"):
+        BaseMeasure().quantile(u)

@@ -73,6 +73,7 @@ __all__ = [
     "LOGIT_ALPHA",
     "MAX_BINS",
     "MAX_LAYERS",
+    "REACH",
     "RECOMMENDED",
     "SPLINE_SLOPE",
     "SPREAD",
@@ -101,6 +102,14 @@ to 0.039 nats and raised the high-quality share from 94.4% to 95.4%; on grid25 f
 SPREAD = 3.0
 """The standard deviation of standardised (non-image) data in the layers' units (see the module
 docstring)."""
+
+REACH = 4.5
+"""How far from the mean, in the layers' units, standardisation lets the data reach (their 99.9th
+percentile of |x − m| per coordinate), inside the splines' [−5, 5]: the scale is the larger of
+std/:data:`SPREAD` and that percentile/REACH. On moons (a coordinate's extremes lie 1.85
+standard deviations out) std/3 alone sent 3% of the points past ±5, where the layers are the
+identity, and the held-out NLL was 2.4 nats instead of about 0.1; on ring8 and grid25 std/3 is the
+larger and nothing changes."""
 
 AFFINE_SLOPE = 1e-3
 """The affine layers' default smallest scale (zuko's default): scales stay within [1e-3, 1e3]. At
@@ -342,8 +351,9 @@ class Flow(Trainable):
         return (x * 255 + u.to(x.device)) / 256
 
     def prepare(self, x: Tensor) -> None:
-        """Record the per-coordinate mean m and scale s = standard deviation / :data:`SPREAD` of
-        the training data x (n, d) when ``standardize`` is on. Dequantised images are measured
+        """Record the per-coordinate mean m and scale s = max(standard deviation / :data:`SPREAD`,
+        99.9th percentile of |x − m| / :data:`REACH`) of the training data x (n, d) when
+        ``standardize`` is on. Dequantised images are measured
         as the layers see them, after the logit (their noise from a fixed seed), and keep unit
         spread. A coordinate that does not vary keeps scale 1."""
         x = self._check_data(x)
@@ -356,7 +366,9 @@ class Flow(Trainable):
         scale = x.std(0) if x.shape[0] > 1 else torch.ones_like(self.data_loc)
         scale = torch.where(scale > 1e-8 * scale.max().clamp_min(1e-30), scale, 1.0)
         if not self.dequantize:
-            scale = scale / SPREAD
+            k = max(1, math.ceil(0.999 * x.shape[0]))
+            reach = (x - x.mean(0)).abs().kthvalue(k, dim=0).values  # (d,)
+            scale = torch.maximum(scale / SPREAD, reach / REACH)
         with torch.no_grad():
             self.data_loc.copy_(x.mean(0))
             self.data_scale.copy_(scale)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -50,10 +51,17 @@ class BaseMeasure:
     """An easy measure μ to draw z from: ``sample`` gives (n, *event_shape), ``log_prob`` (n,)."""
 
     event_shape: torch.Size
+    product: ClassVar[bool] = False
+    """True for a product of 1-D measures, one per coordinate: :meth:`quantile` is defined."""
 
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
         """Return n independent draws, shape (n, *event_shape)."""
         raise NotImplementedError(f"{type(self).__name__} does not define sample")
+
+    def quantile(self, u: Tensor) -> Tensor:
+        """Return F_j⁻¹(u_j) coordinate by coordinate for u (n, d) in (0, 1)^d: the point with
+        those marginal CDF values (a measure with :attr:`product` set)."""
+        raise NotImplementedError(f"{type(self).__name__} is not a product measure")
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Return log-density of x (n, *event_shape) w.r.t. Lebesgue measure, shape (n,)."""
@@ -88,9 +96,15 @@ class Uniform(BaseMeasure):
         log_volume = torch.log(self.high - self.low).sum()
         return torch.where(inside, -log_volume, torch.full_like(log_volume, -math.inf)).to(x.dtype)
 
+    product = True
+
     def cdf(self, x: Tensor) -> Tensor:
         """Return the product CDF Π_j F_j(x_j) of x (n, d), shape (n,)."""
         return ((x - self.low) / (self.high - self.low)).clamp(0, 1).prod(dim=-1)
+
+    def quantile(self, u: Tensor) -> Tensor:
+        """Return low + u·(high − low) for u (n, d)."""
+        return self.low + (self.high - self.low) * u
 
     def __repr__(self) -> str:
         return f"Uniform(low={self.low.tolist()}, high={self.high.tolist()})"
@@ -111,9 +125,15 @@ class StandardNormal(BaseMeasure):
     def log_prob(self, x: Tensor) -> Tensor:
         return -0.5 * (x.pow(2).sum(dim=-1) + self.dim * math.log(2 * math.pi))
 
+    product = True
+
     def cdf(self, x: Tensor) -> Tensor:
         """Return Π_j Φ(x_j) of x (n, d), shape (n,)."""
         return torch.special.ndtr(x).prod(dim=-1)
+
+    def quantile(self, u: Tensor) -> Tensor:
+        """Return Φ⁻¹(u) coordinate by coordinate for u (n, d)."""
+        return torch.special.ndtri(u)
 
     def __repr__(self) -> str:
         return f"StandardNormal(dim={self.dim})"

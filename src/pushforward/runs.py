@@ -38,7 +38,6 @@ from pushforward.checkpoint import (
 from pushforward.contract import Model, ModelConfig, ModelSpec
 from pushforward.errors import CheckpointError, ConfigError, lookup
 from pushforward.fidelity import truth_fidelity
-from pushforward.measures import StandardNormal
 from pushforward.quality import sample_quality
 from pushforward.registry import MODELS
 from pushforward.reporters import Reporters, TensorBoardLogger
@@ -360,8 +359,9 @@ def write_figures(folder: Path, model: Model, ds: datasets.Dataset) -> list[Path
             fig = None
         if fig is not None:
             out.append(save_figure(fig, figs / "samples.png"))
-    gaussian_prior = isinstance(model.latent_measure, StandardNormal)
-    if gaussian_prior and model.latent == 2 and ds.image_shape is not None:
+    measure = model.latent_measure
+    images = ds.image_shape is not None
+    if measure is not None and measure.product and model.latent == 2 and images:
         fig = plots.image_grid(
             manifold(model, 15), ds.image_shape, ncols=15, title="decoded manifold", scale=0.45
         )
@@ -402,13 +402,15 @@ def _encoder_figures(figs: Path, model: Model, ds: datasets.Dataset) -> list[Pat
 
 
 def manifold(model: Model, side: int = 15) -> Tensor:
-    """Return decoded images (side², d) on a grid of 2-D latents spaced by the Gaussian inverse CDF.
+    """Return decoded images (side², d) on a grid of 2-D latents spaced by the inverse CDF of
+    the model's base measure μ (a product measure).
 
-    z = (Φ⁻¹(u), Φ⁻¹(v)) for u, v evenly spaced in (0, 1): each cell holds equal prior mass.
+    z = (F⁻¹(u), F⁻¹(v)) for u, v evenly spaced in (0, 1) (Φ⁻¹ for a Gaussian μ): each cell
+    holds equal prior mass.
     """
     u = torch.linspace(0.5 / side, 1 - 0.5 / side, side)
-    zz = torch.special.ndtri(u)
-    grid = torch.stack(torch.meshgrid(zz, zz.flip(0), indexing="xy"), dim=-1).reshape(-1, 2)
+    uu = torch.stack(torch.meshgrid(u, u.flip(0), indexing="xy"), dim=-1).reshape(-1, 2)
+    grid = model.latent_measure.quantile(uu)  # (side², 2)
     with torch.no_grad():
         return model.decode(grid).clamp(0, 1)
 
