@@ -185,8 +185,9 @@ def run_registered(name: str, seed: int, model: str, epochs: int | None) -> list
     flat = {"model": model, "data": name, "n": TRAINING_POINTS, "seed": seed,
             **OTHER_SETTINGS.get(model, {})}  # fmt: skip
     if epochs is not None:
-        flat.update(epochs=epochs, checkpoint_every=max(epochs, 1))
+        flat["epochs"] = epochs
     rc = RunConfig.from_flat(flat)
+    rc.train.checkpoint_every = max(rc.train.epochs, 1)  # one checkpoint, at the end
     with tempfile.TemporaryDirectory() as tmp:
         start, cpu = time.perf_counter(), time.process_time()
         folder = fit_run(rc, out=Path(tmp) / "run", figures=False)
@@ -227,6 +228,7 @@ def run_moons(seed: int, model: str) -> dict[str, Any]:
     flat = {"model": model, "data": "moons", "n": TRAINING_POINTS, "seed": seed,
             **OTHER_SETTINGS.get(model, {})}  # fmt: skip
     rc = RunConfig.from_flat(flat)
+    rc.train.checkpoint_every = max(rc.train.epochs, 1)
     with tempfile.TemporaryDirectory() as tmp:
         start, cpu = time.perf_counter(), time.process_time()
         folder = fit_run(rc, out=Path(tmp) / "run", figures=False)
