@@ -71,6 +71,7 @@ def test_demo_figures_are_real_images_and_the_training_animation_moves(demo):
     names = {p.stem for p in figures}
     for data in ("ring8", "grid25"):
         assert {f"truth_density_{data}", f"flow_density_{data}", f"flow_samples_{data}"} <= names
+    assert "flow_samples_digits" in names
 
 
 def _chromium() -> str | None:

@@ -491,7 +491,10 @@ def _flow_section(report: Report, quick: bool, seed: int, trained: dict[str, Any
         "the IWAE estimate for the VAE, none for the GAN, which has no density; the last column "
         "is a k-nearest-neighbour estimate from samples alone, which every model gets (the "
         "truth's own value in brackets shows its error). BENCHMARKS.md has the same table over "
-        "10 seeds with full training.",
+        "10 seeds with full training. Last, a flow on images: pixels are dequantised (uniform "
+        "noise spreads each 8-bit value over its bin) and sent through a logit, both "
+        "Jacobians counted, so that held-out digits get an exact likelihood in bits per "
+        "dimension of the discrete data (8 would be a uniform guess).",
     )
     rows = []
     for name in ("ring8", "grid25"):
@@ -525,6 +528,23 @@ def _flow_section(report: Report, quick: bool, seed: int, trained: dict[str, Any
     header = ["data", "model", "modes", "high quality % (truth)", "width", "reverse KL",
               "KL(p ‖ q) nats", "k-NN KL (truth)"]  # fmt: skip
     sec.tables.append((header, rows))
+    # images: a masked autoregressive flow on dequantised 8×8 digits, exact bits per dimension
+    train, test = datasets.train_test_split(datasets.load_digits(), 1500)
+    digit_epochs = 10 if quick else 40
+    with seeded(seed):
+        flow = Flow(64, transform="maf", layers=5, hidden=[256], image_shape=(8, 8))
+    fit(flow, train.x, TrainConfig(epochs=digit_epochs, batch_size=128, lr=1e-3, seed=seed))
+    r = flow.evaluate(test.x, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        images = flow.sample(64, generator=torch.Generator().manual_seed(seed))
+    title = f"digits: samples of a MAF ({r['bits_per_dim']:.2f} bits/dim)"
+    fig = plots.image_grid(images.clamp(0, 1), (8, 8), ncols=16, scale=0.42, title=title)
+    report.figure(sec, fig, "flow_samples_digits", "digits: samples of the flow")
+    sec.tables.append((
+        ["data", "flow", "train / test", "epochs", "held-out −log p(x), nats", "bits/dim"],
+        [["digits (8×8)", "MAF, 5 layers of 256", f"{train.n:,} / {test.n:,}", str(digit_epochs),
+          f"{r['nll']:.1f} ± {r['log_likelihood_stderr']:.1f}", f"{r['bits_per_dim']:.3f}"]],
+    ))  # fmt: skip
     return sec
 
 
