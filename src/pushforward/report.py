@@ -361,11 +361,8 @@ def _mixtures_section(report: Report, quick: bool, seed: int, trained: dict[str,
         trained[name] = ds, vae
         frames = _mixture_frames(name, ds, snaps)
         report.animation(sec, plots.gif_bytes(frames), f"train_{name}", f"{name}: training")
-        lo, hi = float(ds.x.min()) - 0.5, float(ds.x.max()) + 0.5
-        limits = (lo, hi, lo, hi)
         side = 60 if quick else 100
-        t = torch.linspace(lo, hi, side)
-        grid = torch.stack(torch.meshgrid(t, t, indexing="xy"), dim=-1).reshape(-1, 2)
+        grid, limits = _grid(ds, side)
         gen = torch.Generator().manual_seed(seed)
         logp = vae.log_likelihood(grid, k=64 if quick else 256, generator=gen).log_px
         fig = plots.density_heatmap(
