@@ -300,6 +300,8 @@ def report(r: Result) -> Result:
 
 def mean_se(values: Sequence[float]) -> tuple[float, float]:
     """Return the mean of ``values`` and its standard error (0 for a single value)."""
+    if any(math.isnan(v) for v in values):  # a model without that score (the GAN's KL)
+        return math.nan, math.nan
     mean = statistics.fmean(values)
     se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
     return mean, se
@@ -451,6 +453,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open(path, encoding="utf-8") as f:
             results += [Result(**r) for r in json.load(f)["runs"]]
     results.sort(key=lambda r: (ROW_ORDER.index(r.model), args.data.index(r.data), r.seed))
+    if args.out is not None:  # the runs first: an hour of training must not hang on a summary
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(json.dumps({"runs": [asdict(r) for r in results]}, indent=2) + "\n")
     summary = summarise(results)
     setting = {
         "model": {**RECOMMENDED["model"], **model_options},
