@@ -300,8 +300,8 @@ def report(r: Result) -> Result:
 
 def mean_se(values: Sequence[float]) -> tuple[float, float]:
     """Return the mean of ``values`` and its standard error (0 for a single value)."""
-    if any(math.isnan(v) for v in values):  # a model without that score (the GAN's KL)
-        return math.nan, math.nan
+    if not all(math.isfinite(v) for v in values):  # no such score (the GAN's KL), or inf
+        return statistics.fmean(values), math.nan
     mean = statistics.fmean(values)
     se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
     return mean, se
