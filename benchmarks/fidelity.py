@@ -177,22 +177,31 @@ def run_truth(name: str, seed: int) -> Result:
     return score(TRUTH_ROW, name, seed, samples, exact, 0.0, 0.0)
 
 
+def fit_as_cli(
+    model: str, data: str, seed: int, epochs: int | None = None
+) -> tuple[Any, RunConfig, float, float]:
+    """Fit ``model`` as ``pushforward fit MODEL --data DATA -n 10000 --seed s`` would, with its
+    defaults (``epochs`` overrides them) and one checkpoint, at the end, in a temporary run
+    folder; return the loaded model, its run config, and the wall and CPU seconds of fitting."""
+    flat = {"model": model, "data": data, "n": TRAINING_POINTS, "seed": seed,
+            **OTHER_SETTINGS.get(model, {})}  # fmt: skip
+    if epochs is not None:
+        flat["epochs"] = epochs
+    rc = RunConfig.from_flat(flat)
+    rc.train.checkpoint_every = max(rc.train.epochs, 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        start, cpu = time.perf_counter(), time.process_time()
+        folder = fit_run(rc, out=Path(tmp) / "run", figures=False)
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+        return load_model(folder), rc, seconds, cpu_seconds
+
+
 def run_registered(name: str, seed: int, model: str, epochs: int | None) -> list[Result]:
     """Fit a registered model as ``pushforward fit MODEL`` would, with its defaults (``epochs``
     overrides them), on the seed's training data; score each of its :data:`OTHER_MODELS` rows.
     The KL is exact, an IWAE upper bound (the VAE: :data:`IWAE_K` importance samples on
     :data:`~pushforward.fidelity.BOUND_KL_SAMPLES` draws), or absent (the GAN)."""
-    flat = {"model": model, "data": name, "n": TRAINING_POINTS, "seed": seed,
-            **OTHER_SETTINGS.get(model, {})}  # fmt: skip
-    if epochs is not None:
-        flat["epochs"] = epochs
-    rc = RunConfig.from_flat(flat)
-    rc.train.checkpoint_every = max(rc.train.epochs, 1)  # one checkpoint, at the end
-    with tempfile.TemporaryDirectory() as tmp:
-        start, cpu = time.perf_counter(), time.process_time()
-        folder = fit_run(rc, out=Path(tmp) / "run", figures=False)
-        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
-        m = load_model(folder)
+    m, rc, seconds, cpu_seconds = fit_as_cli(model, name, seed, epochs)
     assert rc.settings is not None
     used_epochs = rc.train.epochs if MODELS[model].trained else 0
     results = []
@@ -225,15 +234,7 @@ def run_moons(seed: int, model: str) -> dict[str, Any]:
     """Fit ``model`` as ``pushforward fit MODEL --data moons -n 10000 --seed s`` with its
     defaults; return its mean negative log-likelihood ± s.e. on 2,000 fresh moons (nats), exact
     or (the VAE, :data:`IWAE_K` importance samples) an upper bound of the true NLL."""
-    flat = {"model": model, "data": "moons", "n": TRAINING_POINTS, "seed": seed,
-            **OTHER_SETTINGS.get(model, {})}  # fmt: skip
-    rc = RunConfig.from_flat(flat)
-    rc.train.checkpoint_every = max(rc.train.epochs, 1)
-    with tempfile.TemporaryDirectory() as tmp:
-        start, cpu = time.perf_counter(), time.process_time()
-        folder = fit_run(rc, out=Path(tmp) / "run", figures=False)
-        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
-        m = load_model(folder)
+    m, _, seconds, cpu_seconds = fit_as_cli(model, "moons", seed)
     test = datasets.load_data(
         "moons", n=2000, generator=torch.Generator().manual_seed(MOONS_TEST_SEED + seed)
     )

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from pushforward import metrics
+from pushforward.contract import LOWER_BOUND
 from pushforward.errors import ConfigError, DataError
 from pushforward.mixtures import GaussianMixture
 from pushforward.validate import check_int, check_rows
@@ -226,8 +227,6 @@ def truth_fidelity(
       of draws of p (the truth scored as a model: its value is the estimator's own error at this
       size, about ±0.05 nats).
     """
-    from pushforward.contract import LOWER_BOUND  # contract imports nothing from here
-
     out: dict[str, Any] = {}
     if model.likelihood_kind is not None:
         kind = IWAE_UPPER if model.likelihood_kind == LOWER_BOUND else EXACT

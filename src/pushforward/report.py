@@ -23,6 +23,7 @@ from torch import Tensor
 
 from pushforward import datasets, plots
 from pushforward.checkpoint import atomic_write_bytes, save_figure
+from pushforward.contract import EXACT_LIKELIHOOD
 from pushforward.discrete import two_dice_sum
 from pushforward.measures import EXAMPLES
 from pushforward.metrics import ks_critical_value, ks_distance
@@ -320,9 +321,21 @@ def _vae_digits_section(report: Report, quick: bool, seed: int, mnist: str | Non
     return sec
 
 
-def _mixture_frames(name: str, ds: datasets.Dataset, snaps: Snapshots) -> list[Figure]:
+def _extent(ds: datasets.Dataset) -> tuple[float, float, float, float]:
+    """The square (x_min, x_max, y_min, y_max) around 2-D data, with a margin of 0.5."""
     lo, hi = float(ds.x.min()) - 0.5, float(ds.x.max()) + 0.5
-    limits = (lo, hi, lo, hi)
+    return lo, hi, lo, hi
+
+
+def _grid(ds: datasets.Dataset, side: int) -> tuple[Tensor, tuple[float, float, float, float]]:
+    """Return a side × side grid of points (side², 2) over :func:`_extent` and that extent."""
+    extent = _extent(ds)
+    t = torch.linspace(extent[0], extent[1], side)
+    return torch.stack(torch.meshgrid(t, t, indexing="xy"), dim=-1).reshape(-1, 2), extent
+
+
+def _mixture_frames(name: str, ds: datasets.Dataset, snaps: Snapshots) -> list[Figure]:
+    limits = _extent(ds)
     return [
         plots.scatter_2d(
             ds.x[:2000], others=[(y, "g#μ")], size=1.5, ax_limits=limits, title=f"{name}: {ep}"
@@ -423,13 +436,6 @@ def _gan_section(report: Report, quick: bool, seed: int, trained: dict[str, Any]
     return sec
 
 
-def _grid(ds: datasets.Dataset, side: int) -> tuple[Tensor, tuple[float, float, float, float]]:
-    """Return a side × side grid of points (side², 2) over the data's box and its extent."""
-    lo, hi = float(ds.x.min()) - 0.5, float(ds.x.max()) + 0.5
-    t = torch.linspace(lo, hi, side)
-    return torch.stack(torch.meshgrid(t, t, indexing="xy"), dim=-1).reshape(-1, 2), (lo, hi, lo, hi)
-
-
 def _fidelity_row(name: str, label: str, model: Any, ds: datasets.Dataset, *, quick: bool,
                   seed: int) -> list[str]:  # fmt: skip
     """One row of the fidelity table: the PacGAN mode scores of 2,500 samples (no rejection
@@ -454,7 +460,7 @@ def _fidelity_row(name: str, label: str, model: Any, ds: datasets.Dataset, *, qu
 class _Truth:
     """A known mixture scored as a model (exact draws, exact density): each column's ceiling."""
 
-    generative, likelihood_kind = True, "exact"
+    generative, likelihood_kind = True, EXACT_LIKELIHOOD
 
     def __init__(self, mixture: datasets.GaussianMixture):
         self.mixture = mixture
