@@ -12,6 +12,8 @@ kind of model it holds:
                       bound"`` (the VAE's importance-weighted estimate) or ``None`` (no density)
 ``trained``           fitted by gradient descent in :func:`pushforward.train.fit`; otherwise in
                       closed form by ``model.fit(x)``
+``has_motion``        :meth:`Model.motion` carries draws of μ to g#μ continuously in a time
+                      t ∈ [0, 1] (flow matching's ODE): particles at chosen times
 ===================== ===========================================================================
 
 Every model has ``dim`` (d) and ``latent`` (k), :meth:`~Model.decode` (z ↦ g(z)),
@@ -75,6 +77,7 @@ class Model:
     has_encoder: ClassVar[bool] = False
     has_exact_density: ClassVar[bool] = False
     trained: ClassVar[bool] = True
+    has_motion: ClassVar[bool] = False
     sampling_options: ClassVar[tuple[str, ...]] = ()
     """Names of settings that may be changed after fitting to change how samples are drawn."""
     code_label: ClassVar[str] = "latent codes f(x)"
@@ -108,6 +111,13 @@ class Model:
     def encode(self, x: Tensor) -> Tensor:
         """Return the codes (n, k) of data x (n, d)."""
         raise ConfigError(f"a {type(self).__name__} has no encoder")
+
+    def motion(self, n: int, times: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """Return particles x_t (T, n, d): n draws of μ (at t = 0) carried to g#μ (at t = 1),
+        at each of the T increasing ``times`` in [0, 1]."""
+        raise ConfigError(
+            f"a {type(self).__name__} has no motion in time: it maps μ to g#μ in one step"
+        )
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Return the exact log-density (n,) in nats of g#μ at each row of x (n, d)."""
