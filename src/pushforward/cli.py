@@ -429,7 +429,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (*FIGURE_SUFFIXES, ".npy", ".csv"):
         raise ConfigError(f"--out {args.out!r}: use .png, .svg or .pdf for a picture, .npy or .csv")
-    y = sample_run(args.run, args.n, seed=args.seed, **_sampling_args(args))
+    y, cost = sample_run(args.run, args.n, seed=args.seed, with_cost=True, **_sampling_args(args))
+    if cost:
+        _say("sampling took " + ", ".join(f"{k} {v:,}" for k, v in cost.items()))
     if out.suffix.lower() in FIGURE_SUFFIXES:
         shape = load_run_config(args.run)["data"].get("image_shape")
         if shape:

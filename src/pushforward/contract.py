@@ -150,6 +150,11 @@ class Model:
                 )
             setattr(self, name, value)
 
+    def sampling_cost(self) -> dict[str, Any]:
+        """Return what the last :meth:`sample` cost beyond one pass of g, by name (flow
+        matching: ``nfe``, the field evaluations of its ODE solve); empty by default."""
+        return {}
+
     def sampling_settings(self) -> dict[str, Any]:
         """Return the current values of :attr:`sampling_options`."""
         return {name: getattr(self, name) for name in self.sampling_options}

@@ -17,6 +17,7 @@ __all__ = [
     "Interrupted",
     "NoDensityError",
     "PushforwardError",
+    "SolverError",
     "TrainingError",
     "lookup",
     "one_line",
@@ -47,6 +48,11 @@ class CheckpointError(PushforwardError):
 
 class TrainingError(PushforwardError, RuntimeError):
     """Training stopped because a quantity became non-finite; the message names it and when."""
+
+
+class SolverError(PushforwardError, RuntimeError):
+    """An ODE solve that could not finish (its step budget spent, a step size that underflowed,
+    non-finite values); the message names t and the step size."""
 
 
 class Interrupted(PushforwardError):

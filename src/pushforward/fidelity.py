@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from pushforward import metrics
-from pushforward.contract import LOWER_BOUND
+from pushforward.contract import EXACT_LIKELIHOOD, LOWER_BOUND
 from pushforward.errors import ConfigError, DataError
 from pushforward.mixtures import GaussianMixture
 from pushforward.validate import check_int, check_rows
@@ -229,7 +229,8 @@ def truth_fidelity(
     """
     out: dict[str, Any] = {}
     if model.likelihood_kind is not None:
-        kind = IWAE_UPPER if model.likelihood_kind == LOWER_BOUND else EXACT
+        kinds = {LOWER_BOUND: IWAE_UPPER, EXACT_LIKELIHOOD: EXACT}
+        kind = kinds.get(model.likelihood_kind, model.likelihood_kind)
 
         def log_q(x: Tensor) -> Tensor:
             return model.log_likelihood_rows(x, generator=generator, iwae_k=iwae_k)

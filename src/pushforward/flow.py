@@ -81,6 +81,8 @@ __all__ = [
     "Flow",
     "FlowConfig",
     "FlowTransform",
+    "Logit",
+    "dequantized",
 ]
 
 LOGIT_ALPHA = 0.05
@@ -203,7 +205,15 @@ def _check_settings(
 # --- fixed maps before the layers ----------------------------------------------------------------
 
 
-class _Logit(Transform):
+def dequantized(x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+    """Return y = (255·x + u)/256, u ~ U[0, 1) drawn from ``generator``, for pixels x (n, d)
+    holding k/255: each 8-bit value spread uniformly over its bin [k/256, (k + 1)/256)."""
+    device = generator.device if generator is not None else x.device
+    u = torch.rand(x.shape, generator=generator, device=device, dtype=x.dtype)
+    return (x * 255 + u.to(x.device)) / 256
+
+
+class Logit(Transform):
     """y ↦ logit(α + (1 − 2α)·y) from (0, 1)^d onto ℝ^d (rows are events), RealNVP's
     pre-processing of dequantised pixels; α keeps the ends finite."""
 
@@ -217,7 +227,7 @@ class _Logit(Transform):
         self.alpha = alpha
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Logit) and other.alpha == self.alpha
+        return isinstance(other, Logit) and other.alpha == self.alpha
 
     def _squeeze(self, y: Tensor) -> Tensor:
         return self.alpha + (1 - 2 * self.alpha) * y
@@ -344,11 +354,8 @@ class Flow(Trainable):
         return x
 
     def dequantized(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
-        """Return y = (255·x + u)/256, u ~ U[0, 1) drawn from ``generator``, for pixels x (n, d)
-        holding k/255: each 8-bit value spread uniformly over its bin [k/256, (k + 1)/256)."""
-        device = generator.device if generator is not None else x.device
-        u = torch.rand(x.shape, generator=generator, device=device, dtype=x.dtype)
-        return (x * 255 + u.to(x.device)) / 256
+        """Return :func:`dequantized` pixels (n, d) of x (n, d)."""
+        return dequantized(x, generator=generator)
 
     def prepare(self, x: Tensor) -> None:
         """Record the per-coordinate mean m and scale s = max(standard deviation / :data:`SPREAD`,
@@ -362,7 +369,7 @@ class Flow(Trainable):
         x = x.detach().to(self.data_loc.dtype)
         if self.dequantize:
             noise = torch.Generator(device=x.device).manual_seed(0)
-            x = _Logit()(self.dequantized(x, generator=noise))
+            x = Logit()(self.dequantized(x, generator=noise))
         scale = x.std(0) if x.shape[0] > 1 else torch.ones_like(self.data_loc)
         scale = torch.where(scale > 1e-8 * scale.max().clamp_min(1e-30), scale, 1.0)
         if not self.dequantize:
@@ -381,7 +388,7 @@ class Flow(Trainable):
         g⁻¹(x) with log |det ∂g⁻¹/∂x| (n,)."""
         maps: list[Transform] = []
         if self.dequantize:
-            maps.append(_Logit())
+            maps.append(Logit())
         if self.standardize:
             inv_scale = 1 / self.data_scale
             maps.append(AffineTransform(-self.data_loc * inv_scale, inv_scale, event_dim=1))

@@ -8,7 +8,7 @@ line here; the shared test template (``tests/test_models.py``) picks it up.
 
 from __future__ import annotations
 
-from pushforward import autoencoder, flow, gan, pca, vae
+from pushforward import autoencoder, flow, fm, gan, pca, vae
 from pushforward.contract import ModelSpec
 
 __all__ = ["MODELS"]
@@ -20,4 +20,5 @@ MODELS: dict[str, ModelSpec] = {
     "vae": vae.SPEC,
     "gan": gan.SPEC,
     "flow": flow.SPEC,
+    "fm": fm.SPEC,
 }

@@ -477,15 +477,19 @@ def _sampling(model: Model, sampling: Mapping[str, Any]) -> Model:
     return model
 
 
-def sample_run(folder: str | Path, n: int, *, seed: int = 0, **sampling: Any) -> Tensor:
-    """Return exactly n samples (n, d) of the run's generative model g#μ; ``sampling`` changes
-    the model's sampling settings (its ``sampling_options``, e.g. a GAN's
-    ``jacobian_truncation``) from those it was fitted with."""
+def sample_run(
+    folder: str | Path, n: int, *, seed: int = 0, with_cost: bool = False, **sampling: Any
+) -> Any:
+    """Return exactly n samples (n, d) of the run's generative model g#μ (with ``with_cost``,
+    also its :meth:`~pushforward.contract.Model.sampling_cost`); ``sampling`` changes the
+    model's sampling settings (its ``sampling_options``, e.g. a GAN's ``jacobian_truncation``)
+    from those it was fitted with."""
     model = load_model(folder)
     _needs(model, folder, "cannot sample", lambda m: m.generative)
     model = _sampling(model, sampling)
     with torch.no_grad():
-        return model.sample(n, generator=torch.Generator().manual_seed(seed)).float()
+        y = model.sample(n, generator=torch.Generator().manual_seed(seed)).float()
+    return (y, model.sampling_cost()) if with_cost else y
 
 
 def evaluate_run(
@@ -528,6 +532,7 @@ def evaluate_run(
             return model.sample(m, generator=g)
 
         out.update(sample_quality(draw, ds, full, seed=seed))
+        out.update({f"sampling_{k}": v for k, v in model.sampling_cost().items()})
     if quality and ds.distribution is not None:  # a known truth: KL(p ‖ q) in nats
         gen = torch.Generator().manual_seed(seed)
         out.update(truth_fidelity(model, ds.distribution, generator=gen, iwae_k=iwae_k))
@@ -564,6 +569,11 @@ RESULT_KEYS: dict[str, ResultKey] = {
     "rows": ResultKey("rows", "", "the rows of the data used (A:B), or null for all"),
     "n": ResultKey("rows evaluated", ",", "number of rows evaluated"),
     "dim": ResultKey("dimension", "", "data dimension d"),
+    "solver": ResultKey("ODE solver", "", "flow matching: the solver used to sample"),
+    "steps": ResultKey("solver steps", ",", "flow matching: steps of a fixed-step solver"),
+    "rtol": ResultKey("solver rtol", ".0e", "flow matching: the adaptive solver's rtol"),
+    "atol": ResultKey("solver atol", ".0e", "flow matching: the adaptive solver's atol"),
+    "max_nfe": ResultKey("solver budget", ",", "flow matching: most field evaluations a solve"),
     "jacobian_truncation": ResultKey(
         "Jacobian truncation", ".0%", "GAN: share of latent draws rejected when sampling"
     ),
@@ -590,10 +600,19 @@ RESULT_KEYS: dict[str, ResultKey] = {
     ),
     "bits_per_dim": ResultKey("bits per dimension", ".4f", "−log₂ p(x) / d"),
     "exact": ResultKey("exact likelihood", "", "true when log_likelihood is exact"),
+    "likelihood": ResultKey(
+        "likelihood is", "", "exact, or an unbiased estimate (Hutchinson's trace)"
+    ),
+    "likelihood_nfe": ResultKey(
+        "likelihood evaluations", ",", "flow matching: field evaluations of the likelihood's ODE"
+    ),
     "active_units": ResultKey(
         "active units", "", "VAE: latent units with Var_x μ_j(x) > 0.01 (Burda et al.)"
     ),
     "kl_per_dim": ResultKey("KL per latent unit", "", "VAE: KL of each latent unit", "nats"),
+    "sampling_nfe": ResultKey(
+        "sampling evaluations", ",", "flow matching: field evaluations of the last sampling solve"
+    ),
     "quality_samples": ResultKey("quality samples", ",", "points per set of the distances below"),
     "mmd2": ResultKey("MMD²", ".5f", "unbiased MMD², samples vs data", floor="mmd2_floor"),
     "mmd2_floor": ResultKey("", ".5f", "MMD² of two real sets (the floor)"),

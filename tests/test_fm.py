@@ -1,0 +1,240 @@
+"""Flow matching: the ODE's density against closed forms, the trace estimator, the OT coupling,
+solver failures, the motion in time, and the command line."""
+
+import itertools
+import math
+
+import numpy as np
+import ot
+import pytest
+import torch
+from torch import nn
+
+from pushforward.cli import main
+from pushforward.errors import ConfigError, DataError, SolverError
+from pushforward.fm import (
+    EXACT_TRACE_MAX_DIM,
+    HUTCHINSON_ESTIMATE,
+    FlowMatching,
+    FlowMatchingConfig,
+    ot_pairing,
+)
+from pushforward.train import TrainConfig, fit, seeded
+
+
+class LinearField(nn.Module):
+    """The field whose flow carries N(0, I) to N(m, diag(s)²) along straight lines: each x₀ moves
+    as x_t = (1 − t + t·s)·x₀ + t·m, so v(t, x) = (s − 1)(x − t·m)/(1 − t + t·s) + m."""
+
+    def __init__(self, m: torch.Tensor, s: torch.Tensor):
+        super().__init__()
+        self.m, self.s = m, s
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        t = t.to(x.dtype)
+        t = t[:, None] if t.dim() == 1 else t
+        return (self.s - 1) * (x - t * self.m) / (1 - t + t * self.s) + self.m
+
+
+def linear_model(m, s, **kwargs) -> FlowMatching:
+    model = FlowMatching(len(m), rtol=1e-7, atol=1e-7, **kwargs)
+    model.field = LinearField(torch.tensor(m), torch.tensor(s))
+    return model
+
+
+def random_model(dim: int, seed: int = 0, **kwargs) -> FlowMatching:
+    """An untrained model whose last layer is random (the default starts at the zero field)."""
+    with seeded(seed):
+        model = FlowMatching(dim, hidden=[32, 32], **kwargs)
+        last = model.field.net.linears[-1]
+        nn.init.normal_(last.weight, std=0.3)
+        nn.init.normal_(last.bias, std=0.3)
+    return model
+
+
+def test_linear_field_density_equals_the_closed_form():
+    m, s = [1.5, -0.5], [0.3, 2.0]
+    model = linear_model(m, s)
+    truth = torch.distributions.Independent(
+        torch.distributions.Normal(torch.tensor(m), torch.tensor(s)), 1
+    )
+    x = truth.sample((50,)) + torch.tensor([0.5, 0.0])  # inside and beside the mass
+    torch.testing.assert_close(model.log_prob(x), truth.log_prob(x), atol=1e-3, rtol=0)
+    # and the samples are that Gaussian: decode is the exact map (1 − t + t·s)·z + t·m at t = 1
+    z = torch.randn(20, 2, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(
+        model.decode(z), z * torch.tensor(s) + torch.tensor(m), atol=1e-4, rtol=0
+    )
+
+
+def test_standardised_data_keep_densities_in_the_datas_units():
+    # the same field acting on standardised units: the log-Jacobian of the scaling is counted
+    model = linear_model([0.0, 0.0], [1.0, 1.0])
+    model.data_loc.copy_(torch.tensor([3.0, -1.0]))
+    model.data_scale.copy_(torch.tensor([2.0, 0.5]))
+    truth = torch.distributions.Independent(
+        torch.distributions.Normal(torch.tensor([3.0, -1.0]), torch.tensor([2.0, 0.5])), 1
+    )
+    x = truth.sample((10,))
+    torch.testing.assert_close(model.log_prob(x), truth.log_prob(x), atol=1e-4, rtol=0)
+
+
+def test_exact_trace_equals_hutchinsons_estimate_within_its_standard_error():
+    model = random_model(3, trace="hutchinson", rtol=1e-6, atol=1e-6)
+    x = torch.tensor([[0.3, -0.2, 0.8]])
+    exact = float(model.log_prob(x)[0])
+    probes = 2000
+    est = model.log_likelihood_rows(x.expand(probes, 3), generator=torch.Generator().manual_seed(2))
+    mean, se = float(est.mean()), float(est.std() / math.sqrt(probes))
+    assert se > 1e-4  # the probes do vary: a test that could not fail would see se = 0
+    assert abs(mean - exact) < 4 * se, (mean, se, exact)
+    assert model.likelihood_kind == HUTCHINSON_ESTIMATE
+
+
+def test_auto_trace_is_exact_for_small_dimensions_only():
+    assert FlowMatching(EXACT_TRACE_MAX_DIM).likelihood_kind == "exact"
+    assert FlowMatching(EXACT_TRACE_MAX_DIM + 1).likelihood_kind == HUTCHINSON_ESTIMATE
+    assert FlowMatching(64, trace="exact").likelihood_kind == "exact"
+
+
+def test_encode_inverts_decode_to_solver_tolerance():
+    model = random_model(2, rtol=1e-7, atol=1e-7)
+    z = torch.randn(50, 2, generator=torch.Generator().manual_seed(0))
+    x = model.decode(z)
+    assert float((x - z).abs().max()) > 0.1  # the field moves the points
+    torch.testing.assert_close(model.encode(x), z, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 100])
+def test_sample_has_exactly_n_rows(n):
+    model = random_model(2)
+    y = model.sample(n, generator=torch.Generator().manual_seed(0))
+    assert y.shape == (n, 2) and bool(torch.isfinite(y).all())
+    assert model.sampling_cost()["nfe"] >= (6 if n else 0)
+
+
+def test_fixed_step_solvers_take_their_steps_and_agree_with_the_adaptive_one():
+    model = random_model(2, rtol=1e-7, atol=1e-7)
+    z = torch.randn(30, 2, generator=torch.Generator().manual_seed(0))
+    ref = model.decode(z)
+    for solver, per_step in (("euler", 1), ("midpoint", 2), ("rk4", 4)):
+        model.set_sampling(solver=solver, steps=200)
+        x = model.decode(z)
+        assert model.last_nfe == per_step * 200
+        tol = {"euler": 2e-2, "midpoint": 1e-3, "rk4": 1e-5}[solver]
+        torch.testing.assert_close(x, ref, atol=tol, rtol=0)
+
+
+@pytest.mark.parametrize("batch", [2, 5, 7])
+def test_ot_pairing_is_the_exact_optimal_permutation(batch):
+    g = torch.Generator().manual_seed(batch)
+    x0, x1 = torch.randn(batch, 2, generator=g), torch.randn(batch, 2, generator=g) * 2 + 1
+    perm = ot_pairing(x0, x1)
+    assert sorted(perm.tolist()) == list(range(batch))  # a permutation
+    cost = lambda p: float((x0.double()[list(p)] - x1.double()).square().sum())  # noqa: E731
+    best = min(itertools.permutations(range(batch)), key=cost)
+    assert cost(perm.tolist()) == pytest.approx(cost(best), rel=1e-9)
+    # POT's exact transport cost of the uniform measures is the same optimum (divided by B)
+    c = ot.dist(x1.double().numpy(), x0.double().numpy())
+    w = np.full(batch, 1 / batch)
+    assert cost(perm.tolist()) / batch == pytest.approx(ot.emd2(w, w, c), rel=1e-9)
+    assert cost(perm.tolist()) <= cost(range(batch)) + 1e-12
+
+
+def test_ot_pairing_lowers_the_batch_cost_against_independent_pairs():
+    g = torch.Generator().manual_seed(0)
+    x0, x1 = torch.randn(256, 2, generator=g), torch.randn(256, 2, generator=g) + 3
+    perm = ot_pairing(x0, x1)
+    assert float((x0[perm] - x1).square().sum()) < 0.8 * float((x0 - x1).square().sum())
+
+
+def test_motion_carries_mu_to_the_samples():
+    model = random_model(2)
+    times = torch.linspace(0, 1, 5)
+    path = model.motion(64, times, generator=torch.Generator().manual_seed(4))
+    assert path.shape == (5, 64, 2)
+    z = torch.randn(64, 2, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(path[0], z)
+    torch.testing.assert_close(
+        path[-1], model.sample(64, generator=torch.Generator().manual_seed(4)), atol=1e-4, rtol=0
+    )
+    with pytest.raises(ConfigError, match="increasing times in"):
+        model.motion(3, torch.tensor([0.5, 0.2]))
+
+
+def test_a_solver_over_its_budget_names_t_and_the_step_size():
+    model = random_model(2, max_nfe=20)
+    with pytest.raises(SolverError, match=r"budget of 20 evaluations and stopped at t = 0\.\d+ "
+                                          r"with a step size of about"):  # fmt: skip
+        model.sample(10, generator=torch.Generator().manual_seed(0))
+
+
+def test_a_stiff_field_stops_at_the_budget_instead_of_hanging():
+    model = linear_model([0.0, 0.0], [1e-9, 1e-9])  # contracts by 10⁹ at t = 1
+    model.set_sampling(max_nfe=500)
+    with pytest.raises(SolverError, match="the field is stiff there"):
+        model.decode(torch.randn(4, 2, generator=torch.Generator().manual_seed(0)))
+
+
+def test_non_finite_weights_stop_the_solve_with_t():
+    model = random_model(2)
+    with torch.no_grad():
+        model.field.net.linears[0].weight[0, 0] = float("nan")
+    with pytest.raises(SolverError, match=r"not finite at t = 0 "):
+        model.sample(4, generator=torch.Generator().manual_seed(0))
+
+
+def test_bad_settings_and_data_are_refused_by_name():
+    with pytest.raises(ConfigError, match="unknown coupling 'sinkhorn'; known: independent, ot"):
+        FlowMatchingConfig(coupling="sinkhorn")
+    with pytest.raises(ConfigError, match=r"sigma = -0\.1 is not allowed"):
+        FlowMatching(2, sigma=-0.1)
+    with pytest.raises(ConfigError, match="unknown ODE solver"):
+        FlowMatching(2).set_sampling(solver="bogus")
+    with pytest.raises(DataError, match="NaN"):
+        FlowMatching(2).log_prob(torch.tensor([[0.0, float("nan")]]))
+    with pytest.raises(DataError, match=r"dimension|columns"):
+        FlowMatching(2).encode(torch.zeros(3, 5))
+
+
+@pytest.mark.parametrize("coupling", ["independent", "ot"])
+def test_training_lowers_the_loss_and_fits_a_gaussian(coupling):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2000, 2, generator=g) * torch.tensor([0.5, 2.0]) + torch.tensor([1.0, -1.0])
+    with seeded(0):
+        model = FlowMatching(2, hidden=[64, 64], coupling=coupling)
+    history = fit(model, x, TrainConfig(epochs=15, batch_size=200, lr=3e-3, seed=0))
+    assert history[-1]["loss"] < 0.9 * history[0]["loss"]
+    truth = torch.distributions.Independent(
+        torch.distributions.Normal(torch.tensor([1.0, -1.0]), torch.tensor([0.5, 2.0])), 1
+    )
+    xt = truth.sample((2000,))
+    kl = float((truth.log_prob(xt) - model.log_prob(xt)).mean())
+    assert abs(kl) < 0.05, kl
+
+
+def test_fit_sample_and_evaluate_through_the_command_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["fit", "fm", "--data", "ring8", "-n", "600", "--epochs", "2", "--hidden", "32",
+                 "--coupling", "ot", "--out", str(run)]) == 0  # fmt: skip
+    code = main(["sample", str(run), "-n", "9", "--out", str(tmp_path / "s.npy"),
+                 "--solver", "rk4", "--steps", "10"])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0 and "nfe 40" in out + err
+    assert np.load(tmp_path / "s.npy").shape == (9, 2)
+    assert main(["evaluate", str(run), "--data", "ring8", "-n", "400", "--json"]) == 0
+    out, _ = capsys.readouterr()
+    assert '"kl_to_truth_kind": "exact"' in out and '"sampling_nfe"' in out
+    code = main(["sample", str(run), "-n", "9", "--out", str(tmp_path / "t.npy"),
+                 "--max-nfe", "3"])  # fmt: skip
+    _, err = capsys.readouterr()
+    assert code != 0 and "budget of 3 evaluations" in err and not (tmp_path / "t.npy").exists()
+
+
+def test_dequantised_digits_report_bits_per_dim_as_an_estimate(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["fit", "fm", "--data", "digits", "--epochs", "1", "--hidden", "64",
+                 "--out", str(run)]) == 0  # fmt: skip
+    assert main(["evaluate", str(run), "--data", "digits", "--rows", "1700:", "--json"]) == 0
+    out, _ = capsys.readouterr()
+    assert f'"likelihood": "{HUTCHINSON_ESTIMATE}"' in out and '"bits_per_dim"' in out
