@@ -89,6 +89,7 @@ OTHER_MODELS: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("GAN (recommended, plain g#μ)", {"jacobian_truncation": 0.0}),
     ],
     "ppca": [("PPCA (k = 1)", {})],
+    "fm": [("flow matching (fit fm defaults)", {})],
 }
 OTHER_SETTINGS: dict[str, dict[str, Any]] = {"ppca": {"latent": 1}}
 ROW_ORDER = [FLOW_ROW, *(row for rows in OTHER_MODELS.values() for row, _ in rows), TRUTH_ROW]
@@ -210,6 +211,7 @@ def run_registered(name: str, seed: int, model: str, epochs: int | None) -> list
         gen = torch.Generator().manual_seed(SAMPLE_SEED + seed)
         with torch.no_grad():
             samples = m.sample(N_SAMPLES, generator=gen)
+        cost = m.sampling_cost()  # e.g. flow matching's field evaluations (nfe)
         log_q, kind, draws = None, EXACT, KL_DRAWS
         if m.likelihood_kind is not None:
             h = torch.Generator().manual_seed(KL_SEED + seed + 2)
@@ -220,7 +222,7 @@ def run_registered(name: str, seed: int, model: str, epochs: int | None) -> list
             if m.likelihood_kind == LOWER_BOUND:
                 kind, draws = IWAE_UPPER, BOUND_KL_SAMPLES
         r = score(row, name, seed, samples, log_q, seconds, cpu_seconds, kind=kind, draws=draws)
-        r.epochs, r.settings = used_epochs, {**rc.settings.to_dict(), **sampling}
+        r.epochs, r.settings = used_epochs, {**rc.settings.to_dict(), **sampling, **cost}
         results.append(r)
     return results
 

@@ -50,13 +50,13 @@ def test_demo_writes_one_self_contained_report(demo):
     assert not re.search(r'src="(?!data:)', page)  # nothing loaded from elsewhere
     assert parser.headings[0].startswith("The basic generative story")
     for words in ("Discrete pushforwards", "PCA and the autoencoder", "The VAE", "mixtures",
-                  "exact densities"):  # fmt: skip
+                  "exact densities", "Flow matching", "Fidelity to the truth"):  # fmt: skip
         assert any(words in h for h in parser.headings), words
     assert "Pr[Y = 3] = 1/18" in page
     # the fidelity table: every model against the truth, whose own KL is 0
-    flows = page[page.rindex("Pushforwards with exact densities") :]
-    for cell in ("KL(p ‖ q) nats", "— (no density)", "≤ ", "0.000 ± 0.000</td>"):
-        assert cell in flows, cell
+    table = page[page.rindex("Fidelity to the truth") :]
+    for cell in ("KL(p ‖ q) nats", "— (no density)", "≤ ", "0.000 ± 0.000</td>", "flow matching"):
+        assert cell in table, cell
 
 
 def test_demo_figures_are_real_images_and_the_training_animation_moves(demo):
@@ -65,12 +65,13 @@ def test_demo_figures_are_real_images_and_the_training_animation_moves(demo):
     for p in figures:
         with Image.open(p) as im:
             assert im.size[0] > 100 and im.size[1] > 100
-    for name in ("train_ring8", "flow_train_grid25"):
+    for name in ("train_ring8", "flow_train_grid25", "fm_motion_ring8"):
         with Image.open(demo / "figures" / f"{name}.gif") as gif:
             assert gif.n_frames > 5, name
     names = {p.stem for p in figures}
     for data in ("ring8", "grid25"):
         assert {f"truth_density_{data}", f"flow_density_{data}", f"flow_samples_{data}"} <= names
+        assert {f"fm_paths_{data}", f"fm_density_{data}_0.5", f"fm_density_{data}_1"} <= names
     assert "flow_samples_digits" in names
 
 

@@ -14,8 +14,8 @@ pairing of x₀ with x₁ is the ``coupling``:
 * ``independent``: x₀ drawn independently of x₁ (I-CFM);
 * ``ot``: within each minibatch, the x₀ are re-assigned to the x₁ by the exact optimal-transport
   permutation of squared Euclidean cost (POT's network simplex, :func:`ot_pairing`): OT-CFM,
-  whose straighter paths need fewer solver steps. The permutation of batch k + 1 is solved on a
-  worker thread while step k trains (POT releases the GIL), so it costs little wall time.
+  whose straighter paths need fewer solver steps. The exact problem is solved on blocks of
+  :data:`OT_BLOCK` rows of each batch, as its cost grows faster than the square of its size.
 
 The log-likelihood is exact, by the instantaneous change of variables (Chen et al., 2018):
 
@@ -42,7 +42,6 @@ Recommended settings (ring8 and grid25, ``benchmarks/fidelity.py``): :data:`RECO
 
 from __future__ import annotations
 
-import concurrent.futures
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -67,6 +66,7 @@ __all__ = [
     "COUPLINGS",
     "EXACT_TRACE_MAX_DIM",
     "HUTCHINSON_ESTIMATE",
+    "OT_BLOCK",
     "RECOMMENDED",
     "SOLVERS",
     "TRACES",
@@ -103,6 +103,10 @@ TRACES: dict[str, str] = {
 
 TIME_FREQUENCIES = 8
 """The time embedding: t and sin/cos(π·f·t) for f = 1 … TIME_FREQUENCIES, concatenated to x."""
+
+OT_BLOCK = 64
+"""Rows per exact optimal-transport problem in training's ``ot`` coupling: a batch of 256 is
+paired as four blocks of 64 (see BENCHMARKS.md, "Flow matching", for the cost per step)."""
 
 LOG_TIME_EPS = 1e-4
 """δ of the log-time feature τ = log((1 − t + δ)/(1 + δ)) / log(δ/(1 + δ)) ∈ [0, 1]."""
@@ -151,22 +155,28 @@ class VelocityField(nn.Module):
 # --- the coupling --------------------------------------------------------------------------------
 
 
-def ot_pairing(x0: Tensor, x1: Tensor) -> Tensor:
-    """Return the permutation π (B,) that minimises Σ_i ‖x0[π_i] − x1_i‖², exactly.
+def ot_pairing(x0: Tensor, x1: Tensor, *, block: int | None = None) -> Tensor:
+    """Return the permutation π (B,) that minimises Σ_i ‖x0[π_i] − x1_i‖², exactly; with
+    ``block``, exactly within each run of ``block`` consecutive rows (the last run shorter).
 
-    The optimal transport plan between two sets of B equally weighted points is a permutation
-    matrix (a vertex of the Birkhoff polytope); POT's network simplex finds one. Shapes: x0, x1
-    (B, d).
+    The optimal transport plan between two sets of equally weighted points is a permutation
+    matrix (a vertex of the Birkhoff polytope); POT's network simplex finds one. Its cost grows
+    faster than B² (about 10 ms for B = 256 and 50 ms for B = 512 on one core), so training
+    solves blocks of :data:`OT_BLOCK` rows. Shapes: x0, x1 (B, d).
     """
     if x0.shape != x1.shape or x0.dim() != 2:
         raise ConfigError(f"ot_pairing needs two (B, d) batches, got {tuple(x0.shape)} and "
                           f"{tuple(x1.shape)}")  # fmt: skip
     a = x0.detach().double().cpu().numpy()
     b = x1.detach().double().cpu().numpy()
-    cost = ot.dist(b, a)  # (B, B) squared Euclidean: cost[i, j] = ‖x1_i − x0_j‖²
-    w = np.full(len(a), 1.0 / len(a))
-    plan = ot.emd(w, w, cost, numItermax=1_000_000)
-    return torch.from_numpy(plan.argmax(axis=1)).to(x0.device)
+    step = len(a) if block is None else check_int(block, "block", minimum=1)
+    perm = np.arange(len(a))
+    for i in range(0, len(a), step):
+        cost = ot.dist(b[i : i + step], a[i : i + step])  # cost[i, j] = ‖x1_i − x0_j‖²
+        w = np.full(len(cost), 1.0 / len(cost))
+        plan = ot.emd(w, w, cost, numItermax=1_000_000)
+        perm[i : i + step] = i + plan.argmax(axis=1)
+    return torch.from_numpy(perm).to(x0.device)
 
 
 # --- the ODE -------------------------------------------------------------------------------------
@@ -275,8 +285,6 @@ class FlowMatching(Trainable):
         self.register_buffer("data_loc", torch.zeros(self.dim))
         self.register_buffer("data_scale", torch.ones(self.dim))
         self.last_nfe = 0
-        self._pending: concurrent.futures.Future | None = None
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -354,11 +362,6 @@ class FlowMatching(Trainable):
 
     # --- training ------------------------------------------------------------------------------
 
-    def _pairing_pool(self) -> concurrent.futures.ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ot")
-        return self._pool
-
     def loss(
         self, x: Tensor, *, generator: torch.Generator | None = None, epoch: float | None = None
     ) -> dict[str, Tensor]:
@@ -372,7 +375,7 @@ class FlowMatching(Trainable):
         x0 = torch.randn(x1.shape, generator=generator, device=device).to(x1)
         t = torch.rand(b, generator=generator, device=device).to(x1)
         if self.coupling == "ot":
-            x0 = x0[ot_pairing(x0, x1)]
+            x0 = x0[ot_pairing(x0, x1, block=OT_BLOCK)]
         keep = 1 - (1 - self.sigma) * t[:, None]  # (B, 1): x₀'s share of x_t
         xt = t[:, None] * x1 + keep * x0
         target = x1 - (1 - self.sigma) * x0
@@ -524,23 +527,26 @@ class FlowMatching(Trainable):
 
         return rhs
 
-    def _log_density(self, y: Tensor, probe: Tensor | None) -> Tensor:
-        """Return log p(y) (n,) for rows y (n, d) in the data's units (dequantised pixels for
+    def _log_density(self, y: Tensor, probe: Tensor | None, t: float = 1.0) -> Tensor:
+        """Return log p_t(y) (n,) for rows y (n, d) in the data's units (dequantised pixels for
         images), in float64, with the exact trace or Hutchinson's for ``probe``."""
         u, ladj = self._to_field(y.to(self.data_loc.dtype))
-        times = torch.tensor([1.0, 0.0])
-        with torch.autocast(y.device.type, enabled=False):
-            u0, a0 = self._solve(
-                self._divergence_rhs(probe), (u, torch.zeros_like(u[:, 0])), times, "log_prob"
-            )
-        # a(0) = −∫₀¹ tr ∂v/∂u dt, so log p₁(u) = log μ(u₀) + a(0)
+        if t == 0.0:
+            a0, u0 = torch.zeros_like(u[None, :, 0]), u[None]
+        else:
+            times = torch.tensor([t, 0.0])
+            with torch.autocast(y.device.type, enabled=False):
+                u0, a0 = self._solve(
+                    self._divergence_rhs(probe), (u, torch.zeros_like(u[:, 0])), times, "log_prob"
+                )
+        # a(0) = −∫₀ᵗ tr ∂v/∂u ds, so log p_t(u) = log μ(u₀) + a(0)
         base = -0.5 * (u0[-1].double().square().sum(1) + self.dim * _LOG_2PI)
         return base + a0[-1].double() + ladj.double()
 
-    def _rows(self, x: Tensor, probes: Callable[[Tensor], Tensor | None]) -> Tensor:
+    def _rows(self, x: Tensor, probes: Callable[[Tensor], Tensor | None], t: float = 1.0) -> Tensor:
         out, nfe = [], 0
         for xb in x.split(EVAL_BATCH):
-            out.append(self._log_density(xb, probes(xb)))
+            out.append(self._log_density(xb, probes(xb), t))
             nfe += self.last_nfe
         self.last_nfe = nfe
         lp = torch.cat(out) if out else x.new_zeros(0, dtype=torch.float64)
@@ -558,6 +564,16 @@ class FlowMatching(Trainable):
         images)."""
         x = self._check_data(x)
         return self._rows(x, lambda xb: None).to(x.dtype)
+
+    def marginal_log_prob(self, x: Tensor, t: float) -> Tensor:
+        """Return log p_t(x) (n,) in nats for x (n, d): the exact density, in the data's units,
+        of the particles at time t ∈ [0, 1] (p₀ is μ seen through the standardisation, p₁ the
+        model's :meth:`log_prob`); the ODE from t back to 0 with the exact trace."""
+        ok = isinstance(t, int | float) and not isinstance(t, bool) and 0 <= t <= 1
+        if not ok:
+            raise ConfigError(f"t = {t!r} is not allowed; use a time in [0, 1]")
+        x = check_rows(x, "x", dim=self.dim)
+        return self._rows(x, lambda xb: None, float(t)).to(x.dtype)
 
     def _probe(self, shape: torch.Size, generator: torch.Generator | None) -> Tensor:
         device = generator.device if generator is not None else torch.device("cpu")

@@ -252,6 +252,33 @@ def density_heatmap(
     return fig
 
 
+def trajectories(
+    paths: Tensor,
+    *,
+    data: Tensor | None = None,
+    title: str = "",
+    ax_limits: tuple[float, float, float, float] | None = None,
+) -> Figure:
+    """Return the lines of particles moving in the plane: ``paths`` (T, n, 2), one line per
+    particle from its start (a dot) to its end (a cross), over ``data`` (m, 2) when given."""
+    p = _numpy(paths)
+    fig = Figure(figsize=(4.6, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    if data is not None:
+        q = _numpy(data)
+        ax.scatter(q[:, 0], q[:, 1], s=1.0, color="#bbbbbb", alpha=0.5, label="data")
+    ax.plot(p[:, :, 0], p[:, :, 1], lw=0.5, color="#3182bd", alpha=0.35)
+    ax.scatter(p[0, :, 0], p[0, :, 1], s=3, color="#31a354", label="t = 0 (μ)")
+    ax.scatter(p[-1, :, 0], p[-1, :, 1], s=6, marker="x", color="#e6550d", label="t = 1")
+    ax.legend(fontsize=8, markerscale=2, frameon=False)
+    if ax_limits is not None:
+        ax.set_xlim(*ax_limits[:2])
+        ax.set_ylim(*ax_limits[2:])
+    ax.set_aspect("equal", adjustable="box" if ax_limits is not None else "datalim")
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
 def gif_bytes(figures: Sequence[Figure], *, duration_ms: int = 250, dpi: int = 80) -> bytes:
     """Return an animated GIF (looping) whose frames are the given figures, in order."""
     import io

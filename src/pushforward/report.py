@@ -485,23 +485,14 @@ def _flow_section(report: Report, quick: bool, seed: int, trained: dict[str, Any
         "log |det ∂g⁻¹/∂x|. Trained by maximum likelihood (here the benchmarked neural spline "
         f"flow: {RECOMMENDED['model']['layers']} rational-quadratic coupling layers of "
         f"{RECOMMENDED['model']['bins']} bins, for {epochs} of its {settings['epochs']} "
-        "epochs), it is the one model whose density can be set beside the truth's: the heat "
-        "maps show log q of the flow next to log p of the mixture it learned. The table "
-        "measures every model of this page against the truth on the same draws: modes, the "
-        "share of high-quality samples (with the truth's own share in brackets, the ceiling), "
-        "the modes' width (1 is right), reverse KL, and KL(p ‖ q) = E_p[log p − log q] in nats "
-        "± its standard error on fresh draws of p — exact for the flow, an upper bound through "
-        "the IWAE estimate for the VAE, none for the GAN, which has no density; the last column "
-        "is a k-nearest-neighbour estimate from samples alone, which every model gets (the "
-        "truth's own value in brackets shows its error). BENCHMARKS.md has the same table over "
-        "10 seeds with full training. Last, a flow on images: pixels are dequantised (uniform "
-        "noise spreads each 8-bit value over its bin) and sent through a logit, both "
-        "Jacobians counted, so that held-out digits get an exact likelihood in bits per "
-        "dimension of the discrete data (8 would be a uniform guess).",
+        "epochs), its density can be set beside the truth's: the heat maps show log q of the "
+        "flow next to log p of the mixture it learned. Last, a flow on images: pixels are "
+        "dequantised (uniform noise spreads each 8-bit value over its bin) and sent through a "
+        "logit, both Jacobians counted, so that held-out digits get an exact likelihood in "
+        "bits per dimension of the discrete data (8 would be a uniform guess).",
     )
-    rows = []
     for name in ("ring8", "grid25"):
-        ds, vae = trained[name]
+        ds, _ = trained[name]
         with seeded(seed):
             flow = Flow(2, **RECOMMENDED["model"])
         snaps = Snapshots(flow, 1000, every=max(1, epochs // 20), seed=seed)
@@ -525,12 +516,7 @@ def _flow_section(report: Report, quick: bool, seed: int, trained: dict[str, Any
                                ax_limits=extent, title=f"{name}: samples of the flow")  # fmt: skip
         report.figure(sec, fig, f"flow_samples_{name}", f"{name}: flow samples over the data")
 
-        models = [("VAE", vae), ("GAN", trained[f"gan_{name}"]), ("flow", flow),
-                  ("truth", _Truth(truth))]  # fmt: skip
-        rows += [_fidelity_row(name, label, m, ds, quick=quick, seed=seed) for label, m in models]
-    header = ["data", "model", "modes", "high quality % (truth)", "width", "reverse KL",
-              "KL(p ‖ q) nats", "k-NN KL (truth)"]  # fmt: skip
-    sec.tables.append((header, rows))
+        trained[f"flow_{name}"] = flow
     # images: a masked autoregressive flow on dequantised 8×8 digits, exact bits per dimension
     train, test = datasets.train_test_split(datasets.load_digits(), 1500)
     digit_epochs = 10 if quick else 40
@@ -548,6 +534,79 @@ def _flow_section(report: Report, quick: bool, seed: int, trained: dict[str, Any
         [["digits (8×8)", "MAF, 5 layers of 256", f"{train.n:,} / {test.n:,}", str(digit_epochs),
           f"{r['nll']:.1f} ± {r['log_likelihood_stderr']:.1f}", f"{r['bits_per_dim']:.3f}"]],
     ))  # fmt: skip
+    return sec
+
+
+def _fm_section(report: Report, quick: bool, seed: int, trained: dict[str, Any]) -> Section:
+    from pushforward.fm import RECOMMENDED, FlowMatching
+    from pushforward.train import TrainConfig, fit, seeded
+
+    settings = RECOMMENDED["train"]
+    epochs = max(1, settings["epochs"] // (20 if quick else 4))
+    times = [0.5, 0.8, 1.0]
+    sec = Section(
+        "Flow matching: the pushforward as a motion",
+        "Flow matching moves μ continuously: a network v(t, x) defines the ODE dx/dt = v(t, x), "
+        "and g is its flow map from t = 0 (μ = N(0, I)) to t = 1. It is trained by regression "
+        "(draw x₀ ~ μ, a data point x₁ and t, and fit v(t, t·x₁ + (1 − t)·x₀) to x₁ − x₀), "
+        "with no ODE solved in training; sampling solves the ODE (adaptive Dormand–Prince, "
+        "its number of field evaluations in each caption). The density stays exact through the "
+        "instantaneous change of variables, log q(x) = log μ(x₀) − ∫₀¹ tr ∂v/∂x dt. Here "
+        f"{epochs} of the benchmarked {settings['epochs']} epochs: the animation carries 1,000 "
+        "draws of μ to the data, the lines are their paths, and the heat maps are the exact "
+        "density of the moving particles at t = " + ", ".join(f"{t:g}" for t in times) + ".",
+    )
+    for name in ("ring8", "grid25"):
+        ds, _ = trained[name]
+        with seeded(seed):
+            model = FlowMatching(2, **RECOMMENDED["model"])
+        fit(model, ds.x, TrainConfig(**{**settings, "epochs": epochs, "seed": seed}))
+        trained[f"fm_{name}"] = model
+        extent = _extent(ds)
+        steps = torch.linspace(0, 1, 21 if quick else 41)
+        path = model.motion(1000, steps, generator=torch.Generator().manual_seed(seed))
+        nfe = model.sampling_cost()["nfe"]
+        frames = [plots.scatter_2d(ds.x[:2000], others=[(p, "particles")], size=1.5,
+                                   ax_limits=extent, title=f"{name}: t = {float(t):.2f}")
+                  for t, p in zip(steps, path, strict=True)]  # fmt: skip
+        caption = f"{name}: μ carried to the data ({nfe} field evaluations)"
+        report.animation(sec, plots.gif_bytes(frames), f"fm_motion_{name}", caption)
+        fig = plots.trajectories(path[:, :300], data=ds.x[:2000], ax_limits=extent,
+                                 title=f"{name}: paths of the ODE")  # fmt: skip
+        report.figure(sec, fig, f"fm_paths_{name}", f"{name}: 300 paths from μ to the data")
+        side = 50 if quick else 90
+        grid, extent = _grid(ds, side)
+        for t in times:
+            with torch.no_grad():
+                lp = model.marginal_log_prob(grid, t).reshape(side, side)
+            fig = plots.density_heatmap(lp, extent, title=f"{name}: log p_t at t = {t:g}")
+            report.figure(sec, fig, f"fm_density_{name}_{t:g}", f"{name}: exact log p_t, t = {t:g}")
+    return sec
+
+
+def _fidelity_section(report: Report, quick: bool, seed: int, trained: dict[str, Any]) -> Section:
+    sec = Section(
+        "Fidelity to the truth",
+        "Every model of this page measured against the mixture it learned, on the same draws: "
+        "modes, the share of high-quality samples (with the truth's own share in brackets, the "
+        "ceiling), the modes' width (1 is right), reverse KL, and KL(p ‖ q) = E_p[log p − "
+        "log q] in nats ± its standard error on fresh draws of p — exact for the flow and flow "
+        "matching, an upper bound through the IWAE estimate for the VAE, none for the GAN, "
+        "which has no density; the last column is a k-nearest-neighbour estimate from samples "
+        "alone, which every model gets (the truth's own value in brackets shows its error). "
+        "The models here are trained for a fraction of their benchmarked epochs; BENCHMARKS.md "
+        "has the same table over 10 seeds with full training.",
+    )
+    rows = []
+    for name in ("ring8", "grid25"):
+        ds, vae = trained[name]
+        models = [("VAE", vae), ("GAN", trained[f"gan_{name}"]), ("flow", trained[f"flow_{name}"]),
+                  ("flow matching", trained[f"fm_{name}"]),
+                  ("truth", _Truth(ds.distribution))]  # fmt: skip
+        rows += [_fidelity_row(name, label, m, ds, quick=quick, seed=seed) for label, m in models]
+    header = ["data", "model", "modes", "high quality % (truth)", "width", "reverse KL",
+              "KL(p ‖ q) nats", "k-NN KL (truth)"]  # fmt: skip
+    sec.tables.append((header, rows))
     return sec
 
 
@@ -580,6 +639,8 @@ def run_demo(
         ("Gaussian mixtures", lambda: _mixtures_section(report, quick, seed, trained)),
         ("GAN on the mixtures", lambda: _gan_section(report, quick, seed, trained)),
         ("flows: exact densities", lambda: _flow_section(report, quick, seed, trained)),
+        ("flow matching", lambda: _fm_section(report, quick, seed, trained)),
+        ("fidelity to the truth", lambda: _fidelity_section(report, quick, seed, trained)),
     ]
     for i, (name, step) in enumerate(steps, 1):
         say(f"[{i}/{len(steps)}] {name}")
