@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "setting": setting,
         "train": cfg.to_dict(),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "train_bits_per_dim": [round(r["bits_per_dim"], 4) for r in history],
+        "train_loss": [round(r.get("bits_per_dim", r["loss"]), 4) for r in history],
         "test": held_out,
         "seconds": seconds,
         "cpu_seconds": cpu_seconds,
