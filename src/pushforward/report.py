@@ -27,6 +27,7 @@ from pushforward.contract import EXACT_LIKELIHOOD
 from pushforward.discrete import two_dice_sum
 from pushforward.measures import EXAMPLES
 from pushforward.metrics import ks_critical_value, ks_distance
+from pushforward.reporters import SampleSnapshots
 
 __all__ = ["Report", "Section", "run_demo"]
 
@@ -244,30 +245,6 @@ def _encoders_section(report: Report, quick: bool, seed: int) -> Section:
     return sec
 
 
-class Snapshots:
-    """A training reporter that keeps samples of g#μ every ``every`` epochs (animation frames)."""
-
-    def __init__(self, model: Any, n: int, every: int, seed: int):
-        self.model, self.n, self.every, self.seed = model, n, every, seed
-        self.frames: list[tuple[int, torch.Tensor]] = []
-
-    def start(self, epochs: int, steps_per_epoch: int, first_epoch: int) -> None:
-        self.frames.append((0, self._draw()))
-
-    def step(self, loss: torch.Tensor) -> None:
-        pass
-
-    def epoch(self, record: dict[str, Any]) -> None:
-        if record["epoch"] % self.every == 0:
-            self.frames.append((record["epoch"], self._draw()))
-
-    def close(self) -> None:
-        pass
-
-    def _draw(self) -> torch.Tensor:
-        return self.model.sample(self.n, generator=torch.Generator().manual_seed(self.seed))
-
-
 def _vae_digits_section(report: Report, quick: bool, seed: int, mnist: str | None) -> Section:
     from pushforward.quality import image_quality
     from pushforward.train import TrainConfig, fit, seeded
@@ -334,7 +311,7 @@ def _grid(ds: datasets.Dataset, side: int) -> tuple[Tensor, tuple[float, float, 
     return torch.stack(torch.meshgrid(t, t, indexing="xy"), dim=-1).reshape(-1, 2), extent
 
 
-def _mixture_frames(name: str, ds: datasets.Dataset, snaps: Snapshots) -> list[Figure]:
+def _mixture_frames(name: str, ds: datasets.Dataset, snaps: SampleSnapshots) -> list[Figure]:
     limits = _extent(ds)
     return [
         plots.scatter_2d(
@@ -364,7 +341,7 @@ def _mixtures_section(report: Report, quick: bool, seed: int, trained: dict[str,
         with seeded(seed):
             vae = VAE(2, 2, loss="gaussian", sigma=0.1, learn_sigma=True, kl_schedule="linear",
                       kl_warmup=5, net={"hidden": [256, 256], "activation": "silu"})  # fmt: skip
-        snaps = Snapshots(vae, 1000, every=max(1, epochs // 20), seed=seed)
+        snaps = SampleSnapshots(vae, 1000, every=max(1, epochs // 20), seed=seed)
         fit(
             vae,
             ds.x,
@@ -414,7 +391,7 @@ def _gan_section(report: Report, quick: bool, seed: int, trained: dict[str, Any]
         ds, vae = trained[name]
         with seeded(seed):
             gan = GAN(2, **RECOMMENDED["model"])
-        snaps = Snapshots(gan, 1000, every=max(1, epochs // 20), seed=seed)
+        snaps = SampleSnapshots(gan, 1000, every=max(1, epochs // 20), seed=seed)
         cfg = TrainConfig(**{**settings, "epochs": epochs, "seed": seed})
         history = fit(gan, ds.x, cfg, progress=snaps)
         frames = _mixture_frames(name, ds, snaps)
@@ -504,7 +481,7 @@ def _flow_section(report: Report, quick: bool, seed: int, trained: dict[str, Any
         ds, vae = trained[name]
         with seeded(seed):
             flow = Flow(2, **RECOMMENDED["model"])
-        snaps = Snapshots(flow, 1000, every=max(1, epochs // 20), seed=seed)
+        snaps = SampleSnapshots(flow, 1000, every=max(1, epochs // 20), seed=seed)
         fit(flow, ds.x, TrainConfig(**{**settings, "epochs": epochs, "seed": seed}),
             progress=snaps)  # fmt: skip
         frames = _mixture_frames(name, ds, snaps)
