@@ -24,9 +24,9 @@ from pushforward.nets import (
     TiedDecoder,
     as_net_config,
     build_decoder,
-    decoder_program,
     build_encoder,
     check_sizes,
+    decoder_program,
 )
 from pushforward.train import Trainable, TrainConfig, fit, seeded
 from pushforward.validate import check_rows

@@ -631,8 +631,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", metavar="A:B", help="use only these rows of the data")
     p.add_argument("--points", type=_positive(), default=2000, help="codes drawn (2000)")
     p.add_argument("--seed", type=int, default=None, help="draws of the data (default: fresh)")
-    p.add_argument("--precision", choices=("auto", "float16", "float32"), default="auto",
-                   help="decoder weights in the page (auto: float16 for large decoders)")  # fmt: skip
+    p.add_argument(
+        "--precision", choices=("auto", "float16", "float32"), default="auto",
+        help="decoder weights in the page (auto: float16 for large decoders)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_explore)
 
     p = sub.add_parser("decode", help="decode latent codes with a run's model")

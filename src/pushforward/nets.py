@@ -27,16 +27,16 @@ __all__ = [
     "NET_KINDS",
     "ConvDecoder",
     "ConvEncoder",
+    "DecoderLayer",
     "NetConfig",
     "NetSettings",
     "TiedDecoder",
-    "DecoderLayer",
     "apply_layers",
     "as_net_config",
-    "decoder_program",
     "build_decoder",
     "build_encoder",
     "check_sizes",
+    "decoder_program",
 ]
 
 MAX_WIDTH = 65_536  # a wider layer is a typo; it would try to allocate gigabytes
@@ -73,7 +73,8 @@ def apply_layers(layers: Sequence[DecoderLayer], z: Tensor) -> Tensor:
         elif layer[0] == "affine":
             h = layer[2].to(h.dtype) + layer[1].to(h.dtype) * h
         else:
-            raise ConfigError(f"unknown decoder step {layer[0]!r}; known: activation, affine, linear")
+            known = "activation, affine, linear"
+            raise ConfigError(f"unknown decoder step {layer[0]!r}; known: {known}")
     return h
 
 
