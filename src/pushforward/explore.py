@@ -297,7 +297,8 @@ def explorer_page(
         times = torch.linspace(0, 1, MOTION_TIMES)
         rows = FRAME_IMAGES if ds.image_shape is not None else FRAME_POINTS
         with torch.no_grad():
-            motion = (times, model.motion(rows, times, generator=gen).float())
+            particles = model.motion(rows, times, generator=torch.Generator().manual_seed(seed))
+        motion = (times, particles.float())
     explorer = Explorer(
         model=model,
         title=title or f"pushforward explore: a {type(model).__name__} on {ds.name}",
