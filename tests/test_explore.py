@@ -131,7 +131,8 @@ def test_every_model_gets_a_page_from_its_run_folder(tmp_path, name):
     model = load_model(folder)
     path = explore_run(folder, tmp_path / "page.html", points=200)
     p = payload(path.read_text(encoding="utf-8"))
-    assert (p["latent"], p["dim"], p["view"], p["image_shape"]) == (model.latent, 64, "image", [8, 8])
+    shown = (p["latent"], p["dim"], p["view"], p["image_shape"])
+    assert shown == (model.latent, 64, "image", [8, 8])
     codes = unpack(p["codes"]["z"])
     held_out = datasets.load_data("digits").x[300:500]  # the rows the run did not train on
     with torch.no_grad():
@@ -196,7 +197,7 @@ def test_a_model_with_motion_gets_the_t_scrubber_from_the_contract():
 
 def test_runs_the_explorer_cannot_draw_get_one_clear_error(capsys, tmp_path):
     moons = datasets.load_data("moons", n=100)
-    with pytest.raises(ConfigError, match="explore needs a decoder g: z ↦ x.* Undecodable"):
+    with pytest.raises(ConfigError, match=r"explore needs a decoder g: z ↦ x.* Undecodable"):
         explorer_page(Undecodable(), moons)
     rc = RunConfig.from_flat({"model": "ae", "data": "moons", "n": 200, "latent": 1, "epochs": 1})
     folder = fit_run(rc, out=tmp_path / "run", figures=False)
@@ -377,6 +378,6 @@ def test_snapshots_are_kept_every_k_epochs_and_resume_exactly(tmp_path):
 
 def test_snapshots_need_a_model_that_samples(tmp_path):
     rc = RunConfig.from_flat({"model": "ae", "data": "moons", "n": 200, "snapshot_every": 1})
-    with pytest.raises(ConfigError, match="snapshot_every = 1 .* cannot sample; use 0"):
+    with pytest.raises(ConfigError, match=r"snapshot_every = 1 .* cannot sample; use 0"):
         fit_run(rc, out=tmp_path / "run", figures=False)
     assert read_snapshots(tmp_path) is None
