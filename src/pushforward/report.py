@@ -25,6 +25,7 @@ from pushforward import datasets, plots
 from pushforward.checkpoint import atomic_write_bytes, save_figure
 from pushforward.contract import EXACT_LIKELIHOOD
 from pushforward.discrete import two_dice_sum
+from pushforward.explore import explorer_page
 from pushforward.measures import EXAMPLES
 from pushforward.metrics import ks_critical_value, ks_distance
 from pushforward.reporters import SampleSnapshots
@@ -36,12 +37,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Section:
-    """One part of the report: a heading, a short explanation, figures and tables."""
+    """One part of the report: a heading, a short explanation, figures, tables and embedded
+    explorer pages (caption, HTML, height in pixels)."""
 
     title: str
     text: str
     figures: list[tuple[str, Path]] = field(default_factory=list)
     tables: list[tuple[list[str], list[list[str]]]] = field(default_factory=list)
+    pages: list[tuple[str, str, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -100,7 +103,14 @@ class Report:
                     f'src="data:{mime};base64,{data}">'
                     f"<figcaption>{html.escape(caption)}</figcaption></figure>"
                 )
-            parts.append("</div></section>")
+            parts.append("</div>")
+            for caption, page, height in s.pages:  # a page of its own, scripts and all, inline
+                parts.append(
+                    f'<figure class="explorer"><iframe title="{html.escape(caption)}" '
+                    f'height="{height}" srcdoc="{html.escape(page)}"></iframe>'
+                    f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+                )
+            parts.append("</section>")
         stamp = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
         parts.append(f"<footer>Made by pushforward on {stamp} UTC.</footer></body></html>")
         return "\n".join(parts)
@@ -119,7 +129,8 @@ h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-to
 figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:.85em;color:#555}
 table{border-collapse:collapse;margin:.5em 0 1em}td,th{border:1px solid #ccc;padding:.25em .6em;
 font-size:.9em;text-align:left}td.num{text-align:right}th{background:#f4f4f4}footer{margin-top:3em;color:#888;
-font-size:.8em}nav ol{columns:2}
+font-size:.8em}nav ol{columns:2}figure.explorer{max-width:none;margin-top:1em}
+figure.explorer iframe{width:100%;border:1px solid #ddd}
 """
 
 Progress = Callable[[str], None]
@@ -261,7 +272,8 @@ def _vae_digits_section(report: Report, quick: bool, seed: int, mnist: str | Non
         "gives the ELBO and the importance-weighted (IWAE) log-likelihood of held-out digits, and "
         "the Fréchet distance between samples and held-out digits in the feature space of a "
         "small digit classifier trained here (two halves of the real held-out digits score the "
-        "floor in brackets).",
+        "floor in brackets). The explorer below decodes the pointer's z in the page, from the "
+        "decoder's weights (<code>pushforward explore</code>).",
     )
     sets = [("digits", "digits", 1500, 40 if quick else 150)]
     if mnist is not None:
@@ -283,6 +295,9 @@ def _vae_digits_section(report: Report, quick: bool, seed: int, mnist: str | Non
         fig = plots.image_grid(manifold(vae, 15), ds.image_shape, ncols=15, scale=0.42,
                                title=f"{label}: decoded manifold g(Φ⁻¹(u), Φ⁻¹(v))")  # fmt: skip
         report.figure(sec, fig, f"vae_manifold_{label.lower()}", f"{label}: the decoded manifold")
+        page = explorer_page(vae, test, title=f"{label}: explore the VAE's latent space")
+        sec.pages.append((f"{label}: move the pointer over the codes to decode z live; "
+                          "click twice to interpolate", page, 720))  # fmt: skip
         gen = torch.Generator().manual_seed(seed)
         elbo = float(vae.elbo(test.x, generator=gen)["elbo"].mean())
         ll = vae.log_likelihood(test.x, k=100 if quick else 1000, generator=gen)
@@ -333,7 +348,9 @@ def _mixtures_section(report: Report, quick: bool, seed: int, trained: dict[str,
         "over the data (blue), frame by frame as training proceeds; the heat map is the "
         "model's density p(x), estimated by importance weighting on a grid. The VAE finds every "
         "mode but blurs between them: its decoder is smooth, and the Gaussian likelihood "
-        "accounts for what it cannot place.",
+        "accounts for what it cannot place. Below, the same runs live "
+        "(<code>pushforward explore</code>): the pointer's z is decoded in the page and g(z) "
+        "drawn over the data, and the slider scrubs the samples through training.",
     )
     epochs = 20 if quick else 60
     for name in ("ring8", "grid25"):
@@ -350,6 +367,10 @@ def _mixtures_section(report: Report, quick: bool, seed: int, trained: dict[str,
         )
         trained[name] = ds, vae
         frames = _mixture_frames(name, ds, snaps)
+        shots = ([e for e, _ in snaps.frames], torch.stack([y for _, y in snaps.frames]))
+        page = explorer_page(vae, ds, snapshots=shots, title=f"{name}: explore the VAE")
+        sec.pages.append((f"{name}: decode z live over the data; scrub g#μ over training",
+                          page, 1100))  # fmt: skip
         report.animation(sec, plots.gif_bytes(frames), f"train_{name}", f"{name}: training")
         side = 60 if quick else 100
         grid, limits = _grid(ds, side)
