@@ -398,12 +398,14 @@ step="1"> <span id="pf-dir-a-v"></span></label><label>second direction <input ty
 id="pf-dir-b" min="1" step="1"> <span id="pf-dir-b-v"></span></label></div>
 <figure id="pf-interp-fig" hidden><canvas id="pf-interp" width="860" height="86"></canvas>
 <figcaption>g along the segment between the two clicked codes</figcaption></figure>
+<div class="row">
 <section id="pf-epochs" hidden><h2>g#μ over training</h2>
 <label><input type="range" id="pf-epoch" min="0" step="1"> <span id="pf-epoch-v"></span></label>
 <div><canvas id="pf-epoch-canvas" width="420" height="420"></canvas></div></section>
 <section id="pf-motion" hidden><h2>Particles carried from μ (t = 0) to the data (t = 1)</h2>
 <label><input type="range" id="pf-time" min="0" step="1"> <span id="pf-time-v"></span></label>
-<div><canvas id="pf-time-canvas" width="420" height="420"></canvas></div></section>"""
+<div><canvas id="pf-time-canvas" width="420" height="420"></canvas></div></section>
+</div>"""
 
 
 def _script() -> str:
