@@ -337,6 +337,37 @@ def test_the_t_scrubber_moves_the_particles_in_the_browser(browser, tmp_path):
     assert seen["errors"] == [] and seen["requests"] == []
 
 
+def test_sliders_choose_the_plane_of_a_larger_latent_space(browser, tmp_path):
+    digits = datasets.load_data("digits")
+    with seeded(0):
+        vae = VAE(64, 4, loss="bce", net={"hidden": [32], "activation": "gelu"}, image_shape=(8, 8))
+    path = tmp_path / "page.html"
+    path.write_text(explorer_page(vae, digits, points=500), encoding="utf-8")
+    p = payload(path.read_text(encoding="utf-8"))
+    axes, center = unpack(p["plane"]["axes"]), unpack(p["plane"]["center"])
+    with torch.no_grad():
+        codes = vae.encode(digits.x[:500]).double().numpy()
+    np.testing.assert_allclose(axes @ axes.T, np.eye(4), atol=1e-5)  # principal directions
+    variances = ((codes - center) @ axes.T).var(0)
+    assert all(np.diff(variances) <= 1e-9)
+    page, seen = _open(browser, path)
+    before = _frame(page, "pf-latent")
+    _scrub(page, "pf-dir-b", 3)  # the plane of directions 1 and 3
+    assert _frame(page, "pf-latent") != before
+    box = page.locator("#pf-latent").bounding_box()
+    page.mouse.move(box["x"] + 0.3 * box["width"], box["y"] + 0.7 * box["height"])
+    last = page.evaluate("() => window.pushforward.last")
+    assert last["plane"] == [0, 2]
+    z = np.array(last["z"])
+    offset = (z - center) @ axes.T  # no component off the chosen plane
+    np.testing.assert_allclose(offset[[1, 3]], 0, atol=1e-5)
+    with torch.no_grad():
+        expected = vae.decode(torch.tensor([last["z"]], dtype=torch.float32))[0]
+    torch.testing.assert_close(torch.tensor(last["x"]), expected, atol=1e-5, rtol=0)
+    page.close()
+    assert seen["errors"] == [] and seen["requests"] == []
+
+
 def test_the_grid_fallback_snaps_the_pointer_to_a_decoded_cell(browser, tmp_path):
     digits = datasets.load_data("digits")
     with seeded(0):

@@ -202,14 +202,12 @@ def _principal_plane(codes: Tensor) -> tuple[Tensor, Tensor]:
     """Return the centre c (k,) and the directions (k, k) of the canvas: for k = 2 the latent
     axes themselves about 0, so the canvas shows z; for k > 2 the codes' mean and principal
     directions (rows, by decreasing variance)."""
-    k = codes.shape[1]
-    if k == 2:
-        return torch.zeros(2), torch.eye(2)
+    n, k = codes.shape
+    if k == 2 or n < k:  # too few codes to find k directions: the latent axes
+        return torch.zeros(k), torch.eye(k)
     z = codes.double()
     center = z.mean(0)
-    _, _, vh = torch.linalg.svd(z - center, full_matrices=True)  # (k, k) when n ≥ k
-    if vh.shape[0] < k:
-        vh = torch.linalg.qr(torch.cat([vh, torch.eye(k, dtype=z.dtype)]).T).Q.T[:k]
+    _, _, vh = torch.linalg.svd(z - center, full_matrices=False)  # (k, k)
     return center.float(), vh.float()
 
 
