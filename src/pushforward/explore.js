@@ -150,17 +150,27 @@ const dataExt = (() => {
   const pad = Math.max(hi[0] - lo[0], hi[1] - lo[1]) * 0.1 || 1;
   return { lo: [lo[0] - pad, lo[1] - pad], hi: [hi[0] + pad, hi[1] + pad] };
 })();
-function dataPx(canvas, x, y) {
-  return [(x - dataExt.lo[0]) / (dataExt.hi[0] - dataExt.lo[0]) * canvas.width,
-    (dataExt.hi[1] - y) / (dataExt.hi[1] - dataExt.lo[1]) * canvas.height];
+function dataPx(canvas, x, y, e = dataExt) {
+  return [(x - e.lo[0]) / (e.hi[0] - e.lo[0]) * canvas.width,
+    (e.hi[1] - y) / (e.hi[1] - e.lo[1]) * canvas.height];
 }
-function drawData(ctx) {
+function framesExt(frames) {  // the data's box, grown to hold 99% of the frames' points
+  if (!dataExt) return null;
+  const lo = dataExt.lo.slice(), hi = dataExt.hi.slice();
+  for (let i = 0; i < 2; i++) {
+    const v = Float32Array.from({ length: frames.length / 2 }, (_, n) => frames[2 * n + i]).sort();
+    const q = (p) => v[Math.min(v.length - 1, Math.floor(p * v.length))];
+    lo[i] = Math.min(lo[i], q(0.005)); hi[i] = Math.max(hi[i], q(0.995));
+  }
+  return { lo, hi };
+}
+function drawData(ctx, e = dataExt) {
   const c = ctx.canvas;
   ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, c.width, c.height);
   if (!DATA) return;
   ctx.fillStyle = "#bbb";
   for (let n = 0; n < DATA.length / 2; n++) {
-    const p = dataPx(c, DATA[2 * n], DATA[2 * n + 1]);
+    const p = dataPx(c, DATA[2 * n], DATA[2 * n + 1], e);
     ctx.fillRect(p[0] - 1, p[1] - 1, 2, 2);
   }
 }
@@ -265,6 +275,7 @@ function scrubber(key, slider, label, canvas, text) {
   $(canvas).parentElement.parentElement.hidden = false;
   const frames = arr(F.samples), [S, r] = F.samples.shape, per = frames.length / S;
   const c = $(canvas), ctx = c.getContext("2d"), s = $(slider);
+  const e = view === "image" ? null : framesExt(frames);
   s.max = String(S - 1); s.value = String(S - 1);
   function draw(i) {
     const x = frames.subarray(i * per, (i + 1) * per);
@@ -273,9 +284,12 @@ function scrubber(key, slider, label, canvas, text) {
       const cols = Math.ceil(Math.sqrt(r)), box = c.width / cols, pix = per / r;
       for (let n = 0; n < r; n++) drawImage(ctx, x, n * pix, (n % cols) * box + 1, Math.floor(n / cols) * box + 1, box - 2);
     } else {
-      drawData(ctx);
+      drawData(ctx, e);
       ctx.fillStyle = "#e08000";
-      for (let n = 0; n < r; n++) { const p = dataPx(c, x[2 * n], x[2 * n + 1]); ctx.fillRect(p[0] - 1.5, p[1] - 1.5, 3, 3); }
+      for (let n = 0; n < r; n++) {
+        const p = dataPx(c, x[2 * n], x[2 * n + 1], e);
+        ctx.fillRect(p[0] - 1.5, p[1] - 1.5, 3, 3);
+      }
     }
     $(label).textContent = text(F, i);
     api[key + "Frame"] = i;
