@@ -262,6 +262,7 @@ VALID: dict[tuple[str, str, str], str] = {
             "--gp-weight",
             "--ema",
             "--jacobian-truncation",
+            "--snapshot-every",
         )
     },
     **{

@@ -15,6 +15,7 @@ import torch
 from pushforward.cli import build_parser, main
 from pushforward.contract import Model
 from pushforward.errors import CheckpointError, ConfigError, Interrupted
+from pushforward.nets import apply_layers
 from pushforward.registry import MODELS
 from pushforward.runs import (
     RESULT_KEYS,
@@ -73,6 +74,9 @@ def check_contract(model: Model, folder: Path) -> None:
         if model.has_exact_density:
             lp = model.log_prob(x)
             assert lp.shape == (5,) and bool(torch.isfinite(lp).all())
+        layers = model.decoder_layers()  # the portable program, where there is one, is decode
+        if layers is not None:
+            torch.testing.assert_close(apply_layers(layers, z), model.decode(z), atol=1e-5, rtol=0)
     if model.generative:
         for n in (1, 7, 64):
             y = sample_run(folder, n, seed=3)

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from pushforward.contract import ModelSpec, setting
 from pushforward.errors import ConfigError, lookup
-from pushforward.losses import RECONSTRUCTIONS, output_mean, reconstruction
+from pushforward.losses import RECONSTRUCTIONS, output_activation, output_mean, reconstruction
 from pushforward.nets import (
     MAX_LATENT,
     MLP,
@@ -26,6 +26,7 @@ from pushforward.nets import (
     build_decoder,
     build_encoder,
     check_sizes,
+    decoder_program,
 )
 from pushforward.train import Trainable, TrainConfig, fit, seeded
 from pushforward.validate import check_rows
@@ -92,6 +93,10 @@ class Autoencoder(Trainable):
     def decode(self, z: Tensor) -> Tensor:
         """Return the reconstructions x̂ = g(z) (means, in data space), shape (n, d)."""
         return output_mean(self.loss_name, self.decoder(z))
+
+    def decoder_layers(self) -> list[tuple] | None:
+        """Return :meth:`decode` as a portable program (None for a conv decoder)."""
+        return decoder_program(self.decoder, ("activation", output_activation(self.loss_name)))
 
     def forward(self, x: Tensor) -> Tensor:
         """Return g(f(x)), shape (n, d)."""

@@ -446,6 +446,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explore(args: argparse.Namespace) -> int:
+    from pushforward.explore import explore_run
+
+    path = explore_run(
+        args.run, args.out, data=args.data, rows=args.rows, n=args.n, points=args.points,
+        seed=args.seed, precision=args.precision,
+    )  # fmt: skip
+    _say(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB); open it in a browser")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
@@ -611,6 +622,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     _add_sampling_flags(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "explore", help="one offline HTML page: walk the latent space, scrub training"
+    )
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--out", metavar="FILE", default="explore.html", help="the page (.html)")
+    p.add_argument("--data", metavar="SPEC", help="data to encode (default: the run's, held out)")
+    p.add_argument("-n", "--n", type=_positive(), help="points to draw (mixtures)")
+    p.add_argument("--rows", metavar="A:B", help="use only these rows of the data")
+    p.add_argument("--points", type=_positive(), default=2000, help="codes drawn (2000)")
+    p.add_argument("--seed", type=int, default=None, help="draws of the data (default: fresh)")
+    p.add_argument(
+        "--precision", choices=("auto", "float16", "float32"), default="auto",
+        help="decoder weights in the page (auto: float16 for large decoders)",
+    )  # fmt: skip
+    p.set_defaults(func=cmd_explore)
 
     p = sub.add_parser("decode", help="decode latent codes with a run's model")
     p.add_argument("run", metavar="RUN")

@@ -14,6 +14,9 @@ kind of model it holds:
                       closed form by ``model.fit(x)``
 ``has_motion``        :meth:`Model.motion` carries draws of μ to g#μ continuously in a time
                       t ∈ [0, 1] (flow matching's ODE): particles at chosen times
+``has_decoder``       :meth:`Model.decode` maps codes z (n, k) to points g(z) (n, d); a model
+                      may also write its decoder as a portable program
+                      (:meth:`Model.decoder_layers`) that code outside PyTorch can run
 ===================== ===========================================================================
 
 Every model has ``dim`` (d) and ``latent`` (k), :meth:`~Model.decode` (z ↦ g(z)),
@@ -78,6 +81,7 @@ class Model:
     has_exact_density: ClassVar[bool] = False
     trained: ClassVar[bool] = True
     has_motion: ClassVar[bool] = False
+    has_decoder: ClassVar[bool] = True
     sampling_options: ClassVar[tuple[str, ...]] = ()
     """Names of settings that may be changed after fitting to change how samples are drawn."""
     code_label: ClassVar[str] = "latent codes f(x)"
@@ -107,6 +111,13 @@ class Model:
     def decode(self, z: Tensor) -> Tensor:
         """Return g(z), shape (n, d), for codes z (n, k)."""
         raise NotImplementedError(f"{type(self).__name__} must define decode")
+
+    def decoder_layers(self) -> list[tuple] | None:
+        """Return :meth:`decode` as a portable program, a list of steps that maps z (n, k) to
+        g(z) (n, d) (see :data:`pushforward.nets.DecoderLayer`: linear maps, elementwise
+        activations, elementwise affine maps), or None when the decoder is not such a chain
+        (convolutions, flows): then only :meth:`decode` itself evaluates it."""
+        return None
 
     def encode(self, x: Tensor) -> Tensor:
         """Return the codes (n, k) of data x (n, d)."""

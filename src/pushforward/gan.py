@@ -84,6 +84,7 @@ from pushforward.nets import (
     build_decoder,
     build_encoder,
     check_sizes,
+    decoder_program,
 )
 from pushforward.train import OPTIMIZERS, Trainable, TrainConfig, check_finite
 from pushforward.validate import check_int, check_positive, check_share
@@ -514,6 +515,14 @@ class GAN(Trainable):
     def forward(self, z: Tensor) -> Tensor:
         """Return g(z), shape (n, d)."""
         return self.g(z)
+
+    def decoder_layers(self) -> list[tuple] | None:
+        """Return :meth:`decode` as a portable program: the generator g samples come from, its
+        output nonlinearity, and y = m + s·u when standardised (None for a conv generator)."""
+        tail = [("activation", OUTPUTS[self.output])]
+        if self.standardize:
+            tail.append(("affine", self.data_scale.detach(), self.data_loc.detach()))
+        return decoder_program(self._sampling_net[0], *tail)
 
     def as_pushforward(self, *, jacobian_truncation: float | None = None) -> Pushforward:
         """Return the generative model g#μ as a Pushforward, or g#μ_A under Jacobian truncation

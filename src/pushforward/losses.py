@@ -66,10 +66,16 @@ def reconstruction(name: str, x: Tensor, out: Tensor) -> Tensor:
     return lookup(RECONSTRUCTIONS, name, what="reconstruction loss")(x, out)
 
 
+def output_activation(name: str) -> str:
+    """Return the name (in :data:`pushforward.nets.ACTIVATIONS`) of the map from the decoder's
+    output to the reconstruction x̂ under the loss ``name``: sigmoid for ``bce``, else identity."""
+    lookup(RECONSTRUCTIONS, name, what="reconstruction loss")
+    return "sigmoid" if name == "bce" else "identity"
+
+
 def output_mean(name: str, out: Tensor) -> Tensor:
     """Return the reconstruction x̂ from the decoder output: sigmoid(logits) for ``bce``."""
-    lookup(RECONSTRUCTIONS, name, what="reconstruction loss")
-    return torch.sigmoid(out) if name == "bce" else out
+    return torch.sigmoid(out) if output_activation(name) == "sigmoid" else out
 
 
 def negative_log_likelihood(

@@ -27,13 +27,16 @@ __all__ = [
     "NET_KINDS",
     "ConvDecoder",
     "ConvEncoder",
+    "DecoderLayer",
     "NetConfig",
     "NetSettings",
     "TiedDecoder",
+    "apply_layers",
     "as_net_config",
     "build_decoder",
     "build_encoder",
     "check_sizes",
+    "decoder_program",
 ]
 
 MAX_WIDTH = 65_536  # a wider layer is a typo; it would try to allocate gigabytes
@@ -49,6 +52,30 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "sigmoid": nn.Sigmoid,
     "identity": nn.Identity,
 }
+
+
+DecoderLayer = tuple
+"""One step of a decoder written as a portable program (:meth:`pushforward.contract.Model.
+decoder_layers`): ``("linear", W (out, in), b (out,))`` is h ↦ W h + b; ``("activation", name)``
+applies the elementwise function ``ACTIVATIONS[name]`` with PyTorch's default constants
+(leaky_relu's slope 0.01, elu's α = 1, the exact erf GELU); ``("affine", s (m,), c (m,))`` is
+h ↦ c + s ⊙ h."""
+
+
+def apply_layers(layers: Sequence[DecoderLayer], z: Tensor) -> Tensor:
+    """Return the output (n, m) of a portable decoder program run on z (n, k), in PyTorch."""
+    h = z
+    for layer in layers:
+        if layer[0] == "linear":
+            h = F.linear(h, layer[1].to(h.dtype), layer[2].to(h.dtype))
+        elif layer[0] == "activation":
+            h = lookup(ACTIVATIONS, layer[1], what="activation")()(h)
+        elif layer[0] == "affine":
+            h = layer[2].to(h.dtype) + layer[1].to(h.dtype) * h
+        else:
+            known = "activation, affine, linear"
+            raise ConfigError(f"unknown decoder step {layer[0]!r}; known: {known}")
+    return h
 
 
 NET_KINDS: dict[str, str] = {
@@ -97,6 +124,7 @@ class MLP(nn.Sequential):
         activation: str = "relu",
     ):
         act = lookup(ACTIVATIONS, activation, what="activation")
+        self.activation = activation
         widths = [in_dim, *hidden, out_dim]
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(itertools.pairwise(widths)):
@@ -110,6 +138,16 @@ class MLP(nn.Sequential):
         """The affine layers, input side first."""
         return [m for m in self if isinstance(m, nn.Linear)]
 
+    def portable(self) -> list[DecoderLayer]:
+        """Return the network as a portable program (see :data:`DecoderLayer`)."""
+        linears = self.linears
+        out: list[DecoderLayer] = []
+        for i, lin in enumerate(linears):
+            out.append(("linear", lin.weight.detach(), lin.bias.detach()))
+            if i < len(linears) - 1:
+                out.append(("activation", self.activation))
+        return out
+
 
 class TiedDecoder(nn.Module):
     """Decoder (B, k) → (B, d) that reuses the transposes of an MLP encoder's weight matrices.
@@ -122,6 +160,7 @@ class TiedDecoder(nn.Module):
         super().__init__()
         self.encoder = [encoder]  # a list hides it from .parameters(): the weights are shared
         self.act = lookup(ACTIVATIONS, activation, what="activation")()
+        self.activation = activation
         widths = [lin.in_features for lin in encoder.linears]
         self.biases = nn.ParameterList([nn.Parameter(torch.zeros(w)) for w in reversed(widths)])
 
@@ -133,6 +172,16 @@ class TiedDecoder(nn.Module):
             if i < len(linears) - 1:
                 h = self.act(h)
         return h
+
+    def portable(self) -> list[DecoderLayer]:
+        """Return the decoder as a portable program (see :data:`DecoderLayer`)."""
+        linears = list(reversed(self.encoder[0].linears))
+        out: list[DecoderLayer] = []
+        for i, (lin, bias) in enumerate(zip(linears, self.biases, strict=True)):
+            out.append(("linear", lin.weight.detach().t(), bias.detach()))
+            if i < len(linears) - 1:
+                out.append(("activation", self.activation))
+        return out
 
 
 def _side(image_shape: Sequence[int] | None, dim: int) -> int:
@@ -201,6 +250,17 @@ class ConvDecoder(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         h = self.head(z).reshape(-1, self.c0, self.s0, self.s0)
         return self.deconv(h).flatten(1)
+
+    def portable(self) -> None:
+        """Return None: transposed convolutions are not written as a portable program."""
+        return None
+
+
+def decoder_program(decoder: nn.Module, *tail: DecoderLayer) -> list[DecoderLayer] | None:
+    """Return a decoder built here (:func:`build_decoder`, :class:`TiedDecoder`) as a portable
+    program followed by the ``tail`` steps (an output head), or None when it has none."""
+    layers = decoder.portable()
+    return None if layers is None else [*layers, *tail]
 
 
 def as_net_config(net: NetConfig | dict | None) -> NetConfig:

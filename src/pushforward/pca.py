@@ -150,6 +150,15 @@ class _LinearModel(Model, ABC):
         """Return the points (n, d) of codes Z (n, k); the same as :meth:`inverse_transform`."""
         return self.inverse_transform(Z)
 
+    def decoder_layers(self) -> list[tuple]:
+        """Return :meth:`decode` as a portable program: one linear map z ↦ W z + mean_."""
+        self._check_fitted()
+        return [("linear", self._decoder_matrix(), self.mean_)]
+
+    @abstractmethod
+    def _decoder_matrix(self) -> Tensor:
+        """Return the (d, k) matrix W of the decoder z ↦ W z + mean_."""
+
     def get_state(self) -> dict[str, Tensor]:
         """Return the learned tensors by name (float64, ``n_samples`` int64), for safetensors."""
         self._check_fitted()
@@ -281,6 +290,9 @@ class PCA(_LinearModel):
         """Return the reconstructions X̂ = Z V_kᵀ + mean_, shape (n, d), for codes Z (n, k)."""
         z = self._codes(Z)
         return (z @ self.components_ + self.mean_).to(Z.dtype)
+
+    def _decoder_matrix(self) -> Tensor:
+        return self.components_.T  # (d, k) = V_k
 
     def reconstruction_error(self, X: Tensor) -> float:
         """Return ‖X − decode(encode(X))‖²_F, the sum (not mean) of squares over all n·d entries.
@@ -427,6 +439,9 @@ class ProbabilisticPCA(_LinearModel):
         """Return the decoded means g(z) = Wz + μ, shape (n, d), for codes Z (n, k)."""
         z = self._codes(Z)
         return (z @ self.W_.T + self.mean_).to(Z.dtype)
+
+    def _decoder_matrix(self) -> Tensor:
+        return self.W_  # (d, k)
 
 
 # --- settings and registry entries ---------------------------------------------------------------

@@ -25,8 +25,10 @@ from pushforward import datasets, plots
 from pushforward.checkpoint import atomic_write_bytes, save_figure
 from pushforward.contract import EXACT_LIKELIHOOD
 from pushforward.discrete import two_dice_sum
+from pushforward.explore import explorer_page
 from pushforward.measures import EXAMPLES
 from pushforward.metrics import ks_critical_value, ks_distance
+from pushforward.reporters import SampleSnapshots
 
 __all__ = ["Report", "Section", "run_demo"]
 
@@ -35,12 +37,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Section:
-    """One part of the report: a heading, a short explanation, figures and tables."""
+    """One part of the report: a heading, a short explanation, figures, tables and embedded
+    explorer pages (caption, HTML, height in pixels)."""
 
     title: str
     text: str
     figures: list[tuple[str, Path]] = field(default_factory=list)
     tables: list[tuple[list[str], list[list[str]]]] = field(default_factory=list)
+    pages: list[tuple[str, str, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -99,7 +103,14 @@ class Report:
                     f'src="data:{mime};base64,{data}">'
                     f"<figcaption>{html.escape(caption)}</figcaption></figure>"
                 )
-            parts.append("</div></section>")
+            parts.append("</div>")
+            for caption, page, height in s.pages:  # a page of its own, scripts and all, inline
+                parts.append(
+                    f'<figure class="explorer"><iframe title="{html.escape(caption)}" '
+                    f'height="{height}" srcdoc="{html.escape(page)}"></iframe>'
+                    f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+                )
+            parts.append("</section>")
         stamp = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
         parts.append(f"<footer>Made by pushforward on {stamp} UTC.</footer></body></html>")
         return "\n".join(parts)
@@ -118,7 +129,8 @@ h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-to
 figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:.85em;color:#555}
 table{border-collapse:collapse;margin:.5em 0 1em}td,th{border:1px solid #ccc;padding:.25em .6em;
 font-size:.9em;text-align:left}td.num{text-align:right}th{background:#f4f4f4}footer{margin-top:3em;color:#888;
-font-size:.8em}nav ol{columns:2}
+font-size:.8em}nav ol{columns:2}figure.explorer{max-width:none;margin-top:1em}
+figure.explorer iframe{width:100%;border:1px solid #ddd}
 """
 
 Progress = Callable[[str], None]
@@ -244,30 +256,6 @@ def _encoders_section(report: Report, quick: bool, seed: int) -> Section:
     return sec
 
 
-class Snapshots:
-    """A training reporter that keeps samples of g#μ every ``every`` epochs (animation frames)."""
-
-    def __init__(self, model: Any, n: int, every: int, seed: int):
-        self.model, self.n, self.every, self.seed = model, n, every, seed
-        self.frames: list[tuple[int, torch.Tensor]] = []
-
-    def start(self, epochs: int, steps_per_epoch: int, first_epoch: int) -> None:
-        self.frames.append((0, self._draw()))
-
-    def step(self, loss: torch.Tensor) -> None:
-        pass
-
-    def epoch(self, record: dict[str, Any]) -> None:
-        if record["epoch"] % self.every == 0:
-            self.frames.append((record["epoch"], self._draw()))
-
-    def close(self) -> None:
-        pass
-
-    def _draw(self) -> torch.Tensor:
-        return self.model.sample(self.n, generator=torch.Generator().manual_seed(self.seed))
-
-
 def _vae_digits_section(report: Report, quick: bool, seed: int, mnist: str | None) -> Section:
     from pushforward.quality import image_quality
     from pushforward.train import TrainConfig, fit, seeded
@@ -284,7 +272,8 @@ def _vae_digits_section(report: Report, quick: bool, seed: int, mnist: str | Non
         "gives the ELBO and the importance-weighted (IWAE) log-likelihood of held-out digits, and "
         "the Fréchet distance between samples and held-out digits in the feature space of a "
         "small digit classifier trained here (two halves of the real held-out digits score the "
-        "floor in brackets).",
+        "floor in brackets). The explorer below decodes the pointer's z in the page, from the "
+        "decoder's weights (<code>pushforward explore</code>).",
     )
     sets = [("digits", "digits", 1500, 40 if quick else 150)]
     if mnist is not None:
@@ -306,6 +295,9 @@ def _vae_digits_section(report: Report, quick: bool, seed: int, mnist: str | Non
         fig = plots.image_grid(manifold(vae, 15), ds.image_shape, ncols=15, scale=0.42,
                                title=f"{label}: decoded manifold g(Φ⁻¹(u), Φ⁻¹(v))")  # fmt: skip
         report.figure(sec, fig, f"vae_manifold_{label.lower()}", f"{label}: the decoded manifold")
+        page = explorer_page(vae, test, title=f"{label}: explore the VAE's latent space")
+        sec.pages.append((f"{label}: move the pointer over the codes to decode z live; "
+                          "click twice to interpolate", page, 720))  # fmt: skip
         gen = torch.Generator().manual_seed(seed)
         elbo = float(vae.elbo(test.x, generator=gen)["elbo"].mean())
         ll = vae.log_likelihood(test.x, k=100 if quick else 1000, generator=gen)
@@ -334,7 +326,7 @@ def _grid(ds: datasets.Dataset, side: int) -> tuple[Tensor, tuple[float, float, 
     return torch.stack(torch.meshgrid(t, t, indexing="xy"), dim=-1).reshape(-1, 2), extent
 
 
-def _mixture_frames(name: str, ds: datasets.Dataset, snaps: Snapshots) -> list[Figure]:
+def _mixture_frames(name: str, ds: datasets.Dataset, snaps: SampleSnapshots) -> list[Figure]:
     limits = _extent(ds)
     return [
         plots.scatter_2d(
@@ -356,7 +348,9 @@ def _mixtures_section(report: Report, quick: bool, seed: int, trained: dict[str,
         "over the data (blue), frame by frame as training proceeds; the heat map is the "
         "model's density p(x), estimated by importance weighting on a grid. The VAE finds every "
         "mode but blurs between them: its decoder is smooth, and the Gaussian likelihood "
-        "accounts for what it cannot place.",
+        "accounts for what it cannot place. Below, the same runs live "
+        "(<code>pushforward explore</code>): the pointer's z is decoded in the page and g(z) "
+        "drawn over the data, and the slider scrubs the samples through training.",
     )
     epochs = 20 if quick else 60
     for name in ("ring8", "grid25"):
@@ -364,7 +358,7 @@ def _mixtures_section(report: Report, quick: bool, seed: int, trained: dict[str,
         with seeded(seed):
             vae = VAE(2, 2, loss="gaussian", sigma=0.1, learn_sigma=True, kl_schedule="linear",
                       kl_warmup=5, net={"hidden": [256, 256], "activation": "silu"})  # fmt: skip
-        snaps = Snapshots(vae, 1000, every=max(1, epochs // 20), seed=seed)
+        snaps = SampleSnapshots(vae, 1000, every=max(1, epochs // 20), seed=seed)
         fit(
             vae,
             ds.x,
@@ -373,6 +367,10 @@ def _mixtures_section(report: Report, quick: bool, seed: int, trained: dict[str,
         )
         trained[name] = ds, vae
         frames = _mixture_frames(name, ds, snaps)
+        shots = ([e for e, _ in snaps.frames], torch.stack([y for _, y in snaps.frames]))
+        page = explorer_page(vae, ds, snapshots=shots, title=f"{name}: explore the VAE")
+        sec.pages.append((f"{name}: decode z live over the data; scrub g#μ over training",
+                          page, 1100))  # fmt: skip
         report.animation(sec, plots.gif_bytes(frames), f"train_{name}", f"{name}: training")
         side = 60 if quick else 100
         grid, limits = _grid(ds, side)
@@ -414,7 +412,7 @@ def _gan_section(report: Report, quick: bool, seed: int, trained: dict[str, Any]
         ds, vae = trained[name]
         with seeded(seed):
             gan = GAN(2, **RECOMMENDED["model"])
-        snaps = Snapshots(gan, 1000, every=max(1, epochs // 20), seed=seed)
+        snaps = SampleSnapshots(gan, 1000, every=max(1, epochs // 20), seed=seed)
         cfg = TrainConfig(**{**settings, "epochs": epochs, "seed": seed})
         history = fit(gan, ds.x, cfg, progress=snaps)
         frames = _mixture_frames(name, ds, snaps)
@@ -498,7 +496,7 @@ def _flow_section(report: Report, quick: bool, seed: int, trained: dict[str, Any
         ds, _ = trained[name]
         with seeded(seed):
             flow = Flow(2, **RECOMMENDED["model"])
-        snaps = Snapshots(flow, 1000, every=max(1, epochs // 20), seed=seed)
+        snaps = SampleSnapshots(flow, 1000, every=max(1, epochs // 20), seed=seed)
         fit(flow, ds.x, TrainConfig(**{**settings, "epochs": epochs, "seed": seed}),
             progress=snaps)  # fmt: skip
         frames = _mixture_frames(name, ds, snaps)

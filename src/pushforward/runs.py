@@ -7,6 +7,7 @@ A run folder holds everything a run made and nothing that needs unpickling::
       model.safetensors      final weights (or fitted state, for PCA)
       checkpoint.safetensors weights + optimiser + RNG state of the last checkpoint (trained models)
       metrics.jsonl          one JSON record per epoch
+      snapshots.safetensors  fixed-seed samples every K epochs (``snapshot_every``; optional)
       figures/*.png
 
 :func:`fit_run` is the one library call behind ``pushforward fit``; :func:`load_model` rebuilds a
@@ -40,7 +41,7 @@ from pushforward.errors import CheckpointError, ConfigError, lookup
 from pushforward.fidelity import truth_fidelity
 from pushforward.quality import sample_quality
 from pushforward.registry import MODELS
-from pushforward.reporters import Reporters, TensorBoardLogger
+from pushforward.reporters import Reporters, SampleSnapshots, TensorBoardLogger
 from pushforward.train import (
     CHECKPOINT,
     Progress,
@@ -78,6 +79,7 @@ MAX_MODEL_BYTES = 4 * 2**30
 hostile file, refused before anything is allocated."""
 
 RUN_KEYS = ("model", "data", "n", "rows")
+SNAPSHOT_IMAGES, SNAPSHOT_POINTS = 64, 1000  # samples per snapshot: an image grid, a scatter
 
 
 @dataclass
@@ -253,6 +255,12 @@ def _build(rc: RunConfig, ds: datasets.Dataset) -> tuple[Model, dict[str, Any]]:
         model = rc.settings.build(ds)
     if model.trained:
         check_batch(rc.train, ds.n)
+    if rc.train.snapshot_every and not model.generative:
+        raise ConfigError(
+            f"snapshot_every = {rc.train.snapshot_every} keeps samples over training, but a "
+            f"{type(model).__name__} cannot sample; use 0 (off) or a generative model: "
+            + ", ".join(k for k, s in MODELS.items() if s.cls.generative and s.trained)
+        )
     record = {
         "format": RUN_FORMAT,
         "pushforward": __version__,
@@ -319,6 +327,12 @@ def fit_run(
         if tensorboard is not None:
             board = TensorBoardLogger(tensorboard, model=model, image_shape=ds.image_shape)
             progress = Reporters(progress, board)
+        if rc.train.snapshot_every:
+            rows = SNAPSHOT_IMAGES if ds.image_shape is not None else SNAPSHOT_POINTS
+            snaps = SampleSnapshots(
+                model, rows, every=rc.train.snapshot_every, seed=rc.train.seed, folder=folder
+            )
+            progress = Reporters(progress, snaps)
         fit(model, ds.x, rc.train, run_dir=folder, resume=resume, progress=progress)
     else:
         model.fit(ds.x)

@@ -131,6 +131,10 @@ class TrainConfig(Settings):
     grad_clip: float = setting(0.0, "clip gradients to this 2-norm (0 = off)", minimum=0)
     seed: int = setting(0, "the seed of every random draw of the run")
     checkpoint_every: int = setting(1, "epochs between checkpoints", minimum=1)
+    snapshot_every: int = setting(
+        0, "keep a fixed-seed sample set every K epochs in the run folder for `pushforward "
+        "explore` (0 = off; generative models)", minimum=0,
+    )  # fmt: skip
     device: str = setting("cpu", "auto, cpu or cuda")
     precision: str = setting(
         "float32", "float32, bfloat16 (matrix products) or auto (bfloat16 where native)",

@@ -42,6 +42,7 @@ from pushforward.errors import ConfigError, lookup
 from pushforward.losses import (
     gaussian_kl_terms,
     negative_log_likelihood,
+    output_activation,
     output_mean,
     reconstruction,
 )
@@ -56,6 +57,7 @@ from pushforward.nets import (
     build_decoder,
     build_encoder,
     check_sizes,
+    decoder_program,
 )
 from pushforward.train import Trainable
 from pushforward.validate import check_rows
@@ -238,6 +240,11 @@ class VAE(Trainable):
     def decode(self, z: Tensor) -> Tensor:
         """Return the mean of p(x | z) (sigmoid of the logits for ``bce``), shape (n, d)."""
         return output_mean(self.likelihood.family, self.decoder(z))
+
+    def decoder_layers(self) -> list[tuple] | None:
+        """Return :meth:`decode` as a portable program (None for a conv decoder)."""
+        head = ("activation", output_activation(self.likelihood.family))
+        return decoder_program(self.decoder, head)
 
     def forward(self, x: Tensor) -> Tensor:
         """Return the reconstruction g(μ(x)) at the posterior mean, shape (n, d)."""
