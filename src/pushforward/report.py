@@ -543,7 +543,7 @@ def _fm_section(report: Report, quick: bool, seed: int, trained: dict[str, Any])
     from pushforward.train import TrainConfig, fit, seeded
 
     settings = RECOMMENDED["train"]
-    epochs = max(1, settings["epochs"] // (20 if quick else 4))
+    epochs = max(1, settings["epochs"] // (40 if quick else 10))
     times = [0.5, 0.8, 1.0]
     sec = Section(
         "Flow matching: the pushforward as a motion",
