@@ -101,3 +101,28 @@ def test_leaving_the_group_joins_its_threads_before_the_interpreter_exits(tmp_pa
     done = subprocess.run([*launcher, str(script)], capture_output=True, text=True, timeout=300,
                           cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+# 500 rows: a last batch of 52
+GAN = ["gan", "--data", "digits", "--rows", ":500", "--hidden", "8,16", "--latent", "8",
+       "--batch-size", "64"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_gan_in_two_processes_reaches_the_weights_of_one_and_resumes_in_either(tmp_path):
+    # both networks step on the gradients averaged over the processes, the R1 penalty's double
+    # backward included, against the same noise as one process draws for the whole batch
+    fit(tmp_path, 1, *GAN, "--epochs", "2", "--out", "one")
+    fit(tmp_path, 2, *GAN, "--epochs", "2", "--out", "two")
+    fit(tmp_path, 2, *GAN, "--epochs", "1", "--out", "two_then_one")
+    fit(tmp_path, 1, "--resume", "two_then_one", "--epochs", "2")
+    one = weights(tmp_path / "one")
+    assert_close(one, weights(tmp_path / "two"))
+    assert_close(one, weights(tmp_path / "two_then_one"))
+    metrics = {
+        run: [json.loads(r) for r in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        for run in ("one", "two")
+    }
+    for key in ("critic_loss", "gen_loss", "gradient_penalty", "critic_grad_norm"):
+        a, b = ([r[key] for r in metrics[run]] for run in ("one", "two"))
+        assert b == pytest.approx(a, rel=1e-5), key  # reduced over the processes

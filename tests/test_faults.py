@@ -22,7 +22,7 @@ from pushforward.checkpoint import load_checkpoint
 from pushforward.cli import main
 from pushforward.errors import CheckpointError
 from pushforward.registry import MODELS
-from pushforward.runs import load_model
+from pushforward.runs import load_model, load_run_config
 from pushforward.train import CHECKPOINT, TrainConfig, fit, read_metrics, seeded
 
 FIT = ["fit", "ae", "--data", "digits", "--hidden", "32", "--batch-size", "32", "--epochs", "12"]
@@ -55,9 +55,9 @@ def check_consistent(folder) -> int:
     assert len(lines) == len(epochs)  # no torn line
     assert epochs == list(range(1, len(epochs) + 1))
     if (folder / CHECKPOINT).exists():
-        with seeded(0):
-            model = Autoencoder(64, 2, net={"hidden": [32]})
-        opts = model.configure_optimizers(TrainConfig())
+        record = load_run_config(folder)  # written before training starts
+        model = MODELS[record["model"]["kind"]].cls.from_config(record["model"]["config"])
+        opts = model.configure_optimizers(TrainConfig.from_dict(record["run"]["train"]))
         info, _ = load_checkpoint(folder / CHECKPOINT, model, opts, torch.Generator())
         assert info["epoch"] <= len(epochs) + 1
     return len(epochs)
@@ -89,10 +89,15 @@ def test_sigkill_at_random_moments_then_resume_reaches_the_uninterrupted_weights
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+GAN_FIT = ["fit", "gan", "--data", "digits", "--hidden", "8,16", "--latent", "8",
+           "--batch-size", "32", "--epochs", "12"]  # fmt: skip
+
+
 @pytest.mark.slow
-def test_one_killed_rank_of_two_loses_nothing(tmp_path, reliability):
+@pytest.mark.parametrize("fit_args", [FIT, GAN_FIT], ids=["ae", "gan"])
+def test_one_killed_rank_of_two_loses_nothing(tmp_path, reliability, fit_args):
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    args = ["-m", "pushforward", *FIT, "--out", "ddp"]
+    args = ["-m", "pushforward", *fit_args, "--out", "ddp"]
     proc = subprocess.Popen([*launcher, *args], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:  # rank 0 prints the first epoch: training is under way
         if line.startswith("epoch"):

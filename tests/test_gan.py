@@ -18,12 +18,15 @@ from pushforward.gan import (
     GAN,
     GAN_LOSSES,
     RECOMMENDED,
+    RECOMMENDED_IMAGES,
     TRUNCATION,
+    GANConfig,
     gradient_penalty,
     r1_penalty,
 )
 from pushforward.measures import Pushforward
 from pushforward.metrics import mode_metrics
+from pushforward.nets import CONV_WIDTHS
 from pushforward.runs import RunConfig, evaluate_run, fit_run, load_model
 from pushforward.train import TrainConfig, fit, read_metrics, seeded
 
@@ -452,9 +455,10 @@ def test_jacobian_truncation_is_on_by_default_for_points_and_off_for_images():
     assert make_gan().jacobian_truncation == TRUNCATION == 0.03
     assert GAN(64, 2, image_shape=(8, 8)).jacobian_truncation == 0.0
     assert make_gan(jacobian_truncation=0.0).get_config()["jacobian_truncation"] == 0.0
-    assert (
-        RunConfig.from_flat({"model": "gan", "data": "ring8"}).settings.jacobian_truncation is None
-    )
+    # the run's settings record the value used, by the kind of data
+    points = RunConfig.from_flat({"model": "gan", "data": "ring8"}).settings
+    images = RunConfig.from_flat({"model": "gan", "data": "digits"}).settings
+    assert (points.jacobian_truncation, images.jacobian_truncation) == (TRUNCATION, 0.0)
 
 
 def test_truncation_threshold_follows_the_weights():
@@ -546,3 +550,55 @@ def test_evaluate_run_reports_the_quality_of_a_gan_on_digits(tmp_path):
     out = evaluate_run(folder, "digits")
     assert out["frechet_distance"] > out["frechet_distance_floor"] >= 0
     assert 0.8 < out["feature_accuracy"] <= 1
+
+
+def test_a_gan_samples_on_its_own_device_without_being_moved():
+    # the meta device stands in for a GPU: tensors with a device and a shape, and no values
+    with torch.device("meta"):
+        m = GANConfig().build(datasets.load_data("digits"))
+    for gen in (None, torch.Generator().manual_seed(0)):
+        y = m.sample(7, generator=gen)
+        assert y.device.type == "meta" and y.shape == (7, 64)
+    z = m._noise(5, None, torch.device("meta"))
+    assert z.device.type == "meta" and z.shape == (5, m.latent)
+
+
+def test_defaults_follow_the_kind_of_data_and_are_recorded_in_config_json(tmp_path):
+    points = RunConfig.from_flat({"model": "gan", "data": "ring8"})
+    images = RunConfig.from_flat({"model": "gan", "data": "digits"})
+    assert (points.settings.net, points.settings.hidden) == ("mlp", [256, 256, 256])
+    assert (images.settings.net, images.settings.hidden) == ("conv", CONV_WIDTHS)
+    assert (points.settings.latent, images.settings.latent) == (8, 64)
+    assert images.settings.critic_activation == "leaky_relu_0.2"
+    assert images.settings.gp_weight == RECOMMENDED_IMAGES["model"]["gp_weight"]
+    assert points.train.epochs == RECOMMENDED["train"]["epochs"]
+    assert images.train.to_dict()["lr"] == RECOMMENDED_IMAGES["train"]["lr"]
+    # a setting given by the user is kept
+    given = RunConfig.from_flat({"model": "gan", "data": "digits", "hidden": [8], "lr": 1e-3})
+    assert given.settings.hidden == [8] and given.train.lr == 1e-3
+    # the networks built: DCGAN's shapes, the widths of their own (not the MLP's)
+    run = tmp_path / "run"
+    argv = ["fit", "gan", "--data", "digits", "--rows", ":256", "--epochs", "1"]
+    assert main([*argv, "--hidden", "8,16", "--out", str(run)]) == 0
+    record = json.loads((run / "config.json").read_text())
+    assert record["run"]["settings"]["net"] == "conv"
+    assert record["run"]["train"]["batch_size"] == RECOMMENDED_IMAGES["train"]["batch_size"]
+    config = record["model"]["config"]
+    assert config["net"] == {"kind": "conv", "hidden": [8, 16], "activation": "relu"}
+    assert config["critic_net"]["activation"] == "leaky_relu_0.2"
+    assert config["latent"] == 64 and config["output"] == "sigmoid"
+
+
+def test_a_conv_gan_trains_and_samples_digits_through_the_command_line(tmp_path):
+    run = tmp_path / "run"
+    argv = ["fit", "gan", "--data", "digits", "--hidden", "8,16", "--batch-size", "64"]
+    assert main([*argv, "--epochs", "2", "--out", str(run)]) == 0
+    model = load_model(run)
+    assert isinstance(model.critic, nn.Module) and model.net.kind == "conv"
+    history = read_metrics(run)
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert all(math.isfinite(r["critic_loss"]) for r in history)
+    assert main(["sample", str(run), "-n", "12", "--out", str(tmp_path / "s.npy")]) == 0
+    y = np.load(tmp_path / "s.npy")
+    assert y.shape == (12, 64) and y.min() >= 0 and y.max() <= 1  # sigmoid images
+    assert (run / "figures" / "samples.png").exists()

@@ -285,3 +285,25 @@ def test_product_measures_invert_their_cdf_coordinate_by_coordinate():
     assert StandardNormal.product and Uniform.product and not BaseMeasure.product
     with pytest.raises(NotImplementedError, match="not a product measure"):
         BaseMeasure().quantile(u)
+
+
+def test_rsample_draws_on_the_device_of_g_and_the_numbers_depend_on_the_generator_alone():
+    with torch.device("meta"):
+        g = torch.nn.Linear(3, 2)
+    pf = Pushforward(g, StandardNormal(3))
+    for gen in (None, torch.Generator().manual_seed(0)):  # a CPU generator: drawn there, moved
+        y = pf.rsample(5, generator=gen)
+        assert y.device.type == "meta" and y.shape == (5, 2)
+    seen = {}
+
+    def record(z):
+        seen["z"] = z
+        return z
+
+    # on the CPU the draws are those of the generator, whatever device they end up on
+    Pushforward(record, Uniform(-1.0, 1.0, 3)).sample(4, generator=torch.Generator().manual_seed(1))
+    u = torch.rand(4, 3, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(seen["z"], 2 * u - 1)
+    moved = Uniform(-1.0, 1.0, 3).sample(4, generator=torch.Generator().manual_seed(1),
+                                         device="meta")  # fmt: skip
+    assert moved.device.type == "meta" and moved.shape == (4, 3)

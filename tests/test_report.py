@@ -50,7 +50,8 @@ def test_demo_writes_one_self_contained_report(demo):
     assert not re.search(r'src="(?!data:)', page)  # nothing loaded from elsewhere
     assert parser.headings[0].startswith("The basic generative story")
     for words in ("Discrete pushforwards", "PCA and the autoencoder", "The VAE", "mixtures",
-                  "exact densities", "Flow matching", "Fidelity to the truth"):  # fmt: skip
+                  "exact densities", "The GAN on digits", "Flow matching",
+                  "Fidelity to the truth"):  # fmt: skip
         assert any(words in h for h in parser.headings), words
     assert "Pr[Y = 3] = 1/18" in page
     # the fidelity table: every model against the truth, whose own KL is 0

@@ -329,3 +329,23 @@ def test_prepare_sees_the_training_data_on_a_fresh_run_only(tmp_path):
     assert len(model.prepared) == 1 and torch.equal(model.prepared[0], x)
     fit(model, x, TrainConfig(epochs=3, batch_size=32), run_dir=tmp_path, resume=True)
     assert len(model.prepared) == 1
+
+
+@pytest.mark.parametrize("rows,world", [(64, 2), (5, 2), (7, 3), (1797 % 64, 4)])
+def test_shards_cover_the_batch_and_their_weights_make_the_whole_batch_mean(rows, world):
+    from pushforward.train import Shard, draw_rows
+
+    losses = torch.randn(rows, generator=torch.Generator().manual_seed(rows))
+    shards = [Shard(r, world, rows) for r in range(world)]
+    assert torch.equal(torch.cat([s.take(losses) for s in shards]), losses)
+    # the processes' mean losses times their weights average to the whole batch's mean
+    weighted = [s.take(losses).mean() * s.weight for s in shards if s.take(losses).numel()]
+    torch.testing.assert_close(sum(weighted) / world, losses.mean())
+    # each process draws the whole batch from a shared generator and keeps its rows
+    parts = [
+        draw_rows(lambda m: torch.randn(m, 3, generator=torch.Generator().manual_seed(1)),
+                  s.take(losses).shape[0], s)
+        for s in shards
+    ]  # fmt: skip
+    alone = torch.randn(rows, 3, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(torch.cat(parts), alone)

@@ -226,3 +226,15 @@ def test_bad_inputs_to_the_estimators():
         vae.elbo(torch.zeros(3, 5))
     with pytest.raises(ConfigError, match="k = 0 is not allowed"):
         vae.log_likelihood(torch.zeros(3, 4), k=0)
+
+
+def test_a_conv_vae_takes_channel_widths_of_its_own_not_the_mlp_widths():
+    from pushforward.nets import CONV_WIDTHS
+    from pushforward.runs import RunConfig
+
+    conv = RunConfig.from_flat({"model": "vae", "data": "digits", "net": "conv"}).settings
+    mlp = RunConfig.from_flat({"model": "vae", "data": "digits"}).settings
+    assert (conv.net, conv.hidden) == ("conv", CONV_WIDTHS)
+    assert (mlp.net, mlp.hidden) == ("mlp", [512])
+    model = conv.build(load_data("digits"))
+    assert model.get_config()["net"]["hidden"] == CONV_WIDTHS

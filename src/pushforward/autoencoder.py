@@ -127,12 +127,13 @@ class AutoencoderConfig(NetSettings):
     tied: bool = setting(False, "the decoder reuses the encoder's weights, transposed (MLP)")
 
     def check(self) -> None:
-        if self.tied and self.net != "mlp":
+        if self.tied and self.net not in (None, "mlp"):
             raise ConfigError("tied weights need an MLP network (--net mlp)")
 
     def build(self, ds: Any) -> Autoencoder:
+        cfg = self.resolve(ds.kind)
         return Autoencoder(
-            ds.dim, self.latent, loss=self.loss, net=self.net_config(), tied=self.tied,
+            ds.dim, cfg.latent, loss=cfg.loss, net=cfg.net_config(), tied=cfg.tied,
             image_shape=ds.image_shape,
         )  # fmt: skip
 

@@ -148,13 +148,21 @@ def _settings() -> dict[str, tuple[Any, dict[str, tuple[str, Any]], bool]]:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             text = f.metadata.get("help", "")
             if cls is TrainConfig:  # the models whose benchmarked training defaults differ
-                own = [f"{m} {_shown(s.train_defaults[f.name])}" for m, s in MODELS.items()
+                own = [_train_default(m, s, f.name) for m, s in MODELS.items()
                        if f.name in s.train_defaults]  # fmt: skip
                 text += f" (default {_shown(default)}; {', '.join(own)})" if own else ""
                 default = None if own else default
             helps[owner] = (text, default)
             out[f.name] = (tp, helps, sampling or bool(f.metadata.get("sampling")))
     return out
+
+
+def _train_default(model: str, spec: Any, name: str) -> str:
+    """``MODEL VALUE``, with the values for other kinds of data in brackets where they differ."""
+    value = spec.train_defaults[name]
+    others = [f"{kind} {_shown(d[name])}" for kind, d in spec.kind_train_defaults.items()
+              if d.get(name, value) != value]  # fmt: skip
+    return f"{model} {_shown(value)}" + (f" ({', '.join(others)})" if others else "")
 
 
 def _shown(value: Any) -> str:

@@ -47,6 +47,7 @@ from torch import Tensor
 from pushforward.errors import CheckpointError, ConfigError, NoDensityError
 
 __all__ = [
+    "DATA_KINDS",
     "EXACT_LIKELIHOOD",
     "LOWER_BOUND",
     "Model",
@@ -66,6 +67,14 @@ LOWER_BOUND = "lower bound"
 """:attr:`Model.likelihood_kind` of a model whose :meth:`Model.log_likelihood_rows` bounds log q
 from below (the VAE's IWAE estimate: it rises to log q as the number of importance samples
 grows)."""
+
+
+DATA_KINDS: dict[str, str] = {
+    "points": "rows of real numbers (the 2-D mixtures, moons, user arrays)",
+    "images": "rows that are square grey images in [0, 1] (8×8 digits, MNIST)",
+}
+"""The kinds of data a model's defaults may depend on (:meth:`ModelConfig.kind_defaults`,
+:meth:`ModelSpec.train_defaults_for`)."""
 
 
 class Model:
@@ -404,7 +413,27 @@ class Settings:
 @dataclass
 class ModelConfig(Settings):
     """Base of the per-model settings; subclasses say how to build the model from data in
-    :meth:`build`."""
+    :meth:`build`.
+
+    A setting whose default is None may be filled by the kind of data (one of
+    :data:`DATA_KINDS`): :meth:`kind_defaults` gives the values, :meth:`resolve` fills them in, so
+    that a run's ``config.json`` records the values actually used.
+    """
+
+    def kind_defaults(self, kind: str) -> dict[str, Any]:
+        """Return the values of settings left None that suit data of ``kind``; none by default."""
+        return {}
+
+    def resolve(self, kind: str) -> Any:
+        """Return a copy with every setting left None that :meth:`kind_defaults` names filled in
+        for data of ``kind`` (settings given by the user are kept)."""
+        if kind not in DATA_KINDS:
+            raise ConfigError(f"unknown data kind {kind!r}; known: {', '.join(DATA_KINDS)}")
+        fill = {
+            k: v for k, v in self.kind_defaults(kind).items()
+            if getattr(self, k) is None and v is not None
+        }  # fmt: skip
+        return dataclasses.replace(self, **fill) if fill else self
 
     def build(self, ds: Any) -> Model:
         """Return a fresh model for the data set ``ds`` (a :class:`~pushforward.datasets.Dataset`),
@@ -415,12 +444,21 @@ class ModelConfig(Settings):
 @dataclass(frozen=True)
 class ModelSpec:
     """A model family in the registry: its class, its settings, and the training settings it was
-    benchmarked with (``train_defaults``: fields of :class:`~pushforward.train.TrainConfig`)."""
+    benchmarked with (``train_defaults``: fields of :class:`~pushforward.train.TrainConfig`;
+    ``kind_train_defaults`` overrides them for a kind of data, e.g. ``{"images": {...}}``)."""
 
     cls: type
     config: type[ModelConfig]
     summary: str
     train_defaults: Mapping[str, Any] = field(default_factory=dict)
+    kind_train_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def train_defaults_for(self, kind: str) -> dict[str, Any]:
+        """Return the benchmarked training settings for data of ``kind`` (one of
+        :data:`DATA_KINDS`)."""
+        if kind not in DATA_KINDS:
+            raise ConfigError(f"unknown data kind {kind!r}; known: {', '.join(DATA_KINDS)}")
+        return {**self.train_defaults, **self.kind_train_defaults.get(kind, {})}
 
     @property
     def trained(self) -> bool:

@@ -53,6 +53,7 @@ __all__ = [
     "MNIST_MIRRORS",
     "Dataset",
     "GaussianMixture",
+    "data_kind",
     "download_mnist",
     "find_mnist_folder",
     "grid25",
@@ -116,6 +117,12 @@ class Dataset:
     def dim(self) -> int:
         """Dimension of each point."""
         return self.x.shape[1]
+
+    @property
+    def kind(self) -> str:
+        """The kind of data (a key of :data:`~pushforward.contract.DATA_KINDS`): ``images`` when
+        each row is an image, else ``points``."""
+        return "points" if self.image_shape is None else "images"
 
     def describe(self) -> str:
         """Return a short multi-line description: name, shape, value range, labels, source."""
@@ -290,6 +297,19 @@ _DATA_FORMS: Final = (
     f"{', '.join(BUILTIN_DATA)}, mnist:DIR, mixture:FILE.json|.toml, "
     f"or a {'/'.join(ARRAY_SUFFIXES)} file"
 )
+
+
+_IMAGE_DATA: Final = frozenset({"digits", "mnist"})
+"""The built-in names and ``NAME:`` prefixes whose rows are images."""
+
+
+def data_kind(spec: str | os.PathLike[str]) -> str:
+    """Return the kind of data ``spec`` names (``images`` or ``points``, as
+    :attr:`Dataset.kind` of :func:`load_data`'s result), from the spec alone, reading nothing:
+    the digits and MNIST are images; mixtures, moons and array files are points."""
+    spec = os.fspath(spec)
+    prefix, colon, _ = spec.partition(":")
+    return "images" if spec in _IMAGE_DATA or (colon and prefix in _IMAGE_DATA) else "points"
 
 
 def load_data(

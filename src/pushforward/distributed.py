@@ -20,6 +20,7 @@ import datetime
 import importlib
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -32,7 +33,9 @@ __all__ = [
     "Context",
     "all_reduce_",
     "any_true",
+    "average_gradients_",
     "barrier",
+    "broadcast_",
     "broadcast_text",
     "context",
     "init",
@@ -131,6 +134,36 @@ def all_reduce_(t: Tensor) -> Tensor:
     if context().active:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def average_gradients_(params: Iterable[torch.nn.Parameter]) -> None:
+    """Replace each parameter's gradient by its mean over all processes, in one all-reduce of
+    the gradients flattened together (no-op in one process; parameters without a gradient are
+    skipped, and must be the same ones in every process).
+
+    This is the average DistributedDataParallel takes, done after ``backward`` rather than
+    overlapped with it: a model whose step DDP cannot wrap (the GAN's R1 and gradient penalties
+    differentiate the critic twice, which DDP's reducer does not support) calls it itself.
+    """
+    ctx = context()
+    if not ctx.active:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= ctx.world
+    for g, avg in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
+        g.copy_(avg.view_as(g))
+
+
+def broadcast_(tensors: Iterable[Tensor]) -> None:
+    """Overwrite each tensor, in place, with rank 0's (no-op in one process)."""
+    if not context().active:
+        return
+    for t in tensors:
+        dist.broadcast(t.data, src=0)
 
 
 def any_true(flag: bool, device: torch.device | str = "cpu") -> bool:

@@ -73,10 +73,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pushforward.contract import ModelSpec, setting
+from pushforward.distributed import average_gradients_
 from pushforward.errors import ConfigError, lookup
 from pushforward.measures import BaseMeasure, Pushforward, Restricted, StandardNormal, Uniform
 from pushforward.nets import (
     ACTIVATIONS,
+    CONV_WIDTHS,
     MAX_LATENT,
     MAX_WIDTH,
     NetConfig,
@@ -86,7 +88,7 @@ from pushforward.nets import (
     check_sizes,
     decoder_program,
 )
-from pushforward.train import OPTIMIZERS, Trainable, TrainConfig, check_finite
+from pushforward.train import OPTIMIZERS, Shard, Trainable, TrainConfig, check_finite, draw_rows
 from pushforward.validate import check_int, check_positive, check_share
 
 __all__ = [
@@ -96,6 +98,7 @@ __all__ = [
     "OUTPUTS",
     "PENALTIES",
     "RECOMMENDED",
+    "RECOMMENDED_IMAGES",
     "TRUNCATION",
     "TRUNCATION_DRAWS",
     "GANConfig",
@@ -204,6 +207,30 @@ RECOMMENDED: dict[str, dict[str, Any]] = {
 }
 
 
+# The image setting (MNIST, benchmarks/dcgan.py and benchmarks/gan_mnist.py; see BENCHMARKS.md,
+# "Images"): DCGAN's pair of conv networks (generator k → 128·7·7 → 64 → 1 channels, critic
+# 1 → 64 → 128 channels → 1, 3×3 stride-2 layers), ReLU in g and leaky ReLU (0.2) in the critic,
+# the non-saturating game with R1 at the data, a running average of g's weights, and DCGAN's
+# Adam (2·10⁻⁴, β₁ = 0.5) at batch 256. The networks' widths are nets.CONV_WIDTHS.
+RECOMMENDED_IMAGES: dict[str, dict[str, Any]] = {
+    "model": {
+        "latent": 64,
+        "loss": "nonsaturating",
+        "penalty": "r1",
+        "gp_weight": 1.0,
+        "critic_activation": "leaky_relu_0.2",
+        "ema": 0.999,
+    },
+    "train": {
+        "epochs": 40,
+        "batch_size": 256,
+        "lr": 2e-4,
+        "betas": [0.5, 0.999],
+        "lr_schedule": "constant",
+    },
+}
+
+
 def _input_gradient(critic: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     """Return ∇ₓ D(x) (P, c) for each row of x, differentiable in the critic's parameters when
     gradients are enabled; under ``torch.no_grad`` it is computed without a graph."""
@@ -220,13 +247,18 @@ def gradient_penalty(
     fake: Tensor,
     *,
     generator: torch.Generator | None = None,
+    shard: Shard | None = None,
 ) -> Tensor:
     """Return E[(‖∇D(x̂)‖₂ − 1)²], a scalar, at x̂ = εx + (1 − ε)x̃ between real x and fake x̃ (P, c).
 
     Gulrajani et al.'s penalty. ε ~ U[0, 1] is one draw per row from ``generator``
-    (``torch.rand(P, 1)``).
+    (``torch.rand(P, 1)``; under torchrun this process's rows of the whole batch's draws).
     """
-    eps = torch.rand(real.shape[0], 1, generator=generator, device=real.device, dtype=real.dtype)
+
+    def uniform(m: int) -> Tensor:
+        return torch.rand(m, 1, generator=generator, device=real.device, dtype=real.dtype)
+
+    eps = draw_rows(uniform, real.shape[0], shard)
     x_hat = eps * real.detach() + (1 - eps) * fake.detach()  # (P, c)
     return (_input_gradient(critic, x_hat).norm(dim=1) - 1).pow(2).mean()
 
@@ -237,11 +269,12 @@ def r1_penalty(
     fake: Tensor,
     *,
     generator: torch.Generator | None = None,
+    shard: Shard | None = None,
 ) -> Tensor:
     """Return E[‖∇D(x)‖₂²] / 2, a scalar, at the real rows x (P, c): Mescheder et al.'s R1.
 
     Zero-centred on the data, it stops the critic from growing slopes there that push the
-    generator past the target and back; ``fake`` and ``generator`` are unused.
+    generator past the target and back; ``fake``, ``generator`` and ``shard`` are unused.
     """
     return 0.5 * _input_gradient(critic, real).pow(2).sum(dim=1).mean()
 
@@ -307,6 +340,7 @@ class GAN(Trainable):
 
     sampling_options = ("jacobian_truncation",)
     history_plot = "gan"
+    syncs_gradients = True
 
     def __init__(
         self,
@@ -553,13 +587,8 @@ class GAN(Trainable):
     # --- the game ------------------------------------------------------------------------------
 
     def _noise(self, n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
-        """Return n draws z ~ μ (n, k) on ``device``: the base measure's own draws on the CPU."""
-        if device.type == "cpu":
-            return self.base.sample(n, generator=generator)
-        with torch.device(device):  # the base measures draw on the CPU; this draws on the device
-            u = torch.randn if self.noise == "gaussian" else torch.rand
-            z = u(n, self.latent, generator=generator)
-        return z if self.noise == "gaussian" else 2 * z - 1
+        """Return n draws z ~ μ (n, k) on ``device``."""
+        return self.base.sample(n, generator=generator, device=device)
 
     def _packs(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
         """Return x (B, d) as ⌈B/m⌉ packs (P, m·d) in a random order, the last one completed, in
@@ -574,21 +603,29 @@ class GAN(Trainable):
         order = order.repeat(-(-p * self.pack // b))[: p * self.pack]
         return x[order].reshape(p, self.pack * self.dim)
 
-    def _fakes(self, n_packs: int, generator: torch.Generator | None, device) -> Tensor:
-        """Return n_packs packs of generated samples (P, m·d) in the critic's units."""
-        y = self.generator_net(self._noise(n_packs * self.pack, generator, device))
+    def _fakes(
+        self, n_packs: int, generator: torch.Generator | None, device, shard: Shard | None = None
+    ) -> Tensor:
+        """Return n_packs packs of generated samples (P, m·d) in the critic's units (under
+        torchrun, from this process's rows of the whole batch's noise)."""
+        z = draw_rows(lambda m: self._noise(m, generator, device), n_packs * self.pack, shard)
+        y = self.generator_net(z)
         return y.reshape(n_packs, self.pack * self.dim)
 
     def _score(self, packs: Tensor) -> Tensor:
         return self.critic(packs).squeeze(1)  # (P,) logits
 
     def _critic_terms(
-        self, real: Tensor, fake: Tensor, generator: torch.Generator | None
+        self,
+        real: Tensor,
+        fake: Tensor,
+        generator: torch.Generator | None,
+        shard: Shard | None = None,
     ) -> dict[str, Tensor]:
         loss = self.objective.critic(self._score(real), self._score(fake))
         terms = {"critic_loss": loss}
         if self.gp_weight > 0:
-            gp = self.penalty_fn(self._score, real, fake, generator=generator)
+            gp = self.penalty_fn(self._score, real, fake, generator=generator, shard=shard)
             terms = {"critic_loss": loss + self.gp_weight * gp, "gradient_penalty": gp}
         return terms
 
@@ -620,18 +657,35 @@ class GAN(Trainable):
         *,
         generator: torch.Generator | None = None,
         epoch: float = 0.0,
+        shard: Shard | None = None,
     ) -> dict[str, Tensor]:
         """Take ``critic_steps`` critic steps and one generator step on x (B, d); return the
         detached terms: 'loss' (= 'gen_loss'), 'critic_loss' (mean over the critic steps),
-        'critic_grad_norm', 'gen_grad_norm' (before clipping) and 'gradient_penalty' if on."""
+        'critic_grad_norm', 'gen_grad_norm' (before clipping) and 'gradient_penalty' if on.
+
+        Under torchrun (``shard`` given) x is this process's share of the batch, the noise is
+        this process's rows of the whole batch's draws from the generator every process shares,
+        and each network's gradients are averaged over the processes after its backward pass
+        (:func:`~pushforward.distributed.average_gradients_`), so that every process takes the
+        step one process would take on the whole batch. The penalties' input gradients are taken
+        on the bare critic (no DDP wrapper, whose reducer cannot differentiate twice); each
+        process's loss is a mean over its rows times ``shard.weight``, so the average is the
+        whole batch's mean."""
+        if shard is not None and self.pack > 1:
+            raise ConfigError(
+                f"pack = {self.pack} cannot train in several processes (a pack would mix rows of "
+                "different processes); use pack = 1 or one process"
+            )
+        weight = shard.weight if shard is not None else 1.0
         sums: dict[str, Tensor] = {}
         for _ in range(self.critic_steps):
             real = self._packs(x, generator)
             with torch.no_grad():
-                fake = self._fakes(real.shape[0], generator, x.device)
-            terms = self._critic_terms(real, fake, generator)
+                fake = self._fakes(real.shape[0], generator, x.device, shard)
+            terms = self._critic_terms(real, fake, generator, shard)
             optimizers["critic"].zero_grad(set_to_none=True)
-            terms["critic_loss"].backward()
+            (terms["critic_loss"] * weight).backward()
+            average_gradients_(self.critic.parameters())
             terms["critic_grad_norm"] = _grad_norm(self.critic, cfg.grad_clip)
             check_finite(terms)  # before the step, so that the weights stay finite
             optimizers["critic"].step()
@@ -640,12 +694,13 @@ class GAN(Trainable):
         self.critic.requires_grad_(False)  # the generator's step needs no critic gradients
         try:
             gen = self.objective.generator(
-                self._score(self._fakes(real.shape[0], generator, x.device))
+                self._score(self._fakes(real.shape[0], generator, x.device, shard))
             )
             optimizers["generator"].zero_grad(set_to_none=True)
-            gen.backward()
+            (gen * weight).backward()
         finally:
             self.critic.requires_grad_(True)
+        average_gradients_(self.generator_net.parameters())
         gen_terms = {
             "gen_loss": gen.detach(),
             "gen_grad_norm": _grad_norm(self.generator_net, cfg.grad_clip),
@@ -669,13 +724,20 @@ class GAN(Trainable):
 
 @dataclass
 class GANConfig(NetSettings):
-    """Settings of ``pushforward fit gan``; the defaults are :data:`RECOMMENDED`, the setting
-    benchmarked on ring8 and grid25 (BENCHMARKS.md)."""
+    """Settings of ``pushforward fit gan``. Left unset, the settings that depend on the kind of
+    data take :data:`RECOMMENDED` on points (benchmarked on ring8 and grid25) and
+    :data:`RECOMMENDED_IMAGES` on images (benchmarked on MNIST); see BENCHMARKS.md."""
 
-    latent: int = setting(8, "noise dimension k", minimum=1, maximum=MAX_LATENT)
+    mlp_widths = tuple(RECOMMENDED["model"]["net"]["hidden"])
+    image_net = "conv"
+
+    latent: int | None = setting(
+        None, "noise dimension k (default 8 on points, 64 on images)", minimum=1,
+        maximum=MAX_LATENT,
+    )  # fmt: skip
     hidden: list[int] | None = setting(
-        [256, 256, 256], "generator widths, e.g. 512,256 (conv: channel counts)",
-        minimum=1, maximum=MAX_WIDTH,
+        None, "generator widths, e.g. 512,256 (default 256,256,256; conv: channel counts, "
+        "default " + ",".join(map(str, CONV_WIDTHS)) + ")", minimum=1, maximum=MAX_WIDTH,
     )  # fmt: skip
     noise: str = setting(
         "gaussian", "the base measure μ: gaussian (N(0, I)) or uniform ([−1, 1]^k)",
@@ -688,12 +750,19 @@ class GANConfig(NetSettings):
     critic_hidden: list[int] | None = setting(
         None, "critic widths (default: --hidden)", minimum=1, maximum=MAX_WIDTH
     )
+    critic_activation: str | None = setting(
+        None, "the critic's activation (default: --activation on points, leaky_relu_0.2 on "
+        "images, as DCGAN's)", choices=ACTIVATIONS, what="activation",
+    )  # fmt: skip
     critic_steps: int = setting(
         1, "critic updates per generator update", minimum=1, maximum=MAX_STEPS
     )
     critic_lr: float | None = setting(None, "critic learning rate (default: --lr)", above=0)
     pack: int = setting(1, "PacGAN: samples the critic judges at once", minimum=1, maximum=MAX_PACK)
-    gp_weight: float | None = setting(0.1, "weight of the gradient penalty (0 = off)", minimum=0)
+    gp_weight: float | None = setting(
+        None, "weight of the gradient penalty (0 = off; default 0.1 on points, "
+        f"{RECOMMENDED_IMAGES['model']['gp_weight']:g} on images)", minimum=0,
+    )  # fmt: skip
     penalty: str = setting(
         "r1", "gp (Gulrajani, at interpolates) or r1 (at the data)", choices=PENALTIES,
         what="gradient penalty",
@@ -703,26 +772,42 @@ class GANConfig(NetSettings):
     )
     jacobian_truncation: float | None = setting(
         None, "reject the share Q of latent draws where g stretches most when sampling "
-        "(0 = off; default 0.03 for non-image data, 0 for images)",
+        "(0 = off; default 0.03 on points, 0 on images)",
         minimum=0, below=1, sampling=True,
     )  # fmt: skip
 
     def check(self) -> None:
-        if self.pack > 1 and self.net != "mlp":
+        if self.pack > 1 and self.net not in (None, "mlp"):
             raise ConfigError(
                 f"pack = {self.pack} needs an MLP critic (packing concatenates samples into one "
                 "row); use pack = 1 or --net mlp"
             )
 
+    def kind_defaults(self, kind: str) -> dict[str, Any]:
+        """Return the network (:meth:`NetSettings.kind_defaults`: a conv pair of
+        :data:`~pushforward.nets.CONV_WIDTHS` on images), the latent size, the critic's
+        activation, the penalty's weight and Jacobian truncation for data of ``kind``."""
+        rec = RECOMMENDED_IMAGES["model"] if kind == "images" else RECOMMENDED["model"]
+        truncation = 0.0 if kind == "images" else TRUNCATION
+        return {
+            **super().kind_defaults(kind),
+            "latent": rec["latent"],
+            "critic_activation": rec.get("critic_activation", self.activation),
+            "gp_weight": rec["gp_weight"],
+            "jacobian_truncation": truncation,
+        }
+
     def build(self, ds: Any) -> GAN:
-        net = self.net_config()
-        hidden = self.critic_hidden if self.critic_hidden is not None else self.hidden
+        cfg = self.resolve(ds.kind)
+        net = cfg.net_config()
+        hidden = cfg.critic_hidden if cfg.critic_hidden is not None else cfg.hidden
+        activation = cfg.critic_activation or cfg.activation
         return GAN(
-            ds.dim, self.latent, noise=self.noise, loss=self.loss, net=net,
-            critic_net={**net, "hidden": hidden}, critic_steps=self.critic_steps,
-            gp_weight=self.gp_weight, penalty=self.penalty, pack=self.pack,
-            critic_lr=self.critic_lr, ema=self.ema, image_shape=ds.image_shape,
-            jacobian_truncation=self.jacobian_truncation,
+            ds.dim, cfg.latent, noise=cfg.noise, loss=cfg.loss, net=net,
+            critic_net={**net, "hidden": hidden, "activation": activation},
+            critic_steps=cfg.critic_steps, gp_weight=cfg.gp_weight, penalty=cfg.penalty,
+            pack=cfg.pack, critic_lr=cfg.critic_lr, ema=cfg.ema, image_shape=ds.image_shape,
+            jacobian_truncation=cfg.jacobian_truncation,
         )  # fmt: skip
 
 
@@ -731,4 +816,5 @@ SPEC = ModelSpec(
     GANConfig,
     "a generative adversarial network: generator g against a critic D",
     train_defaults=RECOMMENDED["train"],
+    kind_train_defaults={"images": RECOMMENDED_IMAGES["train"]},
 )

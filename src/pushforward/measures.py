@@ -16,10 +16,11 @@ Every stochastic call takes an explicit ``torch.Generator``; nothing here touche
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -46,6 +47,28 @@ __all__ = [
 
 Fn = Callable[[Tensor], Tensor]
 
+Device = torch.device | str | None
+
+
+def _draw(
+    fn: Callable[..., Tensor], shape: tuple[int, ...], generator: torch.Generator | None,
+    device: Device,
+) -> Tensor:  # fmt: skip
+    """Return fn(*shape) (torch.rand or torch.randn) on ``device``: drawn where ``generator``
+    lives, so that the numbers depend on the generator alone, then moved; with no generator,
+    drawn on ``device`` directly."""
+    where = generator.device if generator is not None else device
+    z = fn(*shape, generator=generator, device=where)
+    return z if device is None else z.to(device)
+
+
+def _device_of(g: Any) -> torch.device | None:
+    """Return the device of a module's first parameter or buffer, None for anything else."""
+    if isinstance(g, torch.nn.Module):
+        for t in itertools.chain(g.parameters(), g.buffers()):
+            return t.device
+    return None
+
 
 class BaseMeasure:
     """An easy measure μ to draw z from: ``sample`` gives (n, *event_shape), ``log_prob`` (n,)."""
@@ -54,8 +77,11 @@ class BaseMeasure:
     product: ClassVar[bool] = False
     """True for a product of 1-D measures, one per coordinate: :meth:`quantile` is defined."""
 
-    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
-        """Return n independent draws, shape (n, *event_shape)."""
+    def sample(
+        self, n: int, *, generator: torch.Generator | None = None, device: Device = None
+    ) -> Tensor:
+        """Return n independent draws, shape (n, *event_shape), on ``device`` (default the
+        CPU); the numbers depend on ``generator`` alone, not on the device."""
         raise NotImplementedError(f"{type(self).__name__} does not define sample")
 
     def quantile(self, u: Tensor) -> Tensor:
@@ -87,9 +113,12 @@ class Uniform(BaseMeasure):
         self.low, self.high = low_t.clone(), high_t.clone()
         self.event_shape = torch.Size([self.low.numel()])
 
-    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
-        u = torch.rand(check_n(n, allow_zero=True), *self.event_shape, generator=generator)
-        return self.low + (self.high - self.low) * u
+    def sample(
+        self, n: int, *, generator: torch.Generator | None = None, device: Device = None
+    ) -> Tensor:
+        shape = (check_n(n, allow_zero=True), *self.event_shape)
+        u = _draw(torch.rand, shape, generator, device)
+        return self.low.to(u.device) + (self.high - self.low).to(u.device) * u
 
     def log_prob(self, x: Tensor) -> Tensor:
         inside = ((x >= self.low) & (x <= self.high)).all(dim=-1)
@@ -119,8 +148,10 @@ class StandardNormal(BaseMeasure):
         self.dim = dim
         self.event_shape = torch.Size([dim])
 
-    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
-        return torch.randn(check_n(n, allow_zero=True), self.dim, generator=generator)
+    def sample(
+        self, n: int, *, generator: torch.Generator | None = None, device: Device = None
+    ) -> Tensor:
+        return _draw(torch.randn, (check_n(n, allow_zero=True), self.dim), generator, device)
 
     def log_prob(self, x: Tensor) -> Tensor:
         return -0.5 * (x.pow(2).sum(dim=-1) + self.dim * math.log(2 * math.pi))
@@ -154,14 +185,18 @@ class DistributionMeasure(BaseMeasure):
         self.distribution = distribution
         self.event_shape = distribution.event_shape
 
-    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+    def sample(
+        self, n: int, *, generator: torch.Generator | None = None, device: Device = None
+    ) -> Tensor:
         n = check_n(n, allow_zero=True)
         if generator is None:
-            return self.distribution.sample((n,))
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return self.distribution.sample((n,))
+            z = self.distribution.sample((n,))
+        else:
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                z = self.distribution.sample((n,))
+        return z if device is None else z.to(device)
 
     def log_prob(self, x: Tensor) -> Tensor:
         return self.distribution.log_prob(x)
@@ -215,8 +250,10 @@ class Restricted(BaseMeasure):
         self.max_draws, self.batch = max_draws, batch
         self.event_shape = self.base.event_shape
 
-    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
-        """Return exactly n draws of μ_A, shape (n, *event_shape)."""
+    def sample(
+        self, n: int, *, generator: torch.Generator | None = None, device: Device = None
+    ) -> Tensor:
+        """Return exactly n draws of μ_A, shape (n, *event_shape), on ``device``."""
         n = check_n(n, allow_zero=True)
         kept: list[Tensor] = []
         have = drawn = 0
@@ -238,7 +275,8 @@ class Restricted(BaseMeasure):
                     f"its μ-mass is too small to draw from by rejection (max_draws = "
                     f"{self.max_draws:,} per row)"
                 )
-        return torch.cat(kept)[:n] if kept else self.base.sample(0, generator=generator)
+        z = torch.cat(kept)[:n] if kept else self.base.sample(0, generator=generator)
+        return z if device is None else z.to(device)
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Return log μ(x) − log μ(A) on A and −inf off it, x (n, *event_shape) → (n,)."""
@@ -359,8 +397,11 @@ class Pushforward:
         return self._event_shape
 
     def rsample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
-        """Return g(z) for n draws z ~ μ, shape (n, *event_shape), differentiable through g."""
-        return self.g(self.base.sample(n, generator=generator))
+        """Return g(z) for n draws z ~ μ, shape (n, *event_shape), differentiable through g.
+
+        z is made on g's device when g is a module (its first parameter's), so a model on a GPU
+        samples where it lives; the draws depend on ``generator`` alone (drawn on its device)."""
+        return self.g(self.base.sample(n, generator=generator, device=_device_of(self.g)))
 
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
         """Return exactly n draws of g#μ, shape (n, *event_shape), without gradients."""

@@ -7,10 +7,11 @@ Blocks are built from a small JSON-able :class:`NetConfig`, so a saved run can r
 
 from __future__ import annotations
 
+import functools
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,7 @@ from pushforward.errors import ConfigError, lookup
 
 __all__ = [
     "ACTIVATIONS",
+    "CONV_WIDTHS",
     "MAX_LATENT",
     "MAX_WIDTH",
     "MLP",
@@ -42,9 +44,10 @@ __all__ = [
 MAX_WIDTH = 65_536  # a wider layer is a typo; it would try to allocate gigabytes
 MAX_LATENT = 65_536
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
     "leaky_relu": nn.LeakyReLU,
+    "leaky_relu_0.2": functools.partial(nn.LeakyReLU, 0.2),  # DCGAN's critic
     "elu": nn.ELU,
     "gelu": nn.GELU,
     "silu": nn.SiLU,
@@ -78,9 +81,16 @@ def apply_layers(layers: Sequence[DecoderLayer], z: Tensor) -> Tensor:
     return h
 
 
+CONV_WIDTHS: list[int] = [64, 128]
+"""The channel counts of a conv network when none are given: DCGAN's size on 28×28 digits
+(28 → 14 → 7 with 64 and 128 channels), for every model that builds conv nets (BENCHMARKS.md,
+"Images")."""
+
 NET_KINDS: dict[str, str] = {
     "mlp": "a multilayer perceptron (hidden: layer widths; default 400)",
-    "conv": "stride-2 convolutions for square images (hidden: channel counts; default 32,64)",
+    "conv": "stride-2 convolutions for square images (hidden: channel counts; default "
+    + ",".join(map(str, CONV_WIDTHS))
+    + ")",
 }
 
 
@@ -88,8 +98,8 @@ NET_KINDS: dict[str, str] = {
 class NetConfig:
     """How to build an encoder or decoder: ``kind`` 'mlp' or 'conv', hidden widths, activation.
 
-    For 'conv', ``hidden`` are the channel counts of the stride-2 convolutions (default (32, 64))
-    and the data must be square images (28×28 or 8×8, say).
+    For 'conv', ``hidden`` are the channel counts of the stride-2 convolutions (default
+    :data:`CONV_WIDTHS`) and the data must be square images (28×28 or 8×8, say).
     """
 
     kind: str = "mlp"
@@ -97,7 +107,7 @@ class NetConfig:
     activation: str = "relu"
 
     def __post_init__(self) -> None:
-        defaults = {"mlp": [400], "conv": [32, 64]}
+        defaults = {"mlp": [400], "conv": CONV_WIDTHS}
         lookup(NET_KINDS, self.kind, what="network kind")
         self.hidden = [
             int(h) for h in (defaults[self.kind] if self.hidden is None else self.hidden)
@@ -295,16 +305,38 @@ def build_decoder(cfg: NetConfig, in_dim: int, out_dim: int, image_shape=None) -
 
 @dataclass
 class NetSettings(ModelConfig):
-    """The network settings that models built from encoders and decoders share."""
+    """The network settings that models built from encoders and decoders share.
 
-    net: str = setting("mlp", "network kind: mlp or conv", choices=NET_KINDS, what="network kind")
+    Left unset, ``net`` and ``hidden`` follow the kind of data (:meth:`kind_defaults`): the
+    model's :attr:`image_net` on images and an MLP on points; then the model's
+    :attr:`mlp_widths` for an MLP and :data:`CONV_WIDTHS` channels for a conv net, so that a conv
+    net never takes MLP widths as channel counts.
+    """
+
+    mlp_widths: ClassVar[tuple[int, ...]] = (400,)
+    """The model's hidden widths for an MLP when none are given."""
+    image_net: ClassVar[str] = "mlp"
+    """The model's network kind on images when none is given."""
+
+    net: str | None = setting(
+        None, "network kind: mlp or conv (default by data kind)", choices=NET_KINDS,
+        what="network kind",
+    )  # fmt: skip
     hidden: list[int] | None = setting(
-        None, "hidden widths, e.g. 512,256 (conv: channel counts)", minimum=1, maximum=MAX_WIDTH
-    )
+        None, "hidden widths, e.g. 512,256 (conv: channel counts; default by network kind)",
+        minimum=1, maximum=MAX_WIDTH,
+    )  # fmt: skip
     activation: str = setting(
         "relu", "relu, elu, gelu, silu, tanh, ...", choices=ACTIVATIONS, what="activation"
     )
 
+    def kind_defaults(self, kind: str) -> dict[str, Any]:
+        """Return ``net`` (the model's :attr:`image_net` on images, else ``mlp``) and ``hidden``
+        (:attr:`mlp_widths` for an MLP, :data:`CONV_WIDTHS` for a conv net)."""
+        net = self.net or (self.image_net if kind == "images" else "mlp")
+        hidden = list(self.mlp_widths) if net == "mlp" else list(CONV_WIDTHS)
+        return {"net": net, "hidden": hidden}
+
     def net_config(self) -> dict[str, Any]:
-        """Return the :class:`NetConfig` fields these settings describe."""
-        return {"kind": self.net, "hidden": self.hidden, "activation": self.activation}
+        """Return the :class:`NetConfig` fields these settings describe (``net`` unset: mlp)."""
+        return {"kind": self.net or "mlp", "hidden": self.hidden, "activation": self.activation}

@@ -11,8 +11,8 @@ samples, and the Fréchet distance is biased upwards).
   the mode width) and the mean log-density of the samples under the truth come too, each beside
   the truth's own score.
 * Images with labels (digits, MNIST): the Fréchet distance in the feature space of the project's
-  own digit classifier (:mod:`pushforward.features`), trained on the first 80% of the full data
-  set, with its held-out accuracy.
+  own digit classifier (:mod:`pushforward.features`: a small conv net), trained on the first 80%
+  of the full data set, with its held-out accuracy.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def image_quality(
     if ds.n < 4:
         raise ConfigError(f"{ds.name!r} has {ds.n} rows; the Fréchet distance needs at least 4")
     train, test = datasets.train_test_split(full, int(0.8 * full.n))
-    net = digit_features(train.x, train.labels, test.x, test.labels)
+    net = digit_features(train.x, train.labels, test.x, test.labels, image_shape=ds.image_shape)
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(ds.n, generator=gen)
     a, b = ds.x[order[: ds.n // 2]], ds.x[order[ds.n // 2 : 2 * (ds.n // 2)]]

@@ -256,7 +256,9 @@ def _encoders_section(report: Report, quick: bool, seed: int) -> Section:
     return sec
 
 
-def _vae_digits_section(report: Report, quick: bool, seed: int, mnist: str | None) -> Section:
+def _vae_digits_section(
+    report: Report, quick: bool, seed: int, mnist: str | None, trained: dict[str, Any]
+) -> Section:
     from pushforward.quality import image_quality
     from pushforward.train import TrainConfig, fit, seeded
     from pushforward.vae import VAE
@@ -303,12 +305,95 @@ def _vae_digits_section(report: Report, quick: bool, seed: int, mnist: str | Non
         ll = vae.log_likelihood(test.x, k=100 if quick else 1000, generator=gen)
         bpd = -ll.mean / (ds.dim * math.log(2))
         fd = image_quality(lambda n, g, m=vae: m.sample(n, generator=g), test, ds, seed=seed)
+        trained[f"vae_{label}"] = fd, epochs
         rows.append([label, f"{train.n:,} / {test.n:,}", str(epochs), f"{-elbo:.2f}",
                      f"{-ll.mean:.2f} ± {ll.mean_stderr:.2f}", f"{bpd:.4f}",
                      f"{fd['frechet_distance']:.1f} ({fd['frechet_distance_floor']:.1f})",
                      f"{100 * fd['feature_accuracy']:.1f}"])  # fmt: skip
     header = ["data", "train / test", "epochs", "−ELBO", f"−log p(x), IWAE k={ll.k}", "bits/dim",
               "Fréchet distance (real floor)", "feature net accuracy %"]  # fmt: skip
+    sec.tables.append((header, rows))
+    return sec
+
+
+GALLERY_GAN: dict[str, Any] = {"hidden": [32, 64], "epochs": 3, "quick_epochs": 1, "rows": 8000}
+"""The gallery's image GAN: the default image GAN (:data:`pushforward.gan.RECOMMENDED_IMAGES`)
+at half its channel widths, for a few epochs, so that it trains in seconds on 2 cores; the full
+setting's Fréchet distance after 10 minutes is in BENCHMARKS.md."""
+
+
+def _interpolation(model: Any, pairs: int, steps: int, seed: int) -> Tensor:
+    """Return g(z_t) (pairs·steps, d) along great circles z_t = slerp(z_a, z_b, t) between pairs
+    of latent draws (a Gaussian's draws keep their norm along a great circle, not a chord)."""
+    gen = torch.Generator().manual_seed(seed)
+    a = model.latent_measure.sample(pairs, generator=gen)  # (pairs, k)
+    b = model.latent_measure.sample(pairs, generator=gen)
+    t = torch.linspace(0, 1, steps)
+    cos = torch.nn.functional.cosine_similarity(a, b).clamp(-1, 1)
+    omega = torch.arccos(cos).unsqueeze(1)  # (pairs, 1)
+    sin = torch.sin(omega).clamp_min(1e-6)
+    wa = torch.sin((1 - t) * omega) / sin  # (pairs, steps)
+    wb = torch.sin(t * omega) / sin
+    z = wa.unsqueeze(2) * a.unsqueeze(1) + wb.unsqueeze(2) * b.unsqueeze(1)  # (pairs, steps, k)
+    with torch.no_grad():
+        return model.decode(z.reshape(pairs * steps, -1)).clamp(0, 1)
+
+
+def _gan_digits_section(
+    report: Report, quick: bool, seed: int, mnist: str | None, trained: dict[str, Any]
+) -> Section:
+    from pushforward.gan import RECOMMENDED_IMAGES, GANConfig
+    from pushforward.quality import image_quality
+    from pushforward.train import TrainConfig, fit, seeded
+
+    label, spec = ("MNIST", mnist) if mnist is not None else ("digits", "digits")
+    ds = datasets.load_data(spec)
+    n_train = GALLERY_GAN["rows"] if mnist is not None else 1500
+    train, test = datasets.train_test_split(ds, n_train)
+    assert ds.image_shape is not None
+    epochs = GALLERY_GAN["quick_epochs" if quick else "epochs"]
+    with seeded(seed):
+        gan = GANConfig(hidden=GALLERY_GAN["hidden"]).build(train)
+    settings = RECOMMENDED_IMAGES["train"]
+    start = time.perf_counter()
+    history = fit(gan, train.x, TrainConfig(**{**settings, "epochs": epochs, "seed": seed}))
+    seconds = time.perf_counter() - start
+    sec = Section(
+        "The GAN on digits",
+        "The same pushforward g#N(0, I) on images, fitted adversarially with the image defaults "
+        "of `pushforward fit gan`: DCGAN's pair of conv networks (g: k = 64 → 7×7 maps → 14×14 "
+        "→ 28×28 through transposed convolutions; the critic: convolutions back down to one "
+        "logit), the non-saturating game with R1 at the data and a running average of g's "
+        f"weights. Here at half the default channel widths ({GALLERY_GAN['hidden'][0]} and "
+        f"{GALLERY_GAN['hidden'][1]}) for {epochs} epoch(s), {seconds:.0f} s on this machine; "
+        "BENCHMARKS.md has the full setting after 10 minutes. The interpolation walks great "
+        "circles between pairs of latent draws. The table sets the GAN's Fréchet distance "
+        "beside the VAE's of the section above, on the same held-out digits, in the feature "
+        "space of the digit classifier (its held-out accuracy beside each); two halves of the "
+        "real held-out digits give the floor.",
+    )
+    with torch.no_grad():
+        images = gan.sample(64, generator=torch.Generator().manual_seed(seed))
+    fig = plots.image_grid(images.clamp(0, 1), ds.image_shape, ncols=16, scale=0.42,
+                           title=f"{label}: samples of the GAN")  # fmt: skip
+    report.figure(sec, fig, f"gan_samples_{label.lower()}", f"{label}: GAN samples")
+    fig = plots.image_grid(_interpolation(gan, 6, 12, seed), ds.image_shape, ncols=12,
+                           scale=0.42, title=f"{label}: g along great circles in z")  # fmt: skip
+    report.figure(sec, fig, f"gan_interpolation_{label.lower()}", f"{label}: latent interpolation")
+    fig = plots.gan_curves(history, title=f"{label}: the GAN's losses and gradient norms")
+    report.figure(sec, fig, f"gan_curves_{label.lower()}", f"{label}: training health")
+    fd = image_quality(lambda n, g: gan.sample(n, generator=g), test, ds, seed=seed)
+    rows = []
+    if f"vae_{label}" in trained:
+        vae_fd, vae_epochs = trained[f"vae_{label}"]
+        rows.append(["VAE (k = 2, MLP)", str(vae_epochs), f"{vae_fd['frechet_distance']:.1f}",
+                     f"{vae_fd['frechet_distance_floor']:.1f}",
+                     f"{100 * vae_fd['feature_accuracy']:.1f}"])  # fmt: skip
+    rows.append([f"GAN (k = {gan.latent}, conv {GALLERY_GAN['hidden']})", str(epochs),
+                 f"{fd['frechet_distance']:.1f}", f"{fd['frechet_distance_floor']:.1f}",
+                 f"{100 * fd['feature_accuracy']:.1f}"])  # fmt: skip
+    header = [f"{label}: {train.n:,} to train, {test.n:,} held out", "epochs",
+              "Fréchet distance", "real floor", "feature net accuracy %"]  # fmt: skip
     sec.tables.append((header, rows))
     return sec
 
@@ -638,7 +723,8 @@ def run_demo(
         ("discrete pushforward", lambda: _dice_section(report)),
         ("datasets", lambda: _data_section(report, n // 10, seed, mnist)),
         ("PCA and autoencoders", lambda: _encoders_section(report, quick, seed)),
-        ("VAE on digits", lambda: _vae_digits_section(report, quick, seed, mnist)),
+        ("VAE on digits", lambda: _vae_digits_section(report, quick, seed, mnist, trained)),
+        ("GAN on digits", lambda: _gan_digits_section(report, quick, seed, mnist, trained)),
         ("Gaussian mixtures", lambda: _mixtures_section(report, quick, seed, trained)),
         ("GAN on the mixtures", lambda: _gan_section(report, quick, seed, trained)),
         ("flows: exact densities", lambda: _flow_section(report, quick, seed, trained)),

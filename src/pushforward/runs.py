@@ -86,7 +86,11 @@ SNAPSHOT_IMAGES, SNAPSHOT_POINTS = 64, 1000  # samples per snapshot: an image gr
 class RunConfig:
     """Everything ``pushforward fit`` needs: the model's name, the data, the model's settings
     (its :class:`~pushforward.contract.ModelConfig`, default its benchmarked defaults) and the
-    training settings (default the model's ``train_defaults``)."""
+    training settings (default the model's ``train_defaults``).
+
+    The model's settings left to the kind of data (images or points, from the data's spec) are
+    filled in here (:meth:`~pushforward.contract.ModelConfig.resolve`), so ``config.json``
+    records the values the run used."""
 
     model: str
     data: str
@@ -104,6 +108,7 @@ class RunConfig:
                 f"the settings of a {self.model} run must be a {spec.config.__name__}, "
                 f"got a {type(self.settings).__name__}"
             )
+        self.settings = self.settings.resolve(datasets.data_kind(self.data))
         bad = isinstance(self.n, bool) or not isinstance(self.n, int | None)
         if bad or (self.n is not None and self.n < 1):
             raise ConfigError(f"n = {self.n!r} is not allowed; use an integer ≥ 1")
@@ -137,8 +142,9 @@ class RunConfig:
                 f"unknown setting {name!r}; {kind}'s settings: {known}; "
                 f"training: {', '.join(train_keys)}"
             )
+        defaults = spec.train_defaults_for(datasets.data_kind(values["data"]))
         train = TrainConfig.from_dict(
-            {**spec.train_defaults, **{k: v for k, v in values.items() if k in train_keys}}
+            {**defaults, **{k: v for k, v in values.items() if k in train_keys}}
         )
         settings = spec.config(**{k: v for k, v in values.items() if k in model_keys})
         run = {k: values[k] for k in RUN_KEYS if k in values}

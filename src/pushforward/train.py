@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, Protocol
+from typing import Any, ClassVar, NoReturn, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -48,6 +48,7 @@ __all__ = [
     "OPTIMIZERS",
     "PRECISIONS",
     "Progress",
+    "Shard",
     "TrainConfig",
     "Trainable",
     "autocast_dtype",
@@ -223,15 +224,60 @@ def seeded(seed: int) -> Iterator[None]:
         yield
 
 
+@dataclass(frozen=True)
+class Shard:
+    """This process's share of a batch under torchrun: rows ``tensor_split(world)[rank]`` of the
+    batch's ``rows`` rows (every process holds the batch's row indices)."""
+
+    rank: int
+    world: int
+    rows: int
+
+    @property
+    def weight(self) -> float:
+        """b_r·world/B for this process's b_r of the batch's B rows: a loss that is a mean over
+        the process's rows, times this weight, averages over the processes to the whole batch's
+        mean (shards may differ in size by one row)."""
+        own = self.rows // self.world + (1 if self.rank < self.rows % self.world else 0)
+        return own * self.world / self.rows  # tensor_split gives the first rows % world one more
+
+    def take(self, t: Tensor) -> Tensor:
+        """Return this process's rows of t (B, …), a tensor of the whole batch."""
+        if t.shape[0] != self.rows:
+            raise ValueError(f"a batch-wide tensor has {self.rows} rows, got {t.shape[0]}")
+        return t.tensor_split(self.world)[self.rank]
+
+
+def draw_rows(
+    draw: Callable[[int], Tensor], n: int, shard: Shard | None = None
+) -> Tensor:  # fmt: skip
+    """Return ``draw(n)``, the random rows (n, …) one process's share of a batch needs: with a
+    ``shard``, the whole batch's draws (``shard.rows``) from the generator every process shares,
+    this process's n of them taken, so that the processes together draw what one process would."""
+    if shard is None:
+        return draw(n)
+    rows = shard.take(draw(shard.rows))
+    assert rows.shape[0] == n, (rows.shape, n)
+    return rows
+
+
 class Trainable(nn.Module, Model):
     """A model of the contract (:class:`~pushforward.contract.Model`) trained by :func:`fit`.
 
     Subclasses define :meth:`loss` (one optimiser) or override :meth:`training_step` (several,
     as the GAN does), and :meth:`get_config` so that ``type(m)(**m.get_config())`` rebuilds it.
     The state is the module's ``state_dict``.
+
+    Under torchrun a model with :meth:`loss` alone is wrapped in DistributedDataParallel. A model
+    that takes its own steps declares ``syncs_gradients``: :func:`fit` then passes its
+    ``training_step`` a :class:`Shard` and the generator every process shares, and the step
+    averages its gradients itself (:func:`pushforward.distributed.average_gradients_`) and draws
+    the whole batch's noise (:func:`draw_rows`).
     """
 
     trained = True
+    syncs_gradients: ClassVar[bool] = False
+    """Whether :meth:`training_step` keeps several processes in lock-step itself (see above)."""
 
     def get_state(self) -> dict[str, Tensor]:
         """Return the weights and buffers (the ``state_dict``)."""
@@ -281,8 +327,11 @@ class Trainable(nn.Module, Model):
         *,
         generator: torch.Generator | None = None,
         epoch: float = 0.0,
+        shard: Shard | None = None,
     ) -> dict[str, Tensor]:
-        """Take one optimisation step on the batch x (B, d); return the detached terms."""
+        """Take one optimisation step on the batch x (B, d); return the detached terms.
+
+        Under torchrun x is this process's ``shard`` of the batch (passed only then)."""
         forward = self.__dict__.get("_loss_forward") or self.loss  # a DDP wrapper under torchrun
         terms = forward(x, generator=generator, epoch=epoch)
         check_finite(terms)
@@ -290,7 +339,7 @@ class Trainable(nn.Module, Model):
         opt.zero_grad(set_to_none=True)
         # DDP averages the processes' gradients; a shard's weight b_r·world/B makes that average
         # the gradient of the whole batch's mean loss even when shards differ in size
-        (terms["loss"] * self.__dict__.get("_shard_weight", 1.0)).backward()
+        (terms["loss"] * (shard.weight if shard is not None else 1.0)).backward()
         if cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.parameters(), cfg.grad_clip)
         opt.step()
@@ -374,6 +423,11 @@ class _LossForward(nn.Module):
 def _wrap_ddp(model: Trainable, device: torch.device) -> None:
     from torch.nn.parallel import DistributedDataParallel
 
+    if model.syncs_gradients:
+        # the model averages its own gradients; start every process from rank 0's weights and
+        # buffers, as DistributedDataParallel does
+        distributed.broadcast_(list(model.state_dict().values()))
+        return
     if type(model).training_step is not Trainable.training_step:
         raise ConfigError(
             f"{type(model).__name__} takes its own training steps and cannot yet train in "
@@ -386,8 +440,7 @@ def _wrap_ddp(model: Trainable, device: torch.device) -> None:
 
 
 def _unwrap_ddp(model: Trainable) -> None:
-    for name in ("_loss_forward", "_shard_weight"):
-        model.__dict__.pop(name, None)
+    model.__dict__.pop("_loss_forward", None)
 
 
 class _StopRequest:
@@ -438,7 +491,8 @@ class _Run:
     autocast: contextlib.AbstractContextManager
     schedule: Callable[[float], float] | None
     generator: torch.Generator  # shuffles, the same in every process; saved in checkpoints
-    noise: torch.Generator  # the model's noise: ``generator`` itself in one process
+    noise: torch.Generator  # the model's noise: ``generator`` itself in one process, and in
+    # every process for a model that draws the whole batch's noise (``syncs_gradients``)
     optimizers: dict[str, torch.optim.Optimizer]
     source: Path | None  # the run folder every process reads a checkpoint from
     folder: Path | None  # the run folder written to: the main process only
@@ -552,7 +606,11 @@ def _prepare_run(
         autocast=autocast,
         schedule=LR_SCHEDULES[cfg.lr_schedule],
         generator=generator,
-        noise=torch.Generator(device=device) if ctx.active else generator,
+        noise=(
+            torch.Generator(device=device)
+            if ctx.active and not model.syncs_gradients
+            else generator
+        ),
         optimizers=model.configure_optimizers(cfg),
         source=folder,
         folder=folder if ctx.main else None,
@@ -587,7 +645,7 @@ def _epoch(run: _Run, epoch: int, mid_epoch: _Resume | None, stop: _StopRequest)
     sums = dict(mid_epoch.sums) if mid_epoch is not None else {}
     first_step = mid_epoch.step if mid_epoch is not None else 0
     rows = min(run.n, first_step * run.batch)
-    if run.ctx.active:
+    if run.noise is not run.generator:  # each process's own noise, reseeded every epoch
         run.noise.manual_seed(run.cfg.seed * 1_000_003 + run.ctx.rank * 7919 + epoch)
     for step in range(first_step, run.steps_per_epoch):
         counted = _step(run, epoch, step, order[step * run.batch : (step + 1) * run.batch], sums)
@@ -620,12 +678,12 @@ def _step(run: _Run, epoch: int, step: int, idx: Tensor, sums: dict[str, Tensor]
     last good checkpoint is.
     """
     rows = idx.numel()
+    extra: dict[str, Shard] = {}  # the shard, passed to training_step under torchrun only
     if run.ctx.active:
         if rows < run.ctx.world:
             return 0  # a last batch too small to shard (same in every process)
-        shard = idx.tensor_split(run.ctx.world)[run.ctx.rank]
-        run.model.__dict__["_shard_weight"] = shard.numel() * run.ctx.world / rows
-        idx = shard
+        extra["shard"] = Shard(run.ctx.rank, run.ctx.world, rows)
+        idx = extra["shard"].take(idx)
     xb = run.data[idx]
     elapsed_epochs = epoch - 1 + step / run.steps_per_epoch
     if run.schedule is not None:
@@ -633,7 +691,7 @@ def _step(run: _Run, epoch: int, step: int, idx: Tensor, sums: dict[str, Tensor]
     try:
         with run.autocast:
             terms = run.model.training_step(
-                xb, run.optimizers, run.cfg, generator=run.noise, epoch=elapsed_epochs
+                xb, run.optimizers, run.cfg, generator=run.noise, epoch=elapsed_epochs, **extra
             )
         check_finite(terms)
     except TrainingError as e:

@@ -49,6 +49,7 @@ from pushforward.losses import (
 from pushforward.measures import Pushforward, StandardNormal
 from pushforward.nets import (
     ACTIVATIONS,
+    CONV_WIDTHS,
     MAX_LATENT,
     MAX_WIDTH,
     NetConfig,
@@ -451,14 +452,17 @@ class VAEConfig(NetSettings):
     """Settings of ``pushforward fit vae``; the defaults are the benchmarked ones (BENCHMARKS.md,
     "VAE quality")."""
 
+    mlp_widths = (512,)
+
     latent: int = setting(2, "latent dimension k", minimum=1, maximum=MAX_LATENT)
     loss: str | None = setting(
         None, "reconstruction term: bce, l2, l1, gaussian, laplace (default: bce for data in "
         "[0, 1], else gaussian with learned σ)", choices=LIKELIHOODS, what="reconstruction loss",
     )  # fmt: skip
     hidden: list[int] | None = setting(
-        [512], "hidden widths, e.g. 512,256 (conv: channel counts)", minimum=1, maximum=MAX_WIDTH
-    )
+        None, "hidden widths, e.g. 512,256 (default 512; conv: channel counts, default "
+        + ",".join(map(str, CONV_WIDTHS)) + ")", minimum=1, maximum=MAX_WIDTH,
+    )  # fmt: skip
     activation: str = setting(
         "silu", "relu, elu, gelu, silu, tanh, ...", choices=ACTIVATIONS, what="activation"
     )
@@ -481,21 +485,22 @@ class VAEConfig(NetSettings):
                 )
 
     def build(self, ds: Any) -> VAE:
+        cfg = self.resolve(ds.kind)
         # default likelihood: Bernoulli for data in [0, 1] (images), else a Gaussian with learned σ
-        loss = self.loss or ("bce" if _in_unit_interval(ds.x) else "gaussian")
-        learn_sigma = self.learn_sigma or (
-            self.loss is None and loss == "gaussian" and self.sigma is None
+        loss = cfg.loss or ("bce" if _in_unit_interval(ds.x) else "gaussian")
+        learn_sigma = cfg.learn_sigma or (
+            cfg.loss is None and loss == "gaussian" and cfg.sigma is None
         )
-        sigma = self.sigma
+        sigma = cfg.sigma
         if sigma is None and learn_sigma:
             # start σ at a tenth of the data's spread: started at 1, a Gaussian of learned σ
             # explains low-dimensional data (ring8, grid25) before the latent does, and the
             # posterior collapses onto the prior
             sigma = 0.1 * max(float(ds.x.std(0).mean()), 1e-3)
         return VAE(
-            ds.dim, self.latent, loss=loss, sigma=sigma, learn_sigma=learn_sigma,
-            kl_weight=self.kl_weight, kl_schedule=self.kl_schedule, kl_warmup=self.kl_warmup,
-            free_bits=self.free_bits, net=self.net_config(), image_shape=ds.image_shape,
+            ds.dim, cfg.latent, loss=loss, sigma=sigma, learn_sigma=learn_sigma,
+            kl_weight=cfg.kl_weight, kl_schedule=cfg.kl_schedule, kl_warmup=cfg.kl_warmup,
+            free_bits=cfg.free_bits, net=cfg.net_config(), image_shape=ds.image_shape,
         )  # fmt: skip
 
 
