@@ -789,10 +789,14 @@ class GANConfig(NetSettings):
         activation, the penalty's weight and Jacobian truncation for data of ``kind``."""
         rec = RECOMMENDED_IMAGES["model"] if kind == "images" else RECOMMENDED["model"]
         truncation = 0.0 if kind == "images" else TRUNCATION
+        nets = super().kind_defaults(kind)
+        # DCGAN's leaky critic goes with the conv pair; an MLP critic keeps --activation (as a
+        # run stored before the setting existed was built)
+        critic = rec.get("critic_activation") if nets["net"] == "conv" else None
         return {
-            **super().kind_defaults(kind),
+            **nets,
             "latent": rec["latent"],
-            "critic_activation": rec.get("critic_activation", self.activation),
+            "critic_activation": critic or self.activation,
             "gp_weight": rec["gp_weight"],
             "jacobian_truncation": truncation,
         }

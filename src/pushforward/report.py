@@ -318,8 +318,9 @@ def _vae_digits_section(
 
 GALLERY_GAN: dict[str, Any] = {"hidden": [32, 64], "epochs": 3, "quick_epochs": 1, "rows": 8000}
 """The gallery's image GAN: the default image GAN (:data:`pushforward.gan.RECOMMENDED_IMAGES`)
-at half its channel widths, for a few epochs, so that it trains in seconds on 2 cores; the full
-setting's Fréchet distance after 10 minutes is in BENCHMARKS.md."""
+at half its channel widths, for a few epochs, so that it trains in about half a minute on 2 idle
+cores (measured only on a loaded machine: see BENCHMARKS.md, "Images"), far too short for good
+digits; BENCHMARKS.md has the full setting's Fréchet distance after longer training."""
 
 
 def _interpolation(model: Any, pairs: int, steps: int, seed: int) -> Tensor:
@@ -366,7 +367,7 @@ def _gan_digits_section(
         "logit), the non-saturating game with R1 at the data and a running average of g's "
         f"weights. Here at half the default channel widths ({GALLERY_GAN['hidden'][0]} and "
         f"{GALLERY_GAN['hidden'][1]}) for {epochs} epoch(s), {seconds:.0f} s on this machine; "
-        "BENCHMARKS.md has the full setting after 10 minutes. The interpolation walks great "
+        "BENCHMARKS.md has the full setting after longer training. The interpolation walks great "
         "circles between pairs of latent draws. The table sets the GAN's Fréchet distance "
         "beside the VAE's of the section above, on the same held-out digits, in the feature "
         "space of the digit classifier (its held-out accuracy beside each); two halves of the "
