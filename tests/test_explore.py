@@ -55,6 +55,7 @@ def _erf(x: np.ndarray) -> np.ndarray:
 REFERENCE = {
     "relu": lambda v: np.maximum(v, 0.0),
     "leaky_relu": lambda v: np.where(v > 0, v, 0.01 * v),
+    "leaky_relu_0.2": lambda v: np.where(v > 0, v, 0.2 * v),
     "elu": lambda v: np.where(v > 0, v, np.expm1(np.minimum(v, 0.0))),
     "gelu": lambda v: 0.5 * v * (1.0 + _erf(v / math.sqrt(2.0))),
     "silu": lambda v: v / (1.0 + np.exp(-v)),

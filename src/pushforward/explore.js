@@ -28,6 +28,7 @@ function erfc(x) {  // Numerical Recipes' erfc, relative error < 1.2e-7
 }
 const ACT = {  // PyTorch's defaults
   relu: (v) => (v > 0 ? v : 0), leaky_relu: (v) => (v > 0 ? v : 0.01 * v),
+  "leaky_relu_0.2": (v) => (v > 0 ? v : 0.2 * v),
   elu: (v) => (v > 0 ? v : Math.expm1(v)), gelu: (v) => 0.5 * v * erfc(-v / Math.SQRT2),
   silu: (v) => v / (1 + Math.exp(-v)), tanh: Math.tanh,
   sigmoid: (v) => 1 / (1 + Math.exp(-v)), identity: (v) => v,

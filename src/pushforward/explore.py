@@ -51,8 +51,19 @@ __all__ = [
     "explorer_page",
 ]
 
-JS_ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid", "identity")
-"""The elementwise functions the page evaluates (PyTorch's defaults: leaky slope 0.01, ELU α = 1,
+JS_ACTIVATIONS = (
+    "relu",
+    "leaky_relu",
+    "leaky_relu_0.2",
+    "elu",
+    "gelu",
+    "silu",
+    "tanh",
+    "sigmoid",
+    "identity",
+)
+"""The elementwise functions the page evaluates (PyTorch's defaults: leaky slope 0.01, or 0.2 for
+DCGAN's critic; ELU α = 1,
 exact erf GELU); a decoder program using another falls back to the precomputed grid."""
 
 FLOAT32_MAX_PARAMS = 2**18
