@@ -257,6 +257,7 @@ VALID: dict[tuple[str, str, str], str] = {
         for v in ("0", "99999999")
     },
     ("*", "--batch-size", "0"): "0 means full batch",
+    ("fm", "--sigma", "0"): "flow matching's σ = 0 is the straight conditional path (its default)",
     **{("*", "--seed", v): "any integer seeds a generator" for v in ("0", "-1", "99999999")},
     **{
         ("*", flag, "0"): "0 turns it off"
