@@ -82,7 +82,9 @@ __all__ = [
     "FlowConfig",
     "FlowTransform",
     "Logit",
+    "check_pixels_or_rows",
     "dequantized",
+    "likelihood_summary",
 ]
 
 LOGIT_ALPHA = 0.05
@@ -203,6 +205,33 @@ def _check_settings(
 
 
 # --- fixed maps before the layers ----------------------------------------------------------------
+
+
+def check_pixels_or_rows(x: object, name: str, *, dim: int, pixels: bool, what: str) -> Tensor:
+    """Return x (n, ``dim``) if finite and of that dimension (and in [0, 1] when it holds
+    ``pixels`` to dequantise), else raise DataError naming the first bad row; ``what`` names the
+    model in messages."""
+    x = check_rows(x, name, dim=dim, why=f" (the {what} was built for d = {dim})")
+    if pixels:
+        bad = (x < 0) | (x > 1)
+        if bool(bad.any()):
+            row, col = (int(i) for i in bad.nonzero()[0])
+            raise DataError(
+                f"{name} holds values outside [0, 1], the range of the 8-bit pixels this {what} "
+                f"dequantises: first at row {row}, column {col} ({float(x[row, col]):g})"
+            )
+    return x
+
+
+def likelihood_summary(lp: Tensor, *, dim: int, exact: bool) -> dict[str, Any]:
+    """Return the mean of the log-likelihoods lp (n,) of rows of ``dim`` values, in nats per row,
+    with its standard error over rows: keys ``log_likelihood``, ``log_likelihood_stderr``,
+    ``nll``, ``bits_per_dim`` (−log_likelihood / (dim·log 2)), ``rows`` and ``exact``."""
+    n = lp.numel()
+    mean = float(lp.mean())
+    stderr = float(lp.std() / math.sqrt(n)) if n > 1 else math.nan
+    return {"log_likelihood": mean, "log_likelihood_stderr": stderr, "nll": -mean,
+            "bits_per_dim": -mean / (dim * math.log(2)), "rows": n, "exact": exact}  # fmt: skip
 
 
 def dequantized(x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
@@ -340,18 +369,8 @@ class Flow(Trainable):
     # --- data checks and set-up ----------------------------------------------------------------
 
     def _check_data(self, x: object, name: str = "x") -> Tensor:
-        """Return x (n, d) if finite and of the flow's dimension (and in [0, 1] when
-        dequantising), else raise DataError naming the first bad row."""
-        x = check_rows(x, name, dim=self.dim, why=f" (the flow was built for d = {self.dim})")
-        if self.dequantize:
-            bad = (x < 0) | (x > 1)
-            if bool(bad.any()):
-                row, col = (int(i) for i in bad.nonzero()[0])
-                raise DataError(
-                    f"{name} holds values outside [0, 1], the range of the 8-bit pixels this "
-                    f"flow dequantises: first at row {row}, column {col} ({float(x[row, col]):g})"
-                )
-        return x
+        """Return x (n, d) checked by :func:`check_pixels_or_rows`."""
+        return check_pixels_or_rows(x, name, dim=self.dim, pixels=self.dequantize, what="flow")
 
     def dequantized(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """Return :func:`dequantized` pixels (n, d) of x (n, d)."""
@@ -526,17 +545,7 @@ class Flow(Trainable):
             lp = torch.cat(parts) - self.dim * math.log(256)
         else:
             lp = self.log_prob(x).double()
-        n = lp.numel()
-        mean = float(lp.mean())
-        stderr = float(lp.std() / math.sqrt(n)) if n > 1 else math.nan
-        return {
-            "log_likelihood": mean,
-            "log_likelihood_stderr": stderr,
-            "nll": -mean,
-            "bits_per_dim": -mean / (self.dim * math.log(2)),
-            "rows": n,
-            "exact": True,
-        }
+        return likelihood_summary(lp, dim=self.dim, exact=True)
 
 
 # --- the command line's view ---------------------------------------------------------------------

@@ -57,7 +57,7 @@ from torch import Tensor, nn
 from pushforward.contract import EXACT_LIKELIHOOD, ModelConfig, ModelSpec, setting
 from pushforward.datasets import Dataset
 from pushforward.errors import ConfigError, DataError, SolverError, TrainingError
-from pushforward.flow import Logit, dequantized
+from pushforward.flow import Logit, check_pixels_or_rows, dequantized, likelihood_summary
 from pushforward.measures import StandardNormal
 from pushforward.nets import ACTIVATIONS, MAX_LATENT, MAX_WIDTH, MLP
 from pushforward.train import Trainable
@@ -326,16 +326,7 @@ class FlowMatching(Trainable):
     # --- data in the field's units -------------------------------------------------------------
 
     def _check_data(self, x: object, name: str = "x") -> Tensor:
-        x = check_rows(x, name, dim=self.dim, why=f" (the model was built for d = {self.dim})")
-        if self.dequantize:
-            bad = (x < 0) | (x > 1)
-            if bool(bad.any()):
-                row, col = (int(i) for i in bad.nonzero()[0])
-                raise DataError(
-                    f"{name} holds values outside [0, 1], the range of the 8-bit pixels this "
-                    f"model dequantises: first at row {row}, column {col} ({float(x[row, col]):g})"
-                )
-        return x
+        return check_pixels_or_rows(x, name, dim=self.dim, pixels=self.dequantize, what="model")
 
     def prepare(self, x: Tensor) -> None:
         """Record the per-coordinate mean and standard deviation (d,) of the training data x
@@ -606,16 +597,8 @@ class FlowMatching(Trainable):
         lp = self.log_likelihood_rows(y, generator=generator)
         if self.dequantize:
             lp = lp - self.dim * math.log(256)
-        n = lp.numel()
-        mean = float(lp.mean())
-        stderr = float(lp.std() / math.sqrt(n)) if n > 1 else math.nan
         return {
-            "log_likelihood": mean,
-            "log_likelihood_stderr": stderr,
-            "nll": -mean,
-            "bits_per_dim": -mean / (self.dim * math.log(2)),
-            "rows": n,
-            "exact": not self._hutchinson(),
+            **likelihood_summary(lp, dim=self.dim, exact=not self._hutchinson()),
             "likelihood": self.likelihood_kind,
             "likelihood_nfe": self.last_nfe,
         }
