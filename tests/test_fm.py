@@ -226,7 +226,7 @@ def test_training_lowers_the_loss_and_fits_a_gaussian(coupling):
         model = FlowMatching(2, hidden=[64, 64], coupling=coupling)
     model.prepare(x)  # the loss is in standardised units, as training sees it
     with torch.no_grad():
-        zero = float(model.loss(x, generator=torch.Generator().manual_seed(0))["loss"])
+        zero = float(model.loss(x, generator=torch.Generator().manual_seed(1))["loss"])
     cfg = TrainConfig(epochs=100, batch_size=1000, lr=1e-2, lr_schedule="cosine", seed=0)
     history = fit(model, x, cfg)
     assert history[-1]["loss"] < zero  # below the zero field's loss
