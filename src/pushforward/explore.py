@@ -41,6 +41,7 @@ from pushforward.checkpoint import atomic_write_bytes
 from pushforward.contract import Model
 from pushforward.errors import ConfigError
 from pushforward.nets import DecoderLayer
+from pushforward.pca import PCA
 
 __all__ = [
     "JS_ACTIVATIONS",
@@ -216,10 +217,8 @@ def _principal_plane(codes: Tensor) -> tuple[Tensor, Tensor]:
     n, k = codes.shape
     if k == 2 or n < k:  # too few codes to find k directions: the latent axes
         return torch.zeros(k), torch.eye(k)
-    z = codes.double()
-    center = z.mean(0)
-    _, _, vh = torch.linalg.svd(z - center, full_matrices=False)  # (k, k)
-    return center.float(), vh.float()
+    pca = PCA(k).fit(codes.double())  # the project's own: mean_ (k,), components_ (k, k)
+    return pca.mean_.float(), pca.components_.float()
 
 
 def _project(codes: Tensor, center: Tensor, axes: Tensor) -> Tensor:

@@ -66,7 +66,7 @@ from pushforward.errors import ConfigError, DataError, TrainingError, lookup
 from pushforward.measures import Pushforward, StandardNormal
 from pushforward.nets import MAX_LATENT, MAX_WIDTH
 from pushforward.train import Trainable
-from pushforward.validate import check_int, check_rows
+from pushforward.validate import check_rows
 
 __all__ = [
     "AFFINE_SLOPE",
@@ -449,10 +449,7 @@ class Flow(Trainable):
 
     def _noise(self, n: int, generator: torch.Generator | None) -> Tensor:
         """Return n draws z ~ N(0, I_d) (n, d) from ``generator``, on the model's device."""
-        n = check_int(n, "n", minimum=0)
-        device = generator.device if generator is not None else torch.device("cpu")
-        z = torch.randn(n, self.dim, generator=generator, device=device)
-        return z.to(self.data_loc)
+        return StandardNormal(self.dim).sample(n, generator=generator).to(self.data_loc)
 
     def rsample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
         """Return g(z) for n draws z ~ N(0, I) (n, d), differentiable in the weights."""

@@ -43,6 +43,7 @@ Recommended settings (ring8 and grid25, ``benchmarks/fidelity.py``): :data:`RECO
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -312,7 +313,8 @@ class FlowMatching(Trainable):
 
     def set_sampling(self, **options: Any) -> None:
         """Change the solver settings (:attr:`sampling_options`), checked as when fitting."""
-        current = {k: v for k, v in self.get_config().items() if k in FlowMatchingConfig.names()}
+        names = {f.name for f in dataclasses.fields(FlowMatchingConfig)}
+        current = {k: v for k, v in self.get_config().items() if k in names}
         cfg = FlowMatchingConfig(**{**current, **options}) if options else None
         super().set_sampling(**options)
         if cfg is not None:
@@ -445,9 +447,8 @@ class FlowMatching(Trainable):
         return self._flow(u, 1.0, 0.0, "encode")
 
     def _noise(self, n: int, generator: torch.Generator | None) -> Tensor:
-        n = check_int(n, "n", minimum=0)
-        device = generator.device if generator is not None else torch.device("cpu")
-        return torch.randn(n, self.dim, generator=generator, device=device).to(self.data_loc)
+        """Return n draws z ~ μ (n, d) from ``generator``, on the model's device."""
+        return self.latent_measure.sample(n, generator=generator).to(self.data_loc)
 
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
         """Return exactly n draws of g#N(0, I) (n, d) (images: 8-bit pixel values k/255);
@@ -663,10 +664,6 @@ class FlowMatchingConfig(ModelConfig):
     )  # fmt: skip
     trace: str = setting("auto", "the likelihood's trace: auto, exact or hutchinson",
                          choices=TRACES, what="trace")  # fmt: skip
-
-    @classmethod
-    def names(cls) -> set[str]:
-        return {f for f in cls.__dataclass_fields__}
 
     def build(self, ds: Dataset) -> FlowMatching:
         """Return a FlowMatching model for the data set ``ds`` (dequantised for images)."""

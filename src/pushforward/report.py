@@ -625,7 +625,7 @@ def _flow_section(report: Report, quick: bool, seed: int, trained: dict[str, Any
 
 
 def _fm_section(report: Report, quick: bool, seed: int, trained: dict[str, Any]) -> Section:
-    from pushforward.fm import RECOMMENDED, FlowMatching, FlowMatchingConfig
+    from pushforward.fm import RECOMMENDED, FlowMatching
     from pushforward.train import TrainConfig, fit, seeded
 
     settings = RECOMMENDED["train"]
@@ -663,13 +663,14 @@ def _fm_section(report: Report, quick: bool, seed: int, trained: dict[str, Any])
         report.figure(sec, fig, f"fm_paths_{name}", f"{name}: 300 paths from μ to the data")
         side = 50 if quick else 90
         grid, extent = _grid(ds, side)
+        saved = model.sampling_settings()
         model.set_sampling(rtol=1e-3, atol=1e-3)  # pictures need no more; the table uses 1e-5
         for t in times:
             with torch.no_grad():
                 lp = model.marginal_log_prob(grid, t).reshape(side, side)
             fig = plots.density_heatmap(lp, extent, title=f"{name}: log p_t at t = {t:g}")
             report.figure(sec, fig, f"fm_density_{name}_{t:g}", f"{name}: exact log p_t, t = {t:g}")
-        model.set_sampling(rtol=FlowMatchingConfig.rtol, atol=FlowMatchingConfig.atol)
+        model.set_sampling(**saved)
     return sec
 
 

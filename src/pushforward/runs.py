@@ -260,7 +260,7 @@ def _build(rc: RunConfig, ds: datasets.Dataset) -> tuple[Model, dict[str, Any]]:
     with seeded(rc.train.seed):
         model = rc.settings.build(ds)
     if model.trained:
-        default = rc.spec.train_defaults.get("batch_size")
+        default = rc.spec.train_defaults_for(datasets.data_kind(rc.data)).get("batch_size")
         if rc.train.batch_size > ds.n and rc.train.batch_size == default:
             # a model's benchmarked batch (flow matching's 4,096) on data smaller than it: all
             # of the data each step, recorded as such in config.json
