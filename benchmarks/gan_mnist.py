@@ -42,7 +42,9 @@ def _value(text: str):
         return text
 
 
-def run(model_name: str, seed: int, budget: float, overrides: dict, samples: int) -> dict:
+def run(
+    model_name: str, seed: int, budget: float, overrides: dict, samples: int, marks: list[float]
+) -> dict:
     spec = MODELS[model_name]
     full = datasets.load_data("mnist")
     train, test = datasets.train_test_split(full, 8000)
@@ -52,17 +54,29 @@ def run(model_name: str, seed: int, budget: float, overrides: dict, samples: int
     )
     with seeded(seed):
         model = settings.build(train)
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    epochs = 0
-    while time.process_time() - cpu0 < budget:
-        # one epoch at a time (the epoch's seed varies, so the shuffles differ), optimisers kept
-        fit_epoch(model, train.x, train_cfg, epochs)
-        epochs += 1
-    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     net = digit_features(train.x, train.labels, test.x, test.labels, image_shape=full.image_shape)
-    with torch.no_grad():
-        y = model.sample(samples, generator=torch.Generator().manual_seed(seed)).float()
     held = net(test.x)
+
+    def distance() -> float:
+        with torch.no_grad():
+            y = model.sample(samples, generator=torch.Generator().manual_seed(seed)).float()
+        return frechet_distance_from_samples(net(y.clamp(0, 1)), held)
+
+    wall0 = time.perf_counter()
+    epochs, trajectory, spent = 0, [], 0.0  # spent: CPU seconds of training only
+    pending = sorted(m for m in marks if m < budget)
+    while spent < budget:
+        # one epoch at a time (the epoch's seed varies, so the shuffles differ), optimisers kept
+        t = time.process_time()
+        fit_epoch(model, train.x, train_cfg, epochs)
+        spent += time.process_time() - t
+        epochs += 1
+        while pending and spent >= pending[0]:  # the distance so far (not counted as training)
+            pending.pop(0)
+            trajectory.append({"cpu_seconds": round(spent, 1), "epochs": epochs,
+                               "frechet_distance": distance()})  # fmt: skip
+            print(json.dumps({"seed": seed, **trajectory[-1]}), flush=True)
+    cpu, wall = spent, time.perf_counter() - wall0
     return {
         "model": model_name,
         "seed": seed,
@@ -72,7 +86,8 @@ def run(model_name: str, seed: int, budget: float, overrides: dict, samples: int
         "cpu_seconds": round(cpu, 1),
         "wall_seconds": round(wall, 1),
         "samples": samples,
-        "frechet_distance": frechet_distance_from_samples(net(y.clamp(0, 1)), held),
+        "frechet_distance": distance(),
+        "trajectory": trajectory,
         "frechet_floor": frechet_distance_from_samples(net(train.x), held),
         "feature_accuracy": net.accuracy,
     }
@@ -99,12 +114,16 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=1200.0, help="CPU seconds of training")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--samples", type=int, default=10_000)
+    parser.add_argument(
+        "--marks", type=float, nargs="*", default=[],
+        help="CPU seconds of training at which to print the distance so far as well",
+    )  # fmt: skip
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     overrides = {k: _value(v) for k, v in (s.split("=", 1) for s in args.set)}
     results = []
     for seed in args.seeds:
-        r = run(args.model, seed, args.budget, overrides, args.samples)
+        r = run(args.model, seed, args.budget, overrides, args.samples, args.marks)
         print(json.dumps(r), flush=True)
         results.append(r)
     fd = [r["frechet_distance"] for r in results]

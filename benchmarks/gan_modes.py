@@ -116,13 +116,15 @@ def score(model: str, name: str, seed: int, samples: Tensor, seconds: float) -> 
     )  # fmt: skip
 
 
-def run_gan(name: str, seed: int) -> list[Result]:
-    """Train the recommended GAN on one data set and seed; score its samples as recommended and
-    with its Jacobian truncation off."""
+def run_gan(
+    name: str, seed: int, model_set: dict | None = None, train_set: dict | None = None
+) -> list[Result]:
+    """Train the recommended GAN (its settings changed by ``model_set`` and ``train_set``) on
+    one data set and seed; score its samples as recommended and with Jacobian truncation off."""
     x = training_data(name, TRAINING_POINTS, seed)
-    cfg = TrainConfig(**{**RECOMMENDED["train"], "seed": seed})
+    cfg = TrainConfig(**{**RECOMMENDED["train"], **(train_set or {}), "seed": seed})
     with seeded(seed):
-        model = GAN(x.shape[1], **RECOMMENDED["model"])
+        model = GAN(x.shape[1], **{**RECOMMENDED["model"], **(model_set or {})})
     start = time.perf_counter()
     fit(model, x, cfg)
     seconds = time.perf_counter() - start
@@ -146,11 +148,26 @@ def run_vae(name: str, seed: int, epochs: int) -> list[Result]:
     return [score(VAE_ROW, name, seed, draw(model, seed), seconds)]
 
 
-def run_task(task: tuple[str, int, str | int, int]) -> list[Result]:
-    """Run one (data, seed, 'gan' or VAE epochs, threads) task; in a worker process too."""
-    name, seed, what, threads = task
+def run_task(task: tuple) -> list[Result]:
+    """Run one (data, seed, 'gan' or VAE epochs, threads, model settings, training settings)
+    task; in a worker process too."""
+    name, seed, what, threads, model_set, train_set = task
     torch.set_num_threads(threads)
-    return run_gan(name, seed) if what == "gan" else run_vae(name, seed, int(what))
+    if what == "gan":
+        return run_gan(name, seed, model_set, train_set)
+    return run_vae(name, seed, int(what))
+
+
+def _settings(pairs: Sequence[str]) -> dict[str, Any]:
+    """Return {KEY: VALUE} from KEY=VALUE strings, each VALUE read as JSON when it is JSON."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, text = pair.partition("=")
+        try:
+            out[key] = json.loads(text)
+        except json.JSONDecodeError:
+            out[key] = text
+    return out
 
 
 def report(r: Result) -> Result:
@@ -234,14 +251,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--jobs", type=int, default=1, help="runs at once, in separate processes (default 1)"
     )
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="change a model setting of the recommended GAN (a lever to measure)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--train", action="append", default=[], metavar="KEY=VALUE",
+        help="change a training setting of the recommended GAN, e.g. batch_size=1024",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    model_set, train_set = _settings(args.set), _settings(args.train)
     torch.set_num_threads(args.threads)
     seeds = list(range(2 if args.quick else args.seeds))
-    epochs = int(RECOMMENDED["train"]["epochs"])
+    epochs = int({**RECOMMENDED["train"], **train_set}["epochs"])
     vae_epochs = epochs if args.vae_epochs is None else args.vae_epochs
-    tasks = [] if args.no_gan else [(n, s, "gan", args.threads) for n in args.data for s in seeds]
+    tasks = [
+        (name, seed, "gan", args.threads, model_set, train_set)
+        for name in ([] if args.no_gan else args.data)
+        for seed in seeds
+    ]
     if not args.no_vae:
-        tasks += [(name, seed, vae_epochs, args.threads) for name in args.data for seed in seeds]
+        tasks += [(n, s, vae_epochs, args.threads, {}, {}) for n in args.data for s in seeds]
     results: list[Result] = []
     if args.jobs > 1:
         context = multiprocessing.get_context("spawn")
@@ -255,6 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results.sort(key=lambda r: (order[r.model], args.data.index(r.data), r.seed))
     summary = summarise(results)
     print()
+    if model_set or train_set:
+        print(f"the recommended GAN with {model_set} {train_set}")
     print(
         f"{len(seeds)} seeds; n = {TRAINING_POINTS:,} training points, {epochs} epochs "
         f"(VAE {vae_epochs}), {N_SAMPLES:,} samples, {args.threads} thread(s) per run, "
@@ -265,7 +297,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(summary, args.data))
     if args.out is not None:
         record = {
-            "setting": RECOMMENDED,
+            "setting": {
+                "model": {**RECOMMENDED["model"], **model_set},
+                "train": {**RECOMMENDED["train"], **train_set},
+            },
             "n": TRAINING_POINTS,
             "epochs": epochs,
             "vae_epochs": vae_epochs,

@@ -238,6 +238,74 @@ def test_a_training_step_moves_both_players_and_reports_its_terms(loss):
     assert all(p.requires_grad for p in m.critic.parameters())  # restored after g's step
 
 
+def test_lazy_regularisation_takes_the_penalty_every_kth_critic_step_weighted_k_times():
+    """penalty_every = K: the double backward runs on critic steps 0, K, 2K, … (counted across
+    training steps), with the penalty weighted K·λ; the steps between carry no penalty at all,
+    and the reported penalty (K·gp or 0) averages to the penalty's mean."""
+    k, steps = 3, 2
+    lazy = make_gan(penalty="r1", gp_weight=0.5, penalty_every=k, critic_steps=steps)
+    eager = make_gan(penalty="r1", gp_weight=0.5, critic_steps=steps)
+    calls: list[int] = []
+    inner = lazy.penalty_fn
+
+    def counting(*args, **kw):
+        calls.append(1)
+        return inner(*args, **kw)
+
+    lazy.penalty_fn = counting
+    cfg = TrainConfig(lr=1e-3)
+    opts = lazy.configure_optimizers(cfg)
+    penalised = []
+    for _ in range(6):  # critic steps 0-11 (2 per training step): penalties on 0, 3, 6, 9
+        terms = lazy.training_step(ring(64), opts, cfg, generator=torch.Generator().manual_seed(0))
+        penalised.append(float(terms["gradient_penalty"]) > 0)
+    assert len(calls) == 4
+    assert penalised == [True, True, False, True, True, False]
+    # one critic step's loss: without the penalty on a skipped step, with K·λ·gp on a due one
+    x, g = ring(64), torch.Generator().manual_seed(1)
+    real = lazy._packs(x, g)
+    fake = lazy._fakes(real.shape[0], g, x.device).detach()
+    plain = lazy._critic_terms(real, fake, g, lazy=None)
+    due = lazy._critic_terms(real, fake, g, lazy=float(k))
+    full = eager._critic_terms(real, fake, g)
+    gp = r1_penalty(lazy._score, real, fake)
+    assert float(plain["gradient_penalty"]) == 0.0
+    torch.testing.assert_close(due["critic_loss"], plain["critic_loss"] + k * 0.5 * gp)
+    torch.testing.assert_close(due["gradient_penalty"], k * gp)
+    assert full["critic_loss"].requires_grad and float(full["gradient_penalty"].detach()) > 0
+    with pytest.raises(ConfigError, match="penalty_every"):
+        make_gan(penalty_every=0)
+
+
+def test_lazy_regularisation_resumes_in_rhythm(tmp_path):
+    x = ring(384)
+    kw = {"penalty": "r1", "gp_weight": 1.0, "penalty_every": 3, "ema": 0.9}
+    cfg = TrainConfig(epochs=4, batch_size=64, seed=3)  # 6 steps an epoch: K does not divide
+    full = make_gan(**kw)
+    fit(full, x, cfg, run_dir=tmp_path / "a")
+    part = make_gan(**kw)
+    fit(part, x, TrainConfig(**{**cfg.to_dict(), "epochs": 1}), run_dir=tmp_path / "b")
+    resumed = make_gan(seed=9, **kw)
+    fit(resumed, x, cfg, run_dir=tmp_path / "b", resume=True)
+    assert states_equal(full, resumed)
+
+
+def test_conv_networks_keep_channels_last_weights_and_give_the_nchw_result():
+    """The conv pair runs on channels-last tensors (faster on CPU); the result must not depend
+    on the layout: the same weights in the standard layout give the same samples and scores."""
+    with seeded(0):
+        m = GAN(64, 4, net={"kind": "conv", "hidden": [8, 16]}, image_shape=(8, 8))
+    convs = [p for p in m.parameters() if p.ndim == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    z = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
+    x = m.generator_net(z)
+    score = m.critic(x)
+    m.to(memory_format=torch.contiguous_format)
+    assert all(p.is_contiguous() for p in m.parameters())
+    torch.testing.assert_close(m.generator_net(z), x)
+    torch.testing.assert_close(m.critic(x), score)
+
+
 def test_the_generator_step_leaves_the_critic_alone():
     m = make_gan()
     cfg = TrainConfig(lr=1e-2)
@@ -571,6 +639,7 @@ def test_defaults_follow_the_kind_of_data_and_are_recorded_in_config_json(tmp_pa
     assert (points.settings.latent, images.settings.latent) == (8, 64)
     assert images.settings.critic_activation == "leaky_relu_0.2"
     assert images.settings.gp_weight == RECOMMENDED_IMAGES["model"]["gp_weight"]
+    assert (points.settings.penalty_every, images.settings.penalty_every) == (1, 4)
     assert points.train.epochs == RECOMMENDED["train"]["epochs"]
     assert images.train.to_dict()["lr"] == RECOMMENDED_IMAGES["train"]["lr"]
     # a setting given by the user is kept
@@ -587,6 +656,7 @@ def test_defaults_follow_the_kind_of_data_and_are_recorded_in_config_json(tmp_pa
     assert config["net"] == {"kind": "conv", "hidden": [8, 16], "activation": "relu"}
     assert config["critic_net"]["activation"] == "leaky_relu_0.2"
     assert config["latent"] == 64 and config["output"] == "sigmoid"
+    assert config["penalty_every"] == RECOMMENDED_IMAGES["model"]["penalty_every"]
 
 
 def test_a_conv_gan_trains_and_samples_digits_through_the_command_line(tmp_path):

@@ -137,6 +137,32 @@ def test_nan_in_training_stops_cleanly_naming_term_epoch_step(tmp_path):
     assert [r["epoch"] for r in read_metrics(tmp_path)] == [1]
 
 
+class Unchecked(Exploding):
+    """A model with its own training step that forgets to check its terms (the contract asks
+    it to): the end of the epoch still refuses to record or checkpoint a non-finite sum."""
+
+    def training_step(self, x, optimizers, cfg, *, generator=None, epoch=0.0, shard=None):
+        terms = self.loss(x)
+        (opt,) = optimizers.values()
+        opt.zero_grad(set_to_none=True)
+        terms["reconstruction"].backward()  # the weights stay finite; a reported term does not
+        opt.step()
+        return {k: v.detach() for k, v in terms.items()}
+
+
+def test_a_non_finite_term_a_training_step_let_through_stops_at_the_end_of_its_epoch(tmp_path):
+    model = Unchecked(bad_step=7)  # epoch 2
+    with pytest.raises(TrainingError, match=r"the loss term became non-finite in epoch 2") as e:
+        fit(model, data(n=40), TrainConfig(epochs=5, batch_size=10), run_dir=tmp_path)
+    assert "last good checkpoint: epoch 1" in str(e.value)
+    assert [r["epoch"] for r in read_metrics(tmp_path)] == [1]
+    good = Unchecked(bad_step=-1)
+    info, _ = load_checkpoint(
+        tmp_path / CHECKPOINT, good, good.configure_optimizers(TrainConfig()), torch.Generator()
+    )
+    assert info["epoch"] == 1
+
+
 def test_resume_without_checkpoint_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match=r"cannot resume: no checkpoint\.safetensors"):
         fit(make_ae(), data(), TrainConfig(epochs=1, batch_size=32), run_dir=tmp_path, resume=True)

@@ -281,16 +281,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from pushforward.report import run_demo
 
     start = time.perf_counter()
-    path = run_demo(args.out, quick=args.quick, seed=args.seed, progress=_say)
+    # a bar with an ETA for each training run of the gallery on a terminal; nothing otherwise
+    path = run_demo(
+        args.out, quick=args.quick, seed=args.seed, progress=_say,
+        bars=lambda label: BarProgress(label, lines=False),
+    )  # fmt: skip
     _say(f"wrote {path} and its figures in {time.perf_counter() - start:.0f} s")
     return 0
 
 
 class BarProgress:
-    """Training progress on stderr: a tqdm bar with the live loss on a tty, else a few lines."""
+    """Training progress on stderr: a tqdm bar with the live loss and an ETA on a tty, else
+    (with ``lines``) a line every tenth of the epochs, or (without) nothing. ``label`` names
+    the run in the bar."""
 
-    def __init__(self) -> None:
+    def __init__(self, label: str | None = None, *, lines: bool = True) -> None:
         self.bar = None
+        self.label, self.lines = label, lines
         self.tty = sys.stderr.isatty()
 
     def start(self, epochs: int, steps_per_epoch: int, first_epoch: int) -> None:
@@ -299,7 +306,10 @@ class BarProgress:
             from tqdm import tqdm
 
             total = (epochs - first_epoch + 1) * steps_per_epoch
-            self.bar = tqdm(total=total, unit="step", dynamic_ncols=True, mininterval=0.2)
+            self.bar = tqdm(
+                total=total, unit="step", dynamic_ncols=True, mininterval=0.2, desc=self.label,
+                leave=self.label is None,
+            )  # fmt: skip
             self._last = 0.0
 
     def step(self, loss) -> None:
@@ -312,7 +322,10 @@ class BarProgress:
 
     def epoch(self, record: dict) -> None:
         if self.bar is not None:
-            self.bar.set_description(f"epoch {record['epoch']}/{self.epochs}")
+            where = f"epoch {record['epoch']}/{self.epochs}"
+            self.bar.set_description(f"{self.label}: {where}" if self.label else where)
+        elif not self.lines:
+            return
         elif record["epoch"] % self.every == 0 or record["epoch"] == self.epochs:
             terms = "  ".join(
                 f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"

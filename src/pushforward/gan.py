@@ -218,6 +218,7 @@ RECOMMENDED_IMAGES: dict[str, dict[str, Any]] = {
         "loss": "nonsaturating",
         "penalty": "r1",
         "gp_weight": 1.0,
+        "penalty_every": 4,
         "critic_activation": "leaky_relu_0.2",
         "ema": 0.999,
     },
@@ -318,6 +319,9 @@ class GAN(Trainable):
         critic_net: the critic's NetConfig (built as an encoder); default the same as ``net``.
         critic_steps: critic updates per generator update, ≥ 1.
         gp_weight: λ of the gradient penalty; default 10 for ``wgan-gp``, 0 (off) otherwise.
+        penalty_every: K ≥ 1: the penalty is taken on every K-th critic step only, weighted K×
+            (lazy regularisation, Karras et al. 2020's StyleGAN2), so that its expected weight
+            per step stays λ while the critic's double backward runs K times less often.
         pack: m, the number of samples the critic judges at once (PacGAN); 1 is no packing.
         critic_lr: the critic's learning rate; default the training config's ``lr``.
         output: the generator's last nonlinearity, ``linear`` or ``sigmoid`` (values in [0, 1]);
@@ -354,6 +358,7 @@ class GAN(Trainable):
         critic_steps: int = 1,
         gp_weight: float | None = None,
         penalty: str = "gp",
+        penalty_every: int = 1,
         pack: int = 1,
         critic_lr: float | None = None,
         ema: float = 0.0,
@@ -371,6 +376,7 @@ class GAN(Trainable):
         out_act = ACTIVATIONS[lookup(OUTPUTS, output, what="generator output")]
         critic_steps = check_int(critic_steps, "critic_steps", minimum=1, maximum=MAX_STEPS)
         pack = check_int(pack, "pack", minimum=1, maximum=MAX_PACK)
+        penalty_every = check_int(penalty_every, "penalty_every", minimum=1, maximum=MAX_STEPS)
         self.penalty_fn = lookup(PENALTIES, penalty, what="gradient penalty")
         if gp_weight is None:
             gp_weight = self.objective.default_gp_weight
@@ -396,7 +402,7 @@ class GAN(Trainable):
             )
         self.dim, self.latent, self.noise, self.loss_name = dim, latent, noise, loss
         self.critic_steps, self.gp_weight, self.pack = critic_steps, gp_weight, pack
-        self.penalty = penalty
+        self.penalty, self.penalty_every = penalty, penalty_every
         self.critic_lr, self.ema, self.output = critic_lr, float(ema), output
         if standardize is None:
             standardize = output == "linear" and self.image_shape is None
@@ -427,6 +433,7 @@ class GAN(Trainable):
             "critic_steps": self.critic_steps,
             "gp_weight": self.gp_weight,
             "penalty": self.penalty,
+            "penalty_every": self.penalty_every,
             "pack": self.pack,
             "critic_lr": self.critic_lr,
             "ema": self.ema,
@@ -621,12 +628,22 @@ class GAN(Trainable):
         fake: Tensor,
         generator: torch.Generator | None,
         shard: Shard | None = None,
+        *,
+        lazy: float | None = 1.0,
     ) -> dict[str, Tensor]:
+        """Return the critic's loss with the penalty weighted ``lazy``·λ, or, with ``lazy``
+        None, without the penalty (a step that lazy regularisation skips). 'gradient_penalty'
+        is then the penalty × ``lazy`` (0 on skipped steps), so that its mean over the steps
+        of an epoch estimates the penalty's mean."""
         loss = self.objective.critic(self._score(real), self._score(fake))
         terms = {"critic_loss": loss}
         if self.gp_weight > 0:
+            if lazy is None:
+                return {"critic_loss": loss, "gradient_penalty": torch.zeros_like(loss.detach())}
             gp = self.penalty_fn(self._score, real, fake, generator=generator, shard=shard)
-            terms = {"critic_loss": loss + self.gp_weight * gp, "gradient_penalty": gp}
+            terms = {"critic_loss": loss + lazy * self.gp_weight * gp, "gradient_penalty": gp}
+            if lazy != 1.0:
+                terms["gradient_penalty"] = lazy * gp.detach()
         return terms
 
     def loss(
@@ -678,11 +695,15 @@ class GAN(Trainable):
             )
         weight = shard.weight if shard is not None else 1.0
         sums: dict[str, Tensor] = {}
-        for _ in range(self.critic_steps):
+        for i in range(self.critic_steps):
             real = self._packs(x, generator)
             with torch.no_grad():
                 fake = self._fakes(real.shape[0], generator, x.device, shard)
-            terms = self._critic_terms(real, fake, generator, shard)
+            # lazy regularisation: the penalty on every K-th critic step (counted from the
+            # generator steps in the checkpoint, so that a resumed run keeps the rhythm)
+            k = self.penalty_every
+            due = (int(self.ema_updates) * self.critic_steps + i) % k == 0
+            terms = self._critic_terms(real, fake, generator, shard, lazy=float(k) if due else None)
             optimizers["critic"].zero_grad(set_to_none=True)
             (terms["critic_loss"] * weight).backward()
             average_gradients_(self.critic.parameters())
@@ -767,6 +788,11 @@ class GANConfig(NetSettings):
         "r1", "gp (Gulrajani, at interpolates) or r1 (at the data)", choices=PENALTIES,
         what="gradient penalty",
     )  # fmt: skip
+    penalty_every: int | None = setting(
+        None, "take the penalty on every K-th critic step, weighted K× (lazy, as StyleGAN2; "
+        f"default 1 on points, {RECOMMENDED_IMAGES['model']['penalty_every']} on images)",
+        minimum=1, maximum=MAX_STEPS,
+    )  # fmt: skip
     ema: float = setting(
         0.999, "EMA decay of the generator's weights (0 = off)", minimum=0, below=1
     )
@@ -798,6 +824,7 @@ class GANConfig(NetSettings):
             "latent": rec["latent"],
             "critic_activation": critic or self.activation,
             "gp_weight": rec["gp_weight"],
+            "penalty_every": rec.get("penalty_every", 1),
             "jacobian_truncation": truncation,
         }
 
@@ -810,6 +837,7 @@ class GANConfig(NetSettings):
             ds.dim, cfg.latent, noise=cfg.noise, loss=cfg.loss, net=net,
             critic_net={**net, "hidden": hidden, "activation": activation},
             critic_steps=cfg.critic_steps, gp_weight=cfg.gp_weight, penalty=cfg.penalty,
+            penalty_every=cfg.penalty_every,
             pack=cfg.pack, critic_lr=cfg.critic_lr, ema=cfg.ema, image_shape=ds.image_shape,
             jacobian_truncation=cfg.jacobian_truncation,
         )  # fmt: skip

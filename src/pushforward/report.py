@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from matplotlib.figure import Figure
@@ -28,7 +28,10 @@ from pushforward.discrete import two_dice_sum
 from pushforward.explore import explorer_page
 from pushforward.measures import EXAMPLES
 from pushforward.metrics import ks_critical_value, ks_distance
-from pushforward.reporters import SampleSnapshots
+from pushforward.reporters import Reporters, SampleSnapshots
+
+if TYPE_CHECKING:
+    from pushforward.train import Progress as TrainingProgress
 
 __all__ = ["Report", "Section", "run_demo"]
 
@@ -54,6 +57,17 @@ class Report:
     folder: Path
     title: str = "pushforward: the lecture's gallery"
     sections: list[Section] = field(default_factory=list)
+    bars: Callable[[str], TrainingProgress] | None = None
+    """Makes the progress reporter (the CLI's bar) of one training run from its label."""
+
+    def training(self, label: str, *also: TrainingProgress | None) -> TrainingProgress | None:
+        """Return what one training run of the gallery reports to: a bar labelled ``label``
+        (when :attr:`bars` is set) and the reporters ``also`` (None entries skipped)."""
+        bar = self.bars(label) if self.bars is not None else None
+        reporters = [r for r in (bar, *also) if r is not None]
+        if not reporters:
+            return None
+        return reporters[0] if len(reporters) == 1 else Reporters(*reporters)
 
     def figure(self, section: Section, fig: Figure, name: str, caption: str) -> None:
         """Save ``fig`` as ``figures/NAME.png`` and show it in ``section`` with a caption."""
@@ -133,7 +147,6 @@ font-size:.8em}nav ol{columns:2}figure.explorer{max-width:none;margin-top:1em}
 figure.explorer iframe{width:100%;border:1px solid #ddd}
 """
 
-Progress = Callable[[str], None]
 _NUMERIC = re.compile(r"^[−+-]?[\d,.]+( ± [\d.]+)?( / [\d,]+)?$")
 
 
@@ -221,7 +234,8 @@ def _encoders_section(report: Report, quick: bool, seed: int) -> Section:
         pca_err.append(pca.reconstruction_error(test.x) / test.n)
         with seeded(seed):
             ae = Autoencoder(ds.dim, k, loss="l2", net={"hidden": [256, 128]})
-        fit(ae, train.x, TrainConfig(epochs=epochs, batch_size=64, seed=seed))
+        fit(ae, train.x, TrainConfig(epochs=epochs, batch_size=64, seed=seed),
+            progress=report.training(f"autoencoder k = {k}"))  # fmt: skip
         ae_err.append(ae.reconstruction_error(test.x))
         ae_models[k] = ae
     fig = plots.error_vs_k(
@@ -288,7 +302,8 @@ def _vae_digits_section(
         with seeded(seed):
             vae = VAE(ds.dim, 2, loss="bce", net={"hidden": [512], "activation": "silu"},
                       image_shape=ds.image_shape)  # fmt: skip
-        fit(vae, train.x, TrainConfig(epochs=epochs, batch_size=64, lr=3e-3, seed=seed))
+        fit(vae, train.x, TrainConfig(epochs=epochs, batch_size=64, lr=3e-3, seed=seed),
+            progress=report.training(f"VAE on {label}"))  # fmt: skip
         from pushforward.runs import codes, manifold
 
         fig = plots.scatter_2d(codes(vae, test.x), labels=test.labels, size=4.0,
@@ -357,7 +372,8 @@ def _gan_digits_section(
         gan = GANConfig(hidden=GALLERY_GAN["hidden"]).build(train)
     settings = RECOMMENDED_IMAGES["train"]
     start = time.perf_counter()
-    history = fit(gan, train.x, TrainConfig(**{**settings, "epochs": epochs, "seed": seed}))
+    history = fit(gan, train.x, TrainConfig(**{**settings, "epochs": epochs, "seed": seed}),
+                  progress=report.training("GAN on digits"))  # fmt: skip
     seconds = time.perf_counter() - start
     sec = Section(
         "The GAN on digits",
@@ -449,7 +465,7 @@ def _mixtures_section(report: Report, quick: bool, seed: int, trained: dict[str,
             vae,
             ds.x,
             TrainConfig(epochs=epochs, batch_size=128, lr=2e-3, seed=seed),
-            progress=snaps,
+            progress=report.training(f"VAE on {name}", snaps),
         )
         trained[name] = ds, vae
         frames = _mixture_frames(name, ds, snaps)
@@ -500,7 +516,7 @@ def _gan_section(report: Report, quick: bool, seed: int, trained: dict[str, Any]
             gan = GAN(2, **RECOMMENDED["model"])
         snaps = SampleSnapshots(gan, 1000, every=max(1, epochs // 20), seed=seed)
         cfg = TrainConfig(**{**settings, "epochs": epochs, "seed": seed})
-        history = fit(gan, ds.x, cfg, progress=snaps)
+        history = fit(gan, ds.x, cfg, progress=report.training(f"GAN on {name}", snaps))
         frames = _mixture_frames(name, ds, snaps)
         report.animation(sec, plots.gif_bytes(frames), f"gan_train_{name}", f"{name}: training")
         fig = plots.gan_curves(history, title=f"{name}: the GAN's losses and gradient norms")
@@ -584,7 +600,7 @@ def _flow_section(report: Report, quick: bool, seed: int, trained: dict[str, Any
             flow = Flow(2, **RECOMMENDED["model"])
         snaps = SampleSnapshots(flow, 1000, every=max(1, epochs // 20), seed=seed)
         fit(flow, ds.x, TrainConfig(**{**settings, "epochs": epochs, "seed": seed}),
-            progress=snaps)  # fmt: skip
+            progress=report.training(f"flow on {name}", snaps))  # fmt: skip
         frames = _mixture_frames(name, ds, snaps)
         report.animation(sec, plots.gif_bytes(frames), f"flow_train_{name}", f"{name}: training")
         side = 100 if quick else 200
@@ -609,7 +625,8 @@ def _flow_section(report: Report, quick: bool, seed: int, trained: dict[str, Any
     digit_epochs = 10 if quick else 40
     with seeded(seed):
         flow = Flow(64, transform="maf", layers=5, hidden=[256], image_shape=(8, 8))
-    fit(flow, train.x, TrainConfig(epochs=digit_epochs, batch_size=128, lr=1e-3, seed=seed))
+    fit(flow, train.x, TrainConfig(epochs=digit_epochs, batch_size=128, lr=1e-3, seed=seed),
+        progress=report.training("MAF on 8×8 digits"))  # fmt: skip
     r = flow.evaluate(test.x, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         images = flow.sample(64, generator=torch.Generator().manual_seed(seed))
@@ -647,7 +664,8 @@ def _fm_section(report: Report, quick: bool, seed: int, trained: dict[str, Any])
         ds, _ = trained[name]
         with seeded(seed):
             model = FlowMatching(2, **RECOMMENDED["model"])
-        fit(model, ds.x, TrainConfig(**{**settings, "epochs": epochs, "seed": seed}))
+        fit(model, ds.x, TrainConfig(**{**settings, "epochs": epochs, "seed": seed}),
+            progress=report.training(f"flow matching on {name}"))  # fmt: skip
         trained[f"fm_{name}"] = model
         extent = _extent(ds)
         steps = torch.linspace(0, 1, 21 if quick else 41)
@@ -705,7 +723,8 @@ def run_demo(
     *,
     quick: bool = False,
     seed: int = 0,
-    progress: Progress | None = None,
+    progress: Callable[[str], None] | None = None,
+    bars: Callable[[str], TrainingProgress] | None = None,
 ) -> Path:
     """Regenerate the lecture's figures from built-in data into ``out``; return the report path.
 
@@ -713,7 +732,7 @@ def run_demo(
     when its files are found (see :func:`pushforward.datasets.find_mnist_folder`).
     """
     folder = Path(out)
-    report = Report(folder)
+    report = Report(folder, bars=bars)
     say = progress or (lambda msg: log.info(msg))
     n = 20_000 if quick else 100_000
     mnist_dir = datasets.find_mnist_folder()

@@ -636,13 +636,42 @@ def _restore(run: _Run) -> _Resume:
     return start
 
 
+class _Sums:
+    """The epoch's running sums of each step's terms × its rows, kept as one vector over the
+    terms' names so that a step adds them in one operation; :meth:`as_dict` gives them by name.
+
+    The vector starts from the sums a mid-epoch checkpoint carried, so that a resumed epoch adds
+    in the same order, and to the same bits, as an uninterrupted one."""
+
+    def __init__(self, start: Mapping[str, Tensor] | None = None):
+        self.done: dict[str, Tensor] = dict(start or {})  # sums not (or no longer) in the vector
+        self.keys: tuple[str, ...] = ()
+        self.vector: Tensor | None = None
+
+    def add(self, terms: Mapping[str, Tensor], rows: int) -> None:
+        keys = tuple(terms)
+        values = torch.stack([v.reshape(()) for v in terms.values()])
+        if keys != self.keys or self.vector is None:  # the first step, or other terms
+            self.done = self.as_dict()
+            zero = torch.zeros((), dtype=values.dtype, device=values.device)
+            self.vector = torch.stack([self.done.pop(k, zero).to(values) for k in keys])
+            self.keys = keys
+        self.vector.add_(values, alpha=rows)
+
+    def as_dict(self) -> dict[str, Tensor]:
+        out = dict(self.done)
+        if self.vector is not None:
+            out.update(zip(self.keys, self.vector.unbind(), strict=True))
+        return out
+
+
 def _epoch(run: _Run, epoch: int, mid_epoch: _Resume | None, stop: _StopRequest) -> None:
     """Run the steps of ``epoch`` (those after a mid-epoch checkpoint's, when given), then record
     the epoch."""
     run.model.train()
     start = time.perf_counter()
     start_state, order = _shuffle(run, mid_epoch)
-    sums = dict(mid_epoch.sums) if mid_epoch is not None else {}
+    sums = _Sums(mid_epoch.sums if mid_epoch is not None else None)
     first_step = mid_epoch.step if mid_epoch is not None else 0
     rows = min(run.n, first_step * run.batch)
     if run.noise is not run.generator:  # each process's own noise, reseeded every epoch
@@ -651,8 +680,8 @@ def _epoch(run: _Run, epoch: int, mid_epoch: _Resume | None, stop: _StopRequest)
         counted = _step(run, epoch, step, order[step * run.batch : (step + 1) * run.batch], sums)
         rows += counted
         if counted and distributed.any_true(stop.signal is not None):
-            _stop(run, epoch, step, start_state, sums, stop)
-    _end_of_epoch(run, epoch, sums, rows, time.perf_counter() - start, start_state)
+            _stop(run, epoch, step, start_state, sums.as_dict(), stop)
+    _end_of_epoch(run, epoch, sums.as_dict(), rows, time.perf_counter() - start, start_state)
 
 
 def _shuffle(run: _Run, mid_epoch: _Resume | None) -> tuple[Tensor, Tensor]:
@@ -669,13 +698,14 @@ def _shuffle(run: _Run, mid_epoch: _Resume | None) -> tuple[Tensor, Tensor]:
     return mid_epoch.epoch_start_state, order
 
 
-def _step(run: _Run, epoch: int, step: int, idx: Tensor, sums: dict[str, Tensor]) -> int:
+def _step(run: _Run, epoch: int, step: int, idx: Tensor, sums: _Sums) -> int:
     """Take one optimisation step on the rows ``idx`` (B,) of the data (this process's share of
     them under torchrun), add its terms × its rows to ``sums``, and return the rows counted (0
     for a last batch too small to share out, which is skipped).
 
     A non-finite term stops training with a :class:`TrainingError` saying when and where the
-    last good checkpoint is.
+    last good checkpoint is: ``training_step`` checks its terms (:func:`check_finite`) before it
+    updates the weights, once a step; the epoch's sums are checked again at its end.
     """
     rows = idx.numel()
     extra: dict[str, Shard] = {}  # the shard, passed to training_step under torchrun only
@@ -693,15 +723,13 @@ def _step(run: _Run, epoch: int, step: int, idx: Tensor, sums: dict[str, Tensor]
             terms = run.model.training_step(
                 xb, run.optimizers, run.cfg, generator=run.noise, epoch=elapsed_epochs, **extra
             )
-        check_finite(terms)
     except TrainingError as e:
         where = f"'{run.folder / CHECKPOINT}'" if run.folder is not None else "no run folder"
         raise TrainingError(
             f"{e} at epoch {epoch}, step {step + 1}; training stopped "
             f"(last good checkpoint: {run.last_good}, {where})"
         ) from None
-    for k, v in terms.items():
-        sums[k] = sums.get(k, 0.0) + v * xb.shape[0]
+    sums.add(terms, xb.shape[0])
     if run.progress is not None:
         run.progress.step(terms["loss"])
     return rows
@@ -744,6 +772,12 @@ def _end_of_epoch(
         total = distributed.all_reduce_(torch.stack([sums[k] for k in keys]))
         sums = dict(zip(keys, total, strict=True))
     record.update({k: float(v) / rows for k, v in sums.items()})
+    bad = [k for k in sums if not math.isfinite(record[k])]
+    if bad:  # a training_step that let a non-finite term through: stop before the checkpoint
+        raise TrainingError(
+            f"the {bad[0]} term became non-finite in epoch {epoch}; training stopped "
+            f"(last good checkpoint: {run.last_good})"
+        )
     record["seconds"] = elapsed
     record["samples_per_s"] = rows / elapsed if elapsed > 0 else float("inf")
     run.model.eval()
