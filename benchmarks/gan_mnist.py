@@ -43,14 +43,20 @@ def _value(text: str):
 
 
 def run(
-    model_name: str, seed: int, budget: float, overrides: dict, samples: int, marks: list[float]
+    model_name: str,
+    seed: int,
+    budget: float,
+    overrides: dict,
+    samples: int,
+    marks: list[float],
+    train_overrides: dict | None = None,
 ) -> dict:
     spec = MODELS[model_name]
     full = datasets.load_data("mnist")
     train, test = datasets.train_test_split(full, 8000)
     settings = spec.config(**overrides).resolve("images")
     train_cfg = TrainConfig.from_dict(
-        {**spec.train_defaults_for("images"), "epochs": 1, "seed": seed}
+        {**spec.train_defaults_for("images"), **(train_overrides or {}), "epochs": 1, "seed": seed}
     )
     with seeded(seed):
         model = settings.build(train)
@@ -119,17 +125,24 @@ def main() -> None:
         help="CPU seconds of training at which to print the distance so far as well",
     )  # fmt: skip
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--train", action="append", default=[], metavar="KEY=VALUE",
+        help="a training setting, e.g. batch_size=64 (the learning rate schedule must be "
+        "constant: training goes one epoch at a time)",
+    )  # fmt: skip
     args = parser.parse_args()
     overrides = {k: _value(v) for k, v in (s.split("=", 1) for s in args.set)}
+    train_overrides = {k: _value(v) for k, v in (s.split("=", 1) for s in args.train)}
     results = []
     for seed in args.seeds:
-        r = run(args.model, seed, args.budget, overrides, args.samples, args.marks)
+        r = run(args.model, seed, args.budget, overrides, args.samples, args.marks, train_overrides)
         print(json.dumps(r), flush=True)
         results.append(r)
     fd = [r["frechet_distance"] for r in results]
     se = statistics.stdev(fd) / math.sqrt(len(fd)) if len(fd) > 1 else float("nan")
     floor = statistics.mean(r["frechet_floor"] for r in results)
-    print(f"{args.model} {overrides}: Fréchet distance {statistics.mean(fd):.2f} ± {se:.2f} "
+    print(f"{args.model} {overrides} {train_overrides}:")
+    print(f"Fréchet distance {statistics.mean(fd):.2f} ± {se:.2f} "
           f"(floor {floor:.2f}, ratio {statistics.mean(fd) / floor:.2f}) over seeds {args.seeds}, "
           f"epochs {[r['epochs'] for r in results]}, feature accuracy "
           f"{results[0]['feature_accuracy']:.4f}")  # fmt: skip

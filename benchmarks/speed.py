@@ -4,18 +4,24 @@ Produces the "Training speed" section of BENCHMARKS.md:
 
     .venv/bin/python benchmarks/speed.py            # about 5 minutes on 2 cores
     .venv/bin/python benchmarks/speed.py --pythae   # also Pythae, installed in its own venv
+    .venv/bin/python benchmarks/speed.py --all      # also the GAN, the demo and `make test`
 
 All on the shared MNIST protocol (first 8,000 digits, pixels in [0, 1], BCE, batch 128, Adam 1e-3,
-2 threads), measured in one run, alternating A/B epoch by epoch, median of several epochs after a
-warm-up:
+2 threads), measured in one run: rounds of a few epochs of each loop, the loops alternating
+within a round, medians over rounds after a warm-up round:
 
 1. classic: the pytorch/examples VAE loop (a shuffling DataLoader, zero_grad(), plain Adam);
-2. pushforward on the classic architecture (784–400–20) and on Pythae's (784–512–20), through
-   :func:`pushforward.train.fit`, the loop behind ``pushforward fit``;
-3. (with --pythae) Pythae's VAE with its default MLP through its TrainingPipeline, in a separate
+2. the bare loop with every lever of the lever table (below), with and without bfloat16;
+3. pushforward on the classic architecture (784–400–20) and on Pythae's (784–512–20), through
+   :func:`pushforward.train.fit`, the loop behind ``pushforward fit``, timed as a user calls it
+   (one call a round, its set-up included);
+4. (with --pythae) Pythae's VAE with its default MLP through its TrainingPipeline, in a separate
    virtual environment the script creates under benchmarks/.pythae-venv.
 
-Then the float32 matrix-multiply rate and the ceiling it implies; a bare loop that starts as the
+Then every ratio of the speed targets, each the median of the per-round ratios (with --gan,
+--demo, --tests also the mixture GAN's time to quality, the gallery's and the tests' seconds);
+
+the float32 matrix-multiply rate and the ceiling it implies; a bare loop that starts as the
 classic one and adds pushforward's levers one at a time (what each gives); the test ELBO in both
 precisions; cost against dataset size and batch size, full-batch training on 2-D data, and
 sampling throughput.
@@ -72,37 +78,67 @@ def classic_epoch(model, optimizer, loader) -> float:
     return time.perf_counter() - start
 
 
-def pushforward_epoch(model, x, batch: int, seed: int, precision: str = "float32") -> float:
+def pushforward_fit(
+    model, x, batch: int, seed: int, precision: str = "float32", epochs: int = 1
+) -> float:
+    """Seconds of one ``fit`` call of ``epochs`` epochs (set-up included)."""
     start = time.perf_counter()
-    cfg = TrainConfig(epochs=1, batch_size=batch, lr=1e-3, seed=seed, precision=precision)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch, lr=1e-3, seed=seed, precision=precision)
     fit(model, x, cfg)
     return time.perf_counter() - start
 
 
-def compare(x: torch.Tensor, epochs: int) -> dict[str, float]:
-    """Samples/s of the classic loop and of pushforward (float32, and ``auto`` precision, the
-    default of ``pushforward fit vae``) on both architectures, alternating epoch by epoch."""
+FIT_LOOPS = {  # name: (hidden width, precision) of a `pushforward fit vae` run
+    "pushforward 784-400-20, float32": (400, "float32"),
+    "pushforward 784-400-20, auto": (400, "auto"),
+    "pushforward 784-512-20, float32": (512, "float32"),
+    "pushforward 784-512-20, auto": (512, "auto"),
+}
+BARE_AUTO, BARE_FLOAT32 = "bare loop, every lever (auto)", "bare loop, every lever (float32)"
+
+
+def compare(x: torch.Tensor, epochs: int, rounds: int) -> dict[str, list[float]]:
+    """Samples/s of each loop in each of ``rounds`` rounds (after a warm-up round), the loops
+    alternating within a round, each training ``epochs`` epochs a round: the classic loop, the
+    bare loop with every lever of LEVERS (with and without bfloat16), and ``fit`` on both
+    architectures in both precisions. ``fit`` is timed as a user calls it (one call of
+    ``epochs`` epochs, its set-up included); it continues the same weights every round."""
     from torch.utils.data import DataLoader, TensorDataset
 
     torch.manual_seed(0)
     classic = ClassicVAE()
     opt = torch.optim.Adam(classic.parameters(), lr=1e-3)
     loader = DataLoader(TensorDataset(x), batch_size=128, shuffle=True)
-    runs = {}
-    for hidden in (400, 512):
-        for precision in ("float32", "auto"):
-            with seeded(0):
-                model = VAE(784, 20, loss="bce", net={"hidden": [hidden]})
-            runs[f"pushforward 784-{hidden}-20, {precision}"] = (model, precision)
-    times: dict[str, list[float]] = {"classic": [], **{k: [] for k in runs}}
-    for epoch in range(epochs + 1):  # epoch 0 is the warm-up
-        t = {"classic": classic_epoch(classic, opt, loader)}
-        for name, (model, precision) in runs.items():
-            t[name] = pushforward_epoch(model, x, 128, epoch, precision)
-        if epoch:
+    g = torch.Generator().manual_seed(0)
+    bare = {}
+    # the bare loop in 'auto' precision takes bfloat16 only where fit's 'auto' does (a CPU with
+    # native bfloat16 matrix products); elsewhere both run float32
+    native = autocast_dtype("auto", torch.device("cpu")) is not None
+    top = len(LEVERS) - (1 if native else 2)
+    for name, level in ((BARE_AUTO, top), (BARE_FLOAT32, len(LEVERS) - 2)):
+        torch.manual_seed(0)
+        model = _LeverVAE(fused_head=True)
+        bare[name] = (level, model, torch.optim.Adam(model.parameters(), lr=1e-3, fused=True))
+    fits = {}
+    for name, (hidden, precision) in FIT_LOOPS.items():
+        with seeded(0):
+            fits[name] = (VAE(784, 20, loss="bce", net={"hidden": [hidden]}), precision)
+    rates: dict[str, list[float]] = {k: [] for k in ["classic", *bare, *fits]}
+    for r in range(rounds + 1):  # round 0 is the warm-up
+        t = {"classic": sum(classic_epoch(classic, opt, loader) for _ in range(epochs))}
+        for name, (level, model, optimizer) in bare.items():
+            t[name] = sum(lever_epoch(level, model, optimizer, x, loader, g) for _ in range(epochs))
+        for name, (model, precision) in fits.items():
+            t[name] = pushforward_fit(model, x, 128, r, precision, epochs)
+        if r:
             for k, v in t.items():
-                times[k].append(v)
-    return {k: x.shape[0] / statistics.median(v) for k, v in times.items()}
+                rates[k].append(epochs * x.shape[0] / v)
+    return rates
+
+
+def ratio(rates: dict[str, list[float]], a: str, b: str) -> float:
+    """The median over rounds of rate a / rate b, each round's pair measured minutes apart."""
+    return statistics.median(x / y for x, y in zip(rates[a], rates[b], strict=True))
 
 
 class _LeverVAE(torch.nn.Module):
@@ -180,13 +216,15 @@ def levers(x: torch.Tensor, epochs: int) -> list[tuple[str, float]]:
         opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True if level >= 5 else None)
         setups.append((model, opt))
     times: list[list[float]] = [[] for _ in LEVERS]
+    if autocast_dtype("auto", torch.device("cpu")) is None:  # bfloat16 emulated: not a lever here
+        setups, times = setups[:-1], times[:-1]
     for epoch in range(epochs + 1):  # epoch 0 is the warm-up
         for level, (model, opt) in enumerate(setups):
             t = lever_epoch(level, model, opt, x, loader, g)
             if epoch:
                 times[level].append(t)
     rates = [x.shape[0] / statistics.median(t) for t in times]
-    return list(zip(LEVERS, rates, strict=True))
+    return list(zip(LEVERS, rates, strict=False))
 
 
 def precision_quality(x: torch.Tensor, seeds: list[int], epochs: int = 10) -> dict[str, list]:
@@ -242,6 +280,38 @@ def pythae_rate(epochs: int) -> float | str:
     return f"Pythae run failed: {done.stderr.strip().splitlines()[-1:]}"
 
 
+def timed(command: list[str], cwd: Path | None = None) -> float:
+    """Wall seconds of a command, which must succeed (its output is discarded)."""
+    start = time.perf_counter()
+    subprocess.run(command, cwd=cwd, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def gan_time_to_quality() -> list[str]:
+    """Table rows: the recommended mixture GAN's high-quality share, modes and training seconds
+    per seed on ring8 and grid25 (2 seeds, one thread each, two at once), from gan_modes.py."""
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "modes.json"
+        subprocess.run([sys.executable, str(HERE / "gan_modes.py"), "--quick", "--no-vae",
+                        "--jobs", "2", "--out", str(out)], check=True,
+                       capture_output=True)  # fmt: skip
+        summary = json.loads(out.read_text())["summary"]
+    rows = []
+    for model, by_data in summary.items():
+        if "truncation off" in model:
+            continue
+        for name, e in by_data.items():
+            rows.append(
+                f"| GAN on {name}: HQ {100 * e['high_quality']['mean']:.1f}%, modes "
+                f"{e['modes']['min']}/{e['n_modes']} (fewest) | {e['seconds']['mean']:.0f} s of "
+                f"training | ≥ 98% HQ, every mode, ≤ 60 s |"
+            )
+    return rows
+
+
 def scaling(rows: list[int], batches: list[int]) -> tuple[list[tuple], list[tuple]]:
     g = torch.Generator().manual_seed(0)
     by_rows = []
@@ -249,15 +319,15 @@ def scaling(rows: list[int], batches: list[int]) -> tuple[list[tuple], list[tupl
         x = torch.rand(n, 784, generator=g)
         with seeded(0):
             m = VAE(784, 20, net={"hidden": [400]})
-        pushforward_epoch(m, x[: min(n, 2048)], 128, 0)  # warm-up
-        by_rows.append((n, pushforward_epoch(m, x, 128, 1)))
+        pushforward_fit(m, x[: min(n, 2048)], 128, 0)  # warm-up
+        by_rows.append((n, pushforward_fit(m, x, 128, 1)))
     x = torch.rand(8000, 784, generator=g)
     by_batch = []
     for b in batches:
         with seeded(0):
             m = VAE(784, 20, net={"hidden": [400]})
-        pushforward_epoch(m, x, b, 0)
-        by_batch.append((b, pushforward_epoch(m, x, b, 1)))
+        pushforward_fit(m, x, b, 0)
+        by_batch.append((b, pushforward_fit(m, x, b, 1)))
     return by_rows, by_batch
 
 
@@ -290,10 +360,22 @@ def sampling(n: int = 100_000) -> list[tuple]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=5, help="measured epochs per model")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs of each loop a round")
+    parser.add_argument("--rounds", type=int, default=5, help="measured rounds (medians)")
     parser.add_argument("--pythae", action="store_true", help="also measure Pythae")
     parser.add_argument("--quick", action="store_true", help="smaller scaling sweeps")
+    parser.add_argument(
+        "--gan", action="store_true",
+        help="also the mixture GAN's time to quality (benchmarks/gan_modes.py, 2 seeds)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--demo", action="store_true", help="also time `pushforward demo` and `demo --quick`"
+    )
+    parser.add_argument("--tests", action="store_true", help="also time `make test`")
+    parser.add_argument("--all", action="store_true", help="--pythae --gan --demo --tests")
     args = parser.parse_args(argv)
+    if args.all:
+        args.pythae = args.gan = args.demo = args.tests = True
     torch.set_num_threads(2)
     logging.getLogger("pushforward").setLevel(logging.ERROR)  # random data: collapse is expected
     folder = find_mnist_folder()
@@ -306,9 +388,10 @@ def main(argv: list[str] | None = None) -> int:
     x = everything[:8000]
     gflops = matmul_gflops()
     gflops_bf16 = matmul_gflops(dtype=torch.bfloat16)
-    rates = compare(x, args.epochs)
+    per_round = compare(x, args.epochs, args.rounds)
+    rates: dict[str, float | str] = {k: statistics.median(v) for k, v in per_round.items()}
     if args.pythae:
-        rates["Pythae (784-512-20)"] = pythae_rate(args.epochs)
+        rates["Pythae (784-512-20)"] = pythae_rate(5)
     print(f"float32 matrix multiply: {gflops:.0f} GFLOP/s (1024×1024, 2 threads)")
     print(f"bfloat16 matrix multiply: {gflops_bf16:.0f} GFLOP/s")
     auto = autocast_dtype("auto", torch.device("cpu"))
@@ -322,12 +405,43 @@ def main(argv: list[str] | None = None) -> int:
         hidden = 512 if "512" in name else 400  # the float32 ceiling, also for 'auto' rows
         three, exact = step_flops(hidden)
         ceiling = gflops * 1e9 / exact
-        ratio = rate / rates["classic"]
+        ratio = rate / float(rates["classic"])
         three_rate = gflops * 1e9 / three
         share = f"{rate / ceiling:.0%} of {ceiling:,.0f}/s ({exact / 1e6:.2f} MFLOP/sample"
         print(
             f"| {name} | {rate:,.0f} | {ratio:.2f} | {share}; {three_rate:,.0f}/s at 3× forward) |"
         )
+    print(f"\n{args.rounds} rounds of {args.epochs} epochs per loop, loops alternating; ratios")
+    print("are medians of the per-round ratios, against the targets of BENCHMARKS.md:\n")
+    print("| ratio | measured | target |\n|---|---|---|")
+    auto4, f32 = "pushforward 784-400-20, auto", "pushforward 784-400-20, float32"
+    auto5 = "pushforward 784-512-20, auto"
+    targets = [
+        ("fit vae (auto) × classic, 784-400-20", ratio(per_round, auto4, "classic"), "≥ 2.5"),
+        ("fit vae (float32) × classic, 784-400-20", ratio(per_round, f32, "classic"), "≥ 1.6"),
+        ("fit vae (auto) × bare loop (auto), 784-400-20", ratio(per_round, auto4, BARE_AUTO),
+         "≥ 0.9"),
+        ("fit vae (float32) × bare loop (float32)", ratio(per_round, f32, BARE_FLOAT32), "≥ 0.9"),
+    ]  # fmt: skip
+    pythae = rates.get("Pythae (784-512-20)")
+    if isinstance(pythae, float):
+        targets.append(("fit vae (auto) × Pythae, 784-512-20", rates[auto5] / pythae, "≥ 3"))
+    for name, value, target in targets:
+        print(f"| {name} | {value:.2f}× | {target} |")
+    if args.gan:
+        for line in gan_time_to_quality():
+            print(line)
+    if args.demo:
+        for quick, target in ((False, 180), (True, 45)):
+            demo = [sys.executable, "-m", "pushforward", "demo", "--out", str(HERE / ".speed-demo")]
+            seconds = timed(demo + (["--quick"] if quick else []))
+            print(
+                f"| pushforward demo{' --quick' if quick else ''} | {seconds:.0f} s | "
+                f"≤ {target} s |"
+            )
+    if args.tests:
+        seconds = timed(["make", "test"], cwd=HERE.parent)
+        print(f"| make test | {seconds:.0f} s | ≤ 240 s |")
     print("\n| bare loop, levers added one at a time | samples/s | × the row above |")
     print("|---|---|---|")
     previous = None

@@ -59,6 +59,8 @@ class Report:
     sections: list[Section] = field(default_factory=list)
     bars: Callable[[str], TrainingProgress] | None = None
     """Makes the progress reporter (the CLI's bar) of one training run from its label."""
+    timings: list[tuple[str, float]] = field(default_factory=list)
+    """(part, wall seconds) of each part of the gallery, shown in the page's footer."""
 
     def training(self, label: str, *also: TrainingProgress | None) -> TrainingProgress | None:
         """Return what one training run of the gallery reports to: a bar labelled ``label``
@@ -126,7 +128,12 @@ class Report:
                 )
             parts.append("</section>")
         stamp = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
-        parts.append(f"<footer>Made by pushforward on {stamp} UTC.</footer></body></html>")
+        took = ""
+        if self.timings:
+            total = sum(t for _, t in self.timings)
+            each = ", ".join(f"{html.escape(name)} {t:.0f} s" for name, t in self.timings)
+            took = f" It took {total:.0f} s: {each}."
+        parts.append(f"<footer>Made by pushforward on {stamp} UTC.{took}</footer></body></html>")
         return "\n".join(parts)
 
     def write(self, name: str = "report.html") -> Path:
@@ -754,5 +761,8 @@ def run_demo(
     ]
     for i, (name, step) in enumerate(steps, 1):
         say(f"[{i}/{len(steps)}] {name}")
+        start = time.perf_counter()
         report.sections.append(step())
+        report.timings.append((name, time.perf_counter() - start))
+    log.info("the gallery's parts took: %s", report.timings)
     return report.write()
