@@ -131,26 +131,27 @@ def image_grid(
     image_shape: tuple[int, int],
     *,
     ncols: int | None = None,
-    titles: Sequence[str] | None = None,
     title: str = "",
     scale: float = 0.6,
 ) -> Figure:
-    """Return a grid of grey images from rows (n, h·w) with values in [0, 1]."""
+    """Return a grid of grey images from rows (n, h·w) with values in [0, 1], drawn as one
+    picture: the images tiled with a one-pixel white gap (one axes and one ``imshow``, so that a
+    15×15 grid draws in milliseconds rather than seconds)."""
     imgs = _numpy(images).reshape(-1, *image_shape)
     n = imgs.shape[0]
     ncols = ncols or min(n, math.ceil(math.sqrt(n)))
     nrows = math.ceil(n / ncols)
+    h, w = image_shape
+    tiled = np.zeros((nrows * (h + 1) - 1, ncols * (w + 1) - 1), dtype=np.float32)
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        tiled[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = imgs[i]
     fig = Figure(figsize=(scale * ncols + 0.2, scale * nrows + (0.4 if title else 0.1)))
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.set_axis_off()
-        if i < n:
-            ax.imshow(imgs[i], cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
-            if titles is not None:
-                ax.set_title(titles[i], fontsize=6, pad=1)
+    ax = fig.add_axes((0.01, 0.01, 0.98, (0.9 if title else 0.99) - 0.01))
+    ax.set_axis_off()
+    ax.imshow(tiled, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest", aspect="auto")
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.9 if title else 0.99)
     return fig
 
 
@@ -286,6 +287,17 @@ def gif_bytes(figures: Sequence[Figure], *, duration_ms: int = 250, dpi: int = 8
     from PIL import Image
 
     frames = []
+    # every frame shows the same axes: lay out the first (constrained layout is most of a
+    # frame's cost) and give the others its positions
+    first = figures[0] if figures else None
+    if first is not None and first.get_layout_engine() is not None:
+        first.canvas.draw()
+        where = [ax.get_position() for ax in first.axes]
+        for fig in figures[1:]:
+            if len(fig.axes) == len(where):
+                fig.set_layout_engine("none")
+                for ax, box in zip(fig.axes, where, strict=True):
+                    ax.set_position(box)
     for fig in figures:
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=dpi)

@@ -233,8 +233,8 @@ def _encoders_section(report: Report, quick: bool, seed: int) -> Section:
         "and a large network it stores the training set (f(xᵢ) = 1/i, g(1/i) = xᵢ), so its "
         "training error goes to nearly zero while its held-out error stays large.",
     )
-    ks = [1, 2, 4, 8] if quick else [1, 2, 3, 4, 6, 8, 12, 16]
-    epochs = 20 if quick else 60
+    ks = [1, 2, 8] if quick else [1, 2, 3, 4, 6, 8, 12, 16]
+    epochs = 10 if quick else 60
     pca_err, ae_err, ae_models = [], [], {}
     for k in ks:
         pca = PCA(k).fit(train.x)
@@ -298,9 +298,9 @@ def _vae_digits_section(
         "floor in brackets). The explorer below decodes the pointer's z in the page, from the "
         "decoder's weights (<code>pushforward explore</code>).",
     )
-    sets = [("digits", "digits", 1500, 40 if quick else 150)]
+    sets = [("digits", "digits", 1500, 20 if quick else 150)]
     if mnist is not None:
-        sets.append(("MNIST", mnist, 8000, 5 if quick else 30))
+        sets.append(("MNIST", mnist, 8000, 3 if quick else 30))
     rows = []
     for label, spec, n_train, epochs in sets:
         ds = datasets.load_data(spec)
@@ -463,11 +463,12 @@ def _mixtures_section(report: Report, quick: bool, seed: int, trained: dict[str,
     )
     epochs = 20 if quick else 60
     for name in ("ring8", "grid25"):
-        ds = datasets.load_data(name, n=10_000, generator=torch.Generator().manual_seed(seed))
+        points = 2_500 if quick else 10_000  # the GAN, flow and fm sections train on these too
+        ds = datasets.load_data(name, n=points, generator=torch.Generator().manual_seed(seed))
         with seeded(seed):
             vae = VAE(2, 2, loss="gaussian", sigma=0.1, learn_sigma=True, kl_schedule="linear",
                       kl_warmup=5, net={"hidden": [256, 256], "activation": "silu"})  # fmt: skip
-        snaps = SampleSnapshots(vae, 1000, every=max(1, epochs // 20), seed=seed)
+        snaps = SampleSnapshots(vae, 1000, every=max(1, epochs // (8 if quick else 20)), seed=seed)
         fit(
             vae,
             ds.x,
@@ -481,7 +482,7 @@ def _mixtures_section(report: Report, quick: bool, seed: int, trained: dict[str,
         sec.pages.append((f"{name}: decode z live over the data; scrub g#μ over training",
                           page, 1100))  # fmt: skip
         report.animation(sec, plots.gif_bytes(frames), f"train_{name}", f"{name}: training")
-        side = 60 if quick else 100
+        side = 40 if quick else 100
         grid, limits = _grid(ds, side)
         gen = torch.Generator().manual_seed(seed)
         logp = vae.log_likelihood(grid, k=64 if quick else 256, generator=gen).log_px
@@ -521,7 +522,7 @@ def _gan_section(report: Report, quick: bool, seed: int, trained: dict[str, Any]
         ds, vae = trained[name]
         with seeded(seed):
             gan = GAN(2, **RECOMMENDED["model"])
-        snaps = SampleSnapshots(gan, 1000, every=max(1, epochs // 20), seed=seed)
+        snaps = SampleSnapshots(gan, 1000, every=max(1, epochs // (8 if quick else 20)), seed=seed)
         cfg = TrainConfig(**{**settings, "epochs": epochs, "seed": seed})
         history = fit(gan, ds.x, cfg, progress=report.training(f"GAN on {name}", snaps))
         frames = _mixture_frames(name, ds, snaps)
@@ -605,12 +606,12 @@ def _flow_section(report: Report, quick: bool, seed: int, trained: dict[str, Any
         ds, _ = trained[name]
         with seeded(seed):
             flow = Flow(2, **RECOMMENDED["model"])
-        snaps = SampleSnapshots(flow, 1000, every=max(1, epochs // 20), seed=seed)
+        snaps = SampleSnapshots(flow, 1000, every=max(1, epochs // (8 if quick else 20)), seed=seed)
         fit(flow, ds.x, TrainConfig(**{**settings, "epochs": epochs, "seed": seed}),
             progress=report.training(f"flow on {name}", snaps))  # fmt: skip
         frames = _mixture_frames(name, ds, snaps)
         report.animation(sec, plots.gif_bytes(frames), f"flow_train_{name}", f"{name}: training")
-        side = 100 if quick else 200
+        side = 60 if quick else 200
         grid, extent = _grid(ds, side)
         truth = ds.distribution
         with torch.no_grad():
@@ -671,11 +672,12 @@ def _fm_section(report: Report, quick: bool, seed: int, trained: dict[str, Any])
         ds, _ = trained[name]
         with seeded(seed):
             model = FlowMatching(2, **RECOMMENDED["model"])
-        fit(model, ds.x, TrainConfig(**{**settings, "epochs": epochs, "seed": seed}),
-            progress=report.training(f"flow matching on {name}"))  # fmt: skip
+        batch = settings["batch_size"] if settings["batch_size"] < ds.n else 0  # 0: full batch
+        cfg = TrainConfig(**{**settings, "epochs": epochs, "seed": seed, "batch_size": batch})
+        fit(model, ds.x, cfg, progress=report.training(f"flow matching on {name}"))
         trained[f"fm_{name}"] = model
         extent = _extent(ds)
-        steps = torch.linspace(0, 1, 21 if quick else 41)
+        steps = torch.linspace(0, 1, 9 if quick else 41)
         path = model.motion(1000, steps, generator=torch.Generator().manual_seed(seed))
         nfe = model.sampling_cost()["nfe"]
         frames = [plots.scatter_2d(ds.x[:2000], others=[(p, "particles")], size=1.5,
@@ -686,7 +688,7 @@ def _fm_section(report: Report, quick: bool, seed: int, trained: dict[str, Any])
         fig = plots.trajectories(path[:, :300], data=ds.x[:2000], ax_limits=extent,
                                  title=f"{name}: paths of the ODE")  # fmt: skip
         report.figure(sec, fig, f"fm_paths_{name}", f"{name}: 300 paths from μ to the data")
-        side = 50 if quick else 90
+        side = 32 if quick else 90
         grid, extent = _grid(ds, side)
         saved = model.sampling_settings()
         model.set_sampling(rtol=1e-3, atol=1e-3)  # pictures need no more; the table uses 1e-5
