@@ -282,3 +282,44 @@ def test_the_size_budget_must_be_an_integer(tmp_path, max_bytes):
     save_tensors(path, {})
     with pytest.raises(ConfigError, match=r"^max_bytes must be an integer >= 0"):
         check_tensor_header(path, {}, max_bytes=max_bytes)
+
+
+def test_a_resumed_fused_adam_steps_channels_last_weights_as_an_uninterrupted_one(tmp_path):
+    """Checkpoint files hold contiguous tensors; loaded as they are, the optimiser state of a
+    channels-last weight has other strides, and fused Adam pairs it with the weight in memory
+    order (silently wrong: 0.17 off here before the fix). Loading gives it the weight's layout."""
+    from pushforward.gan import GAN
+    from pushforward.train import TrainConfig, seeded
+
+    def make():
+        with seeded(0):
+            return GAN(64, 4, net={"kind": "conv", "hidden": [8, 16]}, image_shape=(8, 8))
+
+    x = torch.rand(32, 64, generator=torch.Generator().manual_seed(0))
+    cfg = TrainConfig(lr=1e-2)
+
+    def steps(model, opts, n, seed):
+        g = torch.Generator().manual_seed(seed)
+        for _ in range(n):
+            model.training_step(x, opts, cfg, generator=g)
+
+    straight = make()
+    opts = straight.configure_optimizers(cfg)
+    steps(straight, opts, 2, 1)
+    path = tmp_path / "c.safetensors"
+    checkpoint.save_checkpoint(path, straight, opts, torch.Generator(), {"epoch": 1})
+    steps(straight, opts, 2, 2)
+    resumed = make()
+    ropts = resumed.configure_optimizers(cfg)
+    checkpoint.load_checkpoint(path, resumed, ropts, torch.Generator())
+    layouts = [
+        (state["exp_avg"].stride(), p.stride(), p.contiguous().stride())
+        for opt in ropts.values()
+        for p, state in opt.state.items()
+        if p.ndim == 4
+    ]
+    assert all(saved == own for saved, own, _ in layouts)
+    assert any(own != plain for _, own, plain in layouts)  # some weight really is channels-last
+    steps(resumed, ropts, 2, 2)
+    a, b = straight.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

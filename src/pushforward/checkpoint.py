@@ -267,9 +267,29 @@ def load_checkpoint(
         )
     for name, opt in optimizers.items():
         opt.load_state_dict(unflatten_state(saved[name], tensors))
+        match_parameter_layout_(opt)
     generator.set_state(tensors["rng.generator"])
     own = ("model.", "optim.", "rng.generator")
     return info, {k: v for k, v in tensors.items() if not k.startswith(own)}
+
+
+def match_parameter_layout_(opt: torch.optim.Optimizer) -> None:
+    """Give each optimiser state tensor of a parameter's shape that parameter's memory layout.
+
+    Files store tensors contiguous, and ``load_state_dict`` keeps that layout; a parameter kept
+    channels-last (the conv networks') then meets state of other strides, which PyTorch's fused
+    Adam kernel pairs element by element in memory order: silently wrong steps after a resume.
+    """
+    for group in opt.param_groups:
+        for p in group["params"]:
+            state = opt.state.get(p, {})
+            for key, value in state.items():
+                if (
+                    isinstance(value, torch.Tensor)
+                    and value.shape == p.shape
+                    and value.stride() != p.stride()
+                ):
+                    state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
 # --- reading a safetensors header without its data -----------------------------------------------
