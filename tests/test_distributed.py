@@ -93,6 +93,7 @@ assert not gloo_threads(), gloo_threads()  # joined now, not during interpreter 
 """
 
 
+@pytest.mark.slow  # 14 s: two processes form and leave a gloo group
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/task")
 def test_leaving_the_group_joins_its_threads_before_the_interpreter_exits(tmp_path):
     script = tmp_path / "leave.py"
