@@ -737,7 +737,7 @@ def run_demo(
 ) -> Path:
     """Regenerate the lecture's figures from built-in data into ``out``; return the report path.
 
-    ``quick`` uses fewer samples and smaller models (under a minute on 2 cores). MNIST is shown
+    ``quick`` uses fewer samples, points and epochs (BENCHMARKS.md gives its time). MNIST is shown
     when its files are found (see :func:`pushforward.datasets.find_mnist_folder`).
     """
     folder = Path(out)
