@@ -30,6 +30,7 @@ sampling throughput.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import statistics
 import subprocess
@@ -136,7 +137,7 @@ def compare(x: torch.Tensor, epochs: int, rounds: int) -> dict[str, list[float]]
     return rates
 
 
-def ratio(rates: dict[str, list[float]], a: str, b: str) -> float:
+def median_ratio(rates: dict[str, list[float]], a: str, b: str) -> float:
     """The median over rounds of rate a / rate b, each round's pair measured minutes apart."""
     return statistics.median(x / y for x, y in zip(rates[a], rates[b], strict=True))
 
@@ -416,13 +417,13 @@ def main(argv: list[str] | None = None) -> int:
     print("| ratio | measured | target |\n|---|---|---|")
     auto4, f32 = "pushforward 784-400-20, auto", "pushforward 784-400-20, float32"
     auto5 = "pushforward 784-512-20, auto"
+    r = functools.partial(median_ratio, per_round)
     targets = [
-        ("fit vae (auto) × classic, 784-400-20", ratio(per_round, auto4, "classic"), "≥ 2.5"),
-        ("fit vae (float32) × classic, 784-400-20", ratio(per_round, f32, "classic"), "≥ 1.6"),
-        ("fit vae (auto) × bare loop (auto), 784-400-20", ratio(per_round, auto4, BARE_AUTO),
-         "≥ 0.9"),
-        ("fit vae (float32) × bare loop (float32)", ratio(per_round, f32, BARE_FLOAT32), "≥ 0.9"),
-    ]  # fmt: skip
+        ("fit vae (auto) × classic, 784-400-20", r(auto4, "classic"), "≥ 2.5"),
+        ("fit vae (float32) × classic, 784-400-20", r(f32, "classic"), "≥ 1.6"),
+        ("fit vae (auto) × bare loop (auto), 784-400-20", r(auto4, BARE_AUTO), "≥ 0.9"),
+        ("fit vae (float32) × bare loop (float32)", r(f32, BARE_FLOAT32), "≥ 0.9"),
+    ]
     pythae = rates.get("Pythae (784-512-20)")
     if isinstance(pythae, float):
         targets.append(("fit vae (auto) × Pythae, 784-512-20", rates[auto5] / pythae, "≥ 3"))
