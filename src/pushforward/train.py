@@ -331,7 +331,10 @@ class Trainable(nn.Module, Model):
     ) -> dict[str, Tensor]:
         """Take one optimisation step on the batch x (B, d); return the detached terms.
 
-        Under torchrun x is this process's ``shard`` of the batch (passed only then)."""
+        Under torchrun x is this process's ``shard`` of the batch (passed only then). An
+        override checks its terms with :func:`check_finite` before it updates the weights, as
+        this one does: :func:`fit` checks each step's terms only through it (and the epoch's
+        sums at the epoch's end)."""
         forward = self.__dict__.get("_loss_forward") or self.loss  # a DDP wrapper under torchrun
         terms = forward(x, generator=generator, epoch=epoch)
         check_finite(terms)
