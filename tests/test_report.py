@@ -54,6 +54,10 @@ def test_demo_writes_one_self_contained_report(demo):
                   "Fidelity to the truth"):  # fmt: skip
         assert any(words in h for h in parser.headings), words
     assert "Pr[Y = 3] = 1/18" in page
+    # the footer says how long each of the eleven parts took
+    took = re.search(r"It took (\d+) s: (.*?)\.</footer>", page)
+    assert took is not None and len(took.group(2).split(", ")) == 11
+    assert "GAN on the mixtures " in took.group(2)
     # the fidelity table: every model against the truth, whose own KL is 0
     table = page[page.rindex("Fidelity to the truth") :]
     for cell in ("KL(p ‖ q) nats", "— (no density)", "≤ ", "0.000 ± 0.000</td>", "flow matching"):

@@ -697,6 +697,7 @@ class GAN(Trainable):
             )
         weight = shard.weight if shard is not None else 1.0
         sums: dict[str, Tensor] = {}
+        first = int(self.ema_updates) * self.critic_steps  # this step's first critic step
         for i in range(self.critic_steps):
             real = self._packs(x, generator)
             with torch.no_grad():
@@ -704,7 +705,7 @@ class GAN(Trainable):
             # lazy regularisation: the penalty on every K-th critic step (counted from the
             # generator steps in the checkpoint, so that a resumed run keeps the rhythm)
             k = self.penalty_every
-            due = (int(self.ema_updates) * self.critic_steps + i) % k == 0
+            due = (first + i) % k == 0
             terms = self._critic_terms(real, fake, generator, shard, lazy=float(k) if due else None)
             optimizers["critic"].zero_grad(set_to_none=True)
             (terms["critic_loss"] * weight).backward()
