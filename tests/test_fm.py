@@ -15,9 +15,13 @@ from pushforward.errors import ConfigError, DataError, SolverError
 from pushforward.fm import (
     EXACT_TRACE_MAX_DIM,
     HUTCHINSON_ESTIMATE,
+    RECOMMENDED,
+    RECOMMENDED_IMAGES,
     FlowMatching,
     FlowMatchingConfig,
+    VelocityField,
     ot_pairing,
+    stable_target,
 )
 from pushforward.runs import load_run_config
 from pushforward.train import TrainConfig, fit, seeded
@@ -163,6 +167,92 @@ def test_ot_pairing_lowers_the_batch_cost_against_independent_pairs():
     assert float((x0[perm] - x1).square().sum()) < 0.2 * float((x0 - x1).square().sum())
 
 
+def _path(b: int, d: int, sigma: float, seed: int = 0):
+    """x₁ (b, d) from two clusters, x₀ ~ N(0, I), t ∈ (0, 1) weighted to 1 as training draws it,
+    and x_t = t·x₁ + (1 − (1 − σ)t)·x₀."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.tensor([[-1.0] * d, [1.0] * d])
+    x1 = centres[torch.randint(0, 2, (b,), generator=g)] + 0.1 * torch.randn(b, d, generator=g)
+    x0 = torch.randn(b, d, generator=g)
+    t = (1 - (1 - torch.rand(b, generator=g)) ** 3).clamp(max=1 - 1e-4)
+    xt = t[:, None] * x1 + (1 - (1 - sigma) * t[:, None]) * x0
+    return x1, x0, t, xt
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.1])
+def test_stable_target_is_the_posterior_mean_of_u_over_its_reference_set(sigma):
+    b, d, reference = 96, 3, 32
+    x1, x0, t, xt = _path(b, d, sigma)
+    got = stable_target(x1, x0, t, sigma, reference).double()
+    # independently: weights ∝ N(x_t,i; t_i·x₁ⱼ, s_i² I) over the block, in float64
+    x1d, xtd, td = x1.double(), xt.double(), t.double()
+    s = 1 - (1 - sigma) * td
+    for i in range(0, b, reference):
+        rows = slice(i, i + reference)
+        log_w = (
+            torch.distributions.Normal(td[rows, None, None] * x1d[None, rows], s[rows, None, None])
+            .log_prob(xtd[rows, None])
+            .sum(-1)
+        )  # (R, R): row i, reference j
+        w = torch.softmax(log_w, dim=1)
+        truth = (w @ x1d[rows] - (1 - sigma) * xtd[rows]) / s[rows, None]
+        torch.testing.assert_close(got[rows], truth, atol=1e-3, rtol=1e-3)  # float32 ÷ s
+    # it is not the conditional target: several rows share their posterior with others
+    assert float((got - (x1 - (1 - sigma) * x0)).abs().max()) > 0.1
+
+
+def test_stable_target_is_the_conditional_target_where_the_posterior_is_the_row():
+    x1, x0, t, _ = _path(64, 2, 0.0, seed=1)
+    t = torch.where(torch.arange(64) % 2 == 0, torch.ones(64), t)  # t = 1 on even rows
+    got = stable_target(x1, x0, t, 0.0, 64)
+    assert torch.equal(got[::2], (x1 - x0)[::2])  # exactly, with no 0/0 at s = 0
+    assert torch.isfinite(got).all()
+
+
+def test_stable_target_is_closer_to_the_marginal_field_than_the_conditional_one():
+    # data N(m, c²I): the marginal field is m + (t·c² − s)/(t²c² + s²)·(x − t·m) with s = 1 − t
+    g = torch.Generator().manual_seed(3)
+    b, m, c = 4096, torch.tensor([2.0, -1.0]), 0.5
+    x1 = m + c * torch.randn(b, 2, generator=g)
+    x0 = torch.randn(b, 2, generator=g)
+    t = torch.rand(b, generator=g) * 0.98
+    s = 1 - t
+    xt = t[:, None] * x1 + s[:, None] * x0
+    field = m + ((t * c**2 - s) / (t**2 * c**2 + s**2))[:, None] * (xt - t[:, None] * m)
+    conditional = (x1 - x0 - field).square().mean()
+    stable = (stable_target(x1, x0, t, 0.0, 512) - field).square().mean()
+    assert float(stable) < 0.05 * float(conditional), (float(stable), float(conditional))
+
+
+def test_fourier_features_are_the_fields_input():
+    field = VelocityField(2, [8], frequencies=3)
+    assert field.net.linears[0].in_features == 2 * (1 + 2 * 3) + 2 + 4 * 8
+    assert "x_frequencies" not in field.state_dict()  # derived from the setting
+    torch.testing.assert_close(field.x_frequencies, torch.tensor([1.0, 2.0, 4.0]))
+    # the field reads sin/cos(2ᵏx): shifting x by 2π moves only the raw-x input
+    with torch.no_grad():
+        field.net.linears[0].weight[:, :2] = 0
+        field.net.linears[-1].weight.normal_()
+    x = torch.randn(5, 2)
+    torch.testing.assert_close(
+        field(torch.tensor(0.3), x), field(torch.tensor(0.3), x + 2 * math.pi)
+    )
+    assert VelocityField(2, [8]).net.linears[0].in_features == 2 + 2 + 4 * 8
+
+
+def test_defaults_follow_the_kind_of_data():
+    points, images = FlowMatching(2), FlowMatching(64, image_shape=(8, 8))
+    for model, rec in ((points, RECOMMENDED), (images, RECOMMENDED_IMAGES)):
+        config = model.get_config()
+        for key in ("hidden", "frequencies", "reference"):
+            assert config[key] == rec["model"][key], key
+    assert FlowMatching(2, frequencies=0, reference=0, hidden=[16]).get_config()["reference"] == 0
+    # the stable target is a posterior under independent pairs: not with the OT coupling
+    assert FlowMatching(2, coupling="ot").get_config()["reference"] == 0
+    with pytest.raises(ConfigError, match="reference = 64 needs coupling = independent"):
+        FlowMatching(2, coupling="ot", reference=64)
+
+
 def test_motion_carries_mu_to_the_samples():
     model = random_model(2)
     times = torch.linspace(0, 1, 5)
@@ -217,6 +307,10 @@ def test_bad_settings_and_data_are_refused_by_name():
         FlowMatching(2).log_prob(torch.tensor([[0.0, float("nan")]]))
     with pytest.raises(DataError, match=r"must have shape \(n, 2\)"):
         FlowMatching(2).encode(torch.zeros(3, 5))
+    with pytest.raises(ConfigError, match=r"frequencies = 40 is not allowed"):
+        FlowMatching(2, frequencies=40)
+    with pytest.raises(ConfigError, match=r"reference = -1 is not allowed"):
+        FlowMatching(2, reference=-1)
 
 
 @pytest.mark.parametrize("coupling", ["independent", "ot"])
@@ -261,8 +355,11 @@ def test_dequantised_digits_report_bits_per_dim_as_an_estimate(tmp_path, capsys)
     run = tmp_path / "run"
     assert main(["fit", "fm", "--data", "digits", "--epochs", "1", "--hidden", "64",
                  "--out", str(run)]) == 0  # fmt: skip
-    # fm's benchmarked batch of 4,096 is larger than the 1,797 digits: full batch, recorded so
-    assert load_run_config(run)["run"]["train"]["batch_size"] == 0
+    # images take the image defaults, recorded in config.json: batches of 128, no features of x
+    stored = load_run_config(run)
+    assert stored["run"]["train"]["batch_size"] == RECOMMENDED_IMAGES["train"]["batch_size"]
+    assert stored["run"]["settings"]["frequencies"] == 0
+    assert stored["run"]["settings"]["reference"] == 0
     assert main(["evaluate", str(run), "--data", "digits", "--rows", "1700:", "--json"]) == 0
     out, _ = capsys.readouterr()
     assert f'"likelihood": "{HUTCHINSON_ESTIMATE}"' in out and '"bits_per_dim"' in out
