@@ -2,6 +2,7 @@
 solver failures, the motion in time, and the command line."""
 
 import itertools
+import json
 import math
 
 import numpy as np
@@ -19,6 +20,7 @@ from pushforward.fm import (
     RECOMMENDED_IMAGES,
     FlowMatching,
     FlowMatchingConfig,
+    UNetField,
     VelocityField,
     ot_pairing,
     stable_target,
@@ -363,6 +365,46 @@ def test_dequantised_digits_report_bits_per_dim_as_an_estimate(tmp_path, capsys)
     assert main(["evaluate", str(run), "--data", "digits", "--rows", "1700:", "--json"]) == 0
     out, _ = capsys.readouterr()
     assert f'"likelihood": "{HUTCHINSON_ESTIMATE}"' in out and '"bits_per_dim"' in out
+
+
+@pytest.mark.parametrize("side", [8, 7])
+def test_unet_field_maps_images_to_images_and_starts_at_zero(side):
+    with seeded(0):
+        field = UNetField(side, [8, 16])
+    x, t = torch.randn(5, side * side), torch.rand(5)
+    assert torch.equal(field(t, x), torch.zeros(5, side * side))  # the identity flow
+    with torch.no_grad():
+        field.out[-1].weight.normal_()
+    v = field(t, x)
+    assert v.shape == (5, side * side) and torch.isfinite(v).all()
+    assert not torch.allclose(v, field(t * 0.5, x))  # it reads the time
+    # a convolution: a pixel's value depends on its neighbourhood, not on far corners alone
+    far = x.clone()
+    far[:, 0] += 1.0
+    changed = (field(t, far) - v).abs().reshape(5, side, side)
+    assert changed[:, 0, 0].min() > 0
+
+
+def test_unet_trains_samples_and_scores_digits_through_the_command_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["fit", "fm", "--data", "digits", "--net", "unet", "--hidden", "8,16",
+                 "--epochs", "2", "--out", str(run)]) == 0  # fmt: skip
+    stored = load_run_config(run)["run"]["settings"]
+    assert stored["net"] == "unet" and stored["hidden"] == [8, 16] and stored["frequencies"] == 0
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert history[-1]["loss"] < min(history[0]["loss"], 1.9)  # the zero field scores about 2
+    code = main(["sample", str(run), "-n", "4", "--out", str(tmp_path / "s.npy"),
+                 "--solver", "euler", "--steps", "4"])  # fmt: skip
+    assert code == 0
+    digits = np.load(tmp_path / "s.npy")
+    assert digits.shape == (4, 64) and ((digits >= 0) & (digits <= 1)).all()
+    assert main(["evaluate", str(run), "--data", "digits", "--rows", "1780:", "--json"]) == 0
+    out, _ = capsys.readouterr()
+    assert '"bits_per_dim"' in out
+    with pytest.raises(ConfigError, match="needs square images"):
+        FlowMatching(2, net="unet")
+    with pytest.raises(ConfigError, match="use frequencies = 0 with net = unet"):
+        FlowMatching(64, net="unet", frequencies=2, image_shape=(8, 8))
 
 
 def test_marginal_density_at_every_time_equals_the_closed_form():

@@ -67,13 +67,14 @@ from pushforward.datasets import Dataset
 from pushforward.errors import ConfigError, DataError, SolverError, TrainingError
 from pushforward.flow import Logit, check_pixels_or_rows, dequantized, likelihood_summary
 from pushforward.measures import StandardNormal
-from pushforward.nets import ACTIVATIONS, MAX_LATENT, MAX_WIDTH, MLP
+from pushforward.nets import ACTIVATIONS, MAX_LATENT, MAX_WIDTH, MLP, _side
 from pushforward.train import Trainable
 from pushforward.validate import check_int, check_rows
 
 __all__ = [
     "COUPLINGS",
     "EXACT_TRACE_MAX_DIM",
+    "FIELD_NETS",
     "HUTCHINSON_ESTIMATE",
     "OT_BLOCK",
     "RECOMMENDED",
@@ -82,6 +83,7 @@ __all__ = [
     "TRACES",
     "FlowMatching",
     "FlowMatchingConfig",
+    "UNetField",
     "VelocityField",
     "ot_pairing",
     "stable_target",
@@ -139,6 +141,14 @@ MAX_FREQUENCIES = 16
 MAX_REFERENCE = 65_536
 """The largest stable-target reference set (its cost per step is B × R)."""
 
+FIELD_NETS: dict[str, str] = {
+    "mlp": "a time-conditioned MLP on x and its Fourier features (VelocityField)",
+    "unet": "a small time-conditioned U-Net for square images (UNetField)",
+}
+
+UNET_CHANNELS = (32, 64)
+"""The U-Net's default channels per level (:class:`UNetField`)."""
+
 EVAL_BATCH = 4096
 """Rows per ODE solve in :meth:`FlowMatching.log_prob` and :meth:`FlowMatching.sample`."""
 
@@ -182,16 +192,109 @@ class VelocityField(nn.Module):
     def forward(self, t: Tensor, x: Tensor) -> Tensor:
         """Return v(t, x) (B, d) for t (B,) or a scalar and x (B, d)."""
         t = t.to(x.dtype).expand(x.shape[0]) if t.dim() == 0 else t.to(x.dtype)
-        eps = LOG_TIME_EPS
-        tau = torch.log1p(-t.clamp(max=1) / (1 + eps)) / math.log(eps / (1 + eps))  # (B,)
         feats = [x]
         if self.x_frequencies.numel():
             kx = (x[:, :, None] * self.x_frequencies.to(x.dtype)).flatten(1)  # (B, d·F)
             feats += [kx.sin(), kx.cos()]
-        for s in (t, tau):
-            fs = s[:, None] * self.frequencies.to(x.dtype)  # (B, F)
-            feats += [s[:, None], fs.sin(), fs.cos()]
+        feats.append(_time_features(t, self.frequencies))
         return self.net(torch.cat(feats, dim=1))
+
+
+def _time_features(t: Tensor, frequencies: Tensor) -> Tensor:
+    """Return the time embedding (B, 2 + 4F) of t (B,): [s, sin(πfs), cos(πfs)] for s = t and for
+    the log-time τ(t) (:data:`LOG_TIME_EPS`), f the F ``frequencies``."""
+    eps = LOG_TIME_EPS
+    tau = torch.log1p(-t.clamp(max=1) / (1 + eps)) / math.log(eps / (1 + eps))  # (B,)
+    feats = []
+    for s in (t, tau):
+        fs = s[:, None] * frequencies.to(t.dtype)  # (B, F)
+        feats += [s[:, None], fs.sin(), fs.cos()]
+    return torch.cat(feats, dim=1)
+
+
+def _groups(channels: int) -> int:
+    """GroupNorm's groups for ``channels``: 8, or the largest power of 2 below it that divides."""
+    return next(g for g in (8, 4, 2, 1) if channels % g == 0)
+
+
+class _ResBlock(nn.Module):
+    """GroupNorm → SiLU → 3×3 conv, plus the time embedding per channel, twice; a residual path
+    (1×1 conv when the channel count changes). (B, c_in, h, w), (B, e) → (B, c_out, h, w)."""
+
+    def __init__(self, c_in: int, c_out: int, embedding: int):
+        super().__init__()
+        self.norm1, self.conv1 = nn.GroupNorm(_groups(c_in), c_in), nn.Conv2d(c_in, c_out, 3, 1, 1)
+        self.time = nn.Linear(embedding, c_out)
+        self.norm2 = nn.GroupNorm(_groups(c_out), c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        h = self.conv1(nn.functional.silu(self.norm1(x)))
+        h = h + self.time(emb)[:, :, None, None]
+        h = self.conv2(nn.functional.silu(self.norm2(h)))
+        return h + self.skip(x)
+
+
+class UNetField(nn.Module):
+    """A small time-conditioned U-Net v(t, x) for square grey images of side s: (B,) or scalar t
+    and x (B, s·s) → (B, s·s), in the field's units.
+
+    One residual block per level at side s, s/2, … (``channels`` per level, e.g. (32, 64)), a
+    stride-2 3×3 convolution between levels, one block at the bottom, and on the way up a
+    nearest-neighbour upsampling and one block on the level's skip connection concatenated
+    (Ho et al., 2020, without attention). The time embedding of :class:`VelocityField` goes
+    through a two-layer MLP and is added per channel in every block. The last convolution starts
+    at zero, so the untrained field is 0 (the identity flow).
+    """
+
+    def __init__(self, side: int, channels: Sequence[int] = (32, 64)):
+        super().__init__()
+        channels = [int(c) for c in channels]
+        self.side = side
+        self.register_buffer(
+            "frequencies", math.pi * torch.arange(1, TIME_FREQUENCIES + 1, dtype=torch.float32)
+        )
+        emb = 4 * channels[0]
+        self.embed = nn.Sequential(
+            nn.Linear(2 + 4 * TIME_FREQUENCIES, emb), nn.SiLU(), nn.Linear(emb, emb)
+        )
+        self.inp = nn.Conv2d(1, channels[0], 3, 1, 1)
+        self.down = nn.ModuleList()
+        self.pool = nn.ModuleList()
+        c = channels[0]
+        for i, ci in enumerate(channels):
+            self.down.append(_ResBlock(c, ci, emb))
+            c = ci
+            if i < len(channels) - 1:
+                self.pool.append(nn.Conv2d(c, c, 3, 2, 1))
+        self.middle = _ResBlock(c, c, emb)
+        self.up = nn.ModuleList()
+        for ci in reversed(channels):
+            self.up.append(_ResBlock(c + ci, ci, emb))
+            c = ci
+        self.out = nn.Sequential(nn.GroupNorm(_groups(c), c), nn.SiLU(), nn.Conv2d(c, 1, 3, 1, 1))
+        nn.init.zeros_(self.out[-1].weight)
+        nn.init.zeros_(self.out[-1].bias)
+
+    def forward(self, t: Tensor, x: Tensor) -> Tensor:
+        """Return v(t, x) (B, s·s) for t (B,) or a scalar and x (B, s·s)."""
+        t = t.to(x.dtype).expand(x.shape[0]) if t.dim() == 0 else t.to(x.dtype)
+        emb = self.embed(_time_features(t, self.frequencies))  # (B, e)
+        h = self.inp(x.reshape(-1, 1, self.side, self.side))
+        skips = []
+        for i, block in enumerate(self.down):
+            h = block(h, emb)
+            skips.append(h)
+            if i < len(self.pool):
+                h = self.pool[i](h)
+        h = self.middle(h, emb)
+        for block in self.up:
+            skip = skips.pop()
+            if h.shape[-1] != skip.shape[-1]:
+                h = nn.functional.interpolate(h, size=skip.shape[-2:], mode="nearest")
+            h = block(torch.cat([h, skip], dim=1), emb)
+        return self.out(h).flatten(1)
 
 
 # --- the coupling --------------------------------------------------------------------------------
@@ -303,8 +406,11 @@ class FlowMatching(Trainable):
 
     Args:
         dim: data dimension d.
-        hidden: the widths of the field's MLP (None: by the kind of data, :data:`RECOMMENDED`
-            on points, :data:`RECOMMENDED_IMAGES` on images).
+        net: the field's network: ``mlp`` (:class:`VelocityField`) or ``unet``
+            (:class:`UNetField`, square images only).
+        hidden: the widths of the field's MLP, or the U-Net's channels per level (None: by the
+            kind of data, :data:`RECOMMENDED` on points, :data:`RECOMMENDED_IMAGES` on images,
+            :data:`UNET_CHANNELS` for a U-Net).
         activation: its activation (:data:`pushforward.nets.ACTIVATIONS`).
         coupling: ``independent`` or ``ot`` (:data:`COUPLINGS`).
         sigma: the conditional path's width σ ≥ 0, in standardised units.
@@ -336,6 +442,7 @@ class FlowMatching(Trainable):
         self,
         dim: int,
         *,
+        net: str = "mlp",
         hidden: Sequence[int] | None = None,
         activation: str = "silu",
         coupling: str = "independent",
@@ -353,12 +460,12 @@ class FlowMatching(Trainable):
         super().__init__()
         kind = "images" if image_shape is not None else "points"
         cfg = FlowMatchingConfig(
-            hidden=None if hidden is None else list(hidden), activation=activation,
+            net=net, hidden=None if hidden is None else list(hidden), activation=activation,
             coupling=coupling, sigma=sigma, frequencies=frequencies, reference=reference,
             solver=solver, steps=steps, rtol=rtol, atol=atol, max_nfe=max_nfe, trace=trace,
         ).resolve(kind)  # fmt: skip
         self.dim = self.latent = check_int(dim, "dim", minimum=1, maximum=MAX_LATENT)
-        self.hidden, self.activation = list(cfg.hidden), cfg.activation
+        self.net, self.hidden, self.activation = cfg.net, list(cfg.hidden), cfg.activation
         self.coupling, self.sigma, self.trace = cfg.coupling, cfg.sigma, cfg.trace
         self.frequencies, self.reference = cfg.frequencies, cfg.reference
         self.solver, self.steps, self.rtol, self.atol = cfg.solver, cfg.steps, cfg.rtol, cfg.atol
@@ -367,9 +474,12 @@ class FlowMatching(Trainable):
         if self.image_shape is not None and math.prod(self.image_shape) != self.dim:
             raise ConfigError(f"image_shape {self.image_shape} does not hold dim = {dim} values")
         self.dequantize = self.image_shape is not None
-        self.field = VelocityField(
-            self.dim, self.hidden, activation=self.activation, frequencies=self.frequencies
-        )
+        if self.net == "unet":
+            self.field: nn.Module = UNetField(_side(self.image_shape, self.dim), self.hidden)
+        else:
+            self.field = VelocityField(
+                self.dim, self.hidden, activation=self.activation, frequencies=self.frequencies
+            )
         self.register_buffer("data_loc", torch.zeros(self.dim))
         self.register_buffer("data_scale", torch.ones(self.dim))
         self.last_nfe = 0
@@ -377,6 +487,7 @@ class FlowMatching(Trainable):
     def get_config(self) -> dict[str, Any]:
         return {
             "dim": self.dim,
+            "net": self.net,
             "hidden": list(self.hidden),
             "activation": self.activation,
             "coupling": self.coupling,
@@ -736,9 +847,13 @@ class FlowMatchingConfig(ModelConfig):
     settings that depend on the kind of data take :data:`RECOMMENDED` on points and
     :data:`RECOMMENDED_IMAGES` on images."""
 
+    net: str = setting(
+        "mlp", "the field: mlp, or unet (square images)", choices=FIELD_NETS, what="field network"
+    )
     hidden: list[int] | None = setting(
         None, "widths of the field's MLP (default 128,128,128 on points, 1024,1024,1024 on "
-        "images)", minimum=1, maximum=MAX_WIDTH,
+        "images), or the U-Net's channels per level (default "
+        + ",".join(map(str, UNET_CHANNELS)) + ")", minimum=1, maximum=MAX_WIDTH,
     )  # fmt: skip
     activation: str = setting("silu", "the field's activation", choices=ACTIVATIONS,
                               what="activation")  # fmt: skip
@@ -776,6 +891,11 @@ class FlowMatchingConfig(ModelConfig):
                          choices=TRACES, what="trace")  # fmt: skip
 
     def check(self) -> None:
+        if self.net == "unet" and self.frequencies:
+            raise ConfigError(
+                f"frequencies = {self.frequencies} is an input of the MLP field; use frequencies "
+                "= 0 with net = unet"
+            )
         if self.coupling == "ot" and self.reference is not None and self.reference > 1:
             raise ConfigError(
                 f"reference = {self.reference} needs coupling = independent: the stable target "
@@ -788,6 +908,8 @@ class FlowMatchingConfig(ModelConfig):
         data of ``kind`` (no stable target with the OT coupling, see :meth:`check`)."""
         rec = RECOMMENDED_IMAGES["model"] if kind == "images" else RECOMMENDED["model"]
         out = {k: rec[k] for k in ("hidden", "frequencies", "reference")}
+        if self.net == "unet":
+            out = {**out, "hidden": list(UNET_CHANNELS), "frequencies": 0}
         return {**out, "reference": 0} if self.coupling == "ot" else out
 
     def build(self, ds: Dataset) -> FlowMatching:
