@@ -67,7 +67,7 @@ from pushforward.datasets import Dataset
 from pushforward.errors import ConfigError, DataError, SolverError, TrainingError
 from pushforward.flow import Logit, check_pixels_or_rows, dequantized, likelihood_summary
 from pushforward.measures import StandardNormal
-from pushforward.nets import ACTIVATIONS, MAX_LATENT, MAX_WIDTH, MLP, _side
+from pushforward.nets import ACTIVATIONS, MAX_LATENT, MAX_WIDTH, MLP, square_side
 from pushforward.train import Trainable
 from pushforward.validate import check_int, check_rows
 
@@ -475,7 +475,7 @@ class FlowMatching(Trainable):
             raise ConfigError(f"image_shape {self.image_shape} does not hold dim = {dim} values")
         self.dequantize = self.image_shape is not None
         if self.net == "unet":
-            self.field: nn.Module = UNetField(_side(self.image_shape, self.dim), self.hidden)
+            self.field: nn.Module = UNetField(square_side(self.image_shape, self.dim), self.hidden)
         else:
             self.field = VelocityField(
                 self.dim, self.hidden, activation=self.activation, frequencies=self.frequencies

@@ -39,6 +39,7 @@ __all__ = [
     "build_encoder",
     "check_sizes",
     "decoder_program",
+    "square_side",
 ]
 
 MAX_WIDTH = 65_536  # a wider layer is a typo; it would try to allocate gigabytes
@@ -194,7 +195,8 @@ class TiedDecoder(nn.Module):
         return out
 
 
-def _side(image_shape: Sequence[int] | None, dim: int) -> int:
+def square_side(image_shape: Sequence[int] | None, dim: int) -> int:
+    """Return the side s of square images (s, s) of dimension ``dim``, or raise ConfigError."""
     if image_shape is None or len(image_shape) != 2 or image_shape[0] != image_shape[1]:
         raise ConfigError(
             f"a conv network needs square images, got data of dimension {dim} "
@@ -299,7 +301,7 @@ def check_sizes(dim: int, latent: int) -> None:
 def build_encoder(cfg: NetConfig, in_dim: int, out_dim: int, image_shape=None) -> nn.Module:
     """Return an encoder (B, in_dim) → (B, out_dim) as ``cfg`` describes."""
     if cfg.kind == "conv":
-        side = _side(image_shape, in_dim)
+        side = square_side(image_shape, in_dim)
         return ConvEncoder(side, out_dim, channels=cfg.hidden, activation=cfg.activation)
     return MLP(in_dim, cfg.hidden, out_dim, activation=cfg.activation)
 
@@ -307,7 +309,7 @@ def build_encoder(cfg: NetConfig, in_dim: int, out_dim: int, image_shape=None) -
 def build_decoder(cfg: NetConfig, in_dim: int, out_dim: int, image_shape=None) -> nn.Module:
     """Return a decoder (B, in_dim) → (B, out_dim), the mirror image of :func:`build_encoder`."""
     if cfg.kind == "conv":
-        side = _side(image_shape, out_dim)
+        side = square_side(image_shape, out_dim)
         return ConvDecoder(in_dim, side, channels=cfg.hidden, activation=cfg.activation)
     return MLP(in_dim, list(reversed(cfg.hidden)), out_dim, activation=cfg.activation)
 
