@@ -4,6 +4,8 @@ solver failures, the motion in time, and the command line."""
 import itertools
 import json
 import math
+import os
+import signal
 
 import numpy as np
 import ot
@@ -11,8 +13,9 @@ import pytest
 import torch
 from torch import nn
 
+from pushforward import train
 from pushforward.cli import main
-from pushforward.errors import ConfigError, DataError, SolverError
+from pushforward.errors import ConfigError, DataError, Interrupted, SolverError
 from pushforward.fm import (
     EXACT_TRACE_MAX_DIM,
     HUTCHINSON_ESTIMATE,
@@ -253,6 +256,58 @@ def test_defaults_follow_the_kind_of_data():
     assert FlowMatching(2, coupling="ot").get_config()["reference"] == 0
     with pytest.raises(ConfigError, match="reference = 64 needs coupling = independent"):
         FlowMatching(2, coupling="ot", reference=64)
+
+
+class InterruptedFM(FlowMatching):
+    """Sends itself SIGINT during a chosen global step, as a user's Ctrl-C would."""
+
+    def __init__(self, *args, at_step=-1, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.at_step, self.calls, self.seen = at_step, 0, []
+
+    def prepare_batch(self, x, *, generator):
+        self.seen.append(x[0].tolist())  # which batches were prepared, in order
+        return super().prepare_batch(x, generator=generator)
+
+    def training_step(self, x, optimizers, cfg, **kwargs):
+        self.calls += 1
+        if self.calls == self.at_step:
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().training_step(x, optimizers, cfg, **kwargs)
+
+
+def _ot_model(**kwargs) -> InterruptedFM:
+    with seeded(0):
+        return InterruptedFM(2, hidden=[16, 16], coupling="ot", frequencies=2, **kwargs)
+
+
+def test_ot_pairing_prepared_ahead_changes_nothing_and_resumes_exactly(tmp_path, monkeypatch):
+    x = torch.randn(300, 2, generator=torch.Generator().manual_seed(0))
+    cfg = TrainConfig(epochs=3, batch_size=64, seed=4)  # 5 steps an epoch, the last of 44 rows
+    ahead = _ot_model()
+    h_ahead = fit(ahead, x, cfg)
+    # each batch prepared once, in training order, the next while the current one trains
+    assert len(ahead.seen) == 15 and ahead.calls == 15
+    monkeypatch.setattr(train, "PREFETCH", False)
+    inline = _ot_model()
+    h_inline = fit(inline, x, cfg)
+    assert ahead.seen == inline.seen
+    assert [r["loss"] for r in h_ahead] == [r["loss"] for r in h_inline]
+    for a, b in zip(ahead.state_dict().values(), inline.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    monkeypatch.setattr(train, "PREFETCH", True)
+    stopped = _ot_model(at_step=8)  # epoch 2, step 3 of 5
+    with pytest.raises(Interrupted, match=r"at epoch 2, step 3 of 5"):
+        fit(stopped, x, cfg, run_dir=tmp_path)
+    resumed = _ot_model()
+    h_resumed = fit(resumed, x, cfg, run_dir=tmp_path, resume=True)
+    assert [r["loss"] for r in h_resumed] == [r["loss"] for r in h_ahead]
+    for a, b in zip(ahead.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_the_independent_coupling_prepares_nothing():
+    assert not FlowMatching(2).prepares_batches and FlowMatching(2, coupling="ot").prepares_batches
 
 
 def test_motion_carries_mu_to_the_samples():

@@ -554,22 +554,49 @@ class FlowMatching(Trainable):
 
     # --- training ------------------------------------------------------------------------------
 
+    @property
+    def prepares_batches(self) -> bool:
+        """True with the OT coupling: :meth:`prepare_batch` pairs each batch, and
+        :func:`~pushforward.train.fit` runs it for the next batch while the current one trains."""
+        return self.coupling == "ot"
+
+    def prepare_batch(self, x: Tensor, *, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Return x₀ (B, d) drawn from ``generator`` (a CPU generator) and the exact
+        optimal-transport permutation π (B,) that pairs x₀[π] with the data rows x (B, d) in the
+        field's units (:func:`ot_pairing` on blocks of :data:`OT_BLOCK`; images are paired on
+        their pixels before dequantisation). CPU work only: the weights are not read."""
+        with torch.no_grad():
+            x1, _ = self._to_field(x.detach().to(self.data_loc.dtype))
+            x0 = torch.randn(x1.shape, generator=generator, device=generator.device)
+            return x0, ot_pairing(x0, x1.cpu(), block=OT_BLOCK)
+
     def loss(
-        self, x: Tensor, *, generator: torch.Generator | None = None, epoch: float | None = None
+        self,
+        x: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        epoch: float | None = None,
+        prepared: tuple[Tensor, Tensor] | None = None,
     ) -> dict[str, Tensor]:
-        """Return {'loss': E‖v(t, x_t) − (x₁ − x₀)‖²/d, 'straightness'} on a batch x (B, d) of
-        data rows x₁ (the conditional flow-matching regression, per coordinate, in standardised
-        units); x₀, t and the path's noise come from ``generator``."""
+        """Return {'loss': E‖v(t, x_t) − u‖²/d, 'path_length'} on a batch x (B, d) of data rows
+        x₁ (the flow-matching regression, per coordinate, in standardised units; u is the
+        conditional target x₁ − (1 − σ)x₀ or the stable target, :func:`stable_target`); t and
+        the path's noise come from ``generator``, and so does x₀ unless ``prepared`` (x₀ and its
+        OT permutation from :meth:`prepare_batch`) brings it."""
         device = generator.device if generator is not None else x.device
         y = dequantized(x, generator=generator) if self.dequantize else x
         x1, _ = self._to_field(y.to(self.data_loc.dtype))
         b = x1.shape[0]
-        x0 = torch.randn(x1.shape, generator=generator, device=device).to(x1)
+        if prepared is not None:
+            x0, perm = prepared
+            x0 = x0[perm].to(x1)
+        else:
+            x0 = torch.randn(x1.shape, generator=generator, device=device).to(x1)
+            if self.coupling == "ot":
+                x0 = x0[ot_pairing(x0, x1, block=OT_BLOCK)]
         # t = 1 − (1 − u)³, density ∝ (1 − t)^(−2/3): a third of the batch within 0.04 of t = 1,
         # where the field must contract onto the data's narrowest features
         t = 1 - (1 - torch.rand(b, generator=generator, device=device).to(x1)) ** TIME_POWER
-        if self.coupling == "ot":
-            x0 = x0[ot_pairing(x0, x1, block=OT_BLOCK)]
         keep = 1 - (1 - self.sigma) * t[:, None]  # (B, 1): x₀'s share of x_t
         xt = t[:, None] * x1 + keep * x0
         if self.reference > 1:

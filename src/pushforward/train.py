@@ -10,7 +10,10 @@ A model subclasses :class:`Trainable` and says how to take one step; :func:`fit`
   atomically as one safetensors file, so a run resumed from epoch k ends bit-exactly where an
   uninterrupted run would (on the CPU, with the same thread count);
 * a non-finite loss stops training with :class:`~pushforward.errors.TrainingError` naming the
-  term, the epoch and the step; the last good checkpoint is left intact.
+  term, the epoch and the step; the last good checkpoint is left intact;
+* a model's weight-free work on a batch (:meth:`Trainable.prepare_batch`, e.g. flow matching's
+  optimal-transport pairing) runs for the next batch on a worker thread while the current step
+  trains, with its own generator per step, so that prefetching changes no result.
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, NoReturn, Protocol
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -63,6 +68,9 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.jsonl"
+PREFETCH = True
+"""Whether :func:`fit` runs :meth:`Trainable.prepare_batch` for the next batch on a worker thread
+while the current step trains (False: in line, before each step; the results are the same)."""
 
 
 def _fused_adam(cls, params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -328,15 +336,18 @@ class Trainable(nn.Module, Model):
         generator: torch.Generator | None = None,
         epoch: float = 0.0,
         shard: Shard | None = None,
+        prepared: Any = None,
     ) -> dict[str, Tensor]:
         """Take one optimisation step on the batch x (B, d); return the detached terms.
 
-        Under torchrun x is this process's ``shard`` of the batch (passed only then). An
+        Under torchrun x is this process's ``shard`` of the batch (passed only then);
+        ``prepared`` is :meth:`prepare_batch`'s result (passed only by models that prepare). An
         override checks its terms with :func:`check_finite` before it updates the weights, as
         this one does: :func:`fit` checks each step's terms only through it (and the epoch's
         sums at the epoch's end)."""
         forward = self.__dict__.get("_loss_forward") or self.loss  # a DDP wrapper under torchrun
-        terms = forward(x, generator=generator, epoch=epoch)
+        extra = {"prepared": prepared} if prepared is not None else {}
+        terms = forward(x, generator=generator, epoch=epoch, **extra)
         check_finite(terms)
         (opt,) = optimizers.values()
         opt.zero_grad(set_to_none=True)
@@ -351,6 +362,22 @@ class Trainable(nn.Module, Model):
     def prepare(self, x: Tensor) -> None:
         """Set up from the training data x (n, d) before the first step of a fresh run (not on
         resume: what this sets belongs in buffers, which checkpoints carry); nothing by default."""
+
+    @property
+    def prepares_batches(self) -> bool:
+        """Whether :meth:`prepare_batch` does work for each batch (then :func:`fit` runs it)."""
+        return False
+
+    def prepare_batch(self, x: Tensor, *, generator: torch.Generator) -> Any:
+        """Return the part of a step on the batch x (B, d) that does not depend on the weights
+        (e.g. flow matching's optimal-transport pairing), for :meth:`loss`'s ``prepared``.
+
+        :func:`fit` calls it for the next batch on a worker thread while the current step trains
+        (when :attr:`prepares_batches`), with a CPU ``generator`` seeded from the run's seed,
+        the epoch, the step and the process's rank: the result is the same however the call is
+        scheduled, and a resumed run draws the same. It must not touch the weights.
+        """
+        return None
 
     def diagnostics(
         self, x: Tensor, *, generator: torch.Generator | None = None
@@ -419,8 +446,8 @@ class _LossForward(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: Tensor, *, generator=None, epoch=None) -> dict[str, Tensor]:
-        return self.model.loss(x, generator=generator, epoch=epoch)
+    def forward(self, x: Tensor, *, generator=None, epoch=None, **extra) -> dict[str, Tensor]:
+        return self.model.loss(x, generator=generator, epoch=epoch, **extra)
 
 
 def _wrap_ddp(model: Trainable, device: torch.device) -> None:
@@ -500,6 +527,7 @@ class _Run:
     source: Path | None  # the run folder every process reads a checkpoint from
     folder: Path | None  # the run folder written to: the main process only
     progress: Progress | None  # the main process only
+    pool: ThreadPoolExecutor | None = None  # prepares the next batch (``prepares_batches``)
     history: list[dict[str, Any]] = field(default_factory=list)
     last_good: str = "none"  # the last checkpoint written, for error messages
 
@@ -548,12 +576,16 @@ def fit(
         _wrap_ddp(model, run.device)
     if run.progress is not None:
         run.progress.start(cfg.epochs, run.steps_per_epoch, start.epoch)
+    if model.prepares_batches and PREFETCH:
+        run.pool = ThreadPoolExecutor(1, thread_name_prefix="pushforward-prepare")
     try:
         with _deferred_stop() as stop:
             for epoch in range(start.epoch, cfg.epochs + 1):
                 mid_epoch = start if epoch == start.epoch and start.step else None
                 _epoch(run, epoch, mid_epoch, stop)
     finally:
+        if run.pool is not None:
+            run.pool.shutdown(wait=True, cancel_futures=True)
         if run.progress is not None:
             run.progress.close()
         _unwrap_ddp(model)
@@ -679,8 +711,22 @@ def _epoch(run: _Run, epoch: int, mid_epoch: _Resume | None, stop: _StopRequest)
     rows = min(run.n, first_step * run.batch)
     if run.noise is not run.generator:  # each process's own noise, reseeded every epoch
         run.noise.manual_seed(run.cfg.seed * 1_000_003 + run.ctx.rank * 7919 + epoch)
+    batches = [order[s * run.batch : (s + 1) * run.batch] for s in range(run.steps_per_epoch)]
+    pending: Future | None = None
     for step in range(first_step, run.steps_per_epoch):
-        counted = _step(run, epoch, step, order[step * run.batch : (step + 1) * run.batch], sums)
+        prepared = None
+        if run.model.prepares_batches:
+            if run.pool is None:  # prefetching off: the same work, in line
+                prepared = _prepare_batch(run, epoch, step, batches[step])
+            else:
+                here = batches[step]
+                current = pending or run.pool.submit(_prepare_batch, run, epoch, step, here)
+                pending = None
+                if step + 1 < run.steps_per_epoch:  # the next batch's, while this one trains
+                    nxt = batches[step + 1]
+                    pending = run.pool.submit(_prepare_batch, run, epoch, step + 1, nxt)
+                prepared = current.result()
+        counted = _step(run, epoch, step, batches[step], sums, prepared)
         rows += counted
         if counted and distributed.any_true(stop.signal is not None):
             _stop(run, epoch, step, start_state, sums.as_dict(), stop)
@@ -701,7 +747,34 @@ def _shuffle(run: _Run, mid_epoch: _Resume | None) -> tuple[Tensor, Tensor]:
     return mid_epoch.epoch_start_state, order
 
 
-def _step(run: _Run, epoch: int, step: int, idx: Tensor, sums: _Sums) -> int:
+def _batch_rows(run: _Run, idx: Tensor) -> tuple[Tensor, Shard | None]:
+    """Return the rows ``idx`` (B,) of the batch this process takes (its shard under torchrun)
+    and the shard; (empty, None) for a last batch too small to share out."""
+    if not run.ctx.active:
+        return idx, None
+    if idx.numel() < run.ctx.world:
+        return idx[:0], None
+    shard = Shard(run.ctx.rank, run.ctx.world, idx.numel())
+    return shard.take(idx), shard
+
+
+def _batch_generator(run: _Run, epoch: int, step: int) -> torch.Generator:
+    """Return the CPU generator of :meth:`Trainable.prepare_batch` for a step: seeded from the
+    run's seed, the epoch, the step and the rank, so that it is the same on resume."""
+    key = np.random.SeedSequence([run.cfg.seed % 2**63, epoch, step, run.ctx.rank])
+    return torch.Generator().manual_seed(int(key.generate_state(1, np.uint64)[0] >> 1))
+
+
+def _prepare_batch(run: _Run, epoch: int, step: int, idx: Tensor) -> Any:
+    """Return the model's :meth:`~Trainable.prepare_batch` of a step's batch (this process's
+    rows), or None for a batch too small to share out."""
+    rows, _ = _batch_rows(run, idx)
+    if rows.numel() == 0:
+        return None
+    return run.model.prepare_batch(run.data[rows], generator=_batch_generator(run, epoch, step))
+
+
+def _step(run: _Run, epoch: int, step: int, idx: Tensor, sums: _Sums, prepared: Any = None) -> int:
     """Take one optimisation step on the rows ``idx`` (B,) of the data (this process's share of
     them under torchrun), add its terms × its rows to ``sums``, and return the rows counted (0
     for a last batch too small to share out, which is skipped).
@@ -711,12 +784,16 @@ def _step(run: _Run, epoch: int, step: int, idx: Tensor, sums: _Sums) -> int:
     updates the weights, once a step; the epoch's sums are checked again at its end.
     """
     rows = idx.numel()
-    extra: dict[str, Shard] = {}  # the shard, passed to training_step under torchrun only
+    # the shard is passed to training_step under torchrun only, the prepared batch to models
+    # that prepare only
+    extra: dict[str, Any] = {}
     if run.ctx.active:
-        if rows < run.ctx.world:
+        idx, shard = _batch_rows(run, idx)
+        if shard is None:
             return 0  # a last batch too small to shard (same in every process)
-        extra["shard"] = Shard(run.ctx.rank, run.ctx.world, rows)
-        idx = extra["shard"].take(idx)
+        extra["shard"] = shard
+    if prepared is not None:
+        extra["prepared"] = prepared
     xb = run.data[idx]
     elapsed_epochs = epoch - 1 + step / run.steps_per_epoch
     if run.schedule is not None:
