@@ -306,8 +306,18 @@ def test_ot_pairing_prepared_ahead_changes_nothing_and_resumes_exactly(tmp_path,
         assert torch.equal(a, b)
 
 
-def test_the_independent_coupling_prepares_nothing():
-    assert not FlowMatching(2).prepares_batches and FlowMatching(2, coupling="ot").prepares_batches
+def test_only_the_ot_pairing_is_prepared_ahead():
+    assert FlowMatching(2, coupling="ot").prepares_batches
+    assert not FlowMatching(2).prepares_batches  # the stable target is computed in line
+    assert not FlowMatching(64, image_shape=(8, 8)).prepares_batches
+    # the draws prepare_batch makes are those loss makes from the same generator
+    model = FlowMatching(2, hidden=[8], reference=64)
+    x = torch.randn(128, 2, generator=torch.Generator().manual_seed(0))
+    model.prepare(x)
+    a = model.prepare_batch(x, generator=torch.Generator().manual_seed(3))
+    b = model.loss(x, generator=torch.Generator().manual_seed(3), prepared=a)
+    c = model.loss(x, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(b["loss"], c["loss"]) and torch.equal(b["path_length"], c["path_length"])
 
 
 def test_motion_carries_mu_to_the_samples():

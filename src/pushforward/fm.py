@@ -556,19 +556,41 @@ class FlowMatching(Trainable):
 
     @property
     def prepares_batches(self) -> bool:
-        """True with the OT coupling: :meth:`prepare_batch` pairs each batch, and
-        :func:`~pushforward.train.fit` runs it for the next batch while the current one trains."""
+        """True with the OT coupling: :meth:`prepare_batch` then does the weight-free half of a
+        step (the draws, the pairing, the target), and :func:`~pushforward.train.fit` runs it for
+        the next batch while the current one trains. Not for the stable target alone: its many
+        small tensor operations on a second thread slowed training on 2 cores (124 s against
+        112 s for ring8's default run; BENCHMARKS.md), where POT's solver, which releases the
+        GIL, overlaps well."""
         return self.coupling == "ot"
 
-    def prepare_batch(self, x: Tensor, *, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """Return x₀ (B, d) drawn from ``generator`` (a CPU generator) and the exact
-        optimal-transport permutation π (B,) that pairs x₀[π] with the data rows x (B, d) in the
-        field's units (:func:`ot_pairing` on blocks of :data:`OT_BLOCK`; images are paired on
-        their pixels before dequantisation). CPU work only: the weights are not read."""
+    def _draws(self, x: Tensor, generator: torch.Generator | None) -> tuple[Tensor, ...]:
+        """Return the weight-free half of a step on the data rows x (B, d): x₁ (B, d) in the
+        field's units (dequantised images), x₀ (B, d) paired with them by the coupling, t (B,)
+        and the regression's target u (B, d), all drawn from ``generator``."""
+        device = generator.device if generator is not None else x.device
         with torch.no_grad():
-            x1, _ = self._to_field(x.detach().to(self.data_loc.dtype))
-            x0 = torch.randn(x1.shape, generator=generator, device=generator.device)
-            return x0, ot_pairing(x0, x1.cpu(), block=OT_BLOCK)
+            y = dequantized(x, generator=generator) if self.dequantize else x
+            x1, _ = self._to_field(y.detach().to(self.data_loc.dtype))
+            x0 = torch.randn(x1.shape, generator=generator, device=device).to(x1)
+            if self.coupling == "ot":
+                x0 = x0[ot_pairing(x0, x1, block=OT_BLOCK)]
+            # t = 1 − (1 − u)³, density ∝ (1 − t)^(−2/3): a third of the batch within 0.04 of
+            # t = 1, where the field must contract onto the data's narrowest features
+            u = torch.rand(x1.shape[0], generator=generator, device=device).to(x1)
+            t = 1 - (1 - u) ** TIME_POWER
+            if self.reference > 1:
+                target = stable_target(x1, x0, t, self.sigma, self.reference)
+            else:
+                target = x1 - (1 - self.sigma) * x0
+        return x1, x0, t, target
+
+    def prepare_batch(self, x: Tensor, *, generator: torch.Generator) -> tuple[Tensor, ...]:
+        """Return x₁, x₀, t and the target of a step on the data rows x (B, d) (see
+        :meth:`loss`), drawn from ``generator`` (a CPU generator): the OT pairing is computed
+        here, so that :func:`~pushforward.train.fit` can overlap it with the previous step. The
+        weights are not read."""
+        return self._draws(x, generator)
 
     def loss(
         self,
@@ -576,35 +598,18 @@ class FlowMatching(Trainable):
         *,
         generator: torch.Generator | None = None,
         epoch: float | None = None,
-        prepared: tuple[Tensor, Tensor] | None = None,
+        prepared: tuple[Tensor, ...] | None = None,
     ) -> dict[str, Tensor]:
         """Return {'loss': E‖v(t, x_t) − u‖²/d, 'path_length'} on a batch x (B, d) of data rows
         x₁ (the flow-matching regression, per coordinate, in standardised units; u is the
-        conditional target x₁ − (1 − σ)x₀ or the stable target, :func:`stable_target`); t and
-        the path's noise come from ``generator``, and so does x₀ unless ``prepared`` (x₀ and its
-        OT permutation from :meth:`prepare_batch`) brings it."""
-        device = generator.device if generator is not None else x.device
-        y = dequantized(x, generator=generator) if self.dequantize else x
-        x1, _ = self._to_field(y.to(self.data_loc.dtype))
-        b = x1.shape[0]
-        if prepared is not None:
-            x0, perm = prepared
-            x0 = x0[perm].to(x1)
-        else:
-            x0 = torch.randn(x1.shape, generator=generator, device=device).to(x1)
-            if self.coupling == "ot":
-                x0 = x0[ot_pairing(x0, x1, block=OT_BLOCK)]
-        # t = 1 − (1 − u)³, density ∝ (1 − t)^(−2/3): a third of the batch within 0.04 of t = 1,
-        # where the field must contract onto the data's narrowest features
-        t = 1 - (1 - torch.rand(b, generator=generator, device=device).to(x1)) ** TIME_POWER
+        conditional target x₁ − (1 − σ)x₀ or the stable target, :func:`stable_target`). x₀ (paired
+        by the coupling), t, the target and images' dequantisation come from ``prepared``
+        (:meth:`prepare_batch`) when given, else from ``generator``."""
+        x1, x0, t, target = prepared if prepared is not None else self._draws(x, generator)
         keep = 1 - (1 - self.sigma) * t[:, None]  # (B, 1): x₀'s share of x_t
         xt = t[:, None] * x1 + keep * x0
-        if self.reference > 1:
-            target = stable_target(x1, x0, t, self.sigma, self.reference)
-        else:
-            target = x1 - (1 - self.sigma) * x0
         loss = (self.field(t, xt) - target).square().mean()
-        return {"loss": loss, "path_length": target.detach().square().sum(1).mean()}
+        return {"loss": loss, "path_length": target.square().sum(1).mean()}
 
     def velocity(self, t: Tensor, u: Tensor) -> Tensor:
         """Return v(t, u) (B, d) in the field's units for t (B,) or a scalar and u (B, d)."""
