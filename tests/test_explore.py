@@ -128,6 +128,8 @@ def test_every_model_gets_a_page_from_its_run_folder(tmp_path, name):
         values["latent"] = 2
     if spec.trained:
         values.update(epochs=1, batch_size=100)
+    if name == "fm":  # a small field: the image default's 3×1,024 only slows the page's encodes
+        values["hidden"] = [64, 64]
     folder = fit_run(RunConfig.from_flat(values), out=tmp_path / "run", figures=False)
     model = load_model(folder)
     path = explore_run(folder, tmp_path / "page.html", points=200)

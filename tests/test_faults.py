@@ -258,6 +258,8 @@ VALID: dict[tuple[str, str, str], str] = {
     },
     ("*", "--batch-size", "0"): "0 means full batch",
     ("fm", "--sigma", "0"): "flow matching's σ = 0 is the straight conditional path (its default)",
+    ("fm", "--frequencies", "0"): "no Fourier features of x (the default on images)",
+    ("fm", "--reference", "0"): "0 is the conditional target x₁ − x₀ (the default on images)",
     **{("*", "--seed", v): "any integer seeds a generator" for v in ("0", "-1", "99999999")},
     **{
         ("*", flag, "0"): "0 turns it off"
