@@ -460,15 +460,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open(args.out, "w", encoding="utf-8") as f:
             f.write(json.dumps({"runs": [asdict(r) for r in results]}, indent=2) + "\n")
     summary = summarise(results)
-    setting = {
+    # the flow's setting, when it ran (the other models' settings are in each run's record)
+    setting = None if args.no_flow else {
         "model": {**RECOMMENDED["model"], **model_options},
         "train": {**RECOMMENDED["train"], **train_options},
-    }
+    }  # fmt: skip
+    flow = f"; the flow's setting {json.dumps(setting)}" if setting is not None else ""
     print()
     print(
         f"{len(seeds)} seeds; n = {TRAINING_POINTS:,} training points, {N_SAMPLES:,} samples, "
         f"KL(p‖q) on {KL_DRAWS:,} truth draws; {args.threads} thread(s) per run, {args.jobs} "
-        f"run(s) at once; setting {json.dumps(setting)}; seconds per seed are per data set "
+        f"run(s) at once{flow}; seconds per seed are per data set "
         "(" + " / ".join(args.data) + ")"
     )
     print()

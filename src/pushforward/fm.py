@@ -23,7 +23,10 @@ rows of the batch, the *stable target* (:func:`stable_target`; Xu et al., 2023):
 minimiser, far less noise where paths from several modes cross. The field also reads Fourier
 features sin/cos(2ᵏx) of its input (``frequencies``, :class:`VelocityField`), which let a small
 MLP draw the sharp basins of narrow modes. Both are on by default on points and off on images
-(:data:`RECOMMENDED`, :data:`RECOMMENDED_IMAGES`).
+(:data:`RECOMMENDED`, :data:`RECOMMENDED_IMAGES`). Square images may take a small time-conditioned
+U-Net instead of the MLP (``net="unet"``, :class:`UNetField`). With the OT coupling,
+:func:`~pushforward.train.fit` pairs the next batch on a worker thread while the current step
+trains (:meth:`FlowMatching.prepare_batch`).
 
 The log-likelihood is exact, by the instantaneous change of variables (Chen et al., 2018):
 
