@@ -252,6 +252,12 @@ def test_defaults_follow_the_kind_of_data():
         for key in ("hidden", "frequencies", "reference"):
             assert config[key] == rec["model"][key], key
     assert FlowMatching(2, frequencies=0, reference=0, hidden=[16]).get_config()["reference"] == 0
+    # a model stored before these settings existed loads as it was built: neither lever
+    stored = {k: v for k, v in points.get_config().items()
+              if k not in ("net", "frequencies", "reference")}  # fmt: skip
+    old = FlowMatching.from_config(stored)
+    assert (old.net, old.frequencies, old.reference) == ("mlp", 0, 0)
+    assert old.field.net.linears[0].in_features == 2 + 2 + 4 * 8
     # the stable target is a posterior under independent pairs: not with the OT coupling
     assert FlowMatching(2, coupling="ot").get_config()["reference"] == 0
     with pytest.raises(ConfigError, match="reference = 64 needs coupling = independent"):

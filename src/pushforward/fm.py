@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -486,6 +486,13 @@ class FlowMatching(Trainable):
         self.register_buffer("data_loc", torch.zeros(self.dim))
         self.register_buffer("data_scale", torch.ones(self.dim))
         self.last_nfe = 0
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> FlowMatching:
+        """Rebuild from :meth:`get_config`; a run stored before the field's network, Fourier
+        features and stable target were settings loads as it was built: an MLP with neither."""
+        old = {"net": "mlp", "frequencies": 0, "reference": 0}
+        return super().from_config({**{k: v for k, v in old.items() if k not in config}, **config})
 
     def get_config(self) -> dict[str, Any]:
         return {
