@@ -57,7 +57,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import ot
@@ -141,8 +141,9 @@ high-quality share from 79% to 85%."""
 MAX_FREQUENCIES = 16
 """The most Fourier features per coordinate (2¹⁵ is past float32's resolution of sin)."""
 
-MAX_REFERENCE = 65_536
-"""The largest stable-target reference set (its cost per step is B × R)."""
+MAX_REFERENCE = 4096
+"""The largest stable-target reference set: its cost per step is B × R, and each block holds a few
+R × R tensors (64 MiB each at 4,096)."""
 
 FIELD_NETS: dict[str, str] = {
     "mlp": "a time-conditioned MLP on x and its Fourier features (VelocityField)",
@@ -491,7 +492,7 @@ class FlowMatching(Trainable):
     def from_config(cls, config: Mapping[str, Any]) -> FlowMatching:
         """Rebuild from :meth:`get_config`; a run stored before the field's network, Fourier
         features and stable target were settings loads as it was built: an MLP with neither."""
-        old = {"net": "mlp", "frequencies": 0, "reference": 0}
+        old = FlowMatchingConfig.stored_defaults
         return super().from_config({**{k: v for k, v in old.items() if k not in config}, **config})
 
     def get_config(self) -> dict[str, Any]:
@@ -619,7 +620,9 @@ class FlowMatching(Trainable):
         keep = 1 - (1 - self.sigma) * t[:, None]  # (B, 1): x₀'s share of x_t
         xt = t[:, None] * x1 + keep * x0
         loss = (self.field(t, xt) - target).square().mean()
-        return {"loss": loss, "path_length": target.square().sum(1).mean()}
+        # the pairing's path length ‖x₁ − (1 − σ)x₀‖², whichever target is regressed on
+        length = (x1 - (1 - self.sigma) * x0).square().sum(1).mean()
+        return {"loss": loss, "path_length": length}
 
     def velocity(self, t: Tensor, u: Tensor) -> Tensor:
         """Return v(t, u) (B, d) in the field's units for t (B,) or a scalar and u (B, d)."""
@@ -931,6 +934,9 @@ class FlowMatchingConfig(ModelConfig):
     )  # fmt: skip
     trace: str = setting("auto", "the likelihood's trace: auto, exact or hutchinson",
                          choices=TRACES, what="trace")  # fmt: skip
+
+    # a run stored before these settings existed was built with an MLP and neither lever
+    stored_defaults: ClassVar[dict[str, Any]] = {"net": "mlp", "frequencies": 0, "reference": 0}
 
     def check(self) -> None:
         if self.net == "unet" and self.frequencies:

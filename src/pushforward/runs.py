@@ -169,7 +169,9 @@ class RunConfig:
         train = d.get("train", {})
         if "settings" in d:
             run = {k: d[k] for k in RUN_KEYS if k in d}
-            return cls.from_flat({**run, **d["settings"], **train})
+            stored = lookup(MODELS, d.get("model"), what="model").config.stored_defaults
+            older = {k: v for k, v in stored.items() if k not in d["settings"]}
+            return cls.from_flat({**run, **older, **d["settings"], **train})
         spec = lookup(MODELS, d.get("model"), what="model")
         own = {f.name for f in fields(spec.config)} | set(RUN_KEYS)
         flat = {k: v for k, v in d.items() if k in own and k != "train" and v is not None}
@@ -331,6 +333,11 @@ def fit_run(
             f"'{folder}' already holds a run; use --resume to continue it or choose another --out"
         )
     model, record = _build(rc, ds)
+    if resume:
+        # refuse a checkpoint these settings cannot hold before config.json is rewritten, so a
+        # failed resume leaves the run as it was (in every process, so that all stop together)
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        check_tensor_header(folder / CHECKPOINT, expected, max_bytes=2**62, prefix="model.")
     if ctx.main:
         folder.mkdir(parents=True, exist_ok=True)
         save_json(folder / CONFIG, record)

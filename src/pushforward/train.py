@@ -711,22 +711,24 @@ def _epoch(run: _Run, epoch: int, mid_epoch: _Resume | None, stop: _StopRequest)
     rows = min(run.n, first_step * run.batch)
     if run.noise is not run.generator:  # each process's own noise, reseeded every epoch
         run.noise.manual_seed(run.cfg.seed * 1_000_003 + run.ctx.rank * 7919 + epoch)
-    batches = [order[s * run.batch : (s + 1) * run.batch] for s in range(run.steps_per_epoch)]
+
+    def batch(s: int) -> Tensor:
+        return order[s * run.batch : (s + 1) * run.batch]
+
     pending: Future | None = None
     for step in range(first_step, run.steps_per_epoch):
         prepared = None
         if run.model.prepares_batches:
             if run.pool is None:  # prefetching off: the same work, in line
-                prepared = _prepare_batch(run, epoch, step, batches[step])
+                prepared = _prepare_batch(run, epoch, step, batch(step))
             else:
-                here = batches[step]
-                current = pending or run.pool.submit(_prepare_batch, run, epoch, step, here)
+                current = pending or run.pool.submit(_prepare_batch, run, epoch, step, batch(step))
                 pending = None
                 if step + 1 < run.steps_per_epoch:  # the next batch's, while this one trains
-                    nxt = batches[step + 1]
+                    nxt = batch(step + 1)
                     pending = run.pool.submit(_prepare_batch, run, epoch, step + 1, nxt)
                 prepared = current.result()
-        counted = _step(run, epoch, step, batches[step], sums, prepared)
+        counted = _step(run, epoch, step, batch(step), sums, prepared)
         rows += counted
         if counted and distributed.any_true(stop.signal is not None):
             _stop(run, epoch, step, start_state, sums.as_dict(), stop)
