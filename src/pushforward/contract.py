@@ -420,9 +420,12 @@ class ModelConfig(Settings):
     that a run's ``config.json`` records the values actually used.
     """
 
-    stored_defaults: ClassVar[dict[str, Any]] = {}
-    """The values of settings that a stored run lacks because it was written before they existed
-    (what it was built with), filled in when its config.json is read back."""
+    @classmethod
+    def stored_defaults(cls) -> dict[str, Any]:
+        """Return the values of settings that a stored run lacks because it was written before
+        they existed (what it was built with), filled in when its config.json is read back;
+        none by default."""
+        return {}
 
     def kind_defaults(self, kind: str) -> dict[str, Any]:
         """Return the values of settings left None that suit data of ``kind``; none by default."""

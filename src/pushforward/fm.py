@@ -57,7 +57,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import ot
@@ -492,7 +492,7 @@ class FlowMatching(Trainable):
     def from_config(cls, config: Mapping[str, Any]) -> FlowMatching:
         """Rebuild from :meth:`get_config`; a run stored before the field's network, Fourier
         features and stable target were settings loads as it was built: an MLP with neither."""
-        old = FlowMatchingConfig.stored_defaults
+        old = FlowMatchingConfig.stored_defaults()
         return super().from_config({**{k: v for k, v in old.items() if k not in config}, **config})
 
     def get_config(self) -> dict[str, Any]:
@@ -935,8 +935,10 @@ class FlowMatchingConfig(ModelConfig):
     trace: str = setting("auto", "the likelihood's trace: auto, exact or hutchinson",
                          choices=TRACES, what="trace")  # fmt: skip
 
-    # a run stored before these settings existed was built with an MLP and neither lever
-    stored_defaults: ClassVar[dict[str, Any]] = {"net": "mlp", "frequencies": 0, "reference": 0}
+    @classmethod
+    def stored_defaults(cls) -> dict[str, Any]:
+        """A run stored before these settings existed was built with an MLP and neither lever."""
+        return {"net": "mlp", "frequencies": 0, "reference": 0}
 
     def check(self) -> None:
         if self.net == "unet" and self.frequencies:

@@ -169,7 +169,7 @@ class RunConfig:
         train = d.get("train", {})
         if "settings" in d:
             run = {k: d[k] for k in RUN_KEYS if k in d}
-            stored = lookup(MODELS, d.get("model"), what="model").config.stored_defaults
+            stored = lookup(MODELS, d.get("model"), what="model").config.stored_defaults()
             older = {k: v for k, v in stored.items() if k not in d["settings"]}
             return cls.from_flat({**run, **older, **d["settings"], **train})
         spec = lookup(MODELS, d.get("model"), what="model")
