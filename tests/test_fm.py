@@ -269,7 +269,11 @@ class InterruptedFM(FlowMatching):
 
     def __init__(self, *args, at_step=-1, **kwargs):
         super().__init__(*args, **kwargs)
-        self.at_step, self.calls, self.seen = at_step, 0, []
+        self.at_step, self.calls, self.seen, self.used = at_step, 0, [], 0
+
+    def loss(self, x, *, prepared=None, **kwargs):
+        self.used += prepared is not None  # training steps that took the prepared batch
+        return super().loss(x, prepared=prepared, **kwargs)
 
     def prepare_batch(self, x, *, generator):
         self.seen.append(x[0].tolist())  # which batches were prepared, in order
@@ -293,11 +297,11 @@ def test_ot_pairing_prepared_ahead_changes_nothing_and_resumes_exactly(tmp_path,
     ahead = _ot_model()
     h_ahead = fit(ahead, x, cfg)
     # each batch prepared once, in training order, the next while the current one trains
-    assert len(ahead.seen) == 15 and ahead.calls == 15
+    assert len(ahead.seen) == 15 and ahead.calls == 15 and ahead.used == 15
     monkeypatch.setattr(train, "PREFETCH", False)
     inline = _ot_model()
     h_inline = fit(inline, x, cfg)
-    assert ahead.seen == inline.seen
+    assert ahead.seen == inline.seen and inline.used == 15
     assert [r["loss"] for r in h_ahead] == [r["loss"] for r in h_inline]
     for a, b in zip(ahead.state_dict().values(), inline.state_dict().values(), strict=True):
         assert torch.equal(a, b)

@@ -256,8 +256,10 @@ class UNetField(nn.Module):
         super().__init__()
         channels = [int(c) for c in channels]
         self.side = side
-        self.register_buffer(
-            "frequencies", math.pi * torch.arange(1, TIME_FREQUENCIES + 1, dtype=torch.float32)
+        self.register_buffer(  # derived, so not part of the weights a checkpoint holds
+            "frequencies",
+            math.pi * torch.arange(1, TIME_FREQUENCIES + 1, dtype=torch.float32),
+            persistent=False,
         )
         emb = 4 * channels[0]
         self.embed = nn.Sequential(
@@ -582,7 +584,7 @@ class FlowMatching(Trainable):
         device = generator.device if generator is not None else x.device
         with torch.no_grad():
             y = dequantized(x, generator=generator) if self.dequantize else x
-            x1, _ = self._to_field(y.detach().to(self.data_loc.dtype))
+            x1, _ = self._to_field(y.to(self.data_loc.dtype))
             x0 = torch.randn(x1.shape, generator=generator, device=device).to(x1)
             if self.coupling == "ot":
                 x0 = x0[ot_pairing(x0, x1, block=OT_BLOCK)]
@@ -964,8 +966,7 @@ class FlowMatchingConfig(ModelConfig):
 
     def build(self, ds: Dataset) -> FlowMatching:
         """Return a FlowMatching model for the data set ``ds`` (dequantised for images)."""
-        cfg = self.resolve(ds.kind)
-        return FlowMatching(ds.dim, image_shape=ds.image_shape, **cfg.to_dict())
+        return FlowMatching(ds.dim, image_shape=ds.image_shape, **self.to_dict())
 
 
 SPEC = ModelSpec(
