@@ -12,8 +12,9 @@ dependency), and times, on the same data (ring8, 10,000 points) and the same mac
   :class:`pushforward.fm.FlowMatching` with the same widths (its OT on blocks of
   :data:`pushforward.fm.OT_BLOCK` rows).
 
-Each configuration runs ``--steps`` steps, ``--rounds`` times in alternation; the table gives the
-median milliseconds per step and each row's ratio to its own independent coupling. Command:
+Each configuration runs ``--steps`` steps, ``--rounds`` times in alternation after a warm-up round;
+the table gives the median milliseconds per step and each row's ratio to its own independent
+coupling, the median of the per-round ratios (so that the host's drift cancels). Command:
 
     .venv/bin/python benchmarks/fm_speed.py --steps 2000 --rounds 3
 """
@@ -109,17 +110,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pushforward: ot": lambda s: pushforward(x, args.steps, coupling="ot", seed=s),
     }
     times: dict[str, list[float]] = {name: [] for name in runs}
-    for r in range(args.rounds):
+    for r in range(-1, args.rounds):  # round -1 warms up and is not counted
         for name, run in runs.items():
-            times[name].append(run(r))
-            print(f"round {r}: {name} {1e3 * times[name][-1]:.2f} ms/step", flush=True)
-    med = {name: statistics.median(t) for name, t in times.items()}
+            seconds = run(max(r, 0))
+            print(f"round {r}: {name} {1e3 * seconds:.2f} ms/step", flush=True)
+            if r >= 0:
+                times[name].append(seconds)
     print()
-    print("| training step | ms per step (median) | OT / independent |")
+    print("| training step | ms per step (median) | OT / independent (median of rounds) |")
     print("|---|---|---|")
-    for name, m in med.items():
-        base = med[name.split(":")[0] + ": independent"]
-        print(f"| {name} | {1e3 * m:.2f} | {m / base:.2f}× |")
+    for name, t in times.items():
+        base = times[name.split(":")[0] + ": independent"]
+        ratio = statistics.median(a / b for a, b in zip(t, base, strict=True))
+        print(f"| {name} | {1e3 * statistics.median(t):.2f} | {ratio:.2f}× |")
     if args.out is not None:
         with open(args.out, "w", encoding="utf-8") as f:
             f.write(json.dumps({"steps": args.steps, "seconds": times}, indent=2) + "\n")

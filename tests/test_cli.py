@@ -237,7 +237,9 @@ def test_vae_fit_sample_evaluate(capsys, tmp_path):
         "--hidden", "64", "--kl-schedule", "linear", "--kl-warmup", 2, "--out", folder,
     )  # fmt: skip
     assert code == 0, err
-    for name in ("samples.png", "manifold.png", "latent.png", "loss.png", "reconstructions.png"):
+    names = ("samples.png", "manifold.png", "latent.png", "loss.png", "reconstructions.png",
+             "error_vs_k.png")  # fmt: skip
+    for name in names:
         assert (folder / "figures" / name).exists(), name
     stored = json.loads((folder / "config.json").read_text())
     assert stored["model"]["config"]["loss"] == "bce"  # digits lie in [0, 1]

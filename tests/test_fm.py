@@ -496,6 +496,10 @@ def test_unet_trains_samples_and_scores_digits_through_the_command_line(tmp_path
                  "2", "--solver", "euler", "--steps", "4", "--out", str(run)]) == 0  # fmt: skip
     stored = load_run_config(run)["run"]["settings"]
     assert stored["net"] == "unet" and stored["hidden"] == [8, 16] and stored["frequencies"] == 0
+    # a bijection: its reconstruction error is the solver's, so no error-against-k figure
+    figures = {p.name for p in (run / "figures").iterdir()}
+    assert {"reconstructions.png", "latent.png", "samples.png", "loss.png"} <= figures
+    assert "error_vs_k.png" not in figures
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert history[-1]["loss"] < min(history[0]["loss"], 1.9)  # the zero field scores about 2
     code = main(["sample", str(run), "-n", "4", "--out", str(tmp_path / "s.npy")])

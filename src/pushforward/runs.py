@@ -372,7 +372,9 @@ def codes(model: Model, x: Tensor) -> Tensor:
 
 def write_figures(folder: Path, model: Model, ds: datasets.Dataset) -> list[Path]:
     """Draw the run's figures into ``folder/figures``: reconstructions and latents (models with
-    an encoder), samples (generative models), the training curves."""
+    an encoder), samples (generative models), the training error against PCA's for every latent
+    size (encoders with a bottleneck, latent < d: a bijection's error is its solver's), the
+    training curves."""
     out = []
     figs = folder / "figures"
     if model.has_encoder:
@@ -399,7 +401,7 @@ def write_figures(folder: Path, model: Model, ds: datasets.Dataset) -> list[Path
             manifold(model, 15), ds.image_shape, ncols=15, title="decoded manifold", scale=0.45
         )
         out.append(save_figure(fig, figs / "manifold.png"))
-    if model.has_encoder:
+    if model.has_encoder and model.latent < ds.dim:  # a bottleneck: the error says something
         fig = _error_vs_k_figure(model, ds.x)
         out.append(save_figure(fig, figs / "error_vs_k.png"))
     history = read_metrics(folder)
