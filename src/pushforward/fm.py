@@ -587,8 +587,8 @@ class FlowMatching(Trainable):
         step (the draws, the pairing, the target), and :func:`~pushforward.train.fit` runs it for
         the next batch while the current one trains. Not for the stable target alone: its many
         small tensor operations on a second thread slowed training on 2 cores (124 s against
-        112 s for ring8's default run; BENCHMARKS.md), where POT's solver, which releases the
-        GIL, overlaps well."""
+        112 s for ring8's then default run; BENCHMARKS.md), where the assignment solver, which
+        releases the GIL, overlaps well."""
         return self.coupling == "ot"
 
     def _draws(self, x: Tensor, generator: torch.Generator | None) -> tuple[Tensor, ...]:
