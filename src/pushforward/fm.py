@@ -128,7 +128,7 @@ each batch within 0.04 of t = 1. A power of 3 first raised the high-quality shar
 0, 100 epochs of an early field without Fourier features) from 72% to 85% beside the log-time
 feature; with the features and the stable target (2,400 steps of 2,048), 2 lowered KL(p ‖ q)
 from 0.040 to 0.033 nats on ring8 and from 0.036 to 0.031 on grid25 over 10 seeds, where 4 raised
-it (BENCHMARKS.md, "Flow matching")."""
+it on ring8 (seeds 0 and 2; BENCHMARKS.md, "Flow matching")."""
 
 OT_BLOCK = 64
 """Rows per exact optimal-transport problem in training's ``ot`` coupling: a batch of 256 is
@@ -317,9 +317,9 @@ def ot_pairing(x0: Tensor, x1: Tensor, *, block: int | None = None) -> Tensor:
     permutation matrix (a vertex of the Birkhoff polytope), so the transport problem is the
     linear assignment problem, solved exactly by SciPy's shortest-augmenting-path solver
     (``scipy.optimize.linear_sum_assignment``; Crouse, 2016), which releases the GIL. It returns
-    the plan POT's network simplex (``ot.emd``) finds, 4× faster on blocks of 64 rows
-    (BENCHMARKS.md, "Flow matching"). Its cost grows faster than B², so training solves blocks of
-    :data:`OT_BLOCK` rows. Shapes: x0, x1 (B, d).
+    a plan of the same cost as POT's network simplex (``ot.emd``; the same plan unless there are
+    ties), 4× faster on blocks of 64 rows (BENCHMARKS.md, "Flow matching"). Its cost grows
+    faster than B², so training solves blocks of :data:`OT_BLOCK` rows. Shapes: x0, x1 (B, d).
     """
     if x0.shape != x1.shape or x0.dim() != 2:
         raise ConfigError(f"ot_pairing needs two (B, d) batches, got {tuple(x0.shape)} and "
@@ -890,10 +890,11 @@ class FlowMatching(Trainable):
 #   3×128, frequencies 6, 3,600 steps, no reference:  98.0% / 0.97 / 0.032  (the same CPU time)
 #   3×128, frequencies 6, reference 512, 3,600 steps of 2,048: 97.7% / 0.97 / 0.023  98.4% / 0.99 /
 #   0.021. The reference of 256 costs 30% more a step at 4,096 rows.
-# Then the same 2,400 steps on batches of 2,048 (480 epochs; this), at 57% of the CPU time, seeds
-# 0–4: KL(p ‖ q) 0.041 against 0.037 on ring8 and 0.035 against 0.034 on grid25, high-quality
-# share and width unchanged within the seeds' spread; the reference of 512 at 2,048 rows cost 40%
-# more a step and did not do better (seed 0). BENCHMARKS.md has the 10-seed table.
+# Then the same 2,400 steps on batches of 2,048 (480 epochs; this), at 57% of the CPU time, 10
+# seeds with t = 1 − (1 − u)³: KL(p ‖ q) 0.040 against 0.037 on ring8 and 0.036 against 0.033 on
+# grid25, the high-quality share unchanged; the reference of 512 at 2,048 rows cost 40% more a step
+# and did not do better (seed 0). With t = 1 − (1 − u)² (TIME_POWER, this): 0.033 and 0.031.
+# BENCHMARKS.md has the 10-seed tables.
 RECOMMENDED: dict[str, dict[str, Any]] = {
     "model": {"hidden": [128, 128, 128], "coupling": "independent", "frequencies": 6,
               "reference": 256},

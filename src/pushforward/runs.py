@@ -264,7 +264,7 @@ def _build(rc: RunConfig, ds: datasets.Dataset) -> tuple[Model, dict[str, Any]]:
     if model.trained:
         default = rc.spec.train_defaults_for(datasets.data_kind(rc.data)).get("batch_size")
         if rc.train.batch_size > ds.n and rc.train.batch_size == default:
-            # a model's benchmarked batch (flow matching's 4,096) on data smaller than it: all
+            # a model's benchmarked batch (flow matching's 2,048) on data smaller than it: all
             # of the data each step, recorded as such in config.json
             log.info("batch_size %d > %d rows of %s: full batch", default, ds.n, ds.name)
             rc.train.batch_size = 0
