@@ -19,6 +19,7 @@ from pushforward.errors import ConfigError, DataError, Interrupted, SolverError
 from pushforward.fm import (
     EXACT_TRACE_MAX_DIM,
     HUTCHINSON_ESTIMATE,
+    OT_BLOCK,
     RECOMMENDED,
     RECOMMENDED_IMAGES,
     FlowMatching,
@@ -170,6 +171,27 @@ def test_ot_pairing_lowers_the_batch_cost_against_independent_pairs():
     perm = ot_pairing(x0, x1)
     # independent pairs of two N(0, I) batches cost about 2·d per pair; matched ones far less
     assert float((x0[perm] - x1).square().sum()) < 0.2 * float((x0 - x1).square().sum())
+
+
+def test_training_with_the_ot_coupling_pairs_each_batch_by_blocks():
+    # 200 rows: three full blocks of OT_BLOCK and a shorter last one
+    x = 3 * torch.randn(200, 2, generator=torch.Generator().manual_seed(0))
+    independent = FlowMatching(2, hidden=[8], reference=0)
+    coupled = FlowMatching(2, hidden=[8], coupling="ot")
+    for model in (independent, coupled):
+        model.prepare(x)
+    x1, x0, t, _ = independent.prepare_batch(x, generator=torch.Generator().manual_seed(5))
+    y1, y0, u, _ = coupled.prepare_batch(x, generator=torch.Generator().manual_seed(5))
+    # the same draws, x₀ re-assigned to the rows by the exact pairing within each block
+    assert torch.equal(x1, y1) and torch.equal(t, u)
+    perm = ot_pairing(x0, x1, block=OT_BLOCK)
+    assert torch.equal(y0, x0[perm]) and not torch.equal(y0, x0)
+    for lo in range(0, 200, OT_BLOCK):
+        assert sorted(perm[lo : lo + OT_BLOCK].tolist()) == list(range(lo, min(lo + OT_BLOCK, 200)))
+    gen = torch.Generator().manual_seed(5)
+    paired = coupled.loss(x, generator=gen)["path_length"]
+    gen = torch.Generator().manual_seed(5)
+    assert paired < 0.5 * independent.loss(x, generator=gen)["path_length"]
 
 
 def _path(b: int, d: int, sigma: float, seed: int = 0):
