@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from pushforward import train
+from pushforward import prefetch, train
 from pushforward.cli import main
 from pushforward.errors import ConfigError, DataError, Interrupted, SolverError
 from pushforward.fm import (
@@ -313,17 +313,23 @@ def _ot_model(**kwargs) -> InterruptedFM:
         return InterruptedFM(2, hidden=[16, 16], coupling="ot", frequencies=2, **kwargs)
 
 
-def test_ot_pairing_prepared_ahead_changes_nothing_and_resumes_exactly(tmp_path, monkeypatch):
+@pytest.mark.parametrize("forked", [True, False], ids=["process", "thread"])
+def test_ot_pairing_prepared_ahead_changes_nothing_and_resumes_exactly(
+    tmp_path, monkeypatch, forked
+):
+    monkeypatch.setattr(prefetch, "can_fork", lambda device: forked)
     x = torch.randn(300, 2, generator=torch.Generator().manual_seed(0))
     cfg = TrainConfig(epochs=3, batch_size=64, seed=4)  # 5 steps an epoch, the last of 44 rows
     ahead = _ot_model()
     h_ahead = fit(ahead, x, cfg)
-    # each batch prepared once, in training order, the next while the current one trains
-    assert len(ahead.seen) == 15 and ahead.calls == 15 and ahead.used == 15
+    # every step trained on a prepared batch; a forked child prepared them out of sight
+    assert ahead.calls == 15 and ahead.used == 15
     monkeypatch.setattr(train, "PREFETCH", False)
     inline = _ot_model()
     h_inline = fit(inline, x, cfg)
-    assert ahead.seen == inline.seen and inline.used == 15
+    assert len(inline.seen) == 15 and inline.used == 15
+    # each batch prepared once, in training order, here only on the thread
+    assert ahead.seen == ([] if forked else inline.seen)
     assert [r["loss"] for r in h_ahead] == [r["loss"] for r in h_inline]
     for a, b in zip(ahead.state_dict().values(), inline.state_dict().values(), strict=True):
         assert torch.equal(a, b)

@@ -25,8 +25,8 @@ features sin/cos(2ᵏx) of its input (``frequencies``, :class:`VelocityField`), 
 MLP draw the sharp basins of narrow modes. Both are on by default on points and off on images
 (:data:`RECOMMENDED`, :data:`RECOMMENDED_IMAGES`). Square images may take a small time-conditioned
 U-Net instead of the MLP (``net="unet"``, :class:`UNetField`). With the OT coupling,
-:func:`~pushforward.train.fit` pairs the next batch on a worker thread while the current step
-trains (:meth:`FlowMatching.prepare_batch`).
+:func:`~pushforward.train.fit` pairs the next batches in a second process while the current step
+trains (:meth:`FlowMatching.prepare_batch`, :mod:`pushforward.prefetch`).
 
 The log-likelihood is exact, by the instantaneous change of variables (Chen et al., 2018):
 
@@ -588,10 +588,11 @@ class FlowMatching(Trainable):
     def prepares_batches(self) -> bool:
         """True with the OT coupling: :meth:`prepare_batch` then does the weight-free half of a
         step (the draws, the pairing, the target), and :func:`~pushforward.train.fit` runs it for
-        the next batch while the current one trains. Not for the stable target alone: its many
-        small tensor operations on a second thread slowed training on 2 cores (124 s against
-        112 s for ring8's then default run; BENCHMARKS.md), where the assignment solver, which
-        releases the GIL, overlaps well."""
+        the next batches while the current one trains (:mod:`pushforward.prefetch`). Not for the
+        stable target alone: computed ahead on a second thread, its many small tensor operations
+        slowed training on 2 cores (124 s against 112 s for ring8's then default run), and in a
+        forked process, which takes a core from the step's two threads, as well (62 s against
+        54 s for the present default run; BENCHMARKS.md)."""
         return self.coupling == "ot"
 
     def _draws(self, x: Tensor, generator: torch.Generator | None) -> tuple[Tensor, ...]:

@@ -12,8 +12,9 @@ A model subclasses :class:`Trainable` and says how to take one step; :func:`fit`
 * a non-finite loss stops training with :class:`~pushforward.errors.TrainingError` naming the
   term, the epoch and the step; the last good checkpoint is left intact;
 * a model's weight-free work on a batch (:meth:`Trainable.prepare_batch`, e.g. flow matching's
-  optimal-transport pairing) runs for the next batch on a worker thread while the current step
-  trains, with its own generator per step, so that prefetching changes no result.
+  optimal-transport pairing) runs for the next batch while the current step trains (in a forked
+  process on the CPU under Linux, else on a worker thread: :mod:`pushforward.prefetch`), with its
+  own generator per step, so that prefetching changes no result.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, NoReturn, Protocol
@@ -45,6 +45,7 @@ from pushforward.checkpoint import (
 )
 from pushforward.contract import Model, Settings, setting
 from pushforward.errors import CheckpointError, ConfigError, Interrupted, TrainingError, lookup
+from pushforward.prefetch import Prefetcher, make_prefetcher
 
 __all__ = [
     "CHECKPOINT",
@@ -69,8 +70,11 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.jsonl"
 PREFETCH = True
-"""Whether :func:`fit` runs :meth:`Trainable.prepare_batch` for the next batch on a worker thread
-while the current step trains (False: in line, before each step; the results are the same)."""
+"""Whether :func:`fit` runs :meth:`Trainable.prepare_batch` for the next batch while the current
+step trains (:func:`pushforward.prefetch.make_prefetcher`; False: in line, before each step; the
+results are the same)."""
+PREFETCH_DEPTH = 2
+"""How many steps ahead of the current one :func:`fit` asks for prepared batches."""
 
 
 def _fused_adam(cls, params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -372,10 +376,13 @@ class Trainable(nn.Module, Model):
         """Return the part of a step on the batch x (B, d) that does not depend on the weights
         (e.g. flow matching's optimal-transport pairing), for :meth:`loss`'s ``prepared``.
 
-        :func:`fit` calls it for the next batch on a worker thread while the current step trains
-        (when :attr:`prepares_batches`), with a CPU ``generator`` seeded from the run's seed,
-        the epoch, the step and the process's rank: the result is the same however the call is
-        scheduled, and a resumed run draws the same. It must not touch the weights.
+        When :attr:`prepares_batches`, :func:`fit` calls it for the next batches while the
+        current step trains, in a process forked at the start of training or on a worker thread
+        (:mod:`pushforward.prefetch`), with a CPU ``generator`` seeded from the run's seed, the
+        epoch, the step and the process's rank: the result is the same however the call is
+        scheduled, and a resumed run draws the same. It must not touch the weights, nor read
+        anything that changes during training (a forked process sees the model as it was at
+        the start).
         """
         return None
 
@@ -527,7 +534,7 @@ class _Run:
     source: Path | None  # the run folder every process reads a checkpoint from
     folder: Path | None  # the run folder written to: the main process only
     progress: Progress | None  # the main process only
-    pool: ThreadPoolExecutor | None = None  # prepares the next batch (``prepares_batches``)
+    prefetch: Prefetcher | None = None  # prepares the next batch (``prepares_batches``)
     history: list[dict[str, Any]] = field(default_factory=list)
     last_good: str = "none"  # the last checkpoint written, for error messages
 
@@ -577,15 +584,15 @@ def fit(
     if run.progress is not None:
         run.progress.start(cfg.epochs, run.steps_per_epoch, start.epoch)
     if model.prepares_batches and PREFETCH:
-        run.pool = ThreadPoolExecutor(1, thread_name_prefix="pushforward-prepare")
+        run.prefetch = make_prefetcher(functools.partial(_prepare_batch, run), run.device)
     try:
         with _deferred_stop() as stop:
             for epoch in range(start.epoch, cfg.epochs + 1):
                 mid_epoch = start if epoch == start.epoch and start.step else None
                 _epoch(run, epoch, mid_epoch, stop)
     finally:
-        if run.pool is not None:
-            run.pool.shutdown(wait=True, cancel_futures=True)
+        if run.prefetch is not None:
+            run.prefetch.close()
         if run.progress is not None:
             run.progress.close()
         _unwrap_ddp(model)
@@ -715,19 +722,17 @@ def _epoch(run: _Run, epoch: int, mid_epoch: _Resume | None, stop: _StopRequest)
     def batch(s: int) -> Tensor:
         return order[s * run.batch : (s + 1) * run.batch]
 
-    pending: Future | None = None
+    asked = first_step - 1  # the last step whose batch the prefetcher was asked for
     for step in range(first_step, run.steps_per_epoch):
         prepared = None
         if run.model.prepares_batches:
-            if run.pool is None:  # prefetching off: the same work, in line
+            if run.prefetch is None:  # prefetching off: the same work, in line
                 prepared = _prepare_batch(run, epoch, step, batch(step))
-            else:
-                current = pending or run.pool.submit(_prepare_batch, run, epoch, step, batch(step))
-                pending = None
-                if step + 1 < run.steps_per_epoch:  # the next batch's, while this one trains
-                    nxt = batch(step + 1)
-                    pending = run.pool.submit(_prepare_batch, run, epoch, step + 1, nxt)
-                prepared = current.result()
+            else:  # this step's batch and the next PREFETCH_DEPTH, while this one trains
+                while asked < min(step + PREFETCH_DEPTH, run.steps_per_epoch - 1):
+                    asked += 1
+                    run.prefetch.request(epoch, asked, batch(asked))
+                prepared = run.prefetch.take()
         counted = _step(run, epoch, step, batch(step), sums, prepared)
         rows += counted
         if counted and distributed.any_true(stop.signal is not None):
