@@ -1,6 +1,7 @@
 """Flow matching: the ODE's density against closed forms, the trace estimator, the OT coupling,
 solver failures, the motion in time, and the command line."""
 
+import functools
 import itertools
 import json
 import math
@@ -303,25 +304,33 @@ class InterruptedFM(FlowMatching):
 
     def training_step(self, x, optimizers, cfg, **kwargs):
         self.calls += 1
+        self.threads = torch.get_num_threads()
         if self.calls == self.at_step:
             os.kill(os.getpid(), signal.SIGINT)
         return super().training_step(x, optimizers, cfg, **kwargs)
 
 
-def _ot_model(**kwargs) -> InterruptedFM:
+def _ot_model(coupling="ot", **kwargs) -> InterruptedFM:
     with seeded(0):
-        return InterruptedFM(2, hidden=[16, 16], coupling="ot", frequencies=2, **kwargs)
+        reference = {"reference": 32} if coupling == "independent" else {}
+        return InterruptedFM(2, hidden=[16, 16], coupling=coupling, frequencies=2, **reference,
+                             **kwargs)  # fmt: skip
 
 
+@pytest.mark.parametrize("coupling", ["ot", "independent"], ids=["ot", "stable-target"])
 @pytest.mark.parametrize("forked", [True, False], ids=["process", "thread"])
-def test_ot_pairing_prepared_ahead_changes_nothing_and_resumes_exactly(
-    tmp_path, monkeypatch, forked
+def test_batches_prepared_ahead_change_nothing_and_resume_exactly(
+    tmp_path, monkeypatch, forked, coupling
 ):
     monkeypatch.setattr(prefetch, "can_fork", lambda device: forked)
+    _ot_model = functools.partial(globals()["_ot_model"], coupling)
     x = torch.randn(300, 2, generator=torch.Generator().manual_seed(0))
     cfg = TrainConfig(epochs=3, batch_size=64, seed=4)  # 5 steps an epoch, the last of 44 rows
+    threads = torch.get_num_threads()
     ahead = _ot_model()
     h_ahead = fit(ahead, x, cfg)
+    # one intra-op thread fewer while training, the preparing process's core; then restored
+    assert ahead.threads == max(threads - 1, 1) and torch.get_num_threads() == threads
     # every step trained on a prepared batch; a forked child prepared them out of sight
     assert ahead.calls == 15 and ahead.used == 15
     monkeypatch.setattr(train, "PREFETCH", False)
@@ -344,10 +353,11 @@ def test_ot_pairing_prepared_ahead_changes_nothing_and_resumes_exactly(
         assert torch.equal(a, b)
 
 
-def test_only_the_ot_pairing_is_prepared_ahead():
+def test_the_ot_pairing_and_the_stable_target_are_prepared_ahead():
     assert FlowMatching(2, coupling="ot").prepares_batches
-    assert not FlowMatching(2).prepares_batches  # the stable target is computed in line
-    assert not FlowMatching(64, image_shape=(8, 8)).prepares_batches
+    assert FlowMatching(2).prepares_batches  # the stable target
+    assert not FlowMatching(2, reference=0).prepares_batches
+    assert not FlowMatching(64, image_shape=(8, 8)).prepares_batches  # neither, on images
     # the draws prepare_batch makes are those loss makes from the same generator
     model = FlowMatching(2, hidden=[8], reference=64)
     x = torch.randn(128, 2, generator=torch.Generator().manual_seed(0))

@@ -359,27 +359,31 @@ def stable_target(x1: Tensor, x0: Tensor, t: Tensor, sigma: float, reference: in
     conditional one, the marginal field, up to the reference set's finite size, with far less
     noise where the paths of several data points cross. Computed as the conditional target plus
     Σ_{j≠i} w_ij (x₁ⱼ − x₁ᵢ)/s_t,i, so that it equals the conditional target exactly where the
-    posterior is the row itself (t near 1). Shapes: x1, x0 (B, d); t (B,). No gradient.
+    posterior is the row itself (t near 1). The log-weights, up to a term constant in j,
+    (t_i/s_i²)·x_t,i·x₁ⱼ − (t_i²/2s_i²)·‖x₁ⱼ‖², are one (R, d + 1) × (d + 1, R) product per
+    reference set, in float64 (the expanded square cancels), shifted by their row maximum before
+    the exponential in the data's precision. Shapes: x1, x0 (B, d); t (B,). No gradient.
     """
     with torch.no_grad(), torch.autocast(x1.device.type, enabled=False):
         s = 1 - (1 - sigma) * t  # (B,)
         target = x1 - (1 - sigma) * x0  # the conditional target
-        a = s[:, None] * x0  # x_t − t·x₁ (B, d)
         # below this width the posterior is the row itself to float precision
         live = s > 1e-6
+        f1, ft = x1.double(), t.double()
+        fs = s.double().clamp_min(1e-6)
+        xt = ft[:, None] * f1 + fs[:, None] * x0.double()  # (B, d)
+        c = ft / fs.square()  # (B,)
+        left = torch.cat([xt * c[:, None], (-0.5 * ft * c)[:, None]], dim=1)  # (B, d + 1)
+        right = torch.cat([f1, f1.square().sum(1, keepdim=True)], dim=1)  # (B, d + 1)
         for i in range(0, x1.shape[0], reference):
-            b1, ba = x1[i : i + reference], a[i : i + reference]
-            bt, bs = t[i : i + reference, None], s[i : i + reference, None].clamp_min(1e-6)
-            # ‖x_t,i − t_i·x₁ⱼ‖² − ‖x_t,i − t_i·x₁ᵢ‖², coordinate by coordinate as
-            # Σ_k (a_ik + t_i·(x₁ᵢₖ − x₁ⱼₖ))² − a_ik²: no cancellation, and 0 on the diagonal
-            excess = torch.zeros(len(b1), len(b1), dtype=b1.dtype, device=b1.device)
-            for k in range(b1.shape[1]):
-                dev = torch.addcmul(ba[:, k, None], bt, b1[:, k, None] - b1[None, :, k])
-                excess += dev.square() - ba[:, k, None].square()
-            w = torch.softmax(excess.div_(-2 * bs.square()), dim=1)
+            rows = slice(i, i + reference)
+            logits = left[rows] @ right[rows].T  # (R, R)
+            logits -= logits.amax(1, keepdim=True)
+            w = torch.softmax(logits.to(x1.dtype), dim=1)
             w.diagonal().zero_()  # Σ_{j≠i}: the row's own term adds nothing
-            shift = (w @ b1 - w.sum(1, keepdim=True) * b1) / bs  # (R, d)
-            target[i : i + reference] += shift * live[i : i + reference, None]
+            b1 = x1[rows]
+            shift = (w @ b1 - w.sum(1, keepdim=True) * b1) / s[rows, None].clamp_min(1e-6)
+            target[rows] += shift * live[rows, None]
     return target
 
 
@@ -586,14 +590,13 @@ class FlowMatching(Trainable):
 
     @property
     def prepares_batches(self) -> bool:
-        """True with the OT coupling: :meth:`prepare_batch` then does the weight-free half of a
-        step (the draws, the pairing, the target), and :func:`~pushforward.train.fit` runs it for
-        the next batches while the current one trains (:mod:`pushforward.prefetch`). Not for the
-        stable target alone: computed ahead on a second thread, its many small tensor operations
-        slowed training on 2 cores (124 s against 112 s for ring8's then default run), and in a
-        forked process, which takes a core from the step's two threads, as well (62 s against
-        54 s for the present default run; BENCHMARKS.md)."""
-        return self.coupling == "ot"
+        """True with the OT coupling or the stable target: :meth:`prepare_batch` then does the
+        weight-free part of a step (the draws, the pairing or the target), and
+        :func:`~pushforward.train.fit` runs it for the next batches while the current one trains
+        (:mod:`pushforward.prefetch`), on one intra-op thread fewer. The default runs on 2
+        cores: 53 s, against 58–60 s in line on 2 threads, and 65 s with the target prepared
+        beside a step that kept both threads (BENCHMARKS.md, "Flow matching")."""
+        return self.coupling == "ot" or self.reference > 1
 
     def _draws(self, x: Tensor, generator: torch.Generator | None) -> tuple[Tensor, ...]:
         """Return the weight-free half of a step on the data rows x (B, d): x₁ (B, d) in the
@@ -895,11 +898,16 @@ class FlowMatching(Trainable):
 # seeds with t = 1 − (1 − u)³: KL(p ‖ q) 0.040 against 0.037 on ring8 and 0.036 against 0.033 on
 # grid25, the high-quality share unchanged; the reference of 512 at 2,048 rows cost 40% more a step
 # and did not do better (seed 0). With t = 1 − (1 − u)² (TIME_POWER, this): 0.033 and 0.031.
+# Then more, smaller steps in the same time (seed 0, 20,000 samples; high-quality share / width /
+# KL on 5,000 draws; CPU seconds on one thread): ring8 97.7% / 0.98 / 0.036 (67 s) with 2,400 of
+# 2,048; 98.4% / 0.99 / 0.023 (62 s) with 4,800 of 1,024; 98.6% / 1.01 / 0.019 (61 s) with 7,200
+# of 512 (this; grid25 98.7% / 1.00 / 0.021, against 98.2% / 0.99 / 0.025); 99.0% / 0.99 /
+# 0.016 (80 s) with 9,600 of 512. A reference of 128 rows saved 3% and raised KL (0.022, 0.027).
 # BENCHMARKS.md has the 10-seed tables.
 RECOMMENDED: dict[str, dict[str, Any]] = {
     "model": {"hidden": [128, 128, 128], "coupling": "independent", "frequencies": 6,
               "reference": 256},
-    "train": {"epochs": 480, "batch_size": 2048, "lr": 8e-3, "lr_schedule": "cosine"},
+    "train": {"epochs": 360, "batch_size": 512, "lr": 8e-3, "lr_schedule": "cosine"},
 }  # fmt: skip
 
 # Images (benchmarks/flow_mnist.py, BENCHMARKS.md "Flow matching", MNIST): an MLP field on the

@@ -16,7 +16,8 @@ Two ways to run it:
 * :class:`ThreadPrefetcher`: a worker thread, elsewhere (other systems, accelerators: a forked
   child cannot use CUDA).
 
-The child sets one intra-op thread, as PyTorch's own ``DataLoader`` workers do, ignores Ctrl-C
+The child sets one intra-op thread, as PyTorch's own ``DataLoader`` workers do (and
+:func:`~pushforward.train.fit` trains on one thread fewer meanwhile), ignores Ctrl-C
 (the training process decides when to stop, and then closes the pipe), and exits when the pipe
 closes, also when the training process is killed. Should the child fail or die, the training
 process prepares the batches in line from then on (a failure is then raised there, as its own

@@ -583,8 +583,12 @@ def fit(
         _wrap_ddp(model, run.device)
     if run.progress is not None:
         run.progress.start(cfg.epochs, run.steps_per_epoch, start.epoch)
+    threads = torch.get_num_threads()
     if model.prepares_batches and PREFETCH:
         run.prefetch = make_prefetcher(functools.partial(_prepare_batch, run), run.device)
+        # the preparing process (or thread) keeps a core busy: leave it one (BENCHMARKS.md,
+        # "Flow matching": fm's default runs take 53 s on 2 cores, 58-60 s in line on both)
+        torch.set_num_threads(max(threads - 1, 1))
     try:
         with _deferred_stop() as stop:
             for epoch in range(start.epoch, cfg.epochs + 1):
@@ -593,6 +597,7 @@ def fit(
     finally:
         if run.prefetch is not None:
             run.prefetch.close()
+            torch.set_num_threads(threads)
         if run.progress is not None:
             run.progress.close()
         _unwrap_ddp(model)
