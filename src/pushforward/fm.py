@@ -372,8 +372,8 @@ def stable_target(x1: Tensor, x0: Tensor, t: Tensor, sigma: float, reference: in
         target = x1 - (1 - sigma) * x0  # the conditional target
         # below this width the posterior is the row itself to float precision
         live = s > 1e-6
-        f1, ft = x1.double(), t.double()
-        fs = s.double().clamp_min(1e-6)
+        width = s.clamp_min(1e-6)  # (B,): s, kept off 0 where the row is not live
+        f1, ft, fs = x1.double(), t.double(), width.double()
         xt = ft[:, None] * f1 + fs[:, None] * x0.double()  # (B, d)
         c = ft / fs.square()  # (B,)
         left = torch.cat([xt * c[:, None], (-0.5 * ft * c)[:, None]], dim=1)  # (B, d + 1)
@@ -385,7 +385,7 @@ def stable_target(x1: Tensor, x0: Tensor, t: Tensor, sigma: float, reference: in
             w = torch.softmax(logits.to(x1.dtype), dim=1)
             w.diagonal().zero_()  # Σ_{j≠i}: the row's own term adds nothing
             b1 = x1[rows]
-            shift = (w @ b1 - w.sum(1, keepdim=True) * b1) / s[rows, None].clamp_min(1e-6)
+            shift = (w @ b1 - w.sum(1, keepdim=True) * b1) / width[rows, None]
             target[rows] += shift * live[rows, None]
     return target
 

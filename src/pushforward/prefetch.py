@@ -1,8 +1,9 @@
 """Prefetching a model's weight-free work on the next batch while the current step trains.
 
 :func:`pushforward.train.fit` asks a :class:`Prefetcher` for :meth:`Trainable.prepare_batch
-<pushforward.train.Trainable.prepare_batch>` of the step after the current one, trains the
-current step, then takes the result. Results come back in the order they were asked for.
+<pushforward.train.Trainable.prepare_batch>` of the next steps (``PREFETCH_DEPTH`` ahead), then
+takes the current step's result and trains it. Results come back in the order they were asked
+for.
 
 Two ways to run it:
 
