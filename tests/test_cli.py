@@ -289,6 +289,16 @@ def test_vae_gets_its_benchmarked_defaults_and_flags_override_them(capsys, tmp_p
     assert settings["hidden"] == [512] and settings["activation"] == "silu"
     assert stored["run"]["train"]["batch_size"] == 64
     assert stored["run"]["train"]["lr"] == 0.001
+    # on images the prior is the mixture fitted to the codes, and the run folder carries it
+    assert settings["prior"] == "gmm" and settings["prior_components"] == 50
+    model = load_model(tmp_path / "v")
+    assert model.prior == "gmm" and not torch.equal(model.prior_means, torch.zeros(50, 2).double())
+    code, _, err = run(capsys, "sample", tmp_path / "v", "-n", 8, "--seed", 3,
+                       "--out", tmp_path / "s.npy")  # fmt: skip
+    assert code == 0, err
+    z = model.latent_measure.sample(8, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        np.testing.assert_allclose(np.load(tmp_path / "s.npy"), model.decode(z).numpy(), atol=1e-6)
 
 
 def test_tensorboard_gets_the_same_scalars_and_sample_grids(capsys, tmp_path):

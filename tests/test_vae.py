@@ -1,6 +1,7 @@
 """The VAE: reparameterisation, the ELBO/IWAE bounds against the exact linear-Gaussian likelihood,
 schedules, diagnostics, exact resume and clean stops."""
 
+import dataclasses
 import logging
 import math
 
@@ -238,3 +239,82 @@ def test_a_conv_vae_takes_channel_widths_of_its_own_not_the_mlp_widths():
     assert (mlp.net, mlp.hidden) == ("mlp", [512])
     model = conv.build(load_data("digits"))
     assert model.get_config()["net"]["hidden"] == CONV_WIDTHS
+
+
+def test_a_mixture_prior_gives_the_linear_gaussian_marginal_likelihood():
+    """With a linear decoder x = Wz + b + σε and a one-component prior N(m, S), the model is
+    N(Wm + b, WSWᵀ + σ²I): the IWAE estimate reaches its log-density and the ELBO stays below,
+    its Monte Carlo KL averaging to the closed-form KL(q ‖ N(m, S))."""
+    from torch.distributions import MultivariateNormal, kl_divergence
+
+    vae, _, x = linear_gaussian_vae()
+    gmm = VAE(5, 2, loss="gaussian", sigma=1.0, prior="gmm", prior_components=1,
+              net={"hidden": [], "activation": "identity"}).double()  # fmt: skip
+    gmm.load_state_dict(vae.state_dict(), strict=False)
+    m, s = torch.tensor([0.3, -0.2], dtype=torch.float64), torch.tensor([[0.8, 0.1], [0.1, 1.2]])
+    with torch.no_grad():
+        gmm.log_scale.copy_(vae.log_scale)
+        gmm.prior_means.copy_(m[None])
+        gmm.prior_covariances.copy_(s.double()[None])
+    w, b = vae.decoder[0].weight, vae.decoder[0].bias
+    cov = w @ s.double() @ w.T + vae.log_scale.exp().square() * torch.eye(5, dtype=torch.float64)
+    exact = MultivariateNormal(w @ m + b, covariance_matrix=cov).log_prob(x[:50])
+    ll = gmm.log_likelihood(x[:50], k=4000, generator=gen(1))
+    assert (ll.log_px - exact).abs().max() < 5 * ll.stderr.max() + 1e-3
+    rows = x[:50].repeat(200, 1)
+    e = gmm.elbo(rows, generator=gen(2))
+    mu, logvar = gmm.posterior(x[:50])
+    q = MultivariateNormal(mu, covariance_matrix=torch.diag_embed(logvar.exp()))
+    kl = kl_divergence(q, MultivariateNormal(m, covariance_matrix=s.double()))  # (50,)
+    mc = e["kl"].reshape(200, 50)
+    assert ((mc.mean(0) - kl).abs() < 5 * mc.std(0) / math.sqrt(200) + 1e-6).all()
+    elbo = e["elbo"].reshape(200, 50)
+    assert (elbo.mean(0) <= exact + 5 * elbo.std(0) / math.sqrt(200)).all()
+    assert elbo.mean() < exact.mean()  # q is not this prior's exact posterior: a strict gap
+
+
+def test_finish_fits_the_mixture_prior_to_the_codes_of_the_training_data():
+    """fit ends with EM on μ(x): at EM's fixed point the mixture's mean and covariance are the
+    codes' own (up to the ridge added to each covariance), and sampling draws from it."""
+    digits = load_data("digits")
+    with seeded(0):
+        vae = VAE(64, 3, prior="gmm", prior_components=6, net={"hidden": [32]})
+    fit(vae, digits.x, TrainConfig(epochs=2, batch_size=128, lr=3e-3, seed=0))
+    with torch.no_grad():
+        codes = vae.encode(digits.x).double()
+    w, m, c = vae.prior_weights, vae.prior_means, vae.prior_covariances
+    assert w.shape == (6,) and abs(float(w.sum()) - 1) < 1e-12 and (w > 0.01).all()
+    mean = (w[:, None] * m).sum(0)
+    second = (w[:, None, None] * (c + m[:, :, None] * m[:, None, :])).sum(0)
+    torch.testing.assert_close(mean, codes.mean(0), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        second - torch.outer(mean, mean), torch.cov(codes.T, correction=0), atol=1e-4, rtol=1e-4
+    )
+    # the mixture explains the codes better than N(0, I) does
+    normal = -0.5 * (codes.pow(2).sum(1) + 3 * math.log(2 * math.pi))
+    assert vae.latent_measure.log_prob(codes).mean() > normal.mean() + 0.5
+    z = vae.latent_measure.sample(5, generator=gen(4))
+    with torch.no_grad():
+        torch.testing.assert_close(vae.sample(5, generator=gen(4)), vae.decode(z))
+    # fewer rows than components: the fitted ones are repeated, the weights still sum to 1
+    small = VAE(64, 3, prior="gmm", prior_components=6, net={"hidden": [32]})
+    small.finish(digits.x[:4])
+    assert abs(float(small.prior_weights.sum()) - 1) < 1e-12
+    assert torch.isfinite(small.latent_measure.log_prob(codes[:10])).all()
+
+
+def test_the_prior_defaults_by_data_kind_and_old_runs_keep_n01():
+    from pushforward.vae import VAEConfig
+
+    assert VAEConfig().resolve("images").prior == "gmm"
+    assert VAEConfig().resolve("points").prior == "normal"
+    assert VAEConfig(prior="normal").resolve("images").prior == "normal"
+    assert VAEConfig.stored_defaults() == {"prior": "normal"}
+    digits = load_data("digits")
+    few = dataclasses.replace(digits, x=digits.x[:20], labels=digits.labels[:20])
+    small = VAEConfig(latent=2).build(few)
+    assert small.prior_components == 20  # never more components than rows
+    with pytest.raises(ConfigError, match="unknown prior 'flow'"):
+        VAE(4, 2, prior="flow")
+    with pytest.raises(ConfigError, match="prior_components = 0"):
+        VAE(4, 2, prior="gmm", prior_components=0)

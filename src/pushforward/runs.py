@@ -396,7 +396,7 @@ def write_figures(folder: Path, model: Model, ds: datasets.Dataset) -> list[Path
             out.append(save_figure(fig, figs / "samples.png"))
     measure = model.latent_measure
     images = ds.image_shape is not None
-    if measure is not None and measure.product and model.latent == 2 and images:
+    if measure is not None and measure.has_quantile and model.latent == 2 and images:
         fig = plots.image_grid(
             manifold(model, 15), ds.image_shape, ncols=15, title="decoded manifold", scale=0.45
         )

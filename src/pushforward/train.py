@@ -367,6 +367,12 @@ class Trainable(nn.Module, Model):
         """Set up from the training data x (n, d) before the first step of a fresh run (not on
         resume: what this sets belongs in buffers, which checkpoints carry); nothing by default."""
 
+    def finish(self, x: Tensor) -> None:
+        """Set up from the training data x (n, d) after the last epoch (e.g. the VAE's prior
+        fitted to its codes), in every process; what this sets belongs in buffers. Called when
+        training completes (not when it is interrupted), also when a finished run is resumed, so
+        it must give the same result from the same weights and data; nothing by default."""
+
     @property
     def prepares_batches(self) -> bool:
         """Whether :meth:`prepare_batch` does work for each batch (then :func:`fit` runs it)."""
@@ -603,6 +609,7 @@ def fit(
         _unwrap_ddp(model)
     distributed.barrier()
     model.eval()
+    model.finish(run.data)
     return run.history
 
 

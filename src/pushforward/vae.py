@@ -24,7 +24,19 @@ and ``l1``; :meth:`VAE.elbo` and :meth:`VAE.log_likelihood` always report the ex
 with every normalising constant. Every term is summed over data dimensions and averaged over
 examples; nothing is ever averaged over dimensions.
 
-The generative model is the pushforward g#N(0, I) (:meth:`VAE.as_pushforward`).
+The generative model is the pushforward g#p(z) (:meth:`VAE.as_pushforward`) with p(z) the prior:
+
+* ``prior="normal"``: p(z) = N(0, I), the lecture's;
+* ``prior="gmm"``: after training, p(z) is a Gaussian mixture of ``prior_components``
+  full-covariance components fitted by EM (scikit-learn) to the posterior means μ(x) of the
+  training data: the ex-post density estimate of Ghosh et al. (2020), the idea behind Pythae's
+  ``GaussianMixtureSampler``. The aggregate posterior the decoder was trained on is not N(0, I),
+  and draws from N(0, I) land where few codes were: on MNIST the mixture takes the Fréchet
+  distance of the samples from 321 to 105 (BENCHMARKS.md, "Images"). Training is unchanged: the KL
+  term still regularises q(z | x) towards N(0, I); sampling, the ELBO (whose KL to the mixture is
+  then estimated from the same draw) and the IWAE likelihood use the fitted prior. The prior is
+  fitted by :meth:`VAE.finish`, which :func:`~pushforward.train.fit` calls after the last epoch;
+  before that it is N(0, I) written as a mixture.
 """
 
 from __future__ import annotations
@@ -46,7 +58,8 @@ from pushforward.losses import (
     output_mean,
     reconstruction,
 )
-from pushforward.measures import Pushforward, StandardNormal
+from pushforward.measures import BaseMeasure, MixtureMeasure, Pushforward, StandardNormal
+from pushforward.mixtures import GaussianMixture
 from pushforward.nets import (
     ACTIVATIONS,
     CONV_WIDTHS,
@@ -63,7 +76,7 @@ from pushforward.nets import (
 from pushforward.train import Trainable
 from pushforward.validate import check_rows
 
-__all__ = ["KL_SCHEDULES", "LIKELIHOODS", "VAE", "LogLikelihood", "VAEConfig"]
+__all__ = ["KL_SCHEDULES", "LIKELIHOODS", "PRIORS", "VAE", "LogLikelihood", "VAEConfig"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +84,12 @@ DIAGNOSTIC_ROWS = 512
 """Rows the per-epoch diagnostics are estimated on: at 2,048 they cost 4% of an MNIST epoch of
 8,000 digits (BENCHMARKS.md, "Training speed"); 512 give Var_x μ_j(x) to about 6% (relative
 standard error √(2/511)), ample beside the active-unit threshold 0.01."""
+PRIORS = ("normal", "gmm")
+MAX_PRIOR_COMPONENTS = 1000
+"""The priors p(z) a VAE can sample from (see the module docstring)."""
+PRIOR_FIT_ROWS = 20_000
+"""The most training rows whose codes the ``gmm`` prior is fitted to (a seeded subset beyond):
+EM on 8,000 codes of 16 dimensions with 50 components takes about 10 CPU seconds."""
 LOGVAR_RANGE = (-30.0, 20.0)  # e^-30 to e^20: wide, but keeps exp(ξ) and 1/exp(ξ) finite
 
 
@@ -144,6 +163,9 @@ class VAE(Trainable):
             half).
         free_bits: per latent dimension, the batch-mean KL below which it is not penalised
             (Kingma et al., 2016); 0 turns it off. Reported KL terms are always the true ones.
+        prior: p(z) for sampling and the likelihood: ``normal`` (N(0, I)) or ``gmm`` (a
+            Gaussian mixture fitted to the codes after training; see the module docstring).
+        prior_components: the number of the ``gmm`` prior's components.
         net: encoder :class:`~pushforward.nets.NetConfig`; the decoder mirrors it.
         image_shape: (h, w) of image data (for convolutional nets and figures).
     """
@@ -163,11 +185,24 @@ class VAE(Trainable):
         kl_schedule: str = "constant",
         kl_warmup: float = 10.0,
         free_bits: float = 0.0,
+        prior: str = "normal",
+        prior_components: int = 50,
         net: NetConfig | dict[str, Any] | None = None,
         image_shape: tuple[int, int] | list[int] | None = None,
     ):
         super().__init__()
         check_sizes(dim, latent)
+        if prior not in PRIORS:
+            raise ConfigError(f"unknown prior {prior!r}; known: {', '.join(PRIORS)}")
+        if (
+            isinstance(prior_components, bool)
+            or not isinstance(prior_components, int)
+            or not (1 <= prior_components <= MAX_PRIOR_COMPONENTS)
+        ):
+            raise ConfigError(
+                f"prior_components = {prior_components!r} is not allowed; use an integer in "
+                f"[1, {MAX_PRIOR_COMPONENTS}]"
+            )
         self.likelihood = lookup(LIKELIHOODS, loss, what="reconstruction loss")
         lookup(KL_SCHEDULES, kl_schedule, what="KL schedule")
         if (sigma is not None or learn_sigma) and not self.likelihood.trains_on_nll:
@@ -189,6 +224,16 @@ class VAE(Trainable):
         self.sigma, self.learn_sigma = sigma, learn_sigma
         self.kl_weight, self.kl_schedule, self.kl_warmup = kl_weight, kl_schedule, kl_warmup
         self.free_bits = free_bits
+        self.prior, self.prior_components = prior, prior_components
+        if prior == "gmm":
+            # N(0, I) as a mixture until finish() fits it: equal weights, means 0, covariances I
+            c = prior_components
+            self.register_buffer("prior_weights", torch.full((c,), 1.0 / c, dtype=torch.float64))
+            self.register_buffer("prior_means", torch.zeros(c, latent, dtype=torch.float64))
+            self.register_buffer(
+                "prior_covariances",
+                torch.eye(latent, dtype=torch.float64).expand(c, latent, latent).clone(),
+            )
         self.image_shape = tuple(image_shape) if image_shape is not None else None
         # one encoder with a fused (μ, ξ) head: (B, d) → (B, 2k)
         self.encoder = build_encoder(self.net, dim, 2 * latent, self.image_shape)
@@ -214,6 +259,8 @@ class VAE(Trainable):
             "kl_schedule": self.kl_schedule,
             "kl_warmup": self.kl_warmup,
             "free_bits": self.free_bits,
+            "prior": self.prior,
+            "prior_components": self.prior_components,
             "net": self.net.to_dict(),
             "image_shape": list(self.image_shape) if self.image_shape else None,
         }
@@ -230,9 +277,42 @@ class VAE(Trainable):
         return self.encoder(x).chunk(2, dim=1)[0]
 
     @property
-    def latent_measure(self) -> StandardNormal:
-        """μ = N(0, I_k), the prior of z."""
-        return StandardNormal(self.latent)
+    def latent_measure(self) -> BaseMeasure:
+        """The prior p(z) of z: N(0, I_k), or the fitted Gaussian mixture (``prior="gmm"``)."""
+        if self.prior == "normal":
+            return StandardNormal(self.latent)
+        mixture = GaussianMixture(
+            self.prior_weights.cpu(), self.prior_means.cpu(), self.prior_covariances.cpu()
+        )
+        return MixtureMeasure(mixture)
+
+    @torch.no_grad()
+    def finish(self, x: Tensor) -> None:
+        """Fit the ``gmm`` prior to the posterior means μ(x) (n, k) of the training data x (n, d)
+        by EM (scikit-learn's ``GaussianMixture``, full covariances, k-means start with a fixed
+        seed, so the same weights and data give the same prior); at most
+        :data:`PRIOR_FIT_ROWS` rows, a seeded subset. Nothing to do for ``prior="normal"``."""
+        if self.prior != "gmm":
+            return
+        from sklearn.mixture import GaussianMixture as EM  # imported when first needed
+
+        if x.shape[0] > PRIOR_FIT_ROWS:
+            pick = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))
+            x = x[pick[:PRIOR_FIT_ROWS].to(x.device)]
+        codes = torch.cat([self.encode(xb).double().cpu() for xb in x.split(4096)])
+        c = min(self.prior_components, codes.shape[0])
+        em = EM(c, covariance_type="full", reg_covar=1e-6, max_iter=200, random_state=0)
+        em.fit(codes.numpy())
+        w = torch.as_tensor(em.weights_)
+        means = torch.as_tensor(em.means_)
+        covs = torch.as_tensor(em.covariances_)
+        if c < self.prior_components:  # fewer rows than components: repeat the fitted ones
+            extra = torch.arange(self.prior_components - c) % c
+            w = torch.cat([w, w[extra]])
+            means, covs = torch.cat([means, means[extra]]), torch.cat([covs, covs[extra]])
+        self.prior_weights.copy_(w / w.sum())
+        self.prior_means.copy_(means)
+        self.prior_covariances.copy_(covs)
 
     def reparameterize(
         self, mu: Tensor, logvar: Tensor, *, generator: torch.Generator | None = None
@@ -260,11 +340,11 @@ class VAE(Trainable):
             return self(x)
 
     def as_pushforward(self) -> Pushforward:
-        """Return the generative model g#N(0, I_k) as a Pushforward."""
-        return Pushforward(self.decode, StandardNormal(self.latent))
+        """Return the generative model g#p(z) as a Pushforward (p(z) the prior)."""
+        return Pushforward(self.decode, self.latent_measure)
 
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
-        """Return n draws of g#N(0, I): the decoder means at z ~ N(0, I), shape (n, d)."""
+        """Return n draws of g#p(z): the decoder means at z ~ p(z), shape (n, d)."""
         return self.as_pushforward().sample(n, generator=generator)
 
     def interpolate(self, x0: Tensor, x1: Tensor, steps: int = 8) -> Tensor:
@@ -312,16 +392,26 @@ class VAE(Trainable):
     ) -> dict[str, Tensor]:
         """Return the per-example ELBO in nats and its two terms, each (n,), for x (n, d).
 
-        ELBO(x) = E_q[log p(x | z)] − KL(q(z | x) ‖ N(0, I)), the expectation estimated with
-        one reparameterised draw, every normalising constant included.
+        ELBO(x) = E_q[log p(x | z)] − KL(q(z | x) ‖ p(z)), the expectation estimated with
+        one reparameterised draw, every normalising constant included; the KL is in closed form
+        for p(z) = N(0, I), and estimated from the same draw, log q(z | x) − log p(z), for the
+        ``gmm`` prior.
         """
         check_rows(x, "x", dim=self.dim)
+        prior = self.latent_measure if self.prior != "normal" else None
         parts: dict[str, list[Tensor]] = {"elbo": [], "log_px_given_z": [], "kl": []}
         for xb in x.split(batch_size):
             mu, logvar = self.posterior(xb)
             z = self.reparameterize(mu, logvar, generator=generator)
             log_px_z = -self._nll(xb, self.decoder(z))
-            kl = gaussian_kl_terms(mu, logvar).sum(1)
+            if prior is None:
+                kl = gaussian_kl_terms(mu, logvar).sum(1)
+            else:
+                log_qz = -0.5 * (
+                    ((z - mu).pow(2) / logvar.exp() + logvar).sum(1)
+                    + self.latent * math.log(2 * math.pi)
+                )
+                kl = log_qz - prior.log_prob(z)
             parts["elbo"].append(log_px_z - kl)
             parts["log_px_given_z"].append(log_px_z)
             parts["kl"].append(kl)
@@ -347,6 +437,7 @@ class VAE(Trainable):
         check_rows(x, "x", dim=self.dim)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigError(f"k = {k!r} is not allowed; use an integer ≥ 1")
+        prior = self.latent_measure if self.prior != "normal" else None
         out_lp, out_se = [], []
         for xb in x.split(batch_size):
             b = xb.shape[0]
@@ -363,7 +454,10 @@ class VAE(Trainable):
                 z = mu + std * eps  # (s, b, k)
                 out = self.decoder(z.reshape(s * b, self.latent))
                 log_px_z = -self._nll(xb.repeat(s, 1), out).reshape(s, b)
-                log_pz = -0.5 * (z.pow(2).sum(-1) + self.latent * math.log(2 * math.pi))
+                if prior is None:
+                    log_pz = -0.5 * (z.pow(2).sum(-1) + self.latent * math.log(2 * math.pi))
+                else:
+                    log_pz = prior.log_prob(z.reshape(s * b, -1)).reshape(s, b)
                 log_qz = -0.5 * (eps.pow(2).sum(-1) + self.latent * math.log(2 * math.pi))
                 log_qz = log_qz - 0.5 * logvar.sum(-1)
                 lw = (log_px_z + log_pz - log_qz).double()  # (s, b)
@@ -478,6 +572,25 @@ class VAEConfig(NetSettings):
     )  # fmt: skip
     kl_warmup: float = setting(10.0, "KL warm-up (or cycle) length in epochs", above=0)
     free_bits: float = setting(0.0, "free bits per latent dimension, in nats", minimum=0)
+    prior: str | None = setting(
+        None, "prior p(z) to sample from: normal (N(0, I)) or gmm (a Gaussian mixture fitted to "
+        "the codes after training; default: gmm on images, normal on points)", choices=PRIORS,
+        what="prior",
+    )  # fmt: skip
+    prior_components: int = setting(
+        50, "components of the gmm prior", minimum=1, maximum=MAX_PRIOR_COMPONENTS
+    )
+
+    @classmethod
+    def stored_defaults(cls) -> dict[str, Any]:
+        """Runs stored before the prior existed sampled from N(0, I)."""
+        return {"prior": "normal"}
+
+    def kind_defaults(self, kind: str) -> dict[str, Any]:
+        """Return the network (:meth:`NetSettings.kind_defaults`) and the prior: the fitted
+        mixture on images, where it is measured to give much better samples (BENCHMARKS.md,
+        "Images"), N(0, I) on points."""
+        return {**super().kind_defaults(kind), "prior": "gmm" if kind == "images" else "normal"}
 
     def check(self) -> None:
         if (self.sigma is not None or self.learn_sigma) and self.loss is not None:
@@ -503,7 +616,9 @@ class VAEConfig(NetSettings):
         return VAE(
             ds.dim, cfg.latent, loss=loss, sigma=sigma, learn_sigma=learn_sigma,
             kl_weight=cfg.kl_weight, kl_schedule=cfg.kl_schedule, kl_warmup=cfg.kl_warmup,
-            free_bits=cfg.free_bits, net=cfg.net_config(), image_shape=ds.image_shape,
+            free_bits=cfg.free_bits, prior=cfg.prior or "normal",
+            prior_components=min(cfg.prior_components, ds.x.shape[0]), net=cfg.net_config(),
+            image_shape=ds.image_shape,
         )  # fmt: skip
 
 
