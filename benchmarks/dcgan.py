@@ -8,10 +8,11 @@ Produces the "Images: GAN speed" table of BENCHMARKS.md:
 The plain loop is written the way PyTorch-GAN's DCGAN script trains (a shuffling DataLoader,
 ``optimizer.zero_grad()``, one ``backward()`` per network, plain Adam, the losses read with
 ``.item()`` every batch), with the networks and the objective of ``pushforward fit gan --data
-mnist``: the generator k = 64 → 128·7·7 → ConvT 64 → ConvT 1 → sigmoid, the critic Conv 64 →
-Conv 128 → Linear (3×3, stride 2, leaky ReLU 0.2), the non-saturating game on logits, R1 at the
-data (weight γ, as ``gp_weight``, taken every ``penalty_every``-th critic step with weight
-``penalty_every``·γ, as StyleGAN2's loop does), and a running average of the generator's weights.
+mnist``: the generator k = 64 → C₂·7·7 → ConvT C₁ → ConvT 1 → sigmoid, the critic Conv C₁ →
+Conv C₂ → Linear (3×3, stride 2, leaky ReLU 0.2; (C₁, C₂) the GAN's conv widths, 32 and 64),
+the non-saturating game on logits, R1 at the data (weight γ, as ``gp_weight``, taken every
+``penalty_every``-th critic step with weight ``penalty_every``·γ, as StyleGAN2's loop does), and
+a running average of the generator's weights.
 The plain loop keeps PyTorch's default memory layout (pushforward's conv networks run
 channels-last). It does the
 same work per step as :meth:`pushforward.gan.GAN.training_step`: a critic step against fresh
@@ -32,7 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from pushforward.datasets import load_data, select_rows
-from pushforward.gan import RECOMMENDED_IMAGES, GANConfig
+from pushforward.gan import GAN_CONV_WIDTHS, RECOMMENDED_IMAGES, GANConfig
 from pushforward.train import TrainConfig, fit, seeded
 
 LATENT = RECOMMENDED_IMAGES["model"]["latent"]
@@ -40,28 +41,29 @@ GAMMA = RECOMMENDED_IMAGES["model"]["gp_weight"]
 EMA = RECOMMENDED_IMAGES["model"]["ema"]
 EVERY = RECOMMENDED_IMAGES["model"]["penalty_every"]
 TRAIN = RECOMMENDED_IMAGES["train"]
+C1, C2 = GAN_CONV_WIDTHS
 
 
 def plain_generator() -> nn.Module:
     return nn.Sequential(
-        nn.Linear(LATENT, 128 * 7 * 7),
+        nn.Linear(LATENT, C2 * 7 * 7),
         nn.ReLU(),
-        nn.Unflatten(1, (128, 7, 7)),
-        nn.ConvTranspose2d(128, 64, 3, stride=2, padding=1, output_padding=1),  # 7 → 14
+        nn.Unflatten(1, (C2, 7, 7)),
+        nn.ConvTranspose2d(C2, C1, 3, stride=2, padding=1, output_padding=1),  # 7 → 14
         nn.ReLU(),
-        nn.ConvTranspose2d(64, 1, 3, stride=2, padding=1, output_padding=1),  # 14 → 28
+        nn.ConvTranspose2d(C1, 1, 3, stride=2, padding=1, output_padding=1),  # 14 → 28
         nn.Sigmoid(),
     )
 
 
 def plain_critic() -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(1, 64, 3, stride=2, padding=1),  # 28 → 14
+        nn.Conv2d(1, C1, 3, stride=2, padding=1),  # 28 → 14
         nn.LeakyReLU(0.2),
-        nn.Conv2d(64, 128, 3, stride=2, padding=1),  # 14 → 7
+        nn.Conv2d(C1, C2, 3, stride=2, padding=1),  # 14 → 7
         nn.LeakyReLU(0.2),
         nn.Flatten(),
-        nn.Linear(128 * 7 * 7, 1),
+        nn.Linear(C2 * 7 * 7, 1),
     )
 
 

@@ -635,7 +635,10 @@ def test_defaults_follow_the_kind_of_data_and_are_recorded_in_config_json(tmp_pa
     points = RunConfig.from_flat({"model": "gan", "data": "ring8"})
     images = RunConfig.from_flat({"model": "gan", "data": "digits"})
     assert (points.settings.net, points.settings.hidden) == ("mlp", [256, 256, 256])
-    assert (images.settings.net, images.settings.hidden) == ("conv", CONV_WIDTHS)
+    assert (images.settings.net, images.settings.hidden) == ("conv", [32, 64])
+    # the GAN's conv widths are its own; other models keep the shared conv default
+    vae = RunConfig.from_flat({"model": "vae", "data": "digits", "net": "conv"})
+    assert vae.settings.hidden == CONV_WIDTHS == [64, 128]
     assert (points.settings.latent, images.settings.latent) == (8, 64)
     assert images.settings.critic_activation == "leaky_relu_0.2"
     assert images.settings.gp_weight == RECOMMENDED_IMAGES["model"]["gp_weight"]

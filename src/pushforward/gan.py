@@ -78,7 +78,6 @@ from pushforward.errors import ConfigError, lookup
 from pushforward.measures import BaseMeasure, Pushforward, Restricted, StandardNormal, Uniform
 from pushforward.nets import (
     ACTIVATIONS,
-    CONV_WIDTHS,
     MAX_LATENT,
     MAX_WIDTH,
     NetConfig,
@@ -93,6 +92,7 @@ from pushforward.validate import check_int, check_positive, check_share
 
 __all__ = [
     "GAN",
+    "GAN_CONV_WIDTHS",
     "GAN_LOSSES",
     "NOISES",
     "OUTPUTS",
@@ -208,12 +208,16 @@ RECOMMENDED: dict[str, dict[str, Any]] = {
 
 
 # The image setting (MNIST, benchmarks/dcgan.py and benchmarks/gan_mnist.py; see BENCHMARKS.md,
-# "Images"): DCGAN's pair of conv networks (generator k → 128·7·7 → 64 → 1 channels, critic
-# 1 → 64 → 128 channels → 1, 3×3 stride-2 layers), ReLU in g and leaky ReLU (0.2) in the critic,
-# the non-saturating game with R1 at the data taken every 4th critic step (lazy, weighted 4×), a
-# running average of g's weights, and Adam at DCGAN's β₁ = 0.5 with 5·10⁻⁴ at batch 128 (which
-# reached a Fréchet distance of 244 in 600 CPU seconds where DCGAN's 2·10⁻⁴ at batch 256 had 512,
-# and 323 after 1,200). The networks' widths are nets.CONV_WIDTHS.
+# "Images"): DCGAN's shape of conv networks at half its widths (generator k → 64·7·7 → 32 → 1
+# channels, critic 1 → 32 → 64 channels → 1, 3×3 stride-2 layers: GAN_CONV_WIDTHS), ReLU in g and
+# leaky ReLU (0.2) in the critic, the non-saturating game with R1 at the data taken every 4th
+# critic step (lazy, weighted 4×), a running average of g's weights, and Adam at DCGAN's
+# β₁ = 0.5 with 5·10⁻⁴ at batch 128 (which reached a Fréchet distance of 244 in 600 CPU seconds
+# where DCGAN's 2·10⁻⁴ at batch 256 had 512, and 323 after 1,200).
+GAN_CONV_WIDTHS = (32, 64)
+"""The image GAN's channel counts: half DCGAN's 64,128 train an epoch 2.6× as fast and reach a
+lower Fréchet distance in the same CPU time on MNIST (390 against 433 after 300 CPU seconds, 218
+against 282 after 1,200; BENCHMARKS.md, "Images")."""
 RECOMMENDED_IMAGES: dict[str, dict[str, Any]] = {
     "model": {
         "latent": 64,
@@ -753,6 +757,7 @@ class GANConfig(NetSettings):
     :data:`RECOMMENDED_IMAGES` on images (benchmarked on MNIST); see BENCHMARKS.md."""
 
     mlp_widths = tuple(RECOMMENDED["model"]["net"]["hidden"])
+    conv_widths = GAN_CONV_WIDTHS
     image_net = "conv"
 
     latent: int | None = setting(
@@ -761,7 +766,7 @@ class GANConfig(NetSettings):
     )  # fmt: skip
     hidden: list[int] | None = setting(
         None, "generator widths, e.g. 512,256 (default 256,256,256; conv: channel counts, "
-        "default " + ",".join(map(str, CONV_WIDTHS)) + ")", minimum=1, maximum=MAX_WIDTH,
+        "default " + ",".join(map(str, GAN_CONV_WIDTHS)) + ")", minimum=1, maximum=MAX_WIDTH,
     )  # fmt: skip
     noise: str = setting(
         "gaussian", "the base measure μ: gaussian (N(0, I)) or uniform ([−1, 1]^k)",
@@ -814,7 +819,7 @@ class GANConfig(NetSettings):
 
     def kind_defaults(self, kind: str) -> dict[str, Any]:
         """Return the network (:meth:`NetSettings.kind_defaults`: a conv pair of
-        :data:`~pushforward.nets.CONV_WIDTHS` on images), the latent size, the critic's
+        :data:`GAN_CONV_WIDTHS` on images), the latent size, the critic's
         activation, the penalty's weight and Jacobian truncation for data of ``kind``."""
         rec = RECOMMENDED_IMAGES["model"] if kind == "images" else RECOMMENDED["model"]
         truncation = 0.0 if kind == "images" else TRUNCATION

@@ -320,12 +320,14 @@ class NetSettings(ModelConfig):
 
     Left unset, ``net`` and ``hidden`` follow the kind of data (:meth:`kind_defaults`): the
     model's :attr:`image_net` on images and an MLP on points; then the model's
-    :attr:`mlp_widths` for an MLP and :data:`CONV_WIDTHS` channels for a conv net, so that a conv
+    :attr:`mlp_widths` for an MLP and :attr:`conv_widths` channels for a conv net, so that a conv
     net never takes MLP widths as channel counts.
     """
 
     mlp_widths: ClassVar[tuple[int, ...]] = (400,)
     """The model's hidden widths for an MLP when none are given."""
+    conv_widths: ClassVar[tuple[int, ...]] = tuple(CONV_WIDTHS)
+    """The model's channel counts for a conv net when none are given."""
     image_net: ClassVar[str] = "mlp"
     """The model's network kind on images when none is given."""
 
@@ -343,9 +345,9 @@ class NetSettings(ModelConfig):
 
     def kind_defaults(self, kind: str) -> dict[str, Any]:
         """Return ``net`` (the model's :attr:`image_net` on images, else ``mlp``) and ``hidden``
-        (:attr:`mlp_widths` for an MLP, :data:`CONV_WIDTHS` for a conv net)."""
+        (:attr:`mlp_widths` for an MLP, :attr:`conv_widths` for a conv net)."""
         net = self.net or (self.image_net if kind == "images" else "mlp")
-        hidden = list(self.mlp_widths) if net == "mlp" else list(CONV_WIDTHS)
+        hidden = list(self.mlp_widths) if net == "mlp" else list(self.conv_widths)
         return {"net": net, "hidden": hidden}
 
     def net_config(self) -> dict[str, Any]:
