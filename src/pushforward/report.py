@@ -295,7 +295,11 @@ def _vae_digits_section(
         "gives the ELBO and the importance-weighted (IWAE) log-likelihood of held-out digits, and "
         "the Fréchet distance between samples and held-out digits in the feature space of a "
         "small digit classifier trained here (two halves of the real held-out digits score the "
-        "floor in brackets). The explorer below decodes the pointer's z in the page, from the "
+        "floor in brackets), for samples g(z) with z from N(0, I) and with z from a mixture of "
+        "Gaussians fitted to the codes of the training digits after training "
+        "(<code>--prior gmm</code>, the default of <code>fit vae</code> on images): the "
+        "codes' aggregate is not N(0, I), and the mixture draws z where the decoder was "
+        "trained. The explorer below decodes the pointer's z in the page, from the "
         "decoder's weights (<code>pushforward explore</code>).",
     )
     sets = [("digits", "digits", 1500, 20 if quick else 150)]
@@ -327,22 +331,29 @@ def _vae_digits_section(
         ll = vae.log_likelihood(test.x, k=100 if quick else 1000, generator=gen)
         bpd = -ll.mean / (ds.dim * math.log(2))
         fd = image_quality(lambda n, g, m=vae: m.sample(n, generator=g), test, ds, seed=seed)
-        trained[f"vae_{label}"] = fd, epochs
+        # the same weights, sampled from the mixture prior fitted to the training codes
+        mixed = VAE(ds.dim, 2, loss="bce", net={"hidden": [512], "activation": "silu"},
+                    prior="gmm", image_shape=ds.image_shape)  # fmt: skip
+        mixed.load_state_dict(vae.state_dict(), strict=False)
+        mixed.finish(train.x)
+        fd_mix = image_quality(lambda n, g, m=mixed: m.sample(n, generator=g), test, ds, seed=seed)
+        trained[f"vae_{label}"] = fd, fd_mix, epochs
         rows.append([label, f"{train.n:,} / {test.n:,}", str(epochs), f"{-elbo:.2f}",
                      f"{-ll.mean:.2f} ± {ll.mean_stderr:.2f}", f"{bpd:.4f}",
                      f"{fd['frechet_distance']:.1f} ({fd['frechet_distance_floor']:.1f})",
+                     f"{fd_mix['frechet_distance']:.1f}",
                      f"{100 * fd['feature_accuracy']:.1f}"])  # fmt: skip
     header = ["data", "train / test", "epochs", "−ELBO", f"−log p(x), IWAE k={ll.k}", "bits/dim",
-              "Fréchet distance (real floor)", "feature net accuracy %"]  # fmt: skip
+              "Fréchet distance, z ~ N(0, I) (real floor)", "Fréchet distance, mixture prior",
+              "feature net accuracy %"]  # fmt: skip
     sec.tables.append((header, rows))
     return sec
 
 
-GALLERY_GAN: dict[str, Any] = {"hidden": [32, 64], "epochs": 3, "quick_epochs": 1, "rows": 8000}
-"""The gallery's image GAN: the default image GAN (:data:`pushforward.gan.RECOMMENDED_IMAGES`)
-at half its channel widths, for a few epochs, so that it trains in about half a minute on 2 idle
-cores (measured only on a loaded machine: see BENCHMARKS.md, "Images"), far too short for good
-digits; BENCHMARKS.md has the full setting's Fréchet distance after longer training."""
+GALLERY_GAN: dict[str, Any] = {"epochs": 3, "quick_epochs": 1, "rows": 8000}
+"""The gallery's image GAN: the default image GAN (:data:`pushforward.gan.RECOMMENDED_IMAGES`,
+conv 32,64) for a few epochs (6 s an epoch of 8,000 digits on 2 idle cores), far too short for
+good digits; BENCHMARKS.md has its Fréchet distance after longer training."""
 
 
 def _interpolation(model: Any, pairs: int, steps: int, seed: int) -> Tensor:
@@ -376,7 +387,7 @@ def _gan_digits_section(
     assert ds.image_shape is not None
     epochs = GALLERY_GAN["quick_epochs" if quick else "epochs"]
     with seeded(seed):
-        gan = GANConfig(hidden=GALLERY_GAN["hidden"]).build(train)
+        gan = GANConfig().build(train)
     settings = RECOMMENDED_IMAGES["train"]
     start = time.perf_counter()
     history = fit(gan, train.x, TrainConfig(**{**settings, "epochs": epochs, "seed": seed}),
@@ -385,12 +396,12 @@ def _gan_digits_section(
     sec = Section(
         "The GAN on digits",
         "The same pushforward g#N(0, I) on images, fitted adversarially with the image defaults "
-        "of `pushforward fit gan`: DCGAN's pair of conv networks (g: k = 64 → 7×7 maps → 14×14 "
-        "→ 28×28 through transposed convolutions; the critic: convolutions back down to one "
-        "logit), the non-saturating game with R1 at the data and a running average of g's "
-        f"weights. Here at half the default channel widths ({GALLERY_GAN['hidden'][0]} and "
-        f"{GALLERY_GAN['hidden'][1]}) for {epochs} epoch(s), {seconds:.0f} s on this machine; "
-        "BENCHMARKS.md has the full setting after longer training. The interpolation walks great "
+        "of `pushforward fit gan`: DCGAN's pair of conv networks at half its widths (g: k = 64 "
+        "→ 7×7 maps → 14×14 → 28×28 through transposed convolutions of "
+        f"{gan.net.hidden[1]} and {gan.net.hidden[0]} channels; the critic: convolutions back "
+        "down to one logit), the non-saturating game with R1 at the data and a running average "
+        f"of g's weights. Here for {epochs} epoch(s), {seconds:.0f} s on this machine; "
+        "BENCHMARKS.md has the same setting after longer training. The interpolation walks great "
         "circles between pairs of latent draws. The table sets the GAN's Fréchet distance "
         "beside the VAE's of the section above, on the same held-out digits, in the feature "
         "space of the digit classifier (its held-out accuracy beside each); two halves of the "
@@ -409,11 +420,12 @@ def _gan_digits_section(
     fd = image_quality(lambda n, g: gan.sample(n, generator=g), test, ds, seed=seed)
     rows = []
     if f"vae_{label}" in trained:
-        vae_fd, vae_epochs = trained[f"vae_{label}"]
-        rows.append(["VAE (k = 2, MLP)", str(vae_epochs), f"{vae_fd['frechet_distance']:.1f}",
-                     f"{vae_fd['frechet_distance_floor']:.1f}",
-                     f"{100 * vae_fd['feature_accuracy']:.1f}"])  # fmt: skip
-    rows.append([f"GAN (k = {gan.latent}, conv {GALLERY_GAN['hidden']})", str(epochs),
+        vae_fd, vae_mix, vae_epochs = trained[f"vae_{label}"]
+        for name, q in (("z ~ N(0, I)", vae_fd), ("mixture prior", vae_mix)):
+            rows.append([f"VAE (k = 2, MLP), {name}", str(vae_epochs),
+                         f"{q['frechet_distance']:.1f}", f"{q['frechet_distance_floor']:.1f}",
+                         f"{100 * q['feature_accuracy']:.1f}"])  # fmt: skip
+    rows.append([f"GAN (k = {gan.latent}, conv {gan.net.hidden})", str(epochs),
                  f"{fd['frechet_distance']:.1f}", f"{fd['frechet_distance_floor']:.1f}",
                  f"{100 * fd['feature_accuracy']:.1f}"])  # fmt: skip
     header = [f"{label}: {train.n:,} to train, {test.n:,} held out", "epochs",
