@@ -437,11 +437,12 @@ def _encoder_figures(figs: Path, model: Model, ds: datasets.Dataset) -> list[Pat
 
 
 def manifold(model: Model, side: int = 15) -> Tensor:
-    """Return decoded images (side², d) on a grid of 2-D latents spaced by the inverse CDF of
-    the model's base measure μ (a product measure).
+    """Return decoded images (side², d) on a grid of 2-D latents spaced by the inverse marginal
+    CDFs of the model's base measure μ (one with a quantile function).
 
-    z = (F⁻¹(u), F⁻¹(v)) for u, v evenly spaced in (0, 1) (Φ⁻¹ for a Gaussian μ): each cell
-    holds equal prior mass.
+    z = (F₁⁻¹(u), F₂⁻¹(v)) for u, v evenly spaced in (0, 1) (Φ⁻¹ for a Gaussian μ): each cell
+    of a product measure holds equal prior mass; for a mixture prior, each row and each column
+    of cells does.
     """
     u = torch.linspace(0.5 / side, 1 - 0.5 / side, side)
     uu = torch.stack(torch.meshgrid(u, u.flip(0), indexing="xy"), dim=-1).reshape(-1, 2)
