@@ -318,3 +318,19 @@ def test_the_prior_defaults_by_data_kind_and_old_runs_keep_n01():
         VAE(4, 2, prior="flow")
     with pytest.raises(ConfigError, match="prior_components = 0"):
         VAE(4, 2, prior="gmm", prior_components=0)
+
+
+def test_a_collapsed_encoder_gets_a_narrow_prior_and_a_log_line_not_a_warning(caplog):
+    import warnings
+
+    vae = VAE(10, 2, loss="l2", prior="gmm", prior_components=5)
+    with torch.no_grad():
+        for p in vae.encoder.parameters():
+            p.zero_()  # every code is 0: EM finds one distinct cluster
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING):
+        warnings.simplefilter("always")
+        vae.finish(torch.rand(100, 10, generator=gen(0)))
+    assert not caught
+    assert "fitting the mixture prior: Number of distinct clusters (1)" in caplog.text
+    assert abs(float(vae.prior_weights.sum()) - 1) < 1e-12
+    assert vae.latent_measure.sample(50, generator=gen(1)).abs().max() < 0.05

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,8 +86,8 @@ DIAGNOSTIC_ROWS = 512
 8,000 digits (BENCHMARKS.md, "Training speed"); 512 give Var_x μ_j(x) to about 6% (relative
 standard error √(2/511)), ample beside the active-unit threshold 0.01."""
 PRIORS = ("normal", "gmm")
-MAX_PRIOR_COMPONENTS = 1000
 """The priors p(z) a VAE can sample from (see the module docstring)."""
+MAX_PRIOR_COMPONENTS = 1000
 PRIOR_FIT_ROWS = 20_000
 """The most training rows whose codes the ``gmm`` prior is fitted to (a seeded subset beyond):
 EM on 8,000 codes of 16 dimensions with 50 components takes about 10 CPU seconds."""
@@ -302,7 +303,11 @@ class VAE(Trainable):
         codes = torch.cat([self.encode(xb).double().cpu() for xb in x.split(4096)])
         c = min(self.prior_components, codes.shape[0])
         em = EM(c, covariance_type="full", reg_covar=1e-6, max_iter=200, random_state=0)
-        em.fit(codes.numpy())
+        with warnings.catch_warnings(record=True) as caught:  # the library logs, never warns
+            warnings.simplefilter("always")
+            em.fit(codes.numpy())
+        for w in caught:
+            log.warning("fitting the mixture prior: %s", w.message)
         w = torch.as_tensor(em.weights_)
         means = torch.as_tensor(em.means_)
         covs = torch.as_tensor(em.covariances_)
