@@ -310,7 +310,7 @@ class InterruptedFM(FlowMatching):
         return super().training_step(x, optimizers, cfg, **kwargs)
 
 
-def _ot_model(coupling="ot", **kwargs) -> InterruptedFM:
+def _prefetching_model(coupling="ot", **kwargs) -> InterruptedFM:
     with seeded(0):
         reference = {"reference": 32} if coupling == "independent" else {}
         return InterruptedFM(2, hidden=[16, 16], coupling=coupling, frequencies=2, **reference,
@@ -323,13 +323,13 @@ def test_batches_prepared_ahead_change_nothing_and_resume_exactly(
     tmp_path, monkeypatch, forked, coupling
 ):
     monkeypatch.setattr(prefetch, "can_fork", lambda device: forked)
-    _ot_model = functools.partial(globals()["_ot_model"], coupling)
+    make = functools.partial(_prefetching_model, coupling)
     x = torch.randn(300, 2, generator=torch.Generator().manual_seed(0))
     cfg = TrainConfig(epochs=3, batch_size=64, seed=4)  # 5 steps an epoch, the last of 44 rows
     threads = torch.get_num_threads()
     torch.set_num_threads(2)  # so that one fewer is visible on any host
     try:
-        ahead = _ot_model()
+        ahead = make()
         h_ahead = fit(ahead, x, cfg)
         # one intra-op thread fewer while training, the preparing process's core; then restored
         assert ahead.threads == 1 and torch.get_num_threads() == 2
@@ -338,7 +338,7 @@ def test_batches_prepared_ahead_change_nothing_and_resume_exactly(
     # every step trained on a prepared batch; a forked child prepared them out of sight
     assert ahead.calls == 15 and ahead.used == 15
     monkeypatch.setattr(train, "PREFETCH", False)
-    inline = _ot_model()
+    inline = make()
     h_inline = fit(inline, x, cfg)
     assert len(inline.seen) == 15 and inline.used == 15
     # each batch prepared once, in training order, here only on the thread
@@ -347,10 +347,10 @@ def test_batches_prepared_ahead_change_nothing_and_resume_exactly(
     for a, b in zip(ahead.state_dict().values(), inline.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     monkeypatch.setattr(train, "PREFETCH", True)
-    stopped = _ot_model(at_step=8)  # epoch 2, step 3 of 5
+    stopped = make(at_step=8)  # epoch 2, step 3 of 5
     with pytest.raises(Interrupted, match=r"at epoch 2, step 3 of 5"):
         fit(stopped, x, cfg, run_dir=tmp_path)
-    resumed = _ot_model()
+    resumed = make()
     h_resumed = fit(resumed, x, cfg, run_dir=tmp_path, resume=True)
     assert [r["loss"] for r in h_resumed] == [r["loss"] for r in h_ahead]
     for a, b in zip(ahead.state_dict().values(), resumed.state_dict().values(), strict=True):

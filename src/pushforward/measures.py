@@ -312,6 +312,9 @@ class MixtureMeasure(BaseMeasure):
     def __init__(self, mixture: GaussianMixture, dtype: torch.dtype = torch.float32):
         self.mixture, self.dtype = mixture, dtype
         self.event_shape = torch.Size([mixture.dim])
+        # each coordinate's marginal: weights (C,), means and standard deviations (C, k), float64
+        self._w, self._m = mixture.weights, mixture.means
+        self._sd = mixture.covariances.diagonal(dim1=-2, dim2=-1).sqrt()
 
     def sample(
         self, n: int, *, generator: torch.Generator | None = None, device: Device = None
@@ -324,17 +327,14 @@ class MixtureMeasure(BaseMeasure):
 
     def cdf_marginal(self, t: Tensor) -> Tensor:
         """Return F_j(t_j), each coordinate's marginal CDF, for t (n, k): shape (n, k)."""
-        m = self.mixture.means.to(t.device)  # (C, k)
-        sd = self.mixture.covariances.diagonal(dim1=-2, dim2=-1).sqrt().to(t.device)  # (C, k)
-        w = self.mixture.weights.to(t.device)  # (C,)
+        m, sd, w = self._m.to(t.device), self._sd.to(t.device), self._w.to(t.device)
         u = torch.special.ndtr((t.double().unsqueeze(1) - m) / sd)  # (n, C, k)
         return (w[:, None] * u).sum(1).to(t.dtype)
 
     def quantile(self, u: Tensor) -> Tensor:
         """Return F_j⁻¹(u_j) coordinate by coordinate for u (n, k) in (0, 1)^k, by bisection in
         float64 (to about 1e-12 of the components' spread)."""
-        m = self.mixture.means
-        sd = self.mixture.covariances.diagonal(dim1=-2, dim2=-1).sqrt()
+        m, sd = self._m, self._sd
         ud = u.double().cpu()
         q = torch.special.ndtri(ud.clamp(1e-300, 1 - 1e-16))  # (n, k) within ±38
         lo = ((m - 40 * sd).amin(0) + q.clamp(max=0) * sd.amax(0)).expand_as(ud).clone()

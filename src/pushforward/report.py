@@ -332,8 +332,7 @@ def _vae_digits_section(
         bpd = -ll.mean / (ds.dim * math.log(2))
         fd = image_quality(lambda n, g, m=vae: m.sample(n, generator=g), test, ds, seed=seed)
         # the same weights, sampled from the mixture prior fitted to the training codes
-        mixed = VAE(ds.dim, 2, loss="bce", net={"hidden": [512], "activation": "silu"},
-                    prior="gmm", image_shape=ds.image_shape)  # fmt: skip
+        mixed = VAE.from_config({**vae.get_config(), "prior": "gmm"})
         mixed.load_state_dict(vae.state_dict(), strict=False)
         mixed.finish(train.x)
         fd_mix = image_quality(lambda n, g, m=mixed: m.sample(n, generator=g), test, ds, seed=seed)

@@ -442,7 +442,7 @@ class VAE(Trainable):
         check_rows(x, "x", dim=self.dim)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigError(f"k = {k!r} is not allowed; use an integer ≥ 1")
-        prior = self.latent_measure if self.prior != "normal" else None
+        prior = self.latent_measure
         out_lp, out_se = [], []
         for xb in x.split(batch_size):
             b = xb.shape[0]
@@ -459,10 +459,7 @@ class VAE(Trainable):
                 z = mu + std * eps  # (s, b, k)
                 out = self.decoder(z.reshape(s * b, self.latent))
                 log_px_z = -self._nll(xb.repeat(s, 1), out).reshape(s, b)
-                if prior is None:
-                    log_pz = -0.5 * (z.pow(2).sum(-1) + self.latent * math.log(2 * math.pi))
-                else:
-                    log_pz = prior.log_prob(z.reshape(s * b, -1)).reshape(s, b)
+                log_pz = prior.log_prob(z.reshape(s * b, self.latent)).reshape(s, b)
                 log_qz = -0.5 * (eps.pow(2).sum(-1) + self.latent * math.log(2 * math.pi))
                 log_qz = log_qz - 0.5 * logvar.sum(-1)
                 lw = (log_px_z + log_pz - log_qz).double()  # (s, b)
