@@ -104,9 +104,9 @@ def test_leaving_the_group_joins_its_threads_before_the_interpreter_exits(tmp_pa
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-# 500 rows: a last batch of 52
+# 500 rows: a last batch of 52; the critic's augmentation draws its shifts and squares per row
 GAN = ["gan", "--data", "digits", "--rows", ":500", "--hidden", "8,16", "--latent", "8",
-       "--batch-size", "64"]  # fmt: skip
+       "--augment", "translation,cutout", "--batch-size", "64"]  # fmt: skip
 
 
 @pytest.mark.slow

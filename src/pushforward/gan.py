@@ -72,6 +72,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pushforward.augment import AUGMENTS, augment
 from pushforward.contract import ModelSpec, setting
 from pushforward.distributed import average_gradients_
 from pushforward.errors import ConfigError, lookup
@@ -227,6 +228,7 @@ RECOMMENDED_IMAGES: dict[str, dict[str, Any]] = {
         "penalty_every": 4,
         "critic_activation": "leaky_relu_0.2",
         "ema": 0.999,
+        "augment": "none",
     },
     "train": {
         "epochs": 40,
@@ -372,9 +374,11 @@ class GAN(Trainable):
         image_shape: tuple[int, int] | list[int] | None = None,
         standardize: bool | None = None,
         jacobian_truncation: float | None = None,
+        augment: str = "none",
     ):
         super().__init__()
         check_sizes(dim, latent)
+        lookup(AUGMENTS, augment, what="augmentation")
         self.objective = lookup(GAN_LOSSES, loss, what="GAN loss")
         base = lookup(NOISES, noise, what="noise")
         self.image_shape = tuple(image_shape) if image_shape is not None else None
@@ -410,6 +414,14 @@ class GAN(Trainable):
         self.critic_steps, self.gp_weight, self.pack = critic_steps, gp_weight, pack
         self.penalty, self.penalty_every = penalty, penalty_every
         self.critic_lr, self.ema, self.output = critic_lr, float(ema), output
+        square = self.image_shape is not None and len(set(self.image_shape)) == 1
+        if augment != "none" and (pack != 1 or not square or dim != math.prod(self.image_shape)):
+            raise ConfigError(
+                f"augment = {augment!r} transforms square images one at a time: it needs square "
+                f"image data and pack = 1 (got image shape {self.image_shape}, pack = {pack}); "
+                "use augment = none"
+            )
+        self.augment = augment
         if standardize is None:
             standardize = output == "linear" and self.image_shape is None
         self.standardize = bool(standardize)
@@ -447,6 +459,7 @@ class GAN(Trainable):
             "image_shape": list(self.image_shape) if self.image_shape else None,
             "standardize": self.standardize,
             "jacobian_truncation": self.jacobian_truncation,
+            "augment": self.augment,
         }
 
     def prepare(self, x: Tensor) -> None:
@@ -628,6 +641,24 @@ class GAN(Trainable):
     def _score(self, packs: Tensor) -> Tensor:
         return self.critic(packs).squeeze(1)  # (P,) logits
 
+    def _view(
+        self, packs: Tensor, generator: torch.Generator | None, shard: Shard | None
+    ) -> Tensor:
+        """Return the packs (P, m·d) as the critic sees them: through :attr:`augment`'s random
+        transformation T (:mod:`pushforward.augment`), or unchanged when it is ``none``. Under
+        torchrun the draws are this process's rows of the whole batch's draws."""
+        if self.augment == "none":
+            return packs
+        device = generator.device if generator is not None else None
+
+        def draw(p: int) -> Tensor:
+            def uniform(m: int) -> Tensor:
+                return torch.rand(m, 2, generator=generator, device=device)
+
+            return draw_rows(uniform, p, shard)
+
+        return augment(self.augment, packs, draw)
+
     def _critic_terms(
         self,
         real: Tensor,
@@ -657,8 +688,8 @@ class GAN(Trainable):
     ) -> dict[str, Tensor]:
         """Return {'loss': generator loss, 'gen_loss', 'critic_loss'[, 'gradient_penalty']} on a
         batch x (B, d), each a scalar; nothing is updated (for validation)."""
-        real = self._packs(x, generator)
-        fake = self._fakes(real.shape[0], generator, x.device)
+        real = self._view(self._packs(x, generator), generator, None)
+        fake = self._view(self._fakes(real.shape[0], generator, x.device), generator, None)
         terms = self._critic_terms(real, fake, generator)
         gen = self.objective.generator(self._score(fake))
         return {"loss": gen, "gen_loss": gen, **terms}
@@ -703,9 +734,10 @@ class GAN(Trainable):
         sums: dict[str, Tensor] = {}
         first = int(self.ema_updates) * self.critic_steps  # this step's first critic step
         for i in range(self.critic_steps):
-            real = self._packs(x, generator)
+            real = self._view(self._packs(x, generator), generator, shard)
             with torch.no_grad():
                 fake = self._fakes(real.shape[0], generator, x.device, shard)
+            fake = self._view(fake, generator, shard)
             # lazy regularisation: the penalty on every K-th critic step (counted from the
             # generator steps in the checkpoint, so that a resumed run keeps the rhythm)
             k = self.penalty_every
@@ -721,9 +753,8 @@ class GAN(Trainable):
                 sums[k] = sums.get(k, 0) + v.detach() / self.critic_steps
         self.critic.requires_grad_(False)  # the generator's step needs no critic gradients
         try:
-            gen = self.objective.generator(
-                self._score(self._fakes(real.shape[0], generator, x.device, shard))
-            )
+            fake = self._fakes(real.shape[0], generator, x.device, shard)
+            gen = self.objective.generator(self._score(self._view(fake, generator, shard)))
             optimizers["generator"].zero_grad(set_to_none=True)
             (gen * weight).backward()
         finally:
@@ -809,6 +840,17 @@ class GANConfig(NetSettings):
         "(0 = off; default 0.03 on points, 0 on images)",
         minimum=0, below=1, sampling=True,
     )  # fmt: skip
+    augment: str | None = setting(
+        None, "the critic's differentiable augmentation of real and generated images alike: "
+        "none, translation, cutout or translation,cutout (DiffAugment; default "
+        f"{RECOMMENDED_IMAGES['model']['augment']} on images, none on points)",
+        choices=AUGMENTS, what="augmentation",
+    )  # fmt: skip
+
+    @classmethod
+    def stored_defaults(cls) -> dict[str, Any]:
+        """Runs stored before augmentation existed showed the critic the images as they are."""
+        return {"augment": "none"}
 
     def check(self) -> None:
         if self.pack > 1 and self.net not in (None, "mlp"):
@@ -834,6 +876,7 @@ class GANConfig(NetSettings):
             "gp_weight": rec["gp_weight"],
             "penalty_every": rec.get("penalty_every", 1),
             "jacobian_truncation": truncation,
+            "augment": rec.get("augment", "none"),
         }
 
     def build(self, ds: Any) -> GAN:
@@ -847,7 +890,7 @@ class GANConfig(NetSettings):
             critic_steps=cfg.critic_steps, gp_weight=cfg.gp_weight, penalty=cfg.penalty,
             penalty_every=cfg.penalty_every,
             pack=cfg.pack, critic_lr=cfg.critic_lr, ema=cfg.ema, image_shape=ds.image_shape,
-            jacobian_truncation=cfg.jacobian_truncation,
+            jacobian_truncation=cfg.jacobian_truncation, augment=cfg.augment,
         )  # fmt: skip
 
 
