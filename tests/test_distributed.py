@@ -81,7 +81,12 @@ from pushforward import distributed
 
 def gloo_threads():
     tasks = f"/proc/{os.getpid()}/task"
-    names = (open(f"{tasks}/{t}/comm").read().strip() for t in os.listdir(tasks))
+    names = []
+    for t in os.listdir(tasks):
+        try:
+            names.append(open(f"{tasks}/{t}/comm").read().strip())
+        except FileNotFoundError:  # a thread that ended between the listing and the read
+            pass
     return [n for n in names if "gloo" in n]
 
 ctx = distributed.init()

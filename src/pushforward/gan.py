@@ -349,6 +349,10 @@ class GAN(Trainable):
             τ the (1 − q)-quantile of ‖J(z)‖_F under μ (Tanielian et al., 2020): a continuous g
             from a connected latent space must pass between disconnected modes somewhere, and
             it does so where it stretches most, so this drops the between-mode samples first.
+        augment: a policy of :data:`~pushforward.augment.AUGMENTS` (square images, pack 1): the
+            critic judges real and generated images alike through the same random, differentiable
+            transformation T (DiffAugment), in both players' steps, and R1 is taken at the
+            transformed data; ``none`` (the default) shows it the images as they are.
     """
 
     sampling_options = ("jacobian_truncation",)
