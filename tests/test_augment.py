@@ -1,6 +1,8 @@
 """Differentiable augmentation (DiffAugment) of the critic's images: translation and cutout
 against independent references, their gradients, and the GAN's use of them."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -85,6 +87,7 @@ def make_image_gan(augment: str, seed: int = 0) -> GAN:
 
 def test_the_critic_judges_real_and_generated_images_through_the_same_transformation():
     gan = make_image_gan("translation")
+    start = copy.deepcopy(gan.generator_net)  # g's weights before the step
     seen = []
     hook = gan.critic.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach()))
     x = images(16, side=8).clamp(0, 1)
@@ -92,9 +95,19 @@ def test_the_critic_judges_real_and_generated_images_through_the_same_transforma
     cfg = TrainConfig(lr=1e-3)
     gan.training_step(x, gan.configure_optimizers(cfg), cfg, generator=gen)
     hook.remove()
-    # the real rows come first, translated by the generator's first draws (P, 2)
+    # replayed from the same seed: the real rows' shifts, then the critic step's fakes and their
+    # shifts, R1 at the same translated real rows, then the generator step's fakes and shifts
     replay = torch.Generator().manual_seed(3)
-    assert torch.equal(seen[0], translation(x, torch.rand(16, 2, generator=replay)))
+    with torch.no_grad():
+        real = translation(x, torch.rand(16, 2, generator=replay))
+        fakes = []
+        for _ in range(2):
+            y = start(gan.base.sample(16, generator=replay))
+            fakes.append(translation(y, torch.rand(16, 2, generator=replay)))
+    assert len(seen) == 4
+    assert torch.equal(seen[0], real) and torch.equal(seen[2], real)
+    torch.testing.assert_close(seen[1], fakes[0])
+    torch.testing.assert_close(seen[3], fakes[1])
     # unaugmented, the same step shows the critic the data itself
     plain, seen = make_image_gan("none"), []
     hook = plain.critic.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach()))

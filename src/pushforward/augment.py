@@ -9,8 +9,9 @@ still wins the game (unlike augmenting the real images alone, which teaches g th
 digits).
 
 Each transformation takes images x (P, s·s) (rows of square images of side s) and the random
-draws it needs, one row per image, from ``draw(shape)`` (the caller's generator; under torchrun,
-this process's rows of the whole batch's draws), and returns the transformed images (P, s·s):
+draws it needs, u (P, 2) in [0, 1), one row per image, from ``draw(P)`` (the caller's generator;
+under torchrun, this process's rows of the whole batch's draws), and returns the transformed
+images (P, s·s):
 
 - ``translation``: each image moved by its own integer shift of up to s/8 pixels along each axis,
   filled with zeros (the background of digits);
@@ -29,7 +30,7 @@ from torch import Tensor
 
 __all__ = ["AUGMENTS", "augment", "cutout", "translation"]
 
-# draw(shape) -> a (P, …) tensor of U[0, 1) numbers, one row per image
+# draw(P) -> a (P, 2) tensor of U[0, 1) numbers, one row per image
 Draw = Callable[[int], Tensor]
 
 
