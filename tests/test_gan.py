@@ -634,7 +634,7 @@ def test_a_gan_samples_on_its_own_device_without_being_moved():
 def test_defaults_follow_the_kind_of_data_and_are_recorded_in_config_json(tmp_path):
     points = RunConfig.from_flat({"model": "gan", "data": "ring8"})
     images = RunConfig.from_flat({"model": "gan", "data": "digits"})
-    assert (points.settings.net, points.settings.hidden) == ("mlp", [256, 256, 256])
+    assert (points.settings.net, points.settings.hidden) == ("mlp", [128, 128, 128])
     assert (images.settings.net, images.settings.hidden) == ("conv", [32, 64])
     # the GAN's conv widths are its own; other models keep the shared conv default
     vae = RunConfig.from_flat({"model": "vae", "data": "digits", "net": "conv"})
@@ -642,7 +642,8 @@ def test_defaults_follow_the_kind_of_data_and_are_recorded_in_config_json(tmp_pa
     assert (points.settings.latent, images.settings.latent) == (8, 64)
     assert images.settings.critic_activation == "leaky_relu_0.2"
     assert images.settings.gp_weight == RECOMMENDED_IMAGES["model"]["gp_weight"]
-    assert (points.settings.penalty_every, images.settings.penalty_every) == (1, 4)
+    assert (points.settings.penalty_every, images.settings.penalty_every) == (4, 4)
+    assert (points.settings.ema, images.settings.ema) == (0.0, 0.999)
     assert points.train.epochs == RECOMMENDED["train"]["epochs"]
     assert images.train.to_dict()["lr"] == RECOMMENDED_IMAGES["train"]["lr"]
     # a setting given by the user is kept

@@ -517,7 +517,7 @@ def _gan_section(report: Report, quick: bool, seed: int, trained: dict[str, Any]
         "samples while g learns to fool it. The benchmarked setting plays the non-saturating "
         "game on standardised data with an R1 penalty on the critic's slope at the data (which "
         "keeps every mode), lets the learning rate decay to 0 on a cosine (which sharpens them), "
-        "and samples from a running average of g's weights, rejecting the "
+        "and samples g#μ, rejecting the "
         f"{100 * TRUNCATION:g}% of latent draws where g stretches most (Jacobian truncation: "
         "there g passes between modes). Unlike the VAE it has no likelihood to "
         "estimate; it is judged by its samples. The table compares both models on 2,500 "
