@@ -805,8 +805,10 @@ class GANConfig(NetSettings):
         maximum=MAX_LATENT,
     )  # fmt: skip
     hidden: list[int] | None = setting(
-        None, "generator widths, e.g. 512,256 (default " + ",".join(map(str, RECOMMENDED["model"]["net"]["hidden"])) + "; conv: channel counts, "
-        "default " + ",".join(map(str, GAN_CONV_WIDTHS)) + ")", minimum=1, maximum=MAX_WIDTH,
+        None, "generator widths, e.g. 512,256 (default "
+        + ",".join(map(str, RECOMMENDED["model"]["net"]["hidden"]))
+        + "; conv: channel counts, default " + ",".join(map(str, GAN_CONV_WIDTHS)) + ")",
+        minimum=1, maximum=MAX_WIDTH,
     )  # fmt: skip
     noise: str = setting(
         "gaussian", "the base measure μ: gaussian (N(0, I)) or uniform ([−1, 1]^k)",
