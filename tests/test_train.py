@@ -255,6 +255,18 @@ def test_a_signal_without_a_run_folder_says_nothing_was_saved():
         fit(m, data(), TrainConfig(epochs=2, batch_size=32))
 
 
+def test_auto_precision_takes_bfloat16_only_with_amx_tiles():
+    from pushforward.train import fast_bf16_flags
+
+    head = "processor\t: 0\nmodel name\t: Xeon\nflags\t\t: fpu sse2 avx2 avx512f"
+    assert not fast_bf16_flags(head)
+    # AVX512-BF16 without AMX multiplied bfloat16 at half the float32 rate (BENCHMARKS.md)
+    assert not fast_bf16_flags(head + " avx512_bf16 avx512_fp16")
+    assert fast_bf16_flags(head + " avx512_bf16 amx_bf16 amx_tile amx_int8")
+    assert not fast_bf16_flags("model name\t: amx_bf16 lookalike\nflags\t\t: fpu")
+    assert not fast_bf16_flags("")
+
+
 def test_precision_names_the_autocast_dtype_and_refuses_unknown_names():
     from pushforward.train import autocast_dtype
 

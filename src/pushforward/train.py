@@ -124,7 +124,7 @@ def _set_lr(optimizers: Mapping[str, torch.optim.Optimizer], factor: float) -> N
 PRECISIONS: dict[str, str] = {
     "float32": "every product in float32",
     "bfloat16": "matrix products in bfloat16 (autocast); weights, optimiser and losses in float32",
-    "auto": "bfloat16 on a CPU with native bfloat16 arithmetic for data of ≥ 64 dimensions, "
+    "auto": "bfloat16 on a CPU with AMX tiles (where it is faster) for data of ≥ 64 dimensions, "
     "else float32",
 }
 
@@ -150,7 +150,7 @@ class TrainConfig(Settings):
     )  # fmt: skip
     device: str = setting("cpu", "auto, cpu or cuda")
     precision: str = setting(
-        "float32", "float32, bfloat16 (matrix products) or auto (bfloat16 where native)",
+        "float32", "float32, bfloat16 (matrix products) or auto (bfloat16 on CPUs with AMX)",
         choices=PRECISIONS, what="precision",
     )  # fmt: skip
     lr_schedule: str = setting(
@@ -162,16 +162,23 @@ class TrainConfig(Settings):
         resolve_device(self.device)
 
 
+def fast_bf16_flags(cpuinfo: str) -> bool:
+    """Whether a CPU with these /proc/cpuinfo contents multiplies bfloat16 matrices faster than
+    float32: only with AMX tiles (``amx_bf16``). AVX512-BF16 alone is not enough: on a 2-core
+    Xeon with it and without AMX, 1024² products ran at 168 GFLOP/s in bfloat16 against 324 in
+    float32, and the MNIST VAE trained a third slower under bfloat16 autocast; a host with AMX
+    ran them at 951 against 208 (BENCHMARKS.md, "Training speed")."""
+    return any(" amx_bf16" in f" {line}" for line in cpuinfo.splitlines() if "flags" in line)
+
+
 @functools.cache
 def _native_bf16_cpu() -> bool:
-    """Whether this CPU multiplies bfloat16 matrices natively (AVX512-BF16 or AMX)."""
+    """Whether this CPU multiplies bfloat16 matrices natively and faster than float32 (AMX)."""
     try:
         flags = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
     except OSError:
         return False
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and (
-        " avx512_bf16" in flags or " amx_bf16" in flags
-    )
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and fast_bf16_flags(flags)
 
 
 # ``auto`` precision considers bfloat16 only for data of at least this many dimensions
@@ -183,10 +190,11 @@ def autocast_dtype(
 ) -> torch.dtype | None:
     """Return the dtype training autocasts matrix products to on ``device``, None for float32.
 
-    ``auto`` picks bfloat16 only on a CPU that computes it natively, where it multiplies matrices
-    about four times as fast as float32 and the MNIST VAE ends at the same test ELBO
-    (BENCHMARKS.md), and only for data of ``dim`` ≥ :data:`AUTO_BF16_MIN_DIM` dimensions (None:
-    unknown, counted as large): on low-dimensional data the products are too small to gain, and
+    ``auto`` picks bfloat16 only on a CPU with AMX tiles (:func:`fast_bf16_flags`), where it
+    multiplies matrices about four times as fast as float32 and the MNIST VAE ends at the same
+    test ELBO (BENCHMARKS.md), and only for data of ``dim`` ≥ :data:`AUTO_BF16_MIN_DIM`
+    dimensions (None: unknown, counted as large): on low-dimensional data the products are too
+    small to gain, and
     bfloat16's 8-bit mantissa (relative error up to 2⁻⁹) is coarse beside fine structure such as
     ring8's σ = 0.01 at radius 1. Elsewhere, and on GPUs, it stays float32.
     """
