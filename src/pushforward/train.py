@@ -194,9 +194,9 @@ def autocast_dtype(
     multiplies matrices about four times as fast as float32 and the MNIST VAE ends at the same
     test ELBO (BENCHMARKS.md), and only for data of ``dim`` ≥ :data:`AUTO_BF16_MIN_DIM`
     dimensions (None: unknown, counted as large): on low-dimensional data the products are too
-    small to gain, and
-    bfloat16's 8-bit mantissa (relative error up to 2⁻⁹) is coarse beside fine structure such as
-    ring8's σ = 0.01 at radius 1. Elsewhere, and on GPUs, it stays float32.
+    small to gain, and bfloat16's 8-bit mantissa (relative error up to 2⁻⁹) is coarse beside
+    fine structure such as ring8's σ = 0.01 at radius 1. Elsewhere, and on GPUs, it stays
+    float32.
     """
     lookup(PRECISIONS, precision, what="precision")
     if precision == "bfloat16":
