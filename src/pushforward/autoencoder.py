@@ -158,10 +158,15 @@ def memorisation_experiment(
     *,
     hidden: tuple[int, ...] = (512, 512),
     epochs: int = 1500,
-    lr: float = 1e-3,
+    lr: float = 3e-3,
     seed: int = 0,
 ) -> MemorisationResult:
     """Train a k = 1 autoencoder with a large MLP, full batch, on a small x_train (n, d).
+
+    Adam at 3·10⁻³: at 10⁻³, 1,500 steps sat at the edge of convergence (20 digits, three
+    layers of 256, seed 0: training error 0.95 against 6.7 held out on one CPU, near 0 on
+    another, the floating-point kernels deciding); at 3·10⁻³ seeds 0–5 reach a training error
+    below 1% of the held-out one in 600 or 1,500 steps.
 
     Return its training and held-out errors (ℓ2, mean over examples). With enough capacity the
     training error goes to nearly zero — the net can store each xᵢ at its own code — while the
