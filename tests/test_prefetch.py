@@ -93,6 +93,35 @@ def test_a_dead_child_leaves_the_batches_to_the_training_process(caplog):
         pre.close()
 
 
+def test_a_ctrl_c_during_the_childs_start_up_does_not_kill_it(monkeypatch):
+    # the child ignores SIGINT from its first instruction on, being forked with SIGINT blocked;
+    # before, a SIGINT that came before its signal.signal(SIGINT, SIG_IGN) raised
+    # KeyboardInterrupt there (seen once in the suite). The child is made slow to reach that call
+    # so that the SIGINT surely lands first.
+    import time
+
+    import pushforward.prefetch as prefetch
+
+    parent, install = os.getpid(), signal.signal
+
+    def slow_install(signum, handler):
+        if os.getpid() != parent and signum == signal.SIGINT:
+            time.sleep(0.5)
+        return install(signum, handler)
+
+    monkeypatch.setattr(prefetch.signal, "signal", slow_install)
+    pre = ForkedPrefetcher(prepare)
+    try:
+        time.sleep(0.1)
+        os.kill(pre.process.pid, signal.SIGINT)
+        pre.request(3, torch.ones(1))
+        assert torch.equal(pre.take()[1], prepare(3, torch.ones(1))[1])
+        assert not pre.lost and pre.process.is_alive()
+    finally:
+        pre.close()
+    assert pre.process.exitcode == 0
+
+
 def test_close_ends_the_child_and_so_does_a_closed_pipe():
     pre = ForkedPrefetcher(prepare)
     pre.request(1, torch.ones(1))  # an answer left unread

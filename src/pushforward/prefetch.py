@@ -105,8 +105,11 @@ def _child_loop(conn: Any, parent_end: Any, prepare: Prepare) -> None:
     """The forked child: answer each request on ``conn`` with ``prepare``'s result until None or
     the pipe closes."""
     parent_end.close()  # else the pipe stays open after the training process dies
-    # Ctrl-C reaches the whole foreground group: the training process decides when to stop
+    # Ctrl-C reaches the whole foreground group: the training process decides when to stop. The
+    # child starts with SIGINT blocked (ForkedPrefetcher forks so), so one that arrives before
+    # it is ignored here stays pending and is then discarded, not raised mid-start-up
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     torch.set_num_threads(1)
     while True:
@@ -157,7 +160,13 @@ class ForkedPrefetcher(Prefetcher):
                 target=_child_loop, args=(child, self.conn, prepare), name="pushforward-prepare",
                 daemon=True,
             )  # fmt: skip
-            self.process.start()
+            # fork with SIGINT blocked, so that the child inherits the block until it ignores
+            # SIGINT; here a Ctrl-C in between stays pending and is delivered on unblocking
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            try:
+                self.process.start()
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         child.close()
 
     def request(self, *args: Any) -> None:
