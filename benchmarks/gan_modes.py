@@ -22,8 +22,8 @@ The table gives mean ± standard error over seeds (and the fewest modes any seed
 the training seconds per seed and data set (wall time of ``fit``, or of ``fit_run`` for the VAE,
 with ``--threads`` torch threads). The paper rows are PacGAN's Table 1 as printed (10 trials).
 Everything is seeded: the same command on the same machine and thread count gives the same table
-apart from the seconds. Command (about an hour on 2 cores: 20 GAN runs of about 6 minutes, two at
-a time, and 20 short VAE runs):
+apart from the seconds. Command (about 12 minutes on 2 cores: 20 GAN runs of about a minute, two
+at a time, and 20 short VAE runs):
 
     .venv/bin/python benchmarks/gan_modes.py --seeds 10 --jobs 2 --vae-epochs 60 --out modes.json
     .venv/bin/python benchmarks/gan_modes.py --quick            # 2 seeds, a smoke check

@@ -139,5 +139,13 @@ def test_the_setting_defaults_by_kind_is_recorded_and_old_runs_keep_plain_images
     stored = RunConfig.from_flat({"model": "gan", "data": "digits", "augment": "cutout"}).to_dict()
     del stored["settings"]["augment"]  # a run written before the setting existed
     assert RunConfig.from_dict(stored).settings.augment == "none"
+    # a run written before lazy regularisation took the penalty on every critic step
+    for data in ("digits", "ring8"):
+        stored = RunConfig.from_flat({"model": "gan", "data": data, "penalty_every": 8}).to_dict()
+        del stored["settings"]["penalty_every"]
+        assert RunConfig.from_dict(stored).settings.penalty_every == 1
+        assert RunConfig.from_flat({"model": "gan", "data": data}).settings.penalty_every == 4
+        flat = RunConfig.from_dict({"model": "gan", "data": data, "epochs": 3})  # format 1
+        assert (flat.settings.penalty_every, flat.settings.augment) == (1, "none")
     assert main([*argv, "--augment", "rotation", "--out", str(tmp_path / "bad")]) != 0
     assert not (tmp_path / "bad").exists()

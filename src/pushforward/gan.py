@@ -840,8 +840,7 @@ class GANConfig(NetSettings):
     )  # fmt: skip
     penalty_every: int | None = setting(
         None, "take the penalty on every K-th critic step, weighted K× (lazy, as StyleGAN2; "
-        f"default {RECOMMENDED['model']['penalty_every']} on points, "
-        f"{RECOMMENDED_IMAGES['model']['penalty_every']} on images)",
+        f"default {RECOMMENDED['model']['penalty_every']} on points and images)",
         minimum=1, maximum=MAX_STEPS,
     )  # fmt: skip
     ema: float | None = setting(
@@ -863,8 +862,10 @@ class GANConfig(NetSettings):
 
     @classmethod
     def stored_defaults(cls) -> dict[str, Any]:
-        """Runs stored before augmentation existed showed the critic the images as they are."""
-        return {"augment": "none"}
+        """Runs stored before augmentation existed showed the critic the images as they are;
+        runs stored before lazy regularisation existed took the penalty on every critic step
+        (today's default on both kinds of data is every 4th, so they would resume otherwise)."""
+        return {"augment": "none", "penalty_every": 1}
 
     def check(self) -> None:
         if self.pack > 1 and self.net not in (None, "mlp"):

@@ -175,7 +175,8 @@ class RunConfig:
         spec = lookup(MODELS, d.get("model"), what="model")
         own = {f.name for f in fields(spec.config)} | set(RUN_KEYS)
         flat = {k: v for k, v in d.items() if k in own and k != "train" and v is not None}
-        return cls.from_flat({**flat, **train})
+        older = {k: v for k, v in spec.config.stored_defaults().items() if k not in d}
+        return cls.from_flat({**older, **flat, **train})
 
 
 # --- loading ------------------------------------------------------------------------------------
