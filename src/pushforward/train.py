@@ -168,7 +168,9 @@ def fast_bf16_flags(cpuinfo: str) -> bool:
     Xeon with it and without AMX, 1024² products ran at 168 GFLOP/s in bfloat16 against 324 in
     float32, and the MNIST VAE trained a third slower under bfloat16 autocast; a host with AMX
     ran them at 951 against 208 (BENCHMARKS.md, "Training speed")."""
-    return any(" amx_bf16" in f" {line}" for line in cpuinfo.splitlines() if "flags" in line)
+    return any(
+        "amx_bf16" in line.split() for line in cpuinfo.splitlines() if line.startswith("flags")
+    )
 
 
 @functools.cache
