@@ -1,5 +1,6 @@
 """The main job: `pushforward demo --quick` writes a self-contained report with every figure."""
 
+import html
 import re
 import shutil
 from html.parser import HTMLParser
@@ -37,7 +38,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    assert main(["demo", "--quick", "--workers", "2", "--out", str(out)]) == 0
     return out
 
 
@@ -54,10 +55,12 @@ def test_demo_writes_one_self_contained_report(demo):
                   "Fidelity to the truth"):  # fmt: skip
         assert any(words in h for h in parser.headings), words
     assert "Pr[Y = 3] = 1/18" in page
-    # the footer says how long each of the eleven parts took
-    took = re.search(r"It took (\d+) s: (.*?)\.</footer>", page)
-    assert took is not None and len(took.group(2).split(", ")) == 11
-    assert "GAN on the mixtures " in took.group(2)
+    # the footer says how long each part took: ring8's here, grid25's in the second process
+    took = re.search(r"It took (\d+) s: (.*?)\. Meanwhile, in a second process: (.*?)\.</footer>",
+                     page)  # fmt: skip
+    assert took is not None and len(took.group(2).split(", ")) == 13
+    assert "GAN on the mixtures (ring8) " in took.group(2)
+    assert len(took.group(3).split(", ")) == 5 and "flows (grid25) " in took.group(3)
     # the fidelity table: every model against the truth, whose own KL is 0
     table = page[page.rindex("Fidelity to the truth") :]
     for cell in ("KL(p ‖ q) nats", "— (no density)", "≤ ", "0.000 ± 0.000</td>", "flow matching"):
@@ -78,6 +81,29 @@ def test_demo_figures_are_real_images_and_the_training_animation_moves(demo):
         assert {f"truth_density_{data}", f"flow_density_{data}", f"flow_samples_{data}"} <= names
         assert {f"fm_paths_{data}", f"fm_density_{data}_0.5", f"fm_density_{data}_1"} <= names
     assert "flow_samples_digits" in names
+
+
+def _cells(page: str, first: str) -> list[str]:
+    """The table cells of the rows of ``page`` whose first cell is ``first``."""
+    rows = re.findall(r"<tr>(.*?)</tr>", page)
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in rows]
+    return [c for row in cells if row and row[0] == first for c in row]
+
+
+def test_the_second_process_makes_what_this_one_would(demo, tmp_path):
+    """grid25's chain ran in a spawned process: run here on one thread, it gives the same table
+    rows, cell for cell, and the same pictures, byte for byte."""
+    from pushforward.report import Report, _mixture_chain
+
+    chain = _mixture_chain(Report(tmp_path), "grid25", quick=True, seed=0)
+    page = (demo / "report.html").read_text(encoding="utf-8")
+    here = [html.escape(c) for key in ("gan", "fidelity") for row in chain.rows[key] for c in row]
+    there = _cells(page[page.index("<h2>The GAN: the same g") :], "grid25")
+    assert len(here) == len(there) > 40
+    assert here == there
+    for part in chain.parts.values():
+        for _, path in part.figures:
+            assert path.read_bytes() == (demo / "figures" / path.name).read_bytes(), path.name
 
 
 def _chromium() -> str | None:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import torch
 from matplotlib.figure import Figure
@@ -25,6 +25,7 @@ from pushforward import datasets, plots
 from pushforward.checkpoint import atomic_write_bytes, save_figure
 from pushforward.contract import EXACT_LIKELIHOOD
 from pushforward.discrete import two_dice_sum
+from pushforward.errors import ConfigError
 from pushforward.explore import explorer_page
 from pushforward.measures import EXAMPLES
 from pushforward.metrics import ks_critical_value, ks_distance
@@ -61,6 +62,10 @@ class Report:
     """Makes the progress reporter (the CLI's bar) of one training run from its label."""
     timings: list[tuple[str, float]] = field(default_factory=list)
     """(part, wall seconds) of each part of the gallery, shown in the page's footer."""
+    beside: list[tuple[str, float]] = field(default_factory=list)
+    """(part, wall seconds) of the parts that ran in a second process meanwhile."""
+    elapsed: float | None = None
+    """Wall seconds of the whole run (the sum of :attr:`timings` when None)."""
 
     def training(self, label: str, *also: TrainingProgress | None) -> TrainingProgress | None:
         """Return what one training run of the gallery reports to: a bar labelled ``label``
@@ -130,9 +135,12 @@ class Report:
         stamp = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
         took = ""
         if self.timings:
-            total = sum(t for _, t in self.timings)
+            total = self.elapsed if self.elapsed is not None else sum(t for _, t in self.timings)
             each = ", ".join(f"{html.escape(name)} {t:.0f} s" for name, t in self.timings)
             took = f" It took {total:.0f} s: {each}."
+            if self.beside:
+                each = ", ".join(f"{html.escape(name)} {t:.0f} s" for name, t in self.beside)
+                took += f" Meanwhile, in a second process: {each}."
         parts.append(f"<footer>Made by pushforward on {stamp} UTC.{took}</footer></body></html>")
         return "\n".join(parts)
 
@@ -468,11 +476,43 @@ def _mixture_frames(name: str, ds: datasets.Dataset, snaps: SampleSnapshots) -> 
     ]
 
 
-def _mixtures_section(report: Report, quick: bool, seed: int, trained: dict[str, Any]) -> Section:
-    from pushforward.train import TrainConfig, fit, seeded
-    from pushforward.vae import VAE
+# --- the five mixture sections: each mixture (ring8, grid25) is one independent chain of parts ---
+#
+# The sections' training runs are small networks that barely use a second thread (BENCHMARKS.md),
+# so the gallery runs ring8's chain here and grid25's in a second process, both on one thread, and
+# joins the two into the sections. Both chains always run on one thread, so the page is the same
+# with or without the second process.
 
-    sec = Section(
+MIXTURES = ("ring8", "grid25")
+MIXTURE_SECTIONS = ("mixtures", "gan", "flow", "fm", "fidelity")
+
+
+def _gan_epochs(quick: bool) -> int:
+    from pushforward.gan import RECOMMENDED
+
+    # two thirds of the benchmark's epochs: on seed 0, 1/3 left grid25 at 49% high quality, 1/2 at
+    # 90%, 2/3 at 96% (all 320: 98.6%), for 18, 27, 37 and 58 s a data set (BENCHMARKS.md)
+    epochs = RECOMMENDED["train"]["epochs"]
+    return max(1, epochs // 50 if quick else epochs * 2 // 3)
+
+
+def _flow_epochs(quick: bool) -> int:
+    from pushforward.flow import RECOMMENDED
+
+    return max(1, RECOMMENDED["train"]["epochs"] // (18 if quick else 3))
+
+
+def _fm_epochs(quick: bool) -> int:
+    from pushforward.fm import RECOMMENDED
+
+    return max(1, RECOMMENDED["train"]["epochs"] // (40 if quick else 10))
+
+
+FM_TIMES = (0.5, 0.8, 1.0)
+
+
+def _mixtures_section() -> Section:
+    return Section(
         "Gaussian mixtures learned over training",
         "A VAE with a 2-D latent space and a Gaussian likelihood of learned variance (from "
         "σ = 0.1, with the KL weight warmed up over 5 epochs), trained on the ring and grid "
@@ -484,48 +524,45 @@ def _mixtures_section(report: Report, quick: bool, seed: int, trained: dict[str,
         "(<code>pushforward explore</code>): the pointer's z is decoded in the page and g(z) "
         "drawn over the data, and the slider scrubs the samples through training.",
     )
-    epochs = 20 if quick else 60
-    for name in ("ring8", "grid25"):
-        points = 2_500 if quick else 10_000  # the GAN, flow and fm sections train on these too
-        ds = datasets.load_data(name, n=points, generator=torch.Generator().manual_seed(seed))
-        with seeded(seed):
-            vae = VAE(2, 2, loss="gaussian", sigma=0.1, learn_sigma=True, kl_schedule="linear",
-                      kl_warmup=5, net={"hidden": [256, 256], "activation": "silu"})  # fmt: skip
-        snaps = SampleSnapshots(vae, 1000, every=_every(epochs, quick), seed=seed)
-        fit(
-            vae,
-            ds.x,
-            TrainConfig(epochs=epochs, batch_size=128, lr=2e-3, seed=seed),
-            progress=report.training(f"VAE on {name}", snaps),
-        )
-        trained[name] = ds, vae
-        frames = _mixture_frames(name, ds, snaps)
-        shots = ([e for e, _ in snaps.frames], torch.stack([y for _, y in snaps.frames]))
-        page = explorer_page(vae, ds, snapshots=shots, title=f"{name}: explore the VAE")
-        sec.pages.append((f"{name}: decode z live over the data; scrub g#μ over training",
-                          page, 1100))  # fmt: skip
-        report.animation(sec, plots.gif_bytes(frames), f"train_{name}", f"{name}: training")
-        side = 40 if quick else 100
-        grid, limits = _grid(ds, side)
-        gen = torch.Generator().manual_seed(seed)
-        logp = vae.log_likelihood(grid, k=64, generator=gen).log_px
-        fig = plots.density_heatmap(
-            logp.reshape(side, side), limits, title=f"{name}: model density"
-        )
-        report.figure(sec, fig, f"density_{name}", f"{name}: the VAE's density (IWAE estimate)")
-    return sec
 
 
-def _gan_section(report: Report, quick: bool, seed: int, trained: dict[str, Any]) -> Section:
-    from pushforward.gan import GAN, RECOMMENDED, TRUNCATION
-    from pushforward.quality import point_quality
+def _vae_mixture(report: Report, sec: Section, name: str, quick: bool, seed: int) -> tuple:
+    """Train the 2-D VAE on mixture ``name``; its animation, explorer page and heat map."""
     from pushforward.train import TrainConfig, fit, seeded
+    from pushforward.vae import VAE
 
-    settings = RECOMMENDED["train"]
-    # two thirds of the benchmark's epochs: on seed 0, 1/3 left grid25 at 49% high quality, 1/2 at
-    # 90%, 2/3 at 96% (all 320: 98.6%), for 18, 27, 37 and 58 s a data set (BENCHMARKS.md)
-    epochs = max(1, settings["epochs"] // 50 if quick else settings["epochs"] * 2 // 3)
-    sec = Section(
+    epochs = 20 if quick else 60
+    points = 2_500 if quick else 10_000  # the GAN, flow and fm parts train on these too
+    ds = datasets.load_data(name, n=points, generator=torch.Generator().manual_seed(seed))
+    with seeded(seed):
+        vae = VAE(2, 2, loss="gaussian", sigma=0.1, learn_sigma=True, kl_schedule="linear",
+                  kl_warmup=5, net={"hidden": [256, 256], "activation": "silu"})  # fmt: skip
+    snaps = SampleSnapshots(vae, 1000, every=_every(epochs, quick), seed=seed)
+    fit(
+        vae,
+        ds.x,
+        TrainConfig(epochs=epochs, batch_size=128, lr=2e-3, seed=seed),
+        progress=report.training(f"VAE on {name}", snaps),
+    )
+    frames = _mixture_frames(name, ds, snaps)
+    shots = ([e for e, _ in snaps.frames], torch.stack([y for _, y in snaps.frames]))
+    page = explorer_page(vae, ds, snapshots=shots, title=f"{name}: explore the VAE")
+    sec.pages.append((f"{name}: decode z live over the data; scrub g#μ over training",
+                      page, 1100))  # fmt: skip
+    report.animation(sec, plots.gif_bytes(frames), f"train_{name}", f"{name}: training")
+    side = 40 if quick else 100
+    grid, limits = _grid(ds, side)
+    gen = torch.Generator().manual_seed(seed)
+    logp = vae.log_likelihood(grid, k=64, generator=gen).log_px
+    fig = plots.density_heatmap(logp.reshape(side, side), limits, title=f"{name}: model density")
+    report.figure(sec, fig, f"density_{name}", f"{name}: the VAE's density (IWAE estimate)")
+    return ds, vae
+
+
+def _gan_section(quick: bool) -> Section:
+    from pushforward.gan import RECOMMENDED, TRUNCATION
+
+    return Section(
         "The GAN: the same g, fitted adversarially",
         "The second way to fit the pushforward g#N(0, I): a critic D learns to tell data from "
         "samples while g learns to fool it. The benchmarked setting plays the non-saturating "
@@ -539,34 +576,43 @@ def _gan_section(report: Report, quick: bool, seed: int, trained: dict[str, Any]
         "reverse KL of the mode histogram against uniform), and by unbiased MMD² and W₁ against "
         "fresh draws of the true mixture, beside the floor that a second set of real draws scores "
         "(on 500 points per set in quick mode, 2,000 otherwise)."
-        + f" Here it trains {epochs} of the benchmark's {settings['epochs']} epochs.",
+        + f" Here it trains {_gan_epochs(quick)} of the benchmark's "
+        f"{RECOMMENDED['train']['epochs']} epochs.",
     )
+
+
+def _gan_mixture(report: Report, sec: Section, name: str, ds: datasets.Dataset, vae: Any,
+                 quick: bool, seed: int) -> tuple[Any, list[list[str]]]:  # fmt: skip
+    """Train the recommended GAN on ``ds``; its animation, curves and the table's rows."""
+    from pushforward.gan import GAN, RECOMMENDED
+    from pushforward.quality import point_quality
+    from pushforward.train import TrainConfig, fit, seeded
+
+    epochs = _gan_epochs(quick)
+    with seeded(seed):
+        gan = GAN(2, **RECOMMENDED["model"])
+    snaps = SampleSnapshots(gan, 1000, every=_every(epochs, quick), seed=seed)
+    cfg = TrainConfig(**{**RECOMMENDED["train"], "epochs": epochs, "seed": seed})
+    history = fit(gan, ds.x, cfg, progress=report.training(f"GAN on {name}", snaps))
+    frames = _mixture_frames(name, ds, snaps)
+    report.animation(sec, plots.gif_bytes(frames), f"gan_train_{name}", f"{name}: training")
+    fig = plots.gan_curves(history, title=f"{name}: the GAN's losses and gradient norms")
+    report.figure(sec, fig, f"gan_curves_{name}", f"{name}: training health")
     rows = []
     points = 500 if quick else 2000
-    for name in ("ring8", "grid25"):
-        ds, vae = trained[name]
-        with seeded(seed):
-            gan = GAN(2, **RECOMMENDED["model"])
-        snaps = SampleSnapshots(gan, 1000, every=_every(epochs, quick), seed=seed)
-        cfg = TrainConfig(**{**settings, "epochs": epochs, "seed": seed})
-        history = fit(gan, ds.x, cfg, progress=report.training(f"GAN on {name}", snaps))
-        frames = _mixture_frames(name, ds, snaps)
-        report.animation(sec, plots.gif_bytes(frames), f"gan_train_{name}", f"{name}: training")
-        fig = plots.gan_curves(history, title=f"{name}: the GAN's losses and gradient norms")
-        report.figure(sec, fig, f"gan_curves_{name}", f"{name}: training health")
-        for label, model in (("VAE", vae), ("GAN", gan)):
-            q = point_quality(
-                lambda n, g, m=model: m.sample(n, generator=g), ds, seed=seed, points=points
-            )
-            rows.append([name, label, f"{q['modes_captured']} / {q['n_modes']}",
-                         f"{100 * q['high_quality']:.1f}", f"{q['reverse_kl']:.3f}",
-                         f"{q['mmd2']:.5f}", f"{q['wasserstein1']:.4f}"])  # fmt: skip
-        rows.append([name, "real data (floor)", "", "", "", f"{q['mmd2_floor']:.5f}",
-                     f"{q['wasserstein1_floor']:.4f}"])  # fmt: skip
-        trained[f"gan_{name}"] = gan
-    header = ["data", "model", "modes", "high quality %", "reverse KL", "MMD²", "W₁"]
-    sec.tables.append((header, rows))
-    return sec
+    for label, model in (("VAE", vae), ("GAN", gan)):
+        q = point_quality(
+            lambda n, g, m=model: m.sample(n, generator=g), ds, seed=seed, points=points
+        )
+        rows.append([name, label, f"{q['modes_captured']} / {q['n_modes']}",
+                     f"{100 * q['high_quality']:.1f}", f"{q['reverse_kl']:.3f}",
+                     f"{q['mmd2']:.5f}", f"{q['wasserstein1']:.4f}"])  # fmt: skip
+    rows.append([name, "real data (floor)", "", "", "", f"{q['mmd2_floor']:.5f}",
+                 f"{q['wasserstein1_floor']:.4f}"])  # fmt: skip
+    return gan, rows
+
+
+GAN_HEADER = ["data", "model", "modes", "high quality %", "reverse KL", "MMD²", "W₁"]
 
 
 def _fidelity_row(name: str, label: str, model: Any, ds: datasets.Dataset, *, quick: bool,
@@ -608,52 +654,61 @@ class _Truth:
         return self.mixture.log_prob(x.double())
 
 
-def _flow_section(report: Report, quick: bool, seed: int, trained: dict[str, Any]) -> Section:
-    from pushforward.flow import RECOMMENDED, Flow
-    from pushforward.train import TrainConfig, fit, seeded
+def _flow_section(quick: bool) -> Section:
+    from pushforward.flow import RECOMMENDED
 
-    settings = RECOMMENDED["train"]
-    epochs = max(1, settings["epochs"] // (18 if quick else 3))
-    sec = Section(
+    return Section(
         "Pushforwards with exact densities",
         "A normalizing flow is a pushforward g#N(0, I) with g invertible, so its density is the "
         "lecture's change of variables in d dimensions: log q(x) = log μ(g⁻¹(x)) + "
         "log |det ∂g⁻¹/∂x|. Trained by maximum likelihood (here the benchmarked neural spline "
         f"flow: {RECOMMENDED['model']['layers']} rational-quadratic coupling layers of "
-        f"{RECOMMENDED['model']['bins']} bins, for {epochs} of its {settings['epochs']} "
-        "epochs), its density can be set beside the truth's: the heat maps show log q of the "
+        f"{RECOMMENDED['model']['bins']} bins, for {_flow_epochs(quick)} of its "
+        f"{RECOMMENDED['train']['epochs']} epochs), its density can be set beside the truth's: "
+        "the heat maps show log q of the "
         "flow next to log p of the mixture it learned. Last, a flow on images: pixels are "
         "dequantised (uniform noise spreads each 8-bit value over its bin) and sent through a "
         "logit, both Jacobians counted, so that held-out digits get an exact likelihood in "
         "bits per dimension of the discrete data (8 would be a uniform guess).",
     )
-    for name in ("ring8", "grid25"):
-        ds, _ = trained[name]
-        with seeded(seed):
-            flow = Flow(2, **RECOMMENDED["model"])
-        snaps = SampleSnapshots(flow, 1000, every=_every(epochs, quick), seed=seed)
-        fit(flow, ds.x, TrainConfig(**{**settings, "epochs": epochs, "seed": seed}),
-            progress=report.training(f"flow on {name}", snaps))  # fmt: skip
-        frames = _mixture_frames(name, ds, snaps)
-        report.animation(sec, plots.gif_bytes(frames), f"flow_train_{name}", f"{name}: training")
-        side = 60 if quick else 200
-        grid, extent = _grid(ds, side)
-        truth = ds.distribution
-        with torch.no_grad():
-            log_q = flow.log_prob(grid).reshape(side, side)
-        log_p = truth.log_prob(grid.double()).reshape(side, side)
-        fig = plots.density_heatmap(log_p, extent, title=f"{name}: the truth, log p")
-        report.figure(sec, fig, f"truth_density_{name}", f"{name}: the true density")
-        fig = plots.density_heatmap(log_q, extent, title=f"{name}: the flow, log q (exact)")
-        report.figure(sec, fig, f"flow_density_{name}", f"{name}: the flow's exact density")
-        with torch.no_grad():
-            y = flow.sample(2000, generator=torch.Generator().manual_seed(seed))
-        fig = plots.scatter_2d(ds.x[:2000], others=[(y, "flow samples")], size=1.5,
-                               ax_limits=extent, title=f"{name}: samples of the flow")  # fmt: skip
-        report.figure(sec, fig, f"flow_samples_{name}", f"{name}: flow samples over the data")
 
-        trained[f"flow_{name}"] = flow
-    # images: a masked autoregressive flow on dequantised 8×8 digits, exact bits per dimension
+
+def _flow_mixture(report: Report, sec: Section, name: str, ds: datasets.Dataset, quick: bool,
+                  seed: int) -> Any:  # fmt: skip
+    """Train the recommended spline flow on ``ds``; its animation, exact density and samples."""
+    from pushforward.flow import RECOMMENDED, Flow
+    from pushforward.train import TrainConfig, fit, seeded
+
+    epochs = _flow_epochs(quick)
+    with seeded(seed):
+        flow = Flow(2, **RECOMMENDED["model"])
+    snaps = SampleSnapshots(flow, 1000, every=_every(epochs, quick), seed=seed)
+    fit(flow, ds.x, TrainConfig(**{**RECOMMENDED["train"], "epochs": epochs, "seed": seed}),
+        progress=report.training(f"flow on {name}", snaps))  # fmt: skip
+    frames = _mixture_frames(name, ds, snaps)
+    report.animation(sec, plots.gif_bytes(frames), f"flow_train_{name}", f"{name}: training")
+    side = 60 if quick else 200
+    grid, extent = _grid(ds, side)
+    with torch.no_grad():
+        log_q = flow.log_prob(grid).reshape(side, side)
+    log_p = ds.distribution.log_prob(grid.double()).reshape(side, side)
+    fig = plots.density_heatmap(log_p, extent, title=f"{name}: the truth, log p")
+    report.figure(sec, fig, f"truth_density_{name}", f"{name}: the true density")
+    fig = plots.density_heatmap(log_q, extent, title=f"{name}: the flow, log q (exact)")
+    report.figure(sec, fig, f"flow_density_{name}", f"{name}: the flow's exact density")
+    with torch.no_grad():
+        y = flow.sample(2000, generator=torch.Generator().manual_seed(seed))
+    fig = plots.scatter_2d(ds.x[:2000], others=[(y, "flow samples")], size=1.5,
+                           ax_limits=extent, title=f"{name}: samples of the flow")  # fmt: skip
+    report.figure(sec, fig, f"flow_samples_{name}", f"{name}: flow samples over the data")
+    return flow
+
+
+def _flow_digits(report: Report, sec: Section, quick: bool, seed: int) -> None:
+    """A masked autoregressive flow on dequantised 8×8 digits: samples and exact bits/dim."""
+    from pushforward.flow import Flow
+    from pushforward.train import TrainConfig, fit, seeded
+
     train, test = datasets.train_test_split(datasets.load_digits(), 1500)
     digit_epochs = 10 if quick else 40
     with seeded(seed):
@@ -671,17 +726,12 @@ def _flow_section(report: Report, quick: bool, seed: int, trained: dict[str, Any
         [["digits (8×8)", "MAF, 5 layers of 256", f"{train.n:,} / {test.n:,}", str(digit_epochs),
           f"{r['nll']:.1f} ± {r['log_likelihood_stderr']:.1f}", f"{r['bits_per_dim']:.3f}"]],
     ))  # fmt: skip
-    return sec
 
 
-def _fm_section(report: Report, quick: bool, seed: int, trained: dict[str, Any]) -> Section:
-    from pushforward.fm import RECOMMENDED, FlowMatching
-    from pushforward.train import TrainConfig, fit, seeded
+def _fm_section(quick: bool) -> Section:
+    from pushforward.fm import RECOMMENDED
 
-    settings = RECOMMENDED["train"]
-    epochs = max(1, settings["epochs"] // (40 if quick else 10))
-    times = [0.5, 0.8, 1.0]
-    sec = Section(
+    return Section(
         "Flow matching: the pushforward as a motion",
         "Flow matching moves μ continuously: a network v(t, x) defines the ODE dx/dt = v(t, x), "
         "and g is its flow map from t = 0 (μ = N(0, I)) to t = 1. It is trained by regression "
@@ -689,45 +739,53 @@ def _fm_section(report: Report, quick: bool, seed: int, trained: dict[str, Any])
         "with no ODE solved in training; sampling solves the ODE (adaptive Dormand–Prince, "
         "its number of field evaluations in each caption). The density stays exact through the "
         "instantaneous change of variables, log q(x) = log μ(x₀) − ∫₀¹ tr ∂v/∂x dt. Here "
-        f"{epochs} of the benchmarked {settings['epochs']} epochs: the animation carries 1,000 "
+        f"{_fm_epochs(quick)} of the benchmarked {RECOMMENDED['train']['epochs']} epochs: the "
+        "animation carries 1,000 "
         "draws of μ to the data, the lines are their paths, and the heat maps are the exact "
-        "density of the moving particles at t = " + ", ".join(f"{t:g}" for t in times) + ".",
+        "density of the moving particles at t = " + ", ".join(f"{t:g}" for t in FM_TIMES) + ".",
     )
-    for name in ("ring8", "grid25"):
-        ds, _ = trained[name]
-        with seeded(seed):
-            model = FlowMatching(2, **RECOMMENDED["model"])
-        batch = settings["batch_size"] if settings["batch_size"] < ds.n else 0  # 0: full batch
-        cfg = TrainConfig(**{**settings, "epochs": epochs, "seed": seed, "batch_size": batch})
-        fit(model, ds.x, cfg, progress=report.training(f"flow matching on {name}"))
-        trained[f"fm_{name}"] = model
-        extent = _extent(ds)
-        steps = torch.linspace(0, 1, 9 if quick else 2 * FRAMES + 1)
-        path = model.motion(1000, steps, generator=torch.Generator().manual_seed(seed))
-        nfe = model.sampling_cost()["nfe"]
-        frames = [plots.scatter_2d(ds.x[:2000], others=[(p, "particles")], size=1.5,
-                                   ax_limits=extent, title=f"{name}: t = {float(t):.2f}")
-                  for t, p in zip(steps, path, strict=True)]  # fmt: skip
-        caption = f"{name}: μ carried to the data ({nfe} field evaluations)"
-        report.animation(sec, plots.gif_bytes(frames), f"fm_motion_{name}", caption)
-        fig = plots.trajectories(path[:, :300], data=ds.x[:2000], ax_limits=extent,
-                                 title=f"{name}: paths of the ODE")  # fmt: skip
-        report.figure(sec, fig, f"fm_paths_{name}", f"{name}: 300 paths from μ to the data")
-        side = 32 if quick else 90
-        grid, extent = _grid(ds, side)
-        saved = model.sampling_settings()
-        model.set_sampling(rtol=1e-3, atol=1e-3)  # pictures need no more; the table uses 1e-5
-        for t in times:
-            with torch.no_grad():
-                lp = model.marginal_log_prob(grid, t).reshape(side, side)
-            fig = plots.density_heatmap(lp, extent, title=f"{name}: log p_t at t = {t:g}")
-            report.figure(sec, fig, f"fm_density_{name}_{t:g}", f"{name}: exact log p_t, t = {t:g}")
-        model.set_sampling(**saved)
-    return sec
 
 
-def _fidelity_section(report: Report, quick: bool, seed: int, trained: dict[str, Any]) -> Section:
-    sec = Section(
+def _fm_mixture(report: Report, sec: Section, name: str, ds: datasets.Dataset, quick: bool,
+                seed: int) -> Any:  # fmt: skip
+    """Train flow matching on ``ds``; its motion, paths and exact marginal densities."""
+    from pushforward.fm import RECOMMENDED, FlowMatching
+    from pushforward.train import TrainConfig, fit, seeded
+
+    settings = RECOMMENDED["train"]
+    with seeded(seed):
+        model = FlowMatching(2, **RECOMMENDED["model"])
+    batch = settings["batch_size"] if settings["batch_size"] < ds.n else 0  # 0: full batch
+    cfg = TrainConfig(**{**settings, "epochs": _fm_epochs(quick), "seed": seed,
+                         "batch_size": batch})  # fmt: skip
+    fit(model, ds.x, cfg, progress=report.training(f"flow matching on {name}"))
+    extent = _extent(ds)
+    steps = torch.linspace(0, 1, 9 if quick else 2 * FRAMES + 1)
+    path = model.motion(1000, steps, generator=torch.Generator().manual_seed(seed))
+    nfe = model.sampling_cost()["nfe"]
+    frames = [plots.scatter_2d(ds.x[:2000], others=[(p, "particles")], size=1.5,
+                               ax_limits=extent, title=f"{name}: t = {float(t):.2f}")
+              for t, p in zip(steps, path, strict=True)]  # fmt: skip
+    caption = f"{name}: μ carried to the data ({nfe} field evaluations)"
+    report.animation(sec, plots.gif_bytes(frames), f"fm_motion_{name}", caption)
+    fig = plots.trajectories(path[:, :300], data=ds.x[:2000], ax_limits=extent,
+                             title=f"{name}: paths of the ODE")  # fmt: skip
+    report.figure(sec, fig, f"fm_paths_{name}", f"{name}: 300 paths from μ to the data")
+    side = 32 if quick else 90
+    grid, extent = _grid(ds, side)
+    saved = model.sampling_settings()
+    model.set_sampling(rtol=1e-3, atol=1e-3)  # pictures need no more; the table uses 1e-5
+    for t in FM_TIMES:
+        with torch.no_grad():
+            lp = model.marginal_log_prob(grid, t).reshape(side, side)
+        fig = plots.density_heatmap(lp, extent, title=f"{name}: log p_t at t = {t:g}")
+        report.figure(sec, fig, f"fm_density_{name}_{t:g}", f"{name}: exact log p_t, t = {t:g}")
+    model.set_sampling(**saved)
+    return model
+
+
+def _fidelity_section() -> Section:
+    return Section(
         "Fidelity to the truth",
         "Every model of this page measured against the mixture it learned, on the same draws: "
         "modes, the share of high-quality samples (with the truth's own share in brackets, the "
@@ -739,17 +797,139 @@ def _fidelity_section(report: Report, quick: bool, seed: int, trained: dict[str,
         "The models here are trained for a fraction of their benchmarked epochs; BENCHMARKS.md "
         "has the same table over 10 seeds with full training.",
     )
-    rows = []
-    for name in ("ring8", "grid25"):
-        ds, vae = trained[name]
-        models = [("VAE", vae), ("GAN", trained[f"gan_{name}"]), ("flow", trained[f"flow_{name}"]),
-                  ("flow matching", trained[f"fm_{name}"]),
+
+
+FIDELITY_HEADER = ["data", "model", "modes", "high quality % (truth)", "width", "reverse KL",
+                   "KL(p ‖ q) nats", "k-NN KL (truth)"]  # fmt: skip
+
+
+@dataclass
+class _Chain:
+    """What one mixture's chain of parts left for the five mixture sections: each section's
+    figures (saved under the report's folder), explorer pages and table rows, and how long each
+    part took."""
+
+    name: str
+    parts: dict[str, Section] = field(default_factory=dict)
+    rows: dict[str, list[list[str]]] = field(default_factory=dict)
+    timings: list[tuple[str, float]] = field(default_factory=list)
+
+
+def _mixture_chain(report: Report, name: str, quick: bool, seed: int,
+                   say: Callable[[str], None] | None = None) -> _Chain:  # fmt: skip
+    """Run the five mixture parts on mixture ``name`` in order, on one thread."""
+    chain = _Chain(name, {k: Section("", "") for k in MIXTURE_SECTIONS})
+
+    def part(key: str, label: str, work: Callable[[Section], Any]) -> Any:
+        if say is not None:
+            say(f"    {name}: {label}")
+        start = time.perf_counter()
+        out = work(chain.parts[key])
+        chain.timings.append((f"{label} ({name})", time.perf_counter() - start))
+        return out
+
+    with _threads(1):
+        ds, vae = part("mixtures", "Gaussian mixtures",
+                       lambda s: _vae_mixture(report, s, name, quick, seed))  # fmt: skip
+        gan, chain.rows["gan"] = part(
+            "gan", "GAN on the mixtures",
+            lambda s: _gan_mixture(report, s, name, ds, vae, quick, seed),
+        )  # fmt: skip
+        flow = part("flow", "flows", lambda s: _flow_mixture(report, s, name, ds, quick, seed))
+        fm = part("fm", "flow matching", lambda s: _fm_mixture(report, s, name, ds, quick, seed))
+        models = [("VAE", vae), ("GAN", gan), ("flow", flow), ("flow matching", fm),
                   ("truth", _Truth(ds.distribution))]  # fmt: skip
-        rows += [_fidelity_row(name, label, m, ds, quick=quick, seed=seed) for label, m in models]
-    header = ["data", "model", "modes", "high quality % (truth)", "width", "reverse KL",
-              "KL(p ‖ q) nats", "k-NN KL (truth)"]  # fmt: skip
-    sec.tables.append((header, rows))
-    return sec
+        chain.rows["fidelity"] = part(
+            "fidelity", "fidelity to the truth",
+            lambda s: [_fidelity_row(name, label, m, ds, quick=quick, seed=seed)
+                       for label, m in models],
+        )  # fmt: skip
+    return chain
+
+
+class _threads:
+    """Run a block with ``n`` intra-op threads, then restore the count."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __enter__(self) -> None:
+        self.saved = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc: Any) -> None:
+        torch.set_num_threads(self.saved)
+
+
+def _chain_in_child(conn: Any, folder: str, name: str, quick: bool, seed: int) -> None:
+    """Entry point of the second process: run one mixture's chain and send it back."""
+    import signal
+    import traceback
+
+    # the parent started this process with SIGINT blocked; a Ctrl-C is the parent's to handle
+    # (it ends this process), so ignore it here, any pending one included
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    try:
+        chain = _mixture_chain(Report(Path(folder)), name, quick, seed)
+    except BaseException as e:  # every failure goes back to the parent
+        conn.send(("error", f"{type(e).__name__}: {e}", traceback.format_exc()))
+    else:
+        conn.send(("ok", chain, ""))
+    finally:
+        conn.close()
+
+
+class _Beside:
+    """One mixture's chain in a second, spawned process (one thread); :meth:`result` waits for it.
+
+    The child is started with SIGINT blocked, so a Ctrl-C in the terminal reaches only this
+    process, which ends the child in :meth:`close`. A child that dies without answering (killed,
+    out of memory) is reported as an error instead of waiting forever.
+    """
+
+    def __init__(self, folder: Path, name: str, quick: bool, seed: int):
+        import multiprocessing
+        import signal
+
+        self.name = name
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe(duplex=False)
+        self.process = ctx.Process(target=_chain_in_child, args=(child, str(folder), name, quick,
+                                   seed), name=f"pushforward-demo-{name}")  # fmt: skip
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self.process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        child.close()
+
+    def result(self) -> _Chain:
+        while not self.conn.poll(0.5):
+            if not self.process.is_alive() and not self.conn.poll(0):
+                self._died()
+        try:
+            status, value, trace = self.conn.recv()
+        except EOFError:  # the child's end closed without a message
+            self._died()
+        if status != "ok":
+            log.error("the gallery's second process failed:\n%s", trace)
+            raise RuntimeError(f"the gallery's part on {self.name} failed in its second process: "
+                               f"{value}")  # fmt: skip
+        return value
+
+    def _died(self) -> NoReturn:
+        self.process.join(5)
+        raise RuntimeError(
+            f"the gallery's second process ({self.name}) ended without an answer, "
+            f"exit code {self.process.exitcode}"
+        )
+
+    def close(self) -> None:
+        if self.process.is_alive():
+            self.process.terminate()
+        self.process.join()
+        self.conn.close()
 
 
 def run_demo(
@@ -759,19 +939,26 @@ def run_demo(
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
     bars: Callable[[str], TrainingProgress] | None = None,
+    workers: int = 1,
 ) -> Path:
     """Regenerate the lecture's figures from built-in data into ``out``; return the report path.
 
     ``quick`` uses fewer samples, points and epochs (BENCHMARKS.md gives its time). MNIST is shown
-    when its files are found (see :func:`pushforward.datasets.find_mnist_folder`).
+    when its files are found (see :func:`pushforward.datasets.find_mnist_folder`). With
+    ``workers`` = 2, the sections on the Gaussian mixtures run grid25's part in a second process
+    (spawned: a script that calls this needs the ``if __name__ == "__main__":`` guard) while this
+    one runs ring8's; the page is the same either way, since both parts run on one thread.
     """
+    if isinstance(workers, bool) or workers not in (1, 2):
+        raise ConfigError(f"workers = {workers!r} is not allowed; use 1 or 2")
     folder = Path(out)
     report = Report(folder, bars=bars)
     say = progress or (lambda msg: log.info(msg))
     n = 20_000 if quick else 100_000
     mnist_dir = datasets.find_mnist_folder()
     mnist = f"mnist:{mnist_dir}" if mnist_dir is not None else None
-    trained: dict[str, Any] = {}  # the mixture VAEs and GANs, compared with the flows
+    trained: dict[str, Any] = {}  # the digits' VAE, compared with their GAN
+    begin = time.perf_counter()
 
     steps: list[tuple[str, Callable[[], Section]]] = [
         ("univariate pushforwards", lambda: _univariate_section(report, n, seed)),
@@ -780,16 +967,54 @@ def run_demo(
         ("PCA and autoencoders", lambda: _encoders_section(report, quick, seed)),
         ("VAE on digits", lambda: _vae_digits_section(report, quick, seed, mnist, trained)),
         ("GAN on digits", lambda: _gan_digits_section(report, quick, seed, mnist, trained)),
-        ("Gaussian mixtures", lambda: _mixtures_section(report, quick, seed, trained)),
-        ("GAN on the mixtures", lambda: _gan_section(report, quick, seed, trained)),
-        ("flows: exact densities", lambda: _flow_section(report, quick, seed, trained)),
-        ("flow matching", lambda: _fm_section(report, quick, seed, trained)),
-        ("fidelity to the truth", lambda: _fidelity_section(report, quick, seed, trained)),
     ]
+    total = len(steps) + 2
     for i, (name, step) in enumerate(steps, 1):
-        say(f"[{i}/{len(steps)}] {name}")
+        say(f"[{i}/{total}] {name}")
         start = time.perf_counter()
         report.sections.append(step())
         report.timings.append((name, time.perf_counter() - start))
-    log.info("the gallery's parts took: %s", report.timings)
+
+    # the five sections on the mixtures: ring8's chain here, grid25's beside it or after it
+    first, second = MIXTURES
+    where = "in a second process" if workers == 2 else "after it"
+    say(f"[{total - 1}/{total}] the Gaussian mixtures: {first} here, {second} {where}")
+    digits = Section("", "")
+    beside = _Beside(folder, second, quick, seed) if workers == 2 else None
+    try:
+        chains = [_mixture_chain(report, first, quick, seed, say)]
+        report.timings += chains[0].timings
+        say(f"[{total}/{total}] flows on digits")
+        start = time.perf_counter()
+        with _threads(1):  # beside the second process; on one thread either way
+            _flow_digits(report, digits, quick, seed)
+        report.timings.append(("MAF on digits", time.perf_counter() - start))
+        start = time.perf_counter()
+        if beside is not None:
+            chains.append(beside.result())
+            report.timings.append((f"waiting for {second}", time.perf_counter() - start))
+            report.beside = chains[1].timings
+        else:
+            chains.append(_mixture_chain(report, second, quick, seed, say))
+            report.timings += chains[1].timings
+    finally:
+        if beside is not None:
+            beside.close()
+    sections = {"mixtures": _mixtures_section(), "gan": _gan_section(quick),
+                "flow": _flow_section(quick), "fm": _fm_section(quick),
+                "fidelity": _fidelity_section()}  # fmt: skip
+    for key, sec in sections.items():
+        for chain in chains:
+            sec.figures += chain.parts[key].figures
+            sec.pages += chain.parts[key].pages
+        if key == "gan":
+            sec.tables.append((GAN_HEADER, [r for c in chains for r in c.rows["gan"]]))
+        elif key == "flow":
+            sec.figures += digits.figures
+            sec.tables += digits.tables
+        elif key == "fidelity":
+            sec.tables.append((FIDELITY_HEADER, [r for c in chains for r in c.rows["fidelity"]]))
+        report.sections.append(sec)
+    report.elapsed = time.perf_counter() - begin
+    log.info("the gallery's parts took: %s (beside: %s)", report.timings, report.beside)
     return report.write()

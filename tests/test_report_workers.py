@@ -1,0 +1,65 @@
+"""The gallery's second process: bad settings are refused, and its failures and deaths reach the
+parent as one clear error instead of a hang (the full run is in test_report.py, a slow test)."""
+
+import os
+import signal
+import time
+
+import pytest
+
+from pushforward.cli import main
+from pushforward.errors import ConfigError
+from pushforward.report import _Beside, run_demo
+
+
+@pytest.mark.parametrize("workers", [0, 3, True, 1.5])
+def test_run_demo_refuses_other_worker_counts(tmp_path, workers):
+    with pytest.raises(ConfigError, match=r"workers = .* use 1 or 2"):
+        run_demo(tmp_path, workers=workers)
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
+
+
+def test_the_cli_refuses_other_worker_counts(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["demo", "--workers", "3", "--out", str(tmp_path / "out")])
+    assert e.value.code == 2
+    assert "--workers" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failure_in_the_second_process_is_raised_here_with_its_cause(tmp_path):
+    beside = _Beside(tmp_path, "no-such-mixture", quick=True, seed=0)
+    try:
+        with pytest.raises(RuntimeError, match=r"no-such-mixture failed in its second process: "
+                           r"\w+Error: .*no-such-mixture"):  # fmt: skip
+            beside.result()
+    finally:
+        beside.close()
+    assert not beside.process.is_alive()
+
+
+def test_a_ctrl_c_while_the_second_process_starts_does_not_kill_it(tmp_path):
+    """The terminal's SIGINT reaches the whole process group; the child is started with it
+    blocked and then ignores it, so it still answers (here: with its own error), and the parent
+    alone decides to stop."""
+    beside = _Beside(tmp_path, "no-such-mixture", quick=True, seed=0)
+    try:
+        os.kill(beside.process.pid, signal.SIGINT)  # during the child's start-up
+        time.sleep(0.2)
+        os.kill(beside.process.pid, signal.SIGINT)
+        with pytest.raises(RuntimeError, match=r"failed in its second process: (?!KeyboardInt)"):
+            beside.result()
+    finally:
+        beside.close()
+
+
+def test_a_second_process_that_dies_is_reported_not_waited_for(tmp_path):
+    beside = _Beside(tmp_path, "ring8", quick=True, seed=0)
+    try:
+        os.kill(beside.process.pid, signal.SIGKILL)
+        start = time.monotonic()
+        with pytest.raises(RuntimeError, match=r"ended without an answer, exit code -9"):
+            beside.result()
+        assert time.monotonic() - start < 30
+    finally:
+        beside.close()
