@@ -90,11 +90,12 @@ def pushforward_fit(
     return time.perf_counter() - start
 
 
-FIT_LOOPS = {  # name: (hidden width, precision) of a `pushforward fit vae` run
-    "pushforward 784-400-20, float32": (400, "float32"),
-    "pushforward 784-400-20, auto": (400, "auto"),
-    "pushforward 784-512-20, float32": (512, "float32"),
-    "pushforward 784-512-20, auto": (512, "auto"),
+FIT_LOOPS = {  # name: (hidden width, precision, fused loss) of a `pushforward fit vae` run
+    "pushforward 784-400-20, float32": (400, "float32", True),
+    "pushforward 784-400-20, float32, autograd step": (400, "float32", False),
+    "pushforward 784-400-20, auto": (400, "auto", True),
+    "pushforward 784-512-20, float32": (512, "float32", True),
+    "pushforward 784-512-20, auto": (512, "auto", True),
 }
 BARE_AUTO, BARE_FLOAT32 = "bare loop, every lever (auto)", "bare loop, every lever (float32)"
 
@@ -116,15 +117,15 @@ def compare(x: torch.Tensor, epochs: int, rounds: int) -> dict[str, list[float]]
     # the bare loop in 'auto' precision takes bfloat16 only where fit's 'auto' does (a CPU with
     # native bfloat16 matrix products); elsewhere both run float32
     native = autocast_dtype("auto", torch.device("cpu")) is not None
-    top = len(LEVERS) - (1 if native else 2)
-    for name, level in ((BARE_AUTO, top), (BARE_FLOAT32, len(LEVERS) - 2)):
-        torch.manual_seed(0)
-        model = _LeverVAE(fused_head=True)
+    top = BF16_LEVEL if native else FUSED_LEVEL
+    for name, level in ((BARE_AUTO, top), (BARE_FLOAT32, FUSED_LEVEL)):
+        model = _lever_model(level)
         bare[name] = (level, model, torch.optim.Adam(model.parameters(), lr=1e-3, fused=True))
     fits = {}
-    for name, (hidden, precision) in FIT_LOOPS.items():
+    for name, (hidden, precision, fused) in FIT_LOOPS.items():
         with seeded(0):
             fits[name] = (VAE(784, 20, loss="bce", net={"hidden": [hidden]}), precision)
+        fits[name][0].fused_step = fused
     rates: dict[str, list[float]] = {k: [] for k in ["classic", *bare, *fits]}
     for r in range(rounds + 1):  # round 0 is the warm-up
         t = {"classic": sum(classic_epoch(classic, opt, loader) for _ in range(epochs))}
@@ -172,8 +173,18 @@ LEVERS = (
     "+ fused (μ, ξ) head",
     "+ zero_grad(set_to_none=True), no .item() per step",
     "+ fused Adam kernel",
-    "+ bfloat16 autocast",
+    "+ hand-written gradients (pushforward.fused: no autograd graph, gradients kept)",
+    "the levels up to fused Adam + bfloat16 autocast (hand-written gradients are float32 only)",
 )
+FUSED_LEVEL, BF16_LEVEL = 6, 7
+
+
+def _lever_model(level: int) -> torch.nn.Module:
+    """The bare loop's model at ``level``: the classic VAE, or pushforward's (its gradients)."""
+    torch.manual_seed(0)
+    if level == FUSED_LEVEL:
+        return VAE(784, 20, loss="bce", net={"hidden": [400]})
+    return _LeverVAE(fused_head=level >= 3)
 
 
 def lever_epoch(level: int, model, optimizer, x: torch.Tensor, loader, g) -> float:
@@ -186,9 +197,14 @@ def lever_epoch(level: int, model, optimizer, x: torch.Tensor, loader, g) -> flo
         batches = (x[order[i : i + 128]] for i in range(0, x.shape[0], 128))
     else:
         batches = (b for (b,) in loader)
-    low = torch.autocast("cpu", dtype=torch.bfloat16) if level >= 6 else None
+    low = torch.autocast("cpu", dtype=torch.bfloat16) if level == BF16_LEVEL else None
     for xb in batches:
         optimizer.zero_grad(set_to_none=level >= 4)
+        if level == FUSED_LEVEL:  # VAE.manual_gradients: no autograd graph
+            for p, grad in model.manual_gradients(xb, generator=g, epoch=1.0)[1]:
+                p.grad = grad
+            optimizer.step()
+            continue
         with low if low is not None else torch.autocast("cpu", enabled=False):
             logits, mu, logvar = model(xb)
         logits = logits.float()
@@ -213,8 +229,7 @@ def levers(x: torch.Tensor, epochs: int) -> list[tuple[str, float]]:
     g = torch.Generator().manual_seed(0)
     setups = []
     for level in range(len(LEVERS)):
-        torch.manual_seed(0)
-        model = _LeverVAE(fused_head=level >= 3)
+        model = _lever_model(level)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True if level >= 5 else None)
         setups.append((model, opt))
     times: list[list[float]] = [[] for _ in LEVERS]
@@ -231,17 +246,20 @@ def levers(x: torch.Tensor, epochs: int) -> list[tuple[str, float]]:
 
 def precision_quality(x: torch.Tensor, seeds: list[int], epochs: int = 10) -> dict[str, list]:
     """Test −ELBO (nats, last 2,000 digits) of the classic architecture after ``epochs`` epochs
-    on the first 8,000, in float32 and in ``auto`` precision, one value per seed."""
+    on the first 8,000, in float32 (with the fused loss and through autograd) and in ``auto``
+    precision, one value per seed."""
     train, test = x[:8000], x[8000:]
-    out: dict[str, list] = {"float32": [], "auto": []}
+    out: dict[str, list] = {"float32": [], "float32, autograd step": [], "auto": []}
     for seed in seeds:
-        for precision in out:
+        for name in out:
+            precision = name.split(",")[0]
             with seeded(seed):
                 m = VAE(784, 20, loss="bce", net={"hidden": [400]})
+            m.fused_step = "autograd" not in name
             cfg = TrainConfig(epochs=epochs, batch_size=128, seed=seed, precision=precision)
             fit(m, train, cfg)
             elbo = m.elbo(test, generator=torch.Generator().manual_seed(0))["elbo"]
-            out[precision].append(-float(elbo.mean()))
+            out[name].append(-float(elbo.mean()))
     return out
 
 
@@ -434,6 +452,11 @@ def main(argv: list[str] | None = None) -> int:
         ("fit vae (float32) × classic, 784-400-20", r(f32, "classic"), "≥ 1.6"),
         ("fit vae (auto) × bare loop (auto), 784-400-20", r(auto4, BARE_AUTO), "≥ 0.9"),
         ("fit vae (float32) × bare loop (float32)", r(f32, BARE_FLOAT32), "≥ 0.9"),
+        (
+            "fit vae (float32): hand-written × autograd gradients",
+            r(f32, f32 + ", autograd step"),
+            "",
+        ),
     ]
     pythae = rates.get("Pythae (784-512-20)")
     if isinstance(pythae, float):
@@ -454,13 +477,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.tests:
         seconds = timed(["make", "test"], cwd=HERE.parent)
         print(f"| make test | {seconds:.0f} s | ≤ 240 s |")
-    print("\n| bare loop, levers added one at a time | samples/s | × the row above |")
+    print("\n| bare loop, levers added one at a time | samples/s | × the level below |")
     print("|---|---|---|")
-    previous = None
-    for name, rate in levers(x, args.epochs):
-        step = f"{rate / previous:.2f}" if previous else ""
+    rows = levers(x, args.epochs)
+    for level, (name, rate) in enumerate(rows):
+        # bfloat16 is added to the fused-Adam level, not to the hand-written gradients
+        above = rows[FUSED_LEVEL - 1 if level == BF16_LEVEL else level - 1][1] if level else None
+        step = f"{rate / above:.2f}" if above else ""
         print(f"| {name} | {rate:,.0f} | {step} |")
-        previous = rate
     seeds = [1, 2] if args.quick else [1, 2, 3, 4]
     quality = precision_quality(everything, seeds)
     print("\n| precision | test −ELBO after 10 epochs, per seed | mean ± s.e. |\n|---|---|---|")

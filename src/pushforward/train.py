@@ -359,6 +359,19 @@ class Trainable(nn.Module, Model):
         override checks its terms with :func:`check_finite` before it updates the weights, as
         this one does: :func:`fit` checks each step's terms only through it (and the epoch's
         sums at the epoch's end)."""
+        if shard is None and prepared is None and "_loss_forward" not in self.__dict__:
+            manual = self.manual_gradients(x, generator=generator, epoch=epoch)
+            if manual is not None:
+                terms, pairs = manual
+                check_finite(terms)
+                (opt,) = optimizers.values()
+                opt.zero_grad(set_to_none=True)
+                for p, g in pairs:
+                    p.grad = g
+                if cfg.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(self.parameters(), cfg.grad_clip)
+                opt.step()
+                return terms
         forward = self.__dict__.get("_loss_forward") or self.loss  # a DDP wrapper under torchrun
         extra = {"prepared": prepared} if prepared is not None else {}
         terms = forward(x, generator=generator, epoch=epoch, **extra)
@@ -372,6 +385,16 @@ class Trainable(nn.Module, Model):
             nn.utils.clip_grad_norm_(self.parameters(), cfg.grad_clip)
         opt.step()
         return {k: v.detach() for k, v in terms.items()}
+
+    def manual_gradients(
+        self, x: Tensor, *, generator: torch.Generator | None = None, epoch: float = 0.0
+    ) -> tuple[dict[str, Tensor], list[tuple[Tensor, Tensor]]] | None:
+        """Return (the detached terms of :meth:`loss`, (parameter, gradient of the loss) pairs)
+        for the batch x (B, d), computed without autograd, or None (the default) to let
+        autograd compute them. :meth:`training_step` asks first, in one process (under torchrun
+        autograd's gradients are the ones DDP averages); parameters without a pair get no
+        gradient. The result must equal autograd's to rounding, with the same random draws."""
+        return None
 
     def prepare(self, x: Tensor) -> None:
         """Set up from the training data x (n, d) before the first step of a fresh run (not on

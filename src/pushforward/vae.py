@@ -52,6 +52,8 @@ from torch import Tensor, nn
 
 from pushforward.contract import LOWER_BOUND, ModelSpec, setting
 from pushforward.errors import ConfigError, lookup
+from pushforward.fused import fusable, gradient_buffers, vae_loss_and_gradients
+from pushforward.fused import parameters as fused_parameters
 from pushforward.losses import (
     gaussian_kl_terms,
     negative_log_likelihood,
@@ -369,6 +371,26 @@ class VAE(Trainable):
 
     def _nll(self, x: Tensor, out: Tensor) -> Tensor:
         return negative_log_likelihood(self.likelihood.family, x, out, self.log_scale)
+
+    fused_step: bool = True
+    """Train an MLP VAE on gradients written out by hand (:mod:`pushforward.fused`: the same
+    loss and gradients to rounding, no autograd graph); False: through autograd, op by op."""
+
+    def manual_gradients(
+        self, x: Tensor, *, generator: torch.Generator | None = None, epoch: float = 0.0
+    ) -> tuple[dict[str, Tensor], list[tuple[Tensor, Tensor]]] | None:
+        if not (self.fused_step and fusable(self, x)):
+            return None
+        # the draw reparameterize makes in the autograd loss: the run's random stream is the same
+        eps = torch.randn(
+            (x.shape[0], self.latent), generator=generator, device=x.device, dtype=x.dtype
+        )
+        lam = self.current_kl_weight(epoch)
+        terms, grads, grad_s = vae_loss_and_gradients(self, x, eps, lam, gradient_buffers(self))
+        pairs = list(zip(fused_parameters(self), grads, strict=True))
+        if grad_s is not None:
+            pairs.append((self.log_scale, grad_s))
+        return terms, pairs
 
     def loss(
         self, x: Tensor, *, generator: torch.Generator | None = None, epoch: float | None = None
