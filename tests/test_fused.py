@@ -147,3 +147,9 @@ def test_conv_nets_free_bits_and_autocast_take_autograd():
         assert not fusable(mlp, x)
     mlp.fused_step = False
     assert mlp.manual_gradients(x) is None
+    frozen = VAE(64, 2, net={"hidden": [8]})
+    frozen.decoder.linears[0].weight.requires_grad_(False)  # autograd leaves it alone
+    assert not fusable(frozen, x)
+    extra = VAE(64, 2, net={"hidden": [8]})
+    extra.temperature = torch.nn.Parameter(torch.ones(()))  # a parameter the step cannot see
+    assert not fusable(extra, x)

@@ -67,18 +67,19 @@ FUSED_ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[..., Ten
 
 
 def fusable(vae: Any, x: Tensor) -> bool:
-    """Whether :func:`fused_vae_loss` computes ``vae.loss(x)`` for this model and batch: MLP
-    encoder and decoder with a known activation, no free bits, float32 without autocast."""
+    """Whether :func:`vae_loss_and_gradients` computes ``vae.loss(x)`` and its gradients for this
+    model and batch: MLP encoder and decoder with a known activation, every parameter theirs (or
+    the learned log-scale) and trainable, no free bits, float32 without autocast."""
     enc, dec = vae.encoder, vae.decoder
+    if not (type(enc) is MLP and type(dec) is MLP and enc.activation == dec.activation
+            and enc.activation in FUSED_ACTIVATIONS and vae.free_bits == 0):  # fmt: skip
+        return False
+    ours = {id(p) for p in parameters(vae)} | {id(vae.log_scale)}
+    every = list(vae.parameters())
     return (
-        type(enc) is MLP
-        and type(dec) is MLP
-        and enc.activation == dec.activation
-        and enc.activation in FUSED_ACTIVATIONS
-        and vae.free_bits == 0
+        all(id(p) in ours and p.requires_grad and p.dtype == torch.float32 for p in every)
         and x.dim() == 2
         and x.dtype == torch.float32
-        and enc[0].weight.dtype == torch.float32
         and not torch.is_autocast_enabled(x.device.type)
     )
 
