@@ -63,3 +63,50 @@ def test_a_second_process_that_dies_is_reported_not_waited_for(tmp_path):
         assert time.monotonic() - start < 30
     finally:
         beside.close()
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped by its new parent, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:  # no /proc (not Linux) or gone meanwhile
+        return not os.path.exists("/proc")
+
+
+def test_the_second_process_ends_when_the_gallery_is_killed(tmp_path):
+    """A SIGKILL leaves no handler to run in the parent; the child must not train on alone."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from pushforward.report import _Beside\n"
+        "if __name__ == '__main__':\n"
+        f"    b = _Beside(Path({str(tmp_path)!r}), 'ring8', quick=False, seed=0)\n"
+        "    print(b.process.pid, flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    path = tmp_path / "parent.py"
+    path.write_text(script)
+    parent = subprocess.Popen([sys.executable, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        time.sleep(3)  # the child is importing or training by now
+        os.kill(child, 0)  # alive
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 5  # the full chain alone would train for minutes
+    while time.monotonic() < deadline:
+        if not _running(child):
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the second process outlived the gallery that started it")

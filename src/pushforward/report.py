@@ -861,11 +861,31 @@ class _threads:
         torch.set_num_threads(self.saved)
 
 
-def _chain_in_child(conn: Any, folder: str, name: str, quick: bool, seed: int) -> None:
+def _die_with(parent: int) -> None:
+    """End this process when ``parent`` ends, even by SIGKILL (Linux: PR_SET_PDEATHSIG; elsewhere
+    the child ends when it finds the pipe closed)."""
+    import ctypes
+    import os
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # no prctl: the closed pipe ends the child later
+            pass
+    if os.getppid() != parent:  # the parent ended before the line above took effect
+        os._exit(1)
+
+
+def _chain_in_child(conn: Any, folder: str, name: str, quick: bool, seed: int,
+                    parent: int) -> None:  # fmt: skip
     """Entry point of the second process: run one mixture's chain and send it back."""
     import signal
     import traceback
 
+    _die_with(parent)
     # the parent started this process with SIGINT blocked; a Ctrl-C is the parent's to handle
     # (it ends this process), so ignore it here, any pending one included
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -890,13 +910,15 @@ class _Beside:
 
     def __init__(self, folder: Path, name: str, quick: bool, seed: int):
         import multiprocessing
+        import os
         import signal
 
         self.name = name
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe(duplex=False)
-        self.process = ctx.Process(target=_chain_in_child, args=(child, str(folder), name, quick,
-                                   seed), name=f"pushforward-demo-{name}")  # fmt: skip
+        args = (child, str(folder), name, quick, seed, os.getpid())
+        self.process = ctx.Process(target=_chain_in_child, args=args,
+                                   name=f"pushforward-demo-{name}")  # fmt: skip
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             self.process.start()
