@@ -173,7 +173,7 @@ LEVERS = (
     "+ fused (μ, ξ) head",
     "+ zero_grad(set_to_none=True), no .item() per step",
     "+ fused Adam kernel",
-    "+ hand-written gradients (pushforward.fused: no autograd graph, gradients kept)",
+    "+ hand-written gradients (pushforward.fused: no autograd graph)",
     "the levels up to fused Adam + bfloat16 autocast (hand-written gradients are float32 only)",
 )
 FUSED_LEVEL, BF16_LEVEL = 6, 7
@@ -477,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.tests:
         seconds = timed(["make", "test"], cwd=HERE.parent)
         print(f"| make test | {seconds:.0f} s | ≤ 240 s |")
-    print("\n| bare loop, levers added one at a time | samples/s | × the level below |")
+    print("\n| bare loop, levers added one at a time | samples/s | × the level it adds to |")
     print("|---|---|---|")
     rows = levers(x, args.epochs)
     for level, (name, rate) in enumerate(rows):

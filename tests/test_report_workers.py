@@ -3,16 +3,17 @@ parent as one clear error instead of a hang (the full run is in test_report.py, 
 
 import os
 import signal
+import sys
 import time
 
 import pytest
 
 from pushforward.cli import main
-from pushforward.errors import ConfigError
+from pushforward.errors import ConfigError, DataError
 from pushforward.report import _Beside, run_demo
 
 
-@pytest.mark.parametrize("workers", [0, 3, True, 1.5])
+@pytest.mark.parametrize("workers", [0, 3, True, 1.5, 2.0])
 def test_run_demo_refuses_other_worker_counts(tmp_path, workers):
     with pytest.raises(ConfigError, match=r"workers = .* use 1 or 2"):
         run_demo(tmp_path, workers=workers)
@@ -28,10 +29,13 @@ def test_the_cli_refuses_other_worker_counts(tmp_path, capsys):
 
 
 def test_a_failure_in_the_second_process_is_raised_here_with_its_cause(tmp_path):
+    """An error of the library's own (here an unknown data set) comes back as the same kind of
+    error, so that the command line prints it as one line."""
     beside = _Beside(tmp_path, "no-such-mixture", quick=True, seed=0)
     try:
-        with pytest.raises(RuntimeError, match=r"no-such-mixture failed in its second process: "
-                           r"\w+Error: .*no-such-mixture"):  # fmt: skip
+        with pytest.raises(
+            DataError, match=r"no-such-mixture \(in its second process\): .*no-such"
+        ):
             beside.result()
     finally:
         beside.close()
@@ -47,7 +51,7 @@ def test_a_ctrl_c_while_the_second_process_starts_does_not_kill_it(tmp_path):
         os.kill(beside.process.pid, signal.SIGINT)  # during the child's start-up
         time.sleep(0.2)
         os.kill(beside.process.pid, signal.SIGINT)
-        with pytest.raises(RuntimeError, match=r"failed in its second process: (?!KeyboardInt)"):
+        with pytest.raises(DataError, match=r"in its second process\): "):  # not interrupted
             beside.result()
     finally:
         beside.close()
@@ -78,10 +82,10 @@ def _running(pid: int) -> bool:
         return not os.path.exists("/proc")
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_the_second_process_ends_when_the_gallery_is_killed(tmp_path):
     """A SIGKILL leaves no handler to run in the parent; the child must not train on alone."""
     import subprocess
-    import sys
 
     script = (
         "import sys, time\n"
@@ -102,7 +106,7 @@ def test_the_second_process_ends_when_the_gallery_is_killed(tmp_path):
     finally:
         parent.kill()
         parent.wait()
-    deadline = time.monotonic() + 5  # the full chain alone would train for minutes
+    deadline = time.monotonic() + 60  # the full chain alone would train for minutes
     while time.monotonic() < deadline:
         if not _running(child):
             break

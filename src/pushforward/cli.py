@@ -286,10 +286,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     path = run_demo(
         args.out, quick=args.quick, seed=args.seed, progress=_say,
         bars=lambda label: BarProgress(label, lines=False),
-        workers=args.workers if args.workers is not None else min(2, os.cpu_count() or 1),
+        workers=args.workers if args.workers is not None else _demo_workers(),
     )  # fmt: skip
     _say(f"wrote {path} and its figures in {time.perf_counter() - start:.0f} s")
     return 0
+
+
+def _demo_workers() -> int:
+    """2 where this process may run on 2 or more CPUs (affinity and POSIX signal masks
+    allowing), else 1."""
+    import signal
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return 2 if cpus >= 2 and hasattr(signal, "pthread_sigmask") else 1
 
 
 class BarProgress:

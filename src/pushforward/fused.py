@@ -2,10 +2,9 @@
 
 At the classic MNIST size (784–400–20, batch 128) a CPU step is short enough that autograd's
 bookkeeping (a graph of about thirty nodes, their saved tensors, transposes and accumulations)
-and fresh gradient tensors every step are a sixth of it (BENCHMARKS.md, "Training speed"). For a
-VAE whose encoder and decoder are MLPs, :func:`vae_loss_and_gradients` computes
-:meth:`pushforward.vae.VAE.loss` and its gradient with respect to every weight by the chain rule,
-written as the lecture writes it, into gradient tensors kept from step to step. With B rows, λ
+costs a tenth of it (BENCHMARKS.md, "Training speed"). For a VAE whose encoder and decoder are
+MLPs, :func:`vae_loss_and_gradients` computes :meth:`pushforward.vae.VAE.loss` and its gradient
+with respect to every weight by the chain rule, written as the lecture writes it. With B rows, λ
 the KL weight, R the reconstruction term per row and o = g(z) the decoder's output:
 
 * loss = (1/B) Σ_b [R(x_b, o_b) + λ KL_b], KL_b = ½ Σ_j (μ_j² + e^{ξ_j} − 1 − ξ_j);
@@ -19,16 +18,17 @@ the KL weight, R the reconstruction term per row and o = g(z) the decoder's outp
   zero where ξ was clamped to the log-variance range.
 
 :meth:`pushforward.vae.VAE.manual_gradients` hands the gradients to the training step, which
-sets them as the parameters' ``.grad`` and steps the optimiser: no autograd graph is built at all.
+sets them as the parameters' ``.grad`` and steps the optimiser: no autograd graph is built at all
+(nor are module or gradient hooks run: a hooked model takes autograd).
 The noise ε is drawn from the run's generator where the autograd loss draws it, so a run takes
 the same random numbers either way, and the two agree to rounding (the tests compare every
-gradient with autograd's). Conv nets, free bits, autocast and torchrun take autograd.
+gradient with autograd's). Conv nets, free bits, autocast, torchrun and subclasses that change
+the loss take autograd.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -38,7 +38,7 @@ from torch import Tensor
 
 from pushforward.nets import MLP
 
-__all__ = ["FUSED_ACTIVATIONS", "fusable", "gradient_buffers", "vae_loss_and_gradients"]
+__all__ = ["FUSED_ACTIVATIONS", "fusable", "parameters", "vae_loss_and_gradients"]
 
 aten = torch.ops.aten
 
@@ -66,10 +66,32 @@ FUSED_ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[..., Ten
 }
 
 
+def _autocast(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 takes no device type
+        if device_type == "cpu":
+            return torch.is_autocast_cpu_enabled()
+        return torch.is_autocast_enabled()
+
+
+def _hooked(vae: Any) -> bool:
+    """Whether a hook would see the nets run or their gradients made (the hand-written step runs
+    neither the modules nor autograd, so it would skip them)."""
+    for m in (*vae.encoder.modules(), *vae.decoder.modules()):
+        if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks:
+            return True
+        if getattr(m, "_backward_pre_hooks", None):
+            return True
+    hooks = ("_backward_hooks", "_post_accumulate_grad_hooks")
+    return any(getattr(p, h, None) for p in vae.parameters() for h in hooks)
+
+
 def fusable(vae: Any, x: Tensor) -> bool:
     """Whether :func:`vae_loss_and_gradients` computes ``vae.loss(x)`` and its gradients for this
     model and batch: MLP encoder and decoder with a known activation, every parameter theirs (or
-    the learned log-scale) and trainable, no free bits, float32 without autocast."""
+    the learned log-scale) and trainable, no hooks on them, no free bits, float32 without
+    autocast. (Overrides of the loss in a subclass are :meth:`VAE.manual_gradients`' to see.)"""
     enc, dec = vae.encoder, vae.decoder
     if not (type(enc) is MLP and type(dec) is MLP and enc.activation == dec.activation
             and enc.activation in FUSED_ACTIVATIONS and vae.free_bits == 0):  # fmt: skip
@@ -80,7 +102,8 @@ def fusable(vae: Any, x: Tensor) -> bool:
         all(id(p) in ours and p.requires_grad and p.dtype == torch.float32 for p in every)
         and x.dim() == 2
         and x.dtype == torch.float32
-        and not torch.is_autocast_enabled(x.device.type)
+        and not _autocast(x.device.type)
+        and not _hooked(vae)
     )
 
 
@@ -113,13 +136,12 @@ def parameters(vae: Any) -> list[Tensor]:
 
 @torch.no_grad()
 def vae_loss_and_gradients(
-    vae: Any, x: Tensor, eps: Tensor, lam: float, out: list[Tensor] | None = None
+    vae: Any, x: Tensor, eps: Tensor, lam: float
 ) -> tuple[dict[str, Tensor], list[Tensor], Tensor | None]:
     """Return ({'loss', 'reconstruction', 'kl'}, the gradient of the loss for each of the nets'
     weights and biases (in :func:`parameters`' order), and that of the learned log-scale or None)
     for ``vae.loss`` on the batch x (B, d) with the noise ε (B, k) and KL weight λ, without
-    autograd (see the module's docstring). ``out`` (tensors shaped as the weights) receives the
-    gradients in place. Call only where :func:`fusable` holds."""
+    autograd (see the module's docstring). Call only where :func:`fusable` holds."""
     from pushforward.vae import LOGVAR_RANGE
 
     lo, hi = LOGVAR_RANGE
@@ -175,12 +197,12 @@ def vae_loss_and_gradients(
     if grad_s is not None and not s.dim():
         grad_s = grad_s.sum()
     delta = delta.mul_(1.0 / b)
-    grads: list[Tensor] = list(out) if out is not None else [torch.empty_like(p) for p in params]
+    grads: list[Tensor] = [x] * len(params)  # placeholders, each replaced below
     for i in reversed(range(n_layers)):
         if i not in (n_enc - 1, n_layers - 1):
             delta = act_backward(delta, pres[i], outs[i])
-        torch.mm(delta.t(), ins[i], out=grads[2 * i])
-        torch.sum(delta, 0, out=grads[2 * i + 1])
+        grads[2 * i] = delta.t().mm(ins[i])
+        grads[2 * i + 1] = delta.sum(0)
         if i == 0:
             break
         delta = delta.mm(weights[i])
@@ -191,28 +213,3 @@ def vae_loss_and_gradients(
             d_head[:, k:] = d_xi.mul_((xi_raw >= lo) & (xi_raw <= hi))
             delta = d_head
     return terms, grads, grad_s
-
-
-def gradient_buffers(vae: Any) -> list[Tensor]:
-    """The tensors that :func:`vae_loss_and_gradients` writes ``vae``'s gradients into, kept on
-    the model from step to step (writing into the same memory is a tenth of a CPU step at the
-    MNIST size); a buffer that anything else still holds, beyond the parameter's ``.grad``, is
-    replaced rather than overwritten."""
-    params = parameters(vae)
-    cached = vae.__dict__.get("_fused_gradients")
-    if cached is None or len(cached) != len(params):
-        cached = [None] * len(params)
-    for i, p in enumerate(params):
-        buf = cached[i]
-        ok = (
-            buf is not None
-            and buf.shape == p.shape
-            and buf.dtype == p.dtype
-            and buf.device == p.device
-            # held by this list, the parameter's .grad and getrefcount's argument, no more
-            and sys.getrefcount(buf) <= 2 + (p.grad is buf)
-        )
-        if not ok:
-            cached[i] = torch.empty_like(p, memory_format=torch.contiguous_format)
-    vae.__dict__["_fused_gradients"] = cached
-    return cached

@@ -862,8 +862,9 @@ class _threads:
 
 
 def _die_with(parent: int) -> None:
-    """End this process when ``parent`` ends, even by SIGKILL (Linux: PR_SET_PDEATHSIG; elsewhere
-    the child ends when it finds the pipe closed)."""
+    """End this process (SIGKILL: it has nothing to clean up) when ``parent`` ends, even by
+    SIGKILL: Linux's PR_SET_PDEATHSIG; elsewhere the child runs its chain to the end and then
+    finds the pipe closed."""
     import ctypes
     import os
     import signal
@@ -872,28 +873,34 @@ def _die_with(parent: int) -> None:
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):  # no prctl: the closed pipe ends the child later
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
             pass
     if os.getppid() != parent:  # the parent ended before the line above took effect
         os._exit(1)
 
 
-def _chain_in_child(conn: Any, folder: str, name: str, quick: bool, seed: int,
-                    parent: int) -> None:  # fmt: skip
-    """Entry point of the second process: run one mixture's chain and send it back."""
-    import signal
+def _chain_in_child(conn: Any, folder: str, name: str, quick: bool, seed: int, parent: int,
+                    logging_setup: tuple[int, str | None]) -> None:  # fmt: skip
+    """Entry point of the second process: run one mixture's chain and send it back.
+
+    The parent started this process with SIGINT blocked, and it stays blocked here (training
+    installs a Ctrl-C handler, which a blocked signal never reaches): a Ctrl-C is the parent's
+    to handle, and the parent ends this process."""
     import traceback
 
+    from pushforward.errors import PushforwardError
+
     _die_with(parent)
-    # the parent started this process with SIGINT blocked; a Ctrl-C is the parent's to handle
-    # (it ends this process), so ignore it here, any pending one included
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    level, fmt = logging_setup
+    if fmt is not None:  # the parent's command line prints its log records; so does this one
+        logging.basicConfig(level=level, format=fmt)
+    logging.getLogger("pushforward").setLevel(level)
     try:
         chain = _mixture_chain(Report(Path(folder)), name, quick, seed)
     except BaseException as e:  # every failure goes back to the parent
-        conn.send(("error", f"{type(e).__name__}: {e}", traceback.format_exc()))
+        kind = type(e).__name__ if isinstance(e, PushforwardError) else None
+        conn.send(("error", (kind, str(e)), traceback.format_exc()))
     else:
         conn.send(("ok", chain, ""))
     finally:
@@ -905,7 +912,8 @@ class _Beside:
 
     The child is started with SIGINT blocked, so a Ctrl-C in the terminal reaches only this
     process, which ends the child in :meth:`close`. A child that dies without answering (killed,
-    out of memory) is reported as an error instead of waiting forever.
+    out of memory) is reported as an error instead of waiting forever, and the child ends when
+    this process does.
     """
 
     def __init__(self, folder: Path, name: str, quick: bool, seed: int):
@@ -913,17 +921,23 @@ class _Beside:
         import os
         import signal
 
-        self.name = name
+        self.name, self.folder = name, folder
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe(duplex=False)
-        args = (child, str(folder), name, quick, seed, os.getpid())
+        root = logging.getLogger()
+        handler = root.handlers[0] if root.handlers else None
+        fmt = handler.formatter._fmt if handler is not None and handler.formatter else None
+        setup = (logging.getLogger("pushforward").getEffectiveLevel(), fmt)
+        args = (child, str(folder), name, quick, seed, os.getpid(), setup)
         self.process = ctx.Process(target=_chain_in_child, args=args,
                                    name=f"pushforward-demo-{name}")  # fmt: skip
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        masks = hasattr(signal, "pthread_sigmask")  # POSIX; elsewhere Ctrl-C reaches both
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if masks else None
         try:
             self.process.start()
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            if masks:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         child.close()
 
     def result(self) -> _Chain:
@@ -935,9 +949,14 @@ class _Beside:
         except EOFError:  # the child's end closed without a message
             self._died()
         if status != "ok":
+            kind, message = value
+            where = f"the gallery's part on {self.name} (in its second process)"
+            if kind is not None:  # an error of the library's own: the same kind, here
+                from pushforward import errors
+
+                raise getattr(errors, kind, errors.PushforwardError)(f"{where}: {message}")
             log.error("the gallery's second process failed:\n%s", trace)
-            raise RuntimeError(f"the gallery's part on {self.name} failed in its second process: "
-                               f"{value}")  # fmt: skip
+            raise RuntimeError(f"{where} failed: {message}")
         return value
 
     def _died(self) -> NoReturn:
@@ -948,8 +967,16 @@ class _Beside:
         )
 
     def close(self) -> None:
+        """End the child if it still runs (SIGTERM, then SIGKILL after 5 s) and remove what its
+        unfinished atomic writes left."""
         if self.process.is_alive():
             self.process.terminate()
+            self.process.join(5)
+            if self.process.is_alive():
+                self.process.kill()
+            self.process.join()
+            for tmp in (self.folder / "figures").glob(f".*{self.name}*.tmp"):
+                tmp.unlink(missing_ok=True)
         self.process.join()
         self.conn.close()
 
@@ -971,7 +998,7 @@ def run_demo(
     (spawned: a script that calls this needs the ``if __name__ == "__main__":`` guard) while this
     one runs ring8's; the page is the same either way, since both parts run on one thread.
     """
-    if isinstance(workers, bool) or workers not in (1, 2):
+    if type(workers) is not int or workers not in (1, 2):
         raise ConfigError(f"workers = {workers!r} is not allowed; use 1 or 2")
     folder = Path(out)
     report = Report(folder, bars=bars)

@@ -387,7 +387,7 @@ class Trainable(nn.Module, Model):
         return {k: v.detach() for k, v in terms.items()}
 
     def manual_gradients(
-        self, x: Tensor, *, generator: torch.Generator | None = None, epoch: float = 0.0
+        self, x: Tensor, *, generator: torch.Generator | None = None, epoch: float | None = None
     ) -> tuple[dict[str, Tensor], list[tuple[Tensor, Tensor]]] | None:
         """Return (the detached terms of :meth:`loss`, (parameter, gradient of the loss) pairs)
         for the batch x (B, d), computed without autograd, or None (the default) to let
