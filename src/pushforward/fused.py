@@ -75,36 +75,59 @@ def _autocast(device_type: str) -> bool:
         return torch.is_autocast_enabled()
 
 
-def _hooked(vae: Any) -> bool:
-    """Whether a hook would see the nets run or their gradients made (the hand-written step runs
-    neither the modules nor autograd, so it would skip them)."""
-    for m in (*vae.encoder.modules(), *vae.decoder.modules()):
-        if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks:
-            return True
-        if getattr(m, "_backward_pre_hooks", None):
-            return True
-    hooks = ("_backward_hooks", "_post_accumulate_grad_hooks")
-    return any(getattr(p, h, None) for p in vae.parameters() for h in hooks)
+def _hooked(module: torch.nn.Module) -> bool:
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or module._backward_hooks
+        or getattr(module, "_backward_pre_hooks", None)
+    )
+
+
+_TENSOR_HOOKS = ("_backward_hooks", "_post_accumulate_grad_hooks")
+
+
+def _trainable(p: Tensor) -> bool:
+    """A float32 leaf that autograd would train, with no hook that would see its gradient."""
+    return (
+        p.requires_grad
+        and p.dtype == torch.float32
+        and not any(getattr(p, h, None) for h in _TENSOR_HOOKS)
+    )
 
 
 def fusable(vae: Any, x: Tensor) -> bool:
     """Whether :func:`vae_loss_and_gradients` computes ``vae.loss(x)`` and its gradients for this
     model and batch: MLP encoder and decoder with a known activation, every parameter theirs (or
-    the learned log-scale) and trainable, no hooks on them, no free bits, float32 without
-    autocast. (Overrides of the loss in a subclass are :meth:`VAE.manual_gradients`' to see.)"""
+    the learned log-scale), trainable and float32, no hooks on the nets or their weights (the
+    hand-written step runs neither), no free bits, float32 data without autocast. (Overrides of
+    the loss in a subclass are :meth:`VAE.manual_gradients`' to see.) Called every step: cheap."""
+    if x.dim() != 2 or x.dtype != torch.float32 or vae.free_bits != 0:
+        return False
     enc, dec = vae.encoder, vae.decoder
     if not (type(enc) is MLP and type(dec) is MLP and enc.activation == dec.activation
-            and enc.activation in FUSED_ACTIVATIONS and vae.free_bits == 0):  # fmt: skip
+            and enc.activation in FUSED_ACTIVATIONS):  # fmt: skip
         return False
-    ours = {id(p) for p in parameters(vae)} | {id(vae.log_scale)}
-    every = list(vae.parameters())
-    return (
-        all(id(p) in ours and p.requires_grad and p.dtype == torch.float32 for p in every)
-        and x.dim() == 2
-        and x.dtype == torch.float32
-        and not _autocast(x.device.type)
-        and not _hooked(vae)
-    )
+    if _autocast(x.device.type) or _hooked(vae):
+        return False
+    seen = 0
+    for net in (enc, dec):
+        if _hooked(net):
+            return False
+        for m in net:  # the MLP's own layers: Linear and activation modules, no nesting
+            if _hooked(m) or m._modules:
+                return False
+            for p in m._parameters.values():
+                if p is None or not _trainable(p):
+                    return False
+                seen += 1
+    scale = vae.log_scale
+    if isinstance(scale, torch.nn.Parameter):
+        if not _trainable(scale):
+            return False
+        seen += 1
+    # nothing else trains: the nets' weights and the log-scale are all of the model's parameters
+    return seen == sum(1 for _ in vae.parameters())
 
 
 def _reconstruction(family: str, nll: bool, x: Tensor, o: Tensor, s: Tensor) -> Tensor:
