@@ -954,7 +954,10 @@ class _Beside:
             if kind is not None:  # an error of the library's own: the same kind, here
                 from pushforward import errors
 
-                raise getattr(errors, kind, errors.PushforwardError)(f"{where}: {message}")
+                cls = getattr(errors, kind, None)
+                if not (isinstance(cls, type) and issubclass(cls, errors.PushforwardError)):
+                    cls = errors.PushforwardError
+                raise cls(f"{where}: {message}")
             log.error("the gallery's second process failed:\n%s", trace)
             raise RuntimeError(f"{where} failed: {message}")
         return value
