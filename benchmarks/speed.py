@@ -90,7 +90,7 @@ def pushforward_fit(
     return time.perf_counter() - start
 
 
-FIT_LOOPS = {  # name: (hidden width, precision, fused loss) of a `pushforward fit vae` run
+FIT_LOOPS = {  # name: (hidden width, precision, hand-written gradients) of a `fit vae` run
     "pushforward 784-400-20, float32": (400, "float32", True),
     "pushforward 784-400-20, float32, autograd step": (400, "float32", False),
     "pushforward 784-400-20, auto": (400, "auto", True),
@@ -246,7 +246,7 @@ def levers(x: torch.Tensor, epochs: int) -> list[tuple[str, float]]:
 
 def precision_quality(x: torch.Tensor, seeds: list[int], epochs: int = 10) -> dict[str, list]:
     """Test −ELBO (nats, last 2,000 digits) of the classic architecture after ``epochs`` epochs
-    on the first 8,000, in float32 (with the fused loss and through autograd) and in ``auto``
+    on the first 8,000, in float32 (hand-written gradients and autograd's) and in ``auto``
     precision, one value per seed."""
     train, test = x[:8000], x[8000:]
     out: dict[str, list] = {"float32": [], "float32, autograd step": [], "auto": []}

@@ -28,7 +28,6 @@ the loss take autograd.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pushforward.losses import gaussian_kl_terms, negative_log_likelihood, reconstruction
 from pushforward.nets import MLP
 
 __all__ = ["FUSED_ACTIVATIONS", "fusable", "parameters", "vae_loss_and_gradients"]
@@ -131,21 +131,12 @@ def fusable(vae: Any, x: Tensor) -> bool:
 
 
 def _reconstruction(family: str, nll: bool, x: Tensor, o: Tensor, s: Tensor) -> Tensor:
-    """Σ_b R(x_b, o_b) over the batch, R as :func:`pushforward.losses.negative_log_likelihood`
-    (``nll``) or :func:`pushforward.losses.reconstruction` computes it per row."""
-    if family == "bce":
+    """Σ_b R(x_b, o_b) over the batch, R as :meth:`pushforward.vae.VAE.loss` takes it per row."""
+    if family == "bce":  # the same sum as the per-row one, in one kernel
         return F.binary_cross_entropy_with_logits(o, x, reduction="sum")
-    b, d = x.shape
-    r = x - o
-    if family == "l2":
-        if not nll:
-            return r.pow(2).sum()
-        log_norm = (s.expand(d).sum() if s.dim() else d * s) + 0.5 * d * math.log(2 * math.pi)
-        return 0.5 * (r * torch.exp(-s)).pow(2).sum() + b * log_norm
-    if not nll:
-        return r.abs().sum()
-    log_norm = (s.expand(d).sum() if s.dim() else d * s) + d * math.log(2)
-    return (r.abs() * torch.exp(-s)).sum() + b * log_norm
+    if nll:
+        return negative_log_likelihood(family, x, o, s).sum()
+    return reconstruction(family, x, o).sum()
 
 
 def parameters(vae: Any) -> list[Tensor]:
@@ -193,7 +184,7 @@ def vae_loss_and_gradients(
         outs.append(h)
     o = h
     rec = _reconstruction(family, nll, x, o, s) / b
-    kl = 0.5 * (mu.pow(2) + xi.exp() - 1.0 - xi).sum() / b
+    kl = gaussian_kl_terms(mu, xi).sum() / b
     terms = {"loss": rec + lam * kl, "reconstruction": rec, "kl": kl}
 
     grad_s = None
@@ -201,22 +192,23 @@ def vae_loss_and_gradients(
     if family == "bce":
         delta = torch.sigmoid(o).sub_(x)
     elif family == "l2":
+        r = o - x
         if nll:
             inv = torch.exp(-2 * s)
-            delta = (o - x) * inv
+            delta = r * inv
             if learned:
-                grad_s = (1.0 - (o - x).pow(2) * inv).sum(0) / b
+                grad_s = (1.0 - r.pow(2) * inv).sum(0) / b
         else:
-            delta = 2.0 * (o - x)
+            delta = 2.0 * r
     else:
-        sign = torch.sign(o - x)
+        r = o - x
         if nll:
             inv = torch.exp(-s)
-            delta = sign * inv
+            delta = torch.sign(r) * inv
             if learned:
-                grad_s = (1.0 - (o - x).abs() * inv).sum(0) / b
+                grad_s = (1.0 - r.abs() * inv).sum(0) / b
         else:
-            delta = sign
+            delta = torch.sign(r)
     if grad_s is not None and not s.dim():
         grad_s = grad_s.sum()
     delta = delta.mul_(1.0 / b)

@@ -41,7 +41,14 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["ForkedPrefetcher", "Prefetcher", "ThreadPrefetcher", "can_fork", "make_prefetcher"]
+__all__ = [
+    "ForkedPrefetcher",
+    "Prefetcher",
+    "ThreadPrefetcher",
+    "can_fork",
+    "make_prefetcher",
+    "start_with_sigint_blocked",
+]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +106,21 @@ def _from_wire(wire: Any) -> Any:
         items = [_from_wire(v) for v in value]
         return tuple(items) if kind == "tuple" else items
     return value
+
+
+def start_with_sigint_blocked(process: Any) -> None:
+    """Start ``process`` (a multiprocessing Process) with SIGINT blocked in this thread, so that
+    the child (forked or spawned) begins with SIGINT blocked: a Ctrl-C to the process group during
+    its start-up stays pending there instead of raising KeyboardInterrupt; here it stays pending
+    only until the start returns. Where signal masks do not exist (Windows), a plain start."""
+    if not hasattr(signal, "pthread_sigmask"):
+        process.start()
+        return
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        process.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def _child_loop(conn: Any, parent_end: Any, prepare: Prepare) -> None:
@@ -160,13 +182,8 @@ class ForkedPrefetcher(Prefetcher):
                 target=_child_loop, args=(child, self.conn, prepare), name="pushforward-prepare",
                 daemon=True,
             )  # fmt: skip
-            # fork with SIGINT blocked, so that the child inherits the block until it ignores
-            # SIGINT; here a Ctrl-C in between stays pending and is delivered on unblocking
-            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-            try:
-                self.process.start()
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            # the child inherits the block until it ignores SIGINT
+            start_with_sigint_blocked(self.process)
         child.close()
 
     def request(self, *args: Any) -> None:

@@ -919,7 +919,8 @@ class _Beside:
     def __init__(self, folder: Path, name: str, quick: bool, seed: int):
         import multiprocessing
         import os
-        import signal
+
+        from pushforward.prefetch import start_with_sigint_blocked
 
         self.name, self.folder = name, folder
         ctx = multiprocessing.get_context("spawn")
@@ -931,13 +932,7 @@ class _Beside:
         args = (child, str(folder), name, quick, seed, os.getpid(), setup)
         self.process = ctx.Process(target=_chain_in_child, args=args,
                                    name=f"pushforward-demo-{name}")  # fmt: skip
-        masks = hasattr(signal, "pthread_sigmask")  # POSIX; elsewhere Ctrl-C reaches both
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if masks else None
-        try:
-            self.process.start()
-        finally:
-            if masks:
-                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        start_with_sigint_blocked(self.process)  # POSIX; elsewhere Ctrl-C reaches both
         child.close()
 
     def result(self) -> _Chain:
@@ -977,7 +972,7 @@ class _Beside:
             self.process.join(5)
             if self.process.is_alive():
                 self.process.kill()
-            self.process.join()
+                self.process.join()
             for tmp in (self.folder / "figures").glob(f".*{self.name}*.tmp"):
                 tmp.unlink(missing_ok=True)
         self.process.join()

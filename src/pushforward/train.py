@@ -359,28 +359,25 @@ class Trainable(nn.Module, Model):
         override checks its terms with :func:`check_finite` before it updates the weights, as
         this one does: :func:`fit` checks each step's terms only through it (and the epoch's
         sums at the epoch's end)."""
+        manual = None
         if shard is None and prepared is None and "_loss_forward" not in self.__dict__:
             manual = self.manual_gradients(x, generator=generator, epoch=epoch)
-            if manual is not None:
-                terms, pairs = manual
-                check_finite(terms)
-                (opt,) = optimizers.values()
-                opt.zero_grad(set_to_none=True)
-                for p, g in pairs:
-                    p.grad = g
-                if cfg.grad_clip > 0:
-                    nn.utils.clip_grad_norm_(self.parameters(), cfg.grad_clip)
-                opt.step()
-                return terms
-        forward = self.__dict__.get("_loss_forward") or self.loss  # a DDP wrapper under torchrun
-        extra = {"prepared": prepared} if prepared is not None else {}
-        terms = forward(x, generator=generator, epoch=epoch, **extra)
-        check_finite(terms)
         (opt,) = optimizers.values()
-        opt.zero_grad(set_to_none=True)
-        # DDP averages the processes' gradients; a shard's weight b_r·world/B makes that average
-        # the gradient of the whole batch's mean loss even when shards differ in size
-        (terms["loss"] * (shard.weight if shard is not None else 1.0)).backward()
+        if manual is not None:  # gradients computed without autograd
+            terms, pairs = manual
+            check_finite(terms)
+            opt.zero_grad(set_to_none=True)
+            for p, g in pairs:
+                p.grad = g
+        else:
+            forward = self.__dict__.get("_loss_forward") or self.loss  # DDP's under torchrun
+            extra = {"prepared": prepared} if prepared is not None else {}
+            terms = forward(x, generator=generator, epoch=epoch, **extra)
+            check_finite(terms)
+            opt.zero_grad(set_to_none=True)
+            # DDP averages the processes' gradients; a shard's weight b_r·world/B makes that
+            # average the gradient of the whole batch's mean loss even when shards differ in size
+            (terms["loss"] * (shard.weight if shard is not None else 1.0)).backward()
         if cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.parameters(), cfg.grad_clip)
         opt.step()
