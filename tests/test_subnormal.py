@@ -1,0 +1,129 @@
+"""fit keeps the optimisers' state out of the subnormal range, where x86 CPUs compute slowly."""
+
+import math
+
+import torch
+from torch import nn
+
+import pushforward.train as train
+from pushforward.train import (
+    FLUSH_EVERY,
+    Trainable,
+    TrainConfig,
+    fit,
+    flush_subnormal_state_,
+    flush_threshold,
+)
+
+TINY = torch.finfo(torch.float32).tiny  # the smallest normal float32
+
+
+def subnormal(t: torch.Tensor) -> int:
+    """How many entries of t are subnormal (non-zero, below the smallest normal number)."""
+    return int(((t != 0) & (t.abs() < torch.finfo(t.dtype).tiny)).sum())
+
+
+class Fading(Trainable):
+    """One weight vector whose gradient is 10⁻³⁶ at the steps in ``kicks`` and exactly zero at
+    every other: Adam's m then decays by β₁ a step into the subnormal range, as it does for the
+    weights of a pixel that stays blank."""
+
+    def __init__(self, steps_per_epoch: int, kicks: tuple[int, ...] = (0,)):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1000))
+        self.steps_per_epoch, self.kicks = steps_per_epoch, kicks
+
+    def loss(self, x, *, generator=None, epoch=None):
+        step = round((epoch or 0.0) * self.steps_per_epoch)
+        scale = 1e-36 if step in self.kicks else 0.0
+        loss = (self.w * scale).sum() + 0.0 * x.sum()
+        return {"loss": loss}
+
+    def get_config(self):
+        return {"steps_per_epoch": self.steps_per_epoch, "kicks": list(self.kicks)}
+
+
+def _m(model: Trainable, optimizers) -> torch.Tensor:
+    (opt,) = optimizers.values()
+    return opt.state[model.w]["exp_avg"]
+
+
+def test_flush_sets_only_the_entries_below_the_threshold_to_zero():
+    w = nn.Parameter(torch.zeros(8))
+    opt = torch.optim.Adam([w])
+    w.grad = torch.ones(8)
+    opt.step()
+    thr = flush_threshold(torch.float32)
+    assert 1e-31 < thr < 1e-30
+    values = [0.0, 1e-39, -1e-39, thr / 2, -thr / 2, thr * 2, 1.0, math.nan]
+    m = opt.state[w]["exp_avg"]
+    m.copy_(torch.tensor(values))
+    assert subnormal(m) == 2
+    v = opt.state[w]["exp_avg_sq"]
+    v.fill_(1e-40)
+    step = opt.state[w]["step"].clone()
+    half = torch.full((3,), 1e-39).half()  # a float16 tensor in the state: left alone
+    opt.state[w]["other"] = half
+
+    flush_subnormal_state_({"model": opt})
+
+    assert m[:5].eq(0).all() and subnormal(m) == 0
+    assert m[5] == thr * 2 and m[6] == 1.0 and math.isnan(m[7])
+    assert v.eq(0).all()
+    assert torch.equal(opt.state[w]["step"], step)
+    assert torch.equal(opt.state[w]["other"], torch.full((3,), 1e-39).half())
+
+
+def _trained_m(monkeypatch, every: int) -> torch.Tensor:
+    """Adam's m after fit trains Fading for 100 steps (one kick at the first), flushing every
+    ``every`` steps."""
+    monkeypatch.setattr(train, "FLUSH_EVERY", every)
+    n = 100
+    model = Fading(steps_per_epoch=n)
+    optimizers = {}
+    configure = Fading.configure_optimizers
+
+    def keep(self, cfg):  # fit's own optimisers, to look at their state afterwards
+        optimizers.update(configure(self, cfg))
+        return optimizers
+
+    monkeypatch.setattr(Fading, "configure_optimizers", keep)
+    fit(model, torch.zeros(n, 1), TrainConfig(epochs=1, batch_size=1, lr=1e-3, seed=0))
+    return _m(model, optimizers)
+
+
+def test_fit_keeps_adams_moving_average_out_of_the_subnormal_range(monkeypatch):
+    """After one kick, m = 10⁻³⁷ falls below the smallest normal number within 20 steps and
+    stays subnormal for 150 more: fit's flush at step 64 sets it to zero."""
+    m = _trained_m(monkeypatch, FLUSH_EVERY)
+    assert FLUSH_EVERY <= 100
+    assert subnormal(m) == 0 and m.eq(0).all()
+
+
+def test_without_the_flush_m_is_subnormal_at_the_end(monkeypatch):
+    """The other side of the test above: the same run without the flush ends with every entry
+    of m subnormal, so the test above fails if fit does not flush."""
+    assert subnormal(_trained_m(monkeypatch, 0)) == 1000
+
+
+def test_the_flush_falls_on_the_runs_own_steps_across_a_resume(tmp_path, monkeypatch):
+    """fit flushes after every FLUSH_EVERY-th step of the whole run, counted from its start, so
+    a resumed run flushes where the uninterrupted one does (Adam's step count at each call)."""
+    monkeypatch.setattr(train, "FLUSH_EVERY", 5)
+    calls = []
+    real = train.flush_subnormal_state_
+
+    def spy(optimizers):
+        (opt,) = optimizers.values()
+        calls.append(int(next(iter(opt.state.values()))["step"]))
+        real(optimizers)
+
+    monkeypatch.setattr(train, "flush_subnormal_state_", spy)
+    x = torch.zeros(3, 1)
+    cfg = TrainConfig(epochs=6, batch_size=1, seed=0)  # 3 steps an epoch, 18 in all
+    fit(Fading(3), x, cfg, run_dir=tmp_path / "once")
+    assert calls == [5, 10, 15]
+    calls.clear()
+    fit(Fading(3), x, TrainConfig(**{**cfg.__dict__, "epochs": 3}), run_dir=tmp_path / "split")
+    fit(Fading(3), x, cfg, run_dir=tmp_path / "split", resume=True)
+    assert calls == [5, 10, 15]
