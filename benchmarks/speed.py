@@ -18,8 +18,11 @@ within a round, medians over rounds after a warm-up round:
 4. (with --pythae) Pythae's VAE with its default MLP through its TrainingPipeline, in a separate
    virtual environment the script creates under benchmarks/.pythae-venv.
 
-Then every ratio of the speed targets, each the median of the per-round ratios (with --gan,
---demo, --tests also the mixture GAN's time to quality, the gallery's and the tests' seconds);
+Every loop starts each round with a fresh optimiser, as a ``fit`` call does. Then every ratio of
+the speed targets, each the median of the per-round ratios (with --gan, --demo, --tests also the
+mixture GAN's time to quality, the gallery's and the tests' seconds); whole training runs from a
+fresh start (75 epochs, 40 with --quick), long enough for Adam's state to turn subnormal: the
+classic loop against ``fit``, which flushes that state, with and without the flush;
 
 the float32 matrix-multiply rate and the ceiling it implies; a bare loop that starts as the
 classic one and adds pushforward's levers one at a time (what each gives); the test ELBO in both
@@ -105,12 +108,17 @@ def compare(x: torch.Tensor, epochs: int, rounds: int) -> dict[str, list[float]]
     alternating within a round, each training ``epochs`` epochs a round: the classic loop, the
     bare loop with every lever of LEVERS (with and without bfloat16), and ``fit`` on both
     architectures in both precisions. ``fit`` is timed as a user calls it (one call of
-    ``epochs`` epochs, its set-up included); it continues the same weights every round."""
+    ``epochs`` epochs, its set-up included); it continues the same weights every round.
+
+    Every loop starts each round with a fresh optimiser, as each ``fit`` call does: a round is
+    too short (189 steps at 3 epochs) for Adam's state to turn subnormal, which slows every step
+    of a loop that runs on (:func:`long_runs` measures that). Until 2026-11-30 the classic and
+    bare loops kept theirs from round to round, so their later rounds ran slower and the
+    ratios read high."""
     from torch.utils.data import DataLoader, TensorDataset
 
     torch.manual_seed(0)
     classic = ClassicVAE()
-    opt = torch.optim.Adam(classic.parameters(), lr=1e-3)
     loader = DataLoader(TensorDataset(x), batch_size=128, shuffle=True)
     g = torch.Generator().manual_seed(0)
     bare = {}
@@ -120,7 +128,7 @@ def compare(x: torch.Tensor, epochs: int, rounds: int) -> dict[str, list[float]]
     top = BF16_LEVEL if native else FUSED_LEVEL
     for name, level in ((BARE_AUTO, top), (BARE_FLOAT32, FUSED_LEVEL)):
         model = _lever_model(level)
-        bare[name] = (level, model, torch.optim.Adam(model.parameters(), lr=1e-3, fused=True))
+        bare[name] = (level, model)
     fits = {}
     for name, (hidden, precision, fused) in FIT_LOOPS.items():
         with seeded(0):
@@ -128,15 +136,67 @@ def compare(x: torch.Tensor, epochs: int, rounds: int) -> dict[str, list[float]]
         fits[name][0].fused_step = fused
     rates: dict[str, list[float]] = {k: [] for k in ["classic", *bare, *fits]}
     for r in range(rounds + 1):  # round 0 is the warm-up
+        opt = torch.optim.Adam(classic.parameters(), lr=1e-3)
         t = {"classic": sum(classic_epoch(classic, opt, loader) for _ in range(epochs))}
-        for name, (level, model, optimizer) in bare.items():
-            t[name] = sum(lever_epoch(level, model, optimizer, x, loader, g) for _ in range(epochs))
+        for name, (level, model) in bare.items():
+            opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+            t[name] = sum(lever_epoch(level, model, opt, x, loader, g) for _ in range(epochs))
         for name, (model, precision) in fits.items():
             t[name] = pushforward_fit(model, x, 128, r, precision, epochs)
         if r:
             for k, v in t.items():
                 rates[k].append(epochs * x.shape[0] / v)
     return rates
+
+
+LONG_LOOPS = ("classic", "pushforward, flushing subnormal state", "pushforward, not flushing")
+
+
+def long_runs(
+    x: torch.Tensor, test: torch.Tensor, epochs: int, rounds: int
+) -> tuple[dict[str, list[float]], list[tuple[float, float, float]]]:
+    """Samples/s of whole training runs of ``epochs`` epochs from a fresh start (weights and
+    optimiser), ``rounds`` of them, alternating: the classic loop, and ``fit vae`` in float32
+    with and without its flush of subnormal optimiser state (:data:`pushforward.train.
+    FLUSH_EVERY`); and for each round (the largest weight difference between the two ``fit``
+    runs, their test −ELBO on ``test``). Runs longer than about 700 steps (11 epochs of 8,000
+    digits) reach the subnormal range; the pytorch/examples run (10 epochs of 60,000) takes
+    4,690 steps."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    import pushforward.train as train
+
+    loader = DataLoader(TensorDataset(x), batch_size=128, shuffle=True)
+    rates: dict[str, list[float]] = {k: [] for k in LONG_LOOPS}
+    same: list[tuple[float, float, float]] = []
+    flush = train.FLUSH_EVERY
+    try:
+        for r in range(rounds):
+            torch.manual_seed(r)
+            classic = ClassicVAE()
+            opt = torch.optim.Adam(classic.parameters(), lr=1e-3)
+            seconds = sum(classic_epoch(classic, opt, loader) for _ in range(epochs))
+            rates["classic"].append(epochs * x.shape[0] / seconds)
+            models = []
+            for name, every in zip(LONG_LOOPS[1:], (flush, 0), strict=True):
+                train.FLUSH_EVERY = every
+                with seeded(r):
+                    model = VAE(784, 20, loss="bce", net={"hidden": [400]})
+                seconds = pushforward_fit(model, x, 128, r, "float32", epochs)
+                rates[name].append(epochs * x.shape[0] / seconds)
+                models.append(model)
+            diff = max(
+                float((p.detach() - q.detach()).abs().max())
+                for p, q in zip(models[0].parameters(), models[1].parameters(), strict=True)
+            )
+            elbo = [
+                -float(m.elbo(test, generator=torch.Generator().manual_seed(0))["elbo"].mean())
+                for m in models
+            ]
+            same.append((diff, *elbo))
+    finally:
+        train.FLUSH_EVERY = flush
+    return rates, same
 
 
 def median_ratio(rates: dict[str, list[float]], a: str, b: str) -> float:
@@ -392,6 +452,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=3, help="epochs of each loop a round")
     parser.add_argument("--rounds", type=int, default=5, help="measured rounds (medians)")
+    parser.add_argument(
+        "--long-epochs", type=int, default=None,
+        help="epochs of each whole run of the long-run comparison (75; 40 with --quick)",
+    )  # fmt: skip
     parser.add_argument("--pythae", action="store_true", help="also measure Pythae")
     parser.add_argument("--quick", action="store_true", help="smaller scaling sweeps")
     parser.add_argument(
@@ -463,6 +527,22 @@ def main(argv: list[str] | None = None) -> int:
         targets.append(("fit vae (auto) × Pythae, 784-512-20", rates[auto5] / pythae, "≥ 3"))
     for name, value, target in targets:
         print(f"| {name} | {value:.2f}× | {target} |")
+    long_epochs = args.long_epochs or (40 if args.quick else 75)
+    long_rounds = 2 if args.quick else 3
+    long, same = long_runs(x, everything[8000:10000], long_epochs, long_rounds)
+    steps = long_epochs * -(-x.shape[0] // 128)
+    print(f"\nWhole runs of {long_epochs} epochs ({steps:,} steps) from a fresh start, ")
+    print(f"{long_rounds} of each, alternating (samples/s over the whole run):\n")
+    print("| loop | samples/s, per run | × classic (median of per-run ratios) |\n|---|---|---|")
+    for name, values in long.items():
+        per = ", ".join(f"{v:,.0f}" for v in values)
+        print(f"| {name} | {per} | {median_ratio(long, name, 'classic'):.2f}× |")
+    flush_gain = median_ratio(long, LONG_LOOPS[1], LONG_LOOPS[2])
+    print(f"\nflushing × not flushing, whole runs: {flush_gain:.2f}×")
+    print("\n| run | largest weight difference, flushing − not | test −ELBO, flushing / not |")
+    print("|---|---|---|")
+    for r, (diff, a, b) in enumerate(same):
+        print(f"| {r} | {diff:.2g} | {a:.3f} / {b:.3f} |")
     if args.gan:
         for line in gan_time_to_quality():
             print(line)
