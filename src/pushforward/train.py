@@ -651,6 +651,11 @@ def fit(
 
     Ctrl-C or SIGTERM stops training between two steps, writes a checkpoint (with a run folder)
     and raises :class:`~pushforward.errors.Interrupted`.
+
+    Every :data:`FLUSH_EVERY` steps of the run the optimisers' state entries too small to move a
+    weight are set to zero before they turn subnormal, which x86 CPUs compute with slowly
+    (:func:`flush_subnormal_state_`: the weights stay the same bit for bit in BENCHMARKS.md's
+    runs).
     """
     run = _prepare_run(
         model, x, cfg, run_dir=run_dir, resume=resume, progress=progress, x_val=x_val
