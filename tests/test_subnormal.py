@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 from torch import nn
 
@@ -14,8 +15,6 @@ from pushforward.train import (
     flush_subnormal_state_,
     flush_threshold,
 )
-
-TINY = torch.finfo(torch.float32).tiny  # the smallest normal float32
 
 
 def subnormal(t: torch.Tensor) -> int:
@@ -48,30 +47,71 @@ def _m(model: Trainable, optimizers) -> torch.Tensor:
     return opt.state[model.w]["exp_avg"]
 
 
-def test_flush_sets_only_the_entries_below_the_threshold_to_zero():
+def _stepped(opt_class, **kwargs) -> tuple[nn.Parameter, torch.optim.Optimizer]:
+    """A parameter of 8 entries and its optimiser after one step, so that its state exists."""
     w = nn.Parameter(torch.zeros(8))
-    opt = torch.optim.Adam([w])
+    opt = opt_class([w], **kwargs)
     w.grad = torch.ones(8)
     opt.step()
+    return w, opt
+
+
+VALUES = [0.0, 1e-39, -1e-39, 1e-31, -1e-31, 1e-30, 1.0, math.nan]  # 5 below the threshold
+
+
+def _set(t: torch.Tensor) -> torch.Tensor:
+    return t.copy_(torch.tensor(VALUES, dtype=t.dtype))
+
+
+def _flushed(t: torch.Tensor) -> bool:
+    """Whether t holds VALUES with the five below the threshold set to zero, the rest kept."""
+    return bool(t[:5].eq(0).all() and t[5] == 1e-30 and t[6] == 1.0 and t[7].isnan())
+
+
+@pytest.mark.parametrize("opt_class", [torch.optim.Adam, torch.optim.AdamW])
+def test_flush_sets_only_the_small_entries_of_adams_first_moment_to_zero(opt_class):
     thr = flush_threshold(torch.float32)
     assert 1e-31 < thr < 1e-30
-    values = [0.0, 1e-39, -1e-39, thr / 2, -thr / 2, thr * 2, 1.0, math.nan]
-    m = opt.state[w]["exp_avg"]
-    m.copy_(torch.tensor(values))
-    assert subnormal(m) == 2
-    v = opt.state[w]["exp_avg_sq"]
-    v.fill_(1e-40)
-    step = opt.state[w]["step"].clone()
-    half = torch.full((3,), 1e-39).half()  # a float16 tensor in the state: left alone
-    opt.state[w]["other"] = half
+    w, opt = _stepped(opt_class)
+    state = opt.state[w]
+    m, v = _set(state["exp_avg"]), state["exp_avg_sq"].fill_(1e-40)
+    assert subnormal(m) == 2 and subnormal(v) == 8
+    step = state["step"].clone()
+    scalar = nn.Parameter(torch.tensor(0.0))  # a 0-d weight: its m is flushed too
+    scalar_opt = opt_class([scalar])
+    scalar.grad = torch.tensor(1.0)
+    scalar_opt.step()
+    scalar_opt.state[scalar]["exp_avg"].fill_(1e-35)
 
+    flush_subnormal_state_({"model": opt, "scalar": scalar_opt})
+
+    assert _flushed(m) and subnormal(m) == 0
+    assert subnormal(v) == 8  # v is not a first moment: left alone
+    assert torch.equal(state["step"], step)
+    assert scalar_opt.state[scalar]["exp_avg"] == 0
+
+
+def test_float16_first_moments_are_left_alone():
+    """2²⁴ × float16's smallest normal number is 1,024: its threshold would erase m."""
+    w, opt = _stepped(torch.optim.Adam)
+    opt.state[w]["exp_avg"] = torch.full((8,), 1e-3, dtype=torch.float16)
     flush_subnormal_state_({"model": opt})
+    assert torch.equal(opt.state[w]["exp_avg"], torch.full((8,), 1e-3, dtype=torch.float16))
 
-    assert m[:5].eq(0).all() and subnormal(m) == 0
-    assert m[5] == thr * 2 and m[6] == 1.0 and math.isnan(m[7])
-    assert v.eq(0).all()
-    assert torch.equal(opt.state[w]["step"], step)
-    assert torch.equal(opt.state[w]["other"], torch.full((3,), 1e-39).half())
+
+def test_sgd_momentum_is_flushed_and_other_optimisers_are_left_alone():
+    w, sgd = _stepped(torch.optim.SGD, lr=0.1, momentum=0.9)
+    buf = _set(sgd.state[w]["momentum_buffer"])
+    w2, small_eps = _stepped(torch.optim.Adam, eps=1e-12)  # m / ε could move a weight
+    m = _set(small_eps.state[w2]["exp_avg"])
+    w3, rprop = _stepped(torch.optim.Rprop)  # the sign of `prev` matters, however small
+    prev = _set(rprop.state[w3]["prev"])
+
+    flush_subnormal_state_({"sgd": sgd, "adam": small_eps, "rprop": rprop})
+
+    assert _flushed(buf)
+    for kept in (m, prev):
+        assert subnormal(kept) == 2 and kept[3] == 1e-31
 
 
 def _trained_m(monkeypatch, every: int) -> torch.Tensor:
@@ -93,8 +133,8 @@ def _trained_m(monkeypatch, every: int) -> torch.Tensor:
 
 
 def test_fit_keeps_adams_moving_average_out_of_the_subnormal_range(monkeypatch):
-    """After one kick, m = 10⁻³⁷ falls below the smallest normal number within 20 steps and
-    stays subnormal for 150 more: fit's flush at step 64 sets it to zero."""
+    """After one kick, m = 10⁻³⁷ is subnormal from about step 22 on and stays so: fit's flush at
+    step 64 sets it to zero."""
     m = _trained_m(monkeypatch, FLUSH_EVERY)
     assert FLUSH_EVERY <= 100
     assert subnormal(m) == 0 and m.eq(0).all()

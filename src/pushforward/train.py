@@ -106,9 +106,11 @@ def _sgd(params, cfg: TrainConfig) -> torch.optim.Optimizer:
 OPTIMIZERS = {"adam": _adam, "adamw": _adamw, "sgd": _sgd}
 
 FLUSH_EVERY = 64
-"""Every how many steps :func:`fit` sets the optimisers' near-subnormal state to zero
+"""Every how many steps :func:`fit` sets the optimisers' near-subnormal first moments to zero
 (:func:`flush_subnormal_state_`); 0 never does."""
 FLUSH_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
+FLUSH_MIN_EPS = 1e-8
+"""The smallest Adam ε for which :func:`flush_subnormal_state_` touches m."""
 
 
 def flush_threshold(dtype: torch.dtype) -> float:
@@ -116,30 +118,46 @@ def flush_threshold(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).tiny * 2.0**24
 
 
+def _first_moment(opt: torch.optim.Optimizer, group: Mapping[str, Any]) -> str | None:
+    """The state key of ``opt``'s first moment in a parameter group, where setting its entries
+    below :func:`flush_threshold` to zero cannot move a weight; None elsewhere."""
+    if type(opt) in (torch.optim.Adam, torch.optim.AdamW):
+        # a step is lr · m̂ / (√v̂ + ε) with m̂ ≤ 10 m: under lr · 2·10⁻²² for such an m
+        return "exp_avg" if group.get("eps", 0.0) >= FLUSH_MIN_EPS else None
+    if type(opt) is torch.optim.SGD:
+        return "momentum_buffer"  # a step is lr · the buffer (or less): under lr · 2·10⁻³¹
+    return None
+
+
 def flush_subnormal_state_(optimizers: Mapping[str, torch.optim.Optimizer]) -> None:
-    """Set to zero, in place, every entry of the optimisers' CPU state tensors (Adam's moving
-    averages m and v, SGD's momentum; float32, float64 or bfloat16, not the scalar step count)
-    whose magnitude is below :func:`flush_threshold`.
+    """Set to zero, in place, the entries of the optimisers' first moments (Adam's and AdamW's
+    m where ε ≥ :data:`FLUSH_MIN_EPS`, SGD's momentum; float32, float64 or bfloat16 tensors on
+    the CPU) whose magnitude is below :func:`flush_threshold`. Other optimisers, and every other
+    piece of state (Adam's v, step counts), are left alone.
 
     Where a weight's gradient is exactly zero step after step (a pixel blank in every batch
     lately, a ReLU unit that no longer fires) Adam's m shrinks by β₁ a step until it is
-    subnormal. x86 CPUs compute with subnormal numbers many times slower than with normal ones,
-    and PyTorch's flush-to-zero setting reaches only the calling thread, not its worker threads.
-    On the MNIST protocol, after about 700 steps, 85,000 entries of m were subnormal and every
-    step ran 22% slower (BENCHMARKS.md, "Training speed"). An entry below the threshold moves its
-    weight by less than lr · 10⁻²² (m), or changes Adam's denominator √v + ε by less than 10⁻⁷
-    of ε (v), so setting it to zero changes no weight beyond rounding. Called every
+    subnormal, and there it stays: at β₁ = 0.9 the smallest values round back to themselves.
+    x86 CPUs compute with subnormal numbers many times slower than with normal ones, and
+    PyTorch's flush-to-zero setting does not reach worker threads that already exist. On the
+    MNIST protocol, after about 700 steps, 85,000 entries of m were subnormal and training's
+    throughput fell by 22% (BENCHMARKS.md, "Training speed"). Such an entry moves its weight by
+    less than lr · 2·10⁻²², so setting it to zero changes no weight larger than about 10⁻¹⁵:
+    in BENCHMARKS.md's runs the weights came out the same bit for bit. Called every
     :data:`FLUSH_EVERY` = 64 steps, it keeps m out of the subnormal range for β₁ ≥ 0.77 (from the
     threshold to the smallest normal number takes 24 / log₂(1/β₁) steps: 158 at β₁ = 0.9); it
-    costs about 1 ms on the MNIST VAE's 1.3 million entries, under 1% of the steps it covers.
-    GPUs compute with subnormal numbers at full speed, so state on other devices is left
+    costs about 0.7 ms on the MNIST VAE's 650,000 entries of m, 0.3% of the steps it
+    covers. GPUs compute with subnormal numbers at full speed, so state on other devices is left
     alone."""
     for opt in optimizers.values():
-        for state in opt.state.values():
-            for value in state.values():
+        for group in opt.param_groups:
+            key = _first_moment(opt, group)
+            if key is None:
+                continue
+            for p in group["params"]:
+                value = opt.state.get(p, {}).get(key)
                 if (
                     isinstance(value, Tensor)
-                    and value.dim() > 0
                     and value.dtype in FLUSH_DTYPES
                     and value.device.type == "cpu"
                 ):
@@ -652,10 +670,10 @@ def fit(
     Ctrl-C or SIGTERM stops training between two steps, writes a checkpoint (with a run folder)
     and raises :class:`~pushforward.errors.Interrupted`.
 
-    Every :data:`FLUSH_EVERY` steps of the run the optimisers' state entries too small to move a
-    weight are set to zero before they turn subnormal, which x86 CPUs compute with slowly
-    (:func:`flush_subnormal_state_`: the weights stay the same bit for bit in BENCHMARKS.md's
-    runs).
+    Every :data:`FLUSH_EVERY` steps of the run the entries of Adam's (or SGD's) first moment too
+    small to move a weight are set to zero before they turn subnormal, which x86 CPUs compute
+    with slowly (:func:`flush_subnormal_state_`: the weights stay the same bit for bit in
+    BENCHMARKS.md's runs).
     """
     run = _prepare_run(
         model, x, cfg, run_dir=run_dir, resume=resume, progress=progress, x_val=x_val
