@@ -2,7 +2,7 @@
 
 Produces the "Training speed" section of BENCHMARKS.md:
 
-    .venv/bin/python benchmarks/speed.py            # about 10 minutes on 2 cores
+    .venv/bin/python benchmarks/speed.py            # about 5 minutes on 2 cores
     .venv/bin/python benchmarks/speed.py --pythae   # also Pythae, installed in its own venv
     .venv/bin/python benchmarks/speed.py --all      # also the GAN, demo, `make test`: 12 minutes
 
