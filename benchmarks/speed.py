@@ -174,7 +174,8 @@ def long_runs(
         for r in range(rounds):
             models: dict[str, VAE] = {}
             # the loops take turns at going first, so that none always runs on a fresh host
-            for name in LONG_LOOPS[r % 3 :] + LONG_LOOPS[: r % 3]:
+            turn = r % len(LONG_LOOPS)
+            for name in LONG_LOOPS[turn:] + LONG_LOOPS[:turn]:
                 if name == "classic":
                     torch.manual_seed(r)
                     classic = ClassicVAE()

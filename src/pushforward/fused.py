@@ -151,9 +151,9 @@ def parameters(vae: Any) -> list[Tensor]:
 @torch.no_grad()
 def vae_loss_and_gradients(
     vae: Any, x: Tensor, eps: Tensor, lam: float
-) -> tuple[dict[str, Tensor], list[Tensor], Tensor | None]:
-    """Return ({'loss', 'reconstruction', 'kl'}, the gradient of the loss for each of the nets'
-    weights and biases (in :func:`parameters`' order), and that of the learned log-scale or None)
+) -> tuple[dict[str, Tensor], list[tuple[Tensor, Tensor]]]:
+    """Return ({'loss', 'reconstruction', 'kl'}, (parameter, gradient of the loss) pairs for the
+    nets' weights and biases in :func:`parameters`' order, then the learned log-scale if any)
     for ``vae.loss`` on the batch x (B, d) with the noise ε (B, k) and KL weight λ, without
     autograd (see the module's docstring). Call only where :func:`fusable` holds."""
     from pushforward.vae import LOGVAR_RANGE
@@ -227,4 +227,7 @@ def vae_loss_and_gradients(
             d_xi = delta.mul_(std * eps).add_(xi.exp() - 1.0, alpha=lam / b).mul_(0.5)
             d_head[:, k:] = d_xi.mul_((xi_raw >= lo) & (xi_raw <= hi))
             delta = d_head
-    return terms, grads, grad_s
+    pairs = list(zip(params, grads, strict=True))
+    if grad_s is not None:
+        pairs.append((s, grad_s))
+    return terms, pairs

@@ -7,12 +7,13 @@ built-in data and writes ``report.html`` (figures embedded) plus each raw figure
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import logging
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -847,18 +848,15 @@ def _mixture_chain(report: Report, name: str, quick: bool, seed: int,
     return chain
 
 
-class _threads:
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
     """Run a block with ``n`` intra-op threads, then restore the count."""
-
-    def __init__(self, n: int):
-        self.n = n
-
-    def __enter__(self) -> None:
-        self.saved = torch.get_num_threads()
-        torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc: Any) -> None:
-        torch.set_num_threads(self.saved)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def _die_with(parent: int) -> None:

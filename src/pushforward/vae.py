@@ -53,7 +53,6 @@ from torch import Tensor, nn
 from pushforward.contract import LOWER_BOUND, ModelSpec, setting
 from pushforward.errors import ConfigError, lookup
 from pushforward.fused import fusable, vae_loss_and_gradients
-from pushforward.fused import parameters as fused_parameters
 from pushforward.losses import (
     gaussian_kl_terms,
     negative_log_likelihood,
@@ -395,11 +394,7 @@ class VAE(Trainable):
             (x.shape[0], self.latent), generator=generator, device=x.device, dtype=x.dtype
         )
         lam = self.current_kl_weight(epoch)
-        terms, grads, grad_s = vae_loss_and_gradients(self, x, eps, lam)
-        pairs = list(zip(fused_parameters(self), grads, strict=True))
-        if grad_s is not None:
-            pairs.append((self.log_scale, grad_s))
-        return terms, pairs
+        return vae_loss_and_gradients(self, x, eps, lam)
 
     def loss(
         self, x: Tensor, *, generator: torch.Generator | None = None, epoch: float | None = None
