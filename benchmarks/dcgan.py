@@ -32,8 +32,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from pushforward.datasets import load_data, select_rows
-from pushforward.gan import GAN_CONV_WIDTHS, RECOMMENDED_IMAGES, GANConfig
+from pushforward.data import load_data, select_rows
+from pushforward.models.gan import GAN_CONV_WIDTHS, RECOMMENDED_IMAGES, GANConfig
 from pushforward.train import TrainConfig, fit, seeded
 
 LATENT = RECOMMENDED_IMAGES["model"]["latent"]

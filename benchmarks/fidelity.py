@@ -58,12 +58,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pushforward import datasets
-from pushforward.contract import LOWER_BOUND
-from pushforward.fidelity import BOUND_KL_SAMPLES, EXACT, IWAE_UPPER, kl_to_truth, knn_kl
-from pushforward.flow import RECOMMENDED, Flow
-from pushforward.metrics import mode_metrics
-from pushforward.registry import MODELS
+from pushforward.core import LOWER_BOUND
+from pushforward.data import datasets
+from pushforward.metrics import (
+    BOUND_KL_SAMPLES,
+    EXACT,
+    IWAE_UPPER,
+    kl_to_truth,
+    knn_kl,
+    mode_metrics,
+)
+from pushforward.models.flow import RECOMMENDED, Flow
+from pushforward.models.registry import MODELS
 from pushforward.runs import RunConfig, fit_run, load_model
 from pushforward.train import TrainConfig, fit, seeded
 

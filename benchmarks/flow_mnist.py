@@ -30,9 +30,9 @@ from collections.abc import Sequence
 
 import torch
 
-from pushforward.datasets import find_mnist_folder, load_mnist, train_test_split
-from pushforward.flow import Flow
-from pushforward.fm import FlowMatching
+from pushforward.data import find_mnist_folder, load_mnist, train_test_split
+from pushforward.models.flow import Flow
+from pushforward.models.fm import FlowMatching
 from pushforward.train import TrainConfig, fit, seeded
 
 
@@ -77,8 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         images = model.sample(64, generator=torch.Generator().manual_seed(args.seed + 2))
     held_out["sampling_cost"] = model.sampling_cost()
     if args.samples is not None:
-        from pushforward.checkpoint import save_figure
-        from pushforward.plots import image_grid
+        from pushforward.core import save_figure
+        from pushforward.runs import image_grid
 
         title = f"{args.model}: {held_out['bits_per_dim']:.2f} bits/dim"
         save_figure(image_grid(images.clamp(0, 1), (28, 28), title=title), args.samples)

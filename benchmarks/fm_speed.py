@@ -32,8 +32,8 @@ import ot
 import torch
 from torch import nn
 
-from pushforward.datasets import ring8
-from pushforward.fm import FlowMatching
+from pushforward.data import ring8
+from pushforward.models.fm import FlowMatching
 from pushforward.train import TrainConfig, fit, seeded
 
 BATCH = 256

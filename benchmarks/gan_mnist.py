@@ -28,10 +28,9 @@ import time
 
 import torch
 
-from pushforward import datasets
-from pushforward.features import digit_features
-from pushforward.metrics import frechet_distance_from_samples
-from pushforward.registry import MODELS
+from pushforward.data import datasets
+from pushforward.metrics import digit_features, frechet_distance_from_samples
+from pushforward.models.registry import MODELS
 from pushforward.train import TrainConfig, fit, seeded
 
 

@@ -47,9 +47,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pushforward import datasets
-from pushforward.gan import GAN, RECOMMENDED, TRUNCATION
+from pushforward.data import datasets
 from pushforward.metrics import mode_metrics
+from pushforward.models.gan import GAN, RECOMMENDED, TRUNCATION
 from pushforward.runs import RunConfig, fit_run, load_model
 from pushforward.train import TrainConfig, fit, seeded
 

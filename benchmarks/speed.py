@@ -46,9 +46,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pushforward.datasets import find_mnist_folder, load_data, load_mnist
+from pushforward.data import find_mnist_folder, load_data, load_mnist
+from pushforward.models.vae import VAE
 from pushforward.train import TrainConfig, autocast_dtype, fit, seeded
-from pushforward.vae import VAE
 from vae_mnist import ClassicVAE, classic_loss
 
 HERE = Path(__file__).resolve().parent
@@ -164,7 +164,7 @@ def long_runs(
     4,690 steps."""
     from torch.utils.data import DataLoader, TensorDataset
 
-    import pushforward.train as train
+    import pushforward.train.loop as train
 
     loader = DataLoader(TensorDataset(x), batch_size=128, shuffle=True)
     rates: dict[str, list[float]] = {k: [] for k in LONG_LOOPS}

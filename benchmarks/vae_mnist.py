@@ -32,9 +32,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from pushforward.datasets import find_mnist_folder, load_mnist, train_test_split
+from pushforward.data import find_mnist_folder, load_mnist, train_test_split
+from pushforward.models.vae import VAE
 from pushforward.runs import RunConfig, fit_run, load_model
-from pushforward.vae import VAE
 
 # The classic architecture and budget, for pushforward's like-for-like run; pushforward's
 # recommended run passes nothing, so it measures exactly what `pushforward fit vae` does by default.

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pushforward.cli import main
-from pushforward.datasets import find_mnist_folder
+from pushforward.data import find_mnist_folder
 from pushforward.runs import load_model
 
 
@@ -97,8 +97,8 @@ def test_fit_pca_writes_a_run_that_loads_bit_exactly(capsys, tmp_path):
     cfg = json.loads((folder / "config.json").read_text())
     assert cfg["model"]["kind"] == "pca" and cfg["data"]["shape"] == [1797, 64]
     pca = load_model(folder)
-    from pushforward.datasets import load_data
-    from pushforward.pca import PCA
+    from pushforward.data import load_data
+    from pushforward.models.pca import PCA
 
     fresh = PCA(2).fit(load_data("digits").x)
     for k, v in fresh.get_state().items():
@@ -189,7 +189,7 @@ def test_corrupt_or_foreign_runs_are_refused_without_unpickling(capsys, tmp_path
     assert code == 2 and "not a valid safetensors file" in error_line(err)
     assert not (tmp_path / "pwned").exists()
 
-    from pushforward.checkpoint import save_tensors
+    from pushforward.core import save_tensors
 
     state = load_model_state_from_checkpoint(folder)
     state["encoder.0.weight"] = torch.zeros(3, 3)
@@ -209,7 +209,7 @@ def test_corrupt_or_foreign_runs_are_refused_without_unpickling(capsys, tmp_path
 
 
 def load_model_state_from_checkpoint(folder):
-    from pushforward.checkpoint import load_tensors
+    from pushforward.core import load_tensors
 
     full = load_tensors(folder / "checkpoint.safetensors")
     return {k[6:]: v for k, v in full.items() if k.startswith("model.")}

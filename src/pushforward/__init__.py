@@ -9,22 +9,19 @@ Models share one contract (:class:`Model`): ``sample``, ``decode``, and ``encode
 registry :data:`MODELS` names every model family ``pushforward fit`` knows.
 """
 
-__version__ = "0.1.0"
-
-from pushforward.autoencoder import Autoencoder, AutoencoderConfig
-from pushforward.contract import Model, ModelConfig, ModelSpec
-from pushforward.datasets import Dataset, GaussianMixture, load_data
-from pushforward.discrete import two_dice_sum
-from pushforward.errors import (
+from pushforward.core import (
     CheckpointError,
     ConfigError,
     DataError,
+    Model,
+    ModelConfig,
+    ModelSpec,
     NoDensityError,
     PushforwardError,
     TrainingError,
 )
-from pushforward.flow import Flow, FlowConfig
-from pushforward.gan import GAN, GANConfig
+from pushforward.core.version import __version__
+from pushforward.data import Dataset, GaussianMixture, load_data
 from pushforward.measures import (
     Pushforward,
     Restricted,
@@ -32,9 +29,14 @@ from pushforward.measures import (
     Uniform,
     example,
     inverse_cdf,
+    two_dice_sum,
 )
-from pushforward.pca import PCA, PCAConfig, PPCAConfig, ProbabilisticPCA
-from pushforward.registry import MODELS
+from pushforward.models.autoencoder import Autoencoder, AutoencoderConfig
+from pushforward.models.flow import Flow, FlowConfig
+from pushforward.models.gan import GAN, GANConfig
+from pushforward.models.pca import PCA, PCAConfig, PPCAConfig, ProbabilisticPCA
+from pushforward.models.registry import MODELS
+from pushforward.models.vae import VAE, VAEConfig
 from pushforward.runs import (
     RunConfig,
     decode_run,
@@ -45,7 +47,6 @@ from pushforward.runs import (
     sample_run,
 )
 from pushforward.train import TrainConfig, fit
-from pushforward.vae import VAE, VAEConfig
 
 __all__ = [
     "GAN",
@@ -78,6 +79,7 @@ __all__ = [
     "TrainingError",
     "Uniform",
     "VAEConfig",
+    "__version__",
     "decode_run",
     "encode_run",
     "evaluate_run",

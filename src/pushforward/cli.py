@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from pushforward import __version__
-from pushforward.errors import ConfigError, Interrupted, PushforwardError
+from pushforward.core import ConfigError, Interrupted, PushforwardError
+from pushforward.core.version import __version__
 
 log = logging.getLogger("pushforward")
 
@@ -134,8 +134,8 @@ def _flag_type(tp: Any) -> Any:
 def _settings() -> dict[str, tuple[Any, dict[str, tuple[str, Any]], bool]]:
     """Return every setting ``fit`` takes, by name: its type, its help by owner (``training`` or
     a model's name) and whether it also changes how a fitted model samples."""
-    from pushforward.contract import setting_types
-    from pushforward.registry import MODELS
+    from pushforward.core import setting_types
+    from pushforward.models.registry import MODELS
     from pushforward.train import TrainConfig
 
     owners = [("training", TrainConfig), *((name, spec.config) for name, spec in MODELS.items())]
@@ -226,8 +226,9 @@ def _sampling_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from pushforward import datasets, plots
-    from pushforward.checkpoint import save_figure
+    from pushforward.core import save_figure
+    from pushforward.data import datasets
+    from pushforward.runs import plots
 
     plot = _figure_path(args.plot, "--plot")
     ds = datasets.load_data(args.data, n=args.n, generator=torch.Generator().manual_seed(args.seed))
@@ -247,11 +248,10 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_example(args: argparse.Namespace) -> int:
-    from pushforward import plots
-    from pushforward.checkpoint import save_figure
-    from pushforward.errors import lookup
+    from pushforward.core import lookup, save_figure
     from pushforward.measures import EXAMPLES
     from pushforward.metrics import ks_critical_value, ks_distance
+    from pushforward.runs import plots
 
     ex = lookup(EXAMPLES, args.name, what="example")
     out = _figure_path(args.out, "--out") or Path(f"{ex.name}.png")
@@ -269,7 +269,7 @@ def cmd_example(args: argparse.Namespace) -> int:
 
 
 def cmd_dice(args: argparse.Namespace) -> int:
-    from pushforward.discrete import two_dice_sum
+    from pushforward.measures import two_dice_sum
 
     y = two_dice_sum(args.sides)
     print(f"Y = X1 + X2 for two fair {args.sides}-sided dice")
@@ -279,7 +279,7 @@ def cmd_dice(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pushforward.report import run_demo
+    from pushforward.gallery import run_demo
 
     start = time.perf_counter()
     # a bar with an ETA for each training run of the gallery on a terminal; nothing otherwise
@@ -384,7 +384,7 @@ def _load_config_file(path: str | None) -> dict:
 
 def _refuse_training_settings(values: dict[str, Any]) -> None:
     """Refuse training settings for a model fitted in closed form (all but the data's seed)."""
-    from pushforward.registry import MODELS
+    from pushforward.models.registry import MODELS
     from pushforward.train import TrainConfig
 
     spec = MODELS.get(values.get("model", ""))
@@ -432,7 +432,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     folder = fit_run(
         rc, out=out, resume=bool(args.resume), progress=BarProgress(), tensorboard=args.tensorboard
     )
-    from pushforward import distributed
+    from pushforward.train import distributed
 
     if distributed.context().main:
         _say(f"run written to {folder}")
@@ -448,7 +448,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    from pushforward import datasets
+    from pushforward.data import datasets
     from pushforward.runs import decode_run
 
     z = datasets.load_data(args.latents).x
@@ -457,9 +457,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from pushforward import plots
-    from pushforward.checkpoint import save_figure
-    from pushforward.runs import load_run_config, sample_run
+    from pushforward.core import save_figure
+    from pushforward.runs import load_run_config, plots, sample_run
 
     out = Path(args.out)
     if out.suffix.lower() not in (*FIGURE_SUFFIXES, ".npy", ".csv"):
@@ -545,7 +544,7 @@ def _write_array(a, out: str) -> None:
 
     import numpy as np
 
-    from pushforward.checkpoint import atomic_write_bytes
+    from pushforward.core import atomic_write_bytes
 
     path = Path(out)
     arr = a.detach().cpu().numpy()
@@ -564,7 +563,7 @@ def _write_array(a, out: str) -> None:
 
 
 def _model_names() -> list[str]:
-    from pushforward.registry import MODELS
+    from pushforward.models.registry import MODELS
 
     return list(MODELS)
 

@@ -1,0 +1,66 @@
+"""Network blocks (MLP, conv), reconstruction losses and differentiable augmentation.
+
+Imports core."""
+
+from pushforward.nets.augment import AUGMENTS, augment, cutout, translation
+from pushforward.nets.blocks import (
+    ACTIVATIONS,
+    CONV_WIDTHS,
+    MAX_LATENT,
+    MAX_WIDTH,
+    MLP,
+    NET_KINDS,
+    ConvDecoder,
+    ConvEncoder,
+    DecoderLayer,
+    NetConfig,
+    NetSettings,
+    TiedDecoder,
+    apply_layers,
+    as_net_config,
+    build_decoder,
+    build_encoder,
+    check_sizes,
+    decoder_program,
+    square_side,
+)
+from pushforward.nets.losses import (
+    RECONSTRUCTIONS,
+    gaussian_kl,
+    gaussian_kl_terms,
+    negative_log_likelihood,
+    output_mean,
+    reconstruction,
+)
+
+__all__ = [
+    "ACTIVATIONS",
+    "AUGMENTS",
+    "CONV_WIDTHS",
+    "MAX_LATENT",
+    "MAX_WIDTH",
+    "MLP",
+    "NET_KINDS",
+    "RECONSTRUCTIONS",
+    "ConvDecoder",
+    "ConvEncoder",
+    "DecoderLayer",
+    "NetConfig",
+    "NetSettings",
+    "TiedDecoder",
+    "apply_layers",
+    "as_net_config",
+    "augment",
+    "build_decoder",
+    "build_encoder",
+    "check_sizes",
+    "cutout",
+    "decoder_program",
+    "gaussian_kl",
+    "gaussian_kl_terms",
+    "negative_log_likelihood",
+    "output_mean",
+    "reconstruction",
+    "square_side",
+    "translation",
+]

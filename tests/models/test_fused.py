@@ -1,0 +1,184 @@
+"""The VAE's hand-written gradients: the same loss and gradients as autograd through
+:meth:`VAE.loss`, for every likelihood and activation they take; the same training run, resumed
+exactly; autograd wherever they do not apply."""
+
+import pytest
+import torch
+
+import pushforward.models.vae.model as vae_model
+from pushforward.models.vae import FUSED_ACTIVATIONS, VAE, fusable
+from pushforward.train import TrainConfig, fit, seeded
+
+
+def _pair(**kw):
+    """Two copies of one VAE: the first with hand-written gradients, the second autograd's."""
+    with seeded(3):
+        a = VAE(**kw)
+    b = VAE(**kw)
+    b.load_state_dict(a.state_dict())
+    b.fused_step = False
+    return a, b
+
+
+def _manual(vae, x, epoch=2.0):
+    terms, pairs = vae.manual_gradients(x, generator=torch.Generator().manual_seed(7), epoch=epoch)
+    names = {id(p): n for n, p in vae.named_parameters()}
+    return terms, {names[id(p)]: g.clone() for p, g in pairs}
+
+
+def _autograd(vae, x, epoch=2.0):
+    vae.zero_grad(set_to_none=True)
+    terms = vae.loss(x, generator=torch.Generator().manual_seed(7), epoch=epoch)
+    terms["loss"].backward()
+    return terms, {n: p.grad.clone() for n, p in vae.named_parameters()}
+
+
+# fmt: off
+CASES = [
+    dict(dim=12, latent=3, loss="bce", net={"hidden": [16, 8]}),
+    dict(dim=12, latent=3, loss="l2", net={"hidden": [16], "activation": "tanh"}),
+    dict(dim=12, latent=2, loss="l1", net={"hidden": [16], "activation": "elu"}),
+    dict(dim=5, latent=2, loss="gaussian", learn_sigma=True, sigma=0.3,
+         net={"hidden": [16, 16], "activation": "silu"}),
+    dict(dim=5, latent=2, loss="gaussian", sigma=0.5, net={"hidden": [8], "activation": "gelu"}),
+    dict(dim=5, latent=2, loss="laplace", learn_sigma=True,
+         net={"hidden": [8], "activation": "leaky_relu"}),
+    dict(dim=5, latent=4, loss="bce", kl_weight=0.3, kl_schedule="linear", kl_warmup=5,
+         net={"hidden": [], "activation": "sigmoid"}),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize("kw", CASES, ids=lambda kw: f"{kw['loss']}-{kw['net']}")
+def test_loss_and_every_gradient_equal_autograds(kw):
+    fused, plain = _pair(**kw)
+    x = torch.rand(33, kw["dim"], generator=torch.Generator().manual_seed(1))
+    if kw["loss"] == "bce":
+        x = x.round()
+    assert fusable(fused, x)
+    t1, g1 = _manual(fused, x)
+    t2, g2 = _autograd(plain, x)
+    for k in ("loss", "reconstruction", "kl"):
+        torch.testing.assert_close(t1[k], t2[k].detach(), rtol=1e-5, atol=1e-5)
+    assert set(g1) == set(g2) and len(g1) >= 4  # every parameter, the learned scale included
+    for name in g2:
+        torch.testing.assert_close(g1[name], g2[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_every_activation_of_the_table_matches_autograd():
+    for act in FUSED_ACTIVATIONS:
+        fused, plain = _pair(dim=6, latent=2, loss="l2", net={"hidden": [10], "activation": act})
+        x = torch.randn(9, 6, generator=torch.Generator().manual_seed(2))
+        _, g1 = _manual(fused, x)
+        _, g2 = _autograd(plain, x)
+        for name in g2:
+            torch.testing.assert_close(g1[name], g2[name], rtol=1e-4, atol=1e-6, msg=(act, name))
+
+
+def test_a_clamped_log_variance_gets_no_gradient_as_in_autograd():
+    fused, plain = _pair(dim=4, latent=2, loss="l2", net={"hidden": [8]})
+    for vae in (fused, plain):  # push ξ of the second latent far below the clamp at −30
+        with torch.no_grad():
+            vae.encoder.linears[-1].bias[3] = -80.0
+    x = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+    _, g1 = _manual(fused, x)
+    _, g2 = _autograd(plain, x)
+    head = "encoder.2.bias"
+    assert g2[head][3] == 0 and g1[head][3] == 0
+    for name in g2:
+        torch.testing.assert_close(g1[name], g2[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_training_run_follows_the_same_path_and_resumes_exactly(tmp_path, monkeypatch):
+    """The hand-written step draws the same noise from the run's generator: 3 epochs give the
+    autograd run's weights to rounding, and a resumed run continues bit for bit."""
+    kw = dict(dim=20, latent=3, loss="bce", net={"hidden": [32]})
+    x = torch.rand(200, 20, generator=torch.Generator().manual_seed(4)).round()
+    cfg = TrainConfig(epochs=3, batch_size=50, lr=1e-3, seed=5)
+    fused, plain = _pair(**kw)
+    calls = []
+    real = vae_model.vae_loss_and_gradients
+
+    def counted(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(vae_model, "vae_loss_and_gradients", counted)
+    h1 = fit(fused, x, cfg)
+    assert len(calls) == 12  # every step of 3 epochs of 4 batches
+    h2 = fit(plain, x, cfg)
+    assert len(calls) == 12  # and none with fused_step off
+    for (n, p), q in zip(fused.named_parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=n)
+    assert h1[-1]["loss"] == pytest.approx(h2[-1]["loss"], rel=1e-5)
+
+    once, _ = _pair(**kw)
+    fit(once, x, cfg, run_dir=tmp_path / "once")
+    split, _ = _pair(**kw)
+    fit(split, x, TrainConfig(**{**cfg.__dict__, "epochs": 2}), run_dir=tmp_path / "split")
+    resumed, _ = _pair(**kw)
+    fit(resumed, x, cfg, run_dir=tmp_path / "split", resume=True)
+    for p, q in zip(once.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_gradient_clipping_applies_to_the_hand_written_gradients():
+    kw = dict(dim=20, latent=3, loss="bce", net={"hidden": [32]})
+    x = torch.rand(100, 20, generator=torch.Generator().manual_seed(4)).round()
+    cfg = TrainConfig(epochs=2, batch_size=50, lr=1e-2, seed=5, grad_clip=0.01)
+    fused, plain = _pair(**kw)
+    fit(fused, x, cfg)
+    fit(plain, x, cfg)
+    for p, q in zip(fused.parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
+class _Penalised(VAE):
+    """A subclass that adds a term to the loss: the hand-written gradients do not know it."""
+
+    def loss(self, x, *, generator=None, epoch=None):
+        terms = super().loss(x, generator=generator, epoch=epoch)
+        penalty = sum(lin.weight.pow(2).sum() for lin in self.decoder.linears)
+        return {**terms, "loss": terms["loss"] + 100 * penalty}
+
+
+def test_a_subclass_that_changes_the_loss_trains_on_it_through_autograd():
+    x = torch.rand(40, 6, generator=torch.Generator().manual_seed(0)).round()
+    vae = _Penalised(6, 2, net={"hidden": [8]})
+    assert fusable(vae, x) and vae.manual_gradients(x) is None
+    history = fit(vae, x, TrainConfig(epochs=1, batch_size=20, seed=0))
+    plain = VAE(6, 2, net={"hidden": [8]})
+    plain.load_state_dict(vae.state_dict())
+    assert history[-1]["loss"] > plain.loss(x, epoch=None)["loss"].item() + 1  # the penalty
+
+
+def test_hooks_on_the_nets_or_their_weights_send_the_step_through_autograd():
+    x = torch.rand(4, 6)
+    vae = VAE(6, 2, net={"hidden": [8]})
+    assert fusable(vae, x)
+    handle = vae.encoder.register_forward_hook(lambda *a: None)
+    assert not fusable(vae, x)
+    handle.remove()
+    handle = vae.decoder.linears[0].weight.register_hook(lambda g: g * 2)
+    assert not fusable(vae, x)
+    handle.remove()
+    assert fusable(vae, x)
+
+
+def test_conv_nets_free_bits_and_autocast_take_autograd():
+    x = torch.rand(4, 64)
+    conv = VAE(64, 2, image_shape=(8, 8), net={"kind": "conv", "hidden": [4, 8]})
+    assert not fusable(conv, x) and conv.manual_gradients(x) is None
+    assert not fusable(VAE(64, 2, free_bits=0.1, net={"hidden": [8]}), x)
+    mlp = VAE(64, 2, net={"hidden": [8]})
+    assert fusable(mlp, x) and not fusable(mlp, x.double())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not fusable(mlp, x)
+    mlp.fused_step = False
+    assert mlp.manual_gradients(x) is None
+    frozen = VAE(64, 2, net={"hidden": [8]})
+    frozen.decoder.linears[0].weight.requires_grad_(False)  # autograd leaves it alone
+    assert not fusable(frozen, x)
+    extra = VAE(64, 2, net={"hidden": [8]})
+    extra.temperature = torch.nn.Parameter(torch.ones(()))  # a parameter the step cannot see
+    assert not fusable(extra, x)

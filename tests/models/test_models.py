@@ -1,0 +1,265 @@
+"""One test template for every model in the registry: fit through the command line, load, sample,
+evaluate, round-trip the config and the state, resume. A model added to ``MODELS`` is tested here
+without a line of its own; the README's "Adding a model" example is run through it too."""
+
+import json
+import os
+import re
+import signal
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+import torch
+
+from pushforward.cli import build_parser, main
+from pushforward.core import CheckpointError, ConfigError, Interrupted, Model
+from pushforward.models.registry import MODELS
+from pushforward.nets import apply_layers
+from pushforward.runs import (
+    RESULT_KEYS,
+    RunConfig,
+    fit_run,
+    load_model,
+    load_run_config,
+    sample_run,
+)
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+QUICK = ["--data", "digits"]
+
+
+# flow matching's image default is a 3×1,024 field, whose exact log-density on 64-pixel digits
+# takes 64 backward passes per evaluation: a small one keeps the contract checks quick
+SMALL = {"fm": ["--hidden", "64,64"]}
+
+
+def quick(name: str) -> list[str]:
+    """Flags for a short fit of ``name``: two epochs where the model is trained."""
+    if not MODELS[name].trained:
+        return QUICK
+    return [*QUICK, "--epochs", "2", "--batch-size", "256", *SMALL.get(name, [])]
+
+
+def cli(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def fit_quick(capsys, name: str, folder: Path, *extra) -> Path:
+    code, _, err = cli(capsys, "fit", name, *quick(name), *extra, "--out", folder)
+    assert code == 0, err
+    return folder
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One quick run folder per registered model, fitted once for the module."""
+    made: dict[str, Path] = {}
+
+    def get(name: str, capsys) -> Path:
+        if name not in made:
+            made[name] = fit_quick(capsys, name, tmp_path_factory.mktemp(name) / "run")
+        return made[name]
+
+    return get
+
+
+def check_contract(model: Model, folder: Path) -> None:
+    """What the contract promises of a fitted model, for the capabilities it declares."""
+    x = torch.rand(5, model.dim)
+    z = torch.randn(5, model.latent)
+    with torch.no_grad():
+        assert model.decode(z).shape == (5, model.dim)
+        if model.has_encoder:
+            assert model.encode(x).shape == (5, model.latent)
+        else:
+            with pytest.raises(ConfigError, match="no encoder"):
+                model.encode(x)
+        if model.has_exact_density:
+            lp = model.log_prob(x)
+            assert lp.shape == (5,) and bool(torch.isfinite(lp).all())
+        layers = model.decoder_layers()  # the portable program, where there is one, is decode
+        if layers is not None:
+            torch.testing.assert_close(apply_layers(layers, z), model.decode(z), atol=1e-5, rtol=0)
+    if model.generative:
+        for n in (1, 7, 64):
+            y = sample_run(folder, n, seed=3)
+            assert y.shape == (n, model.dim) and bool(torch.isfinite(y).all())
+        torch.testing.assert_close(sample_run(folder, 7, seed=3), sample_run(folder, 7, seed=3))
+    else:
+        with pytest.raises(ConfigError, match="cannot sample; models that can: "):
+            sample_run(folder, 7)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_fit_load_sample_through_the_command_line(capsys, runs, name):
+    folder = runs(name, capsys)
+    model = load_model(folder)
+    assert type(model) is MODELS[name].cls
+    check_contract(model, folder)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_evaluate_json_keys_are_all_documented(capsys, runs, name):
+    folder = runs(name, capsys)
+    code, out, err = cli(capsys, "evaluate", folder, "--data", "digits", "--rows", "1500:",
+                         "--iwae-k", 8, "--json")  # fmt: skip
+    assert code == 0, err
+    result = json.loads(out)
+    undocumented = sorted(set(result) - set(RESULT_KEYS))
+    assert not undocumented, f"document these keys in runs.RESULT_KEYS: {undocumented}"
+    readme = README.read_text(encoding="utf-8")
+    missing = [k for k in result if f"`{k}`" not in readme]
+    assert not missing, f"the README's evaluate section lacks {missing}"
+    code, text, err = cli(capsys, "evaluate", folder, "--data", "digits", "--rows", "1500:",
+                          "--iwae-k", 8)  # fmt: skip
+    assert code == 0, err
+    for key, value in result.items():  # every number of the JSON is printed in the text too
+        label = RESULT_KEYS[key].label
+        if isinstance(value, float) and label:
+            assert label in text, (key, text)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_config_and_state_round_trip(capsys, runs, name):
+    folder = runs(name, capsys)
+    stored = load_run_config(folder)
+    rc = RunConfig.from_dict(stored["run"])
+    assert rc.to_dict() == stored["run"]
+    assert RunConfig.from_flat(rc.to_flat()).to_dict() == stored["run"]
+    model = load_model(folder)
+    spec = MODELS[name]
+    again = spec.cls.from_config(model.get_config())
+    assert again.get_config() == model.get_config()
+    again.load_state(model.get_state())
+    state_a, state_b = model.get_state(), again.get_state()
+    assert state_a.keys() == state_b.keys()
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+    shapes = spec.cls.state_shapes(model.get_config(), tuple(stored["data"]["shape"]))
+    assert shapes == {k: tuple(v.shape) for k, v in state_a.items()}
+
+
+class _StopInSecondEpoch:
+    """Training progress that sends this process SIGINT as the first epoch ends, so that the
+    run stops (with a checkpoint) one step into the second: as a user's Ctrl-C would."""
+
+    def start(self, epochs, steps_per_epoch, first_epoch):
+        pass
+
+    def step(self, loss):
+        pass
+
+    def epoch(self, record):
+        if record["epoch"] == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("name", [n for n, spec in MODELS.items() if spec.trained])
+def test_resume_ends_where_an_uninterrupted_run_ends(capsys, tmp_path, runs, name):
+    straight = runs(name, capsys)
+    rc = RunConfig.from_dict(load_run_config(straight)["run"])
+    part = tmp_path / "part"
+    with pytest.raises(Interrupted, match="stopped by SIGINT at epoch 2, step 1"):
+        fit_run(rc, out=part, progress=_StopInSecondEpoch(), figures=False)
+    code, _, err = cli(capsys, "fit", "--resume", part)
+    assert code == 0, err
+    a, b = load_model(straight).get_state(), load_model(part).get_state()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_setting_has_a_flag_and_help(name):
+    parser = build_parser()
+    fit = parser._subparsers._group_actions[0].choices["fit"]
+    flags = {s: a for a in fit._actions for s in a.option_strings}
+    for f in fields(MODELS[name].config):
+        flag = "--" + f.name.replace("_", "-")
+        assert flag in flags, flag
+        assert f.metadata.get("help"), f"{name}.{f.name} has no help text"
+        assert name in flags[flag].help
+
+
+def test_a_setting_of_another_model_is_refused_by_name(capsys, tmp_path):
+    code, _, err = cli(capsys, "fit", "vae", *QUICK, "--critic-steps", 2, "--out", tmp_path / "r")
+    assert code == 2
+    assert "critic_steps is not a setting of vae (it is one of gan)" in err
+    code, _, err = cli(capsys, "fit", "pca", *QUICK, "--epochs", 2, "--out", tmp_path / "r")
+    assert code == 2
+    assert "epochs is a training setting, but pca is fitted in closed form" in err
+    assert not (tmp_path / "r").exists()
+
+
+# --- the README's "Adding a model" example ------------------------------------------------------
+
+
+def readme_example() -> str:
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Adding a model", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_the_readme_example_model_plugs_in_with_one_registry_line(capsys, tmp_path, monkeypatch):
+    namespace: dict = {}
+    exec(compile(readme_example(), "README.md", "exec"), namespace)
+    spec = namespace["SPEC"]
+    monkeypatch.setitem(MODELS, "gauss", spec)  # the one registry line
+    build_parser.__globals__["_settings"].cache_clear()
+    try:
+        folder = fit_quick(capsys, "gauss", tmp_path / "run")
+        model = load_model(folder)
+        check_contract(model, folder)
+        x = torch.randn(50, 64, dtype=torch.float64)
+        reference = torch.distributions.MultivariateNormal(model.mean, model.covariance)
+        torch.testing.assert_close(model.log_prob(x), reference.log_prob(x))
+        code, out, err = cli(capsys, "evaluate", folder, "--data", "digits", "--json")
+        assert code == 0, err
+        assert json.loads(out)["exact"] is True
+    finally:
+        build_parser.__globals__["_settings"].cache_clear()
+
+
+# --- loading checks the weights file's header before it allocates -------------------------------
+
+
+def _edit_config(folder: Path, **net) -> None:
+    path = folder / "config.json"
+    cfg = json.loads(path.read_text())
+    cfg["model"]["config"]["net"].update(net)
+    path.write_text(json.dumps(cfg))
+
+
+def test_a_config_asking_for_an_absurd_model_is_refused_before_anything_is_allocated(
+    capsys, tmp_path, monkeypatch
+):
+    import pushforward.runs.run as runs_module
+
+    folder = fit_quick(capsys, "ae", tmp_path / "run", "--hidden", "8")
+    _edit_config(
+        folder, hidden=[65_536, 65_536]
+    )  # 65,536-wide layers in the encoder and decoder: 34 GB
+    monkeypatch.setattr(runs_module, "load_tensors", pytest.fail)  # no tensor may be read
+    with pytest.raises(
+        CheckpointError, match=r"asks for a model of 32\.0 GiB, more than the 4 GiB"
+    ):
+        load_model(folder)
+
+
+def test_weights_that_do_not_fit_the_config_are_refused_from_the_header_alone(
+    capsys, tmp_path, monkeypatch
+):
+    import pushforward.runs.run as runs_module
+
+    folder = fit_quick(capsys, "ae", tmp_path / "run", "--hidden", "8")
+    _edit_config(folder, hidden=[9])
+    monkeypatch.setattr(runs_module, "load_tensors", pytest.fail)
+    shapes = r"'encoder.0.weight' has shape \(8, 64\), the model's \(9, 64\)"
+    with pytest.raises(CheckpointError, match=shapes):
+        load_model(folder)
+    code, _, err = cli(capsys, "sample", folder, "-n", 4, "--out", tmp_path / "s.npy")
+    assert code == 2 and err.startswith("pushforward: error: ") and len(err.splitlines()) == 1

@@ -1,0 +1,336 @@
+"""The VAE: reparameterisation, the ELBO/IWAE bounds against the exact linear-Gaussian likelihood,
+schedules, diagnostics, exact resume and clean stops."""
+
+import dataclasses
+import logging
+import math
+
+import pytest
+import torch
+
+from pushforward.core import ConfigError, DataError, TrainingError
+from pushforward.data import grid25, load_data
+from pushforward.models.pca import ProbabilisticPCA
+from pushforward.models.vae import VAE
+from pushforward.train import TrainConfig, fit, seeded
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_gradients_flow_through_the_reparameterisation():
+    with seeded(0):
+        vae = VAE(6, 2, loss="l2", net={"hidden": [8]})
+    mu = torch.zeros(4, 2, requires_grad=True)
+    logvar = torch.full((4, 2), 0.3, requires_grad=True)
+    z = vae.reparameterize(mu, logvar, generator=gen(1))
+    z.sum().backward()
+    eps = torch.randn(4, 2, generator=gen(1))
+    torch.testing.assert_close(mu.grad, torch.ones(4, 2))
+    torch.testing.assert_close(logvar.grad, 0.5 * math.exp(0.15) * eps)
+    vae.loss(torch.rand(4, 6, generator=gen(2)), generator=gen(3))["loss"].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in vae.encoder.parameters())
+
+
+def linear_gaussian_vae(d=5, k=2, n=400, seed=0):
+    """A VAE whose decoder is the PPCA maximum-likelihood pushforward and whose encoder is exact."""
+    g = gen(seed)
+    w_true = torch.randn(d, k, generator=g, dtype=torch.float64) * 2
+    x = (torch.randn(n, k, generator=g, dtype=torch.float64) @ w_true.T
+         + 0.5 * torch.randn(n, d, generator=g, dtype=torch.float64) + 1.0)  # fmt: skip
+    ppca = ProbabilisticPCA(k).fit(x)
+    w, mu, s2 = ppca.W_, ppca.mean_, float(ppca.noise_variance_)
+    m = w.T @ w + s2 * torch.eye(k, dtype=torch.float64)
+    assert torch.allclose(m, torch.diag(torch.diag(m)))  # W = U_k(Λ_k − σ²I)^½ makes M diagonal
+    vae = VAE(
+        d, k, loss="gaussian", sigma=math.sqrt(s2), net={"hidden": [], "activation": "identity"}
+    )
+    vae = vae.double()
+    enc, dec = vae.encoder[0], vae.decoder[0]
+    a = torch.linalg.solve(m, w.T)  # posterior mean M⁻¹Wᵀ(x − μ)
+    with torch.no_grad():
+        dec.weight.copy_(w)
+        dec.bias.copy_(mu)
+        enc.weight.zero_()
+        enc.weight[:k] = a
+        enc.bias[:k] = -a @ mu
+        enc.bias[k:] = torch.log(s2 / torch.diag(m))  # posterior variance σ²M⁻¹
+    return vae, ppca, x
+
+
+def test_iwae_equals_the_exact_likelihood_when_q_is_the_exact_posterior():
+    vae, ppca, x = linear_gaussian_vae()
+    exact = ppca.log_prob(x)
+    # every importance weight p(x, z)/q(z | x) equals p(x): the estimate is exact for any k
+    est = vae.log_likelihood(x, k=7, generator=gen(2))
+    torch.testing.assert_close(est.log_px, exact, rtol=1e-6, atol=1e-6)
+    assert float(est.stderr.max()) < 1e-6
+    # the one-draw ELBO (analytic KL) is then unbiased for log p(x): equal up to Monte Carlo error
+    elbo = vae.elbo(x, generator=gen(1))["elbo"]
+    gap = float((elbo - exact).mean())
+    assert abs(gap) < 4 * float((elbo - exact).std()) / math.sqrt(len(x))
+
+
+def test_elbo_below_iwae_below_exact_and_iwae_converges_as_k_grows():
+    vae, ppca, x = linear_gaussian_vae(seed=1)
+    with torch.no_grad():  # a worse q: means shifted by about one posterior std, wider variances
+        vae.encoder[0].bias[:2] += 0.1
+        vae.encoder[0].bias[2:] += 0.5
+    exact = float(ppca.log_prob(x).mean())
+    elbo = float(vae.elbo(x, generator=gen(3))["elbo"].mean())
+    iwae = {k: vae.log_likelihood(x, k=k, generator=gen(4)) for k in (1, 10, 100, 5000)}
+    assert elbo < iwae[10].mean < iwae[100].mean < iwae[5000].mean
+    assert iwae[5000].mean <= exact + 3 * iwae[5000].mean_stderr
+    assert exact - iwae[5000].mean < 0.01
+    assert exact - iwae[1].mean > 0.1  # the gap closes with k; it is not zero to start with
+    assert iwae[1].mean == pytest.approx(elbo, abs=0.1)  # k = 1 is a one-sample ELBO
+
+
+def test_iwae_chunking_changes_only_the_random_draws():
+    vae, _, x = linear_gaussian_vae(seed=2)
+    with torch.no_grad():
+        vae.encoder[0].bias[:2] += 0.1
+
+    def estimate(max_elements):
+        return vae.log_likelihood(
+            x[:50], k=256, generator=gen(5), batch_size=25, max_elements=max_elements
+        )
+
+    a, b = estimate(25 * 5 * 256), estimate(25 * 5 * 7)
+    torch.testing.assert_close(a.log_px, estimate(25 * 5 * 256).log_px)  # reproducible
+    assert abs(a.mean - b.mean) < 4 * math.hypot(a.mean_stderr, b.mean_stderr)
+
+
+def test_kl_schedules_and_free_bits():
+    with seeded(0):
+        lin = VAE(4, 2, kl_weight=2.0, kl_schedule="linear", kl_warmup=4)
+        cyc = VAE(4, 2, kl_schedule="cyclical", kl_warmup=4)
+    assert [lin.current_kl_weight(e) for e in (0, 1, 4, 9)] == [0.0, 0.5, 2.0, 2.0]
+    assert lin.current_kl_weight(None) == 2.0
+    assert [cyc.current_kl_weight(e) for e in (0, 1, 2, 3, 4, 5)] == [0, 0.5, 1, 1, 0, 0.5]
+    with seeded(0):
+        fb = VAE(4, 2, loss="l2", free_bits=100.0, net={"hidden": [8]})
+    x = torch.rand(16, 4, generator=gen(1))
+    with torch.no_grad():
+        terms = fb.loss(x, generator=gen(2))
+    # every dimension sits below the free-bits floor, so the KL adds a constant, no gradient
+    assert float(terms["loss"]) == pytest.approx(float(terms["reconstruction"]) + 200.0)
+    assert float(terms["kl"]) < 100
+
+
+def test_l2_loss_is_the_negative_elbo_up_to_its_constant():
+    with seeded(0):
+        vae = VAE(6, 2, loss="l2", net={"hidden": [8]})
+    x = torch.rand(32, 6, generator=gen(1))
+    with torch.no_grad():
+        loss = float(vae.loss(x, generator=gen(2))["loss"])
+    elbo = float(vae.elbo(x, generator=gen(2))["elbo"].mean())
+    assert loss == pytest.approx(-elbo - 3 * math.log(math.pi), rel=1e-5)
+
+
+def test_diagnostics_find_active_units_and_warn_on_collapse(caplog):
+    x = load_data("moons", n=2000).x
+    with seeded(0):
+        good = VAE(2, 2, loss="gaussian", sigma=0.1, net={"hidden": [64]})
+        collapsed = VAE(2, 2, loss="gaussian", kl_weight=50.0, net={"hidden": [64]})
+    hist = fit(good, x, TrainConfig(epochs=5, batch_size=100))
+    assert hist[-1]["active_units"] >= 1 and not hist[-1]["posterior_collapse"]
+    assert len(hist[-1]["kl_per_dim"]) == 2
+    with caplog.at_level(logging.WARNING, logger="pushforward.models.vae.model"):
+        hist = fit(collapsed, x, TrainConfig(epochs=5, batch_size=100))
+    assert hist[-1]["active_units"] == 0 and hist[-1]["posterior_collapse"]
+    assert "posterior collapse" in caplog.text
+
+
+@pytest.mark.slow
+def test_two_dimensional_vae_on_grid25_reaches_all_25_modes():
+    x = load_data("grid25", n=10_000).x
+    with seeded(0):
+        vae = VAE(2, 2, loss="gaussian", learn_sigma=True, net={"hidden": [128, 128]})
+    fit(vae, x, TrainConfig(epochs=30, batch_size=128, lr=2e-3))
+    samples = vae.sample(2500, generator=gen(1))
+    assert samples.shape == (2500, 2)
+    dist, mode = torch.cdist(samples, grid25().means.float()).min(1)
+    captured = set(mode[dist <= 3 * 0.05].tolist())  # PacGAN: within 3 std of a mode
+    assert captured == set(range(25))
+
+
+def test_sampling_is_a_reproducible_pushforward_of_the_prior():
+    with seeded(0):
+        vae = VAE(64, 3, loss="bce", net={"hidden": [16]}, image_shape=(8, 8))
+    a, b = vae.sample(10, generator=gen(1)), vae.sample(10, generator=gen(1))
+    assert a.shape == (10, 64) and torch.equal(a, b)
+    assert 0 <= float(a.min()) and float(a.max()) <= 1
+    assert vae.as_pushforward().event_shape == (64,)
+    assert vae.interpolate(torch.rand(64), torch.rand(64), steps=5).shape == (5, 64)
+    assert vae.reconstruct(torch.rand(7, 64)).shape == (7, 64)
+
+
+def test_resumed_vae_with_a_schedule_equals_an_uninterrupted_run(tmp_path):
+    x = load_data("digits").x[:300]
+
+    def make():
+        with seeded(0):
+            return VAE(64, 2, kl_schedule="linear", kl_warmup=3, net={"hidden": [32]})
+
+    full, part = make(), make()
+    cfg = TrainConfig(epochs=4, batch_size=64, seed=7)
+    fit(full, x, cfg)
+    fit(part, x, TrainConfig(epochs=2, batch_size=64, seed=7), run_dir=tmp_path)
+    resumed = make()
+    fit(resumed, x, cfg, run_dir=tmp_path, resume=True)
+    a, b = full.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_non_finite_reconstruction_stops_training_naming_the_term(tmp_path):
+    x = torch.full((64, 3), 1e30)  # finite data whose squared error overflows float32
+    with seeded(0):
+        vae = VAE(3, 2, loss="l2", net={"hidden": [8]})
+    with pytest.raises(
+        TrainingError, match=r"the reconstruction term became inf at epoch 1, step 1"
+    ):
+        fit(vae, x, TrainConfig(epochs=2, batch_size=32), run_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (
+            {"loss": "mse"},
+            "unknown reconstruction loss 'mse'; known: bce, gaussian, l1, l2, laplace",
+        ),
+        (
+            {"kl_schedule": "cosine"},
+            "unknown KL schedule 'cosine'; known: constant, cyclical, linear",
+        ),
+        (
+            {"loss": "bce", "sigma": 0.1},
+            "sigma and learn_sigma apply to the 'gaussian' and 'laplace'",
+        ),
+        ({"loss": "gaussian", "sigma": -1.0}, "sigma = -1.0 is not allowed"),
+        ({"kl_weight": -1.0}, "kl_weight = -1.0 is not allowed"),
+        ({"free_bits": -0.5}, "free_bits = -0.5 is not allowed"),
+        ({"latent": 0}, "latent must be ≥ 1"),
+    ],
+)
+def test_bad_vae_settings_name_the_problem(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        VAE(4, **{"latent": 2, **kwargs})
+
+
+def test_bad_inputs_to_the_estimators():
+    with seeded(0):
+        vae = VAE(4, 2)
+    with pytest.raises(DataError, match=r"x must have shape \(n, 4\), got \(3, 5\)"):
+        vae.elbo(torch.zeros(3, 5))
+    with pytest.raises(ConfigError, match="k = 0 is not allowed"):
+        vae.log_likelihood(torch.zeros(3, 4), k=0)
+
+
+def test_a_conv_vae_takes_channel_widths_of_its_own_not_the_mlp_widths():
+    from pushforward.nets import CONV_WIDTHS
+    from pushforward.runs import RunConfig
+
+    conv = RunConfig.from_flat({"model": "vae", "data": "digits", "net": "conv"}).settings
+    mlp = RunConfig.from_flat({"model": "vae", "data": "digits"}).settings
+    assert (conv.net, conv.hidden) == ("conv", CONV_WIDTHS)
+    assert (mlp.net, mlp.hidden) == ("mlp", [512])
+    model = conv.build(load_data("digits"))
+    assert model.get_config()["net"]["hidden"] == CONV_WIDTHS
+
+
+def test_a_mixture_prior_gives_the_linear_gaussian_marginal_likelihood():
+    """With a linear decoder x = Wz + b + σε and a one-component prior N(m, S), the model is
+    N(Wm + b, WSWᵀ + σ²I): the IWAE estimate reaches its log-density and the ELBO stays below,
+    its Monte Carlo KL averaging to the closed-form KL(q ‖ N(m, S))."""
+    from torch.distributions import MultivariateNormal, kl_divergence
+
+    vae, _, x = linear_gaussian_vae()
+    gmm = VAE(5, 2, loss="gaussian", sigma=1.0, prior="gmm", prior_components=1,
+              net={"hidden": [], "activation": "identity"}).double()  # fmt: skip
+    gmm.load_state_dict(vae.state_dict(), strict=False)
+    m, s = torch.tensor([0.3, -0.2], dtype=torch.float64), torch.tensor([[0.8, 0.1], [0.1, 1.2]])
+    with torch.no_grad():
+        gmm.log_scale.copy_(vae.log_scale)
+        gmm.prior_means.copy_(m[None])
+        gmm.prior_covariances.copy_(s.double()[None])
+    w, b = vae.decoder[0].weight, vae.decoder[0].bias
+    cov = w @ s.double() @ w.T + vae.log_scale.exp().square() * torch.eye(5, dtype=torch.float64)
+    exact = MultivariateNormal(w @ m + b, covariance_matrix=cov).log_prob(x[:50])
+    ll = gmm.log_likelihood(x[:50], k=4000, generator=gen(1))
+    assert (ll.log_px - exact).abs().max() < 5 * ll.stderr.max() + 1e-3
+    rows = x[:50].repeat(200, 1)
+    e = gmm.elbo(rows, generator=gen(2))
+    mu, logvar = gmm.posterior(x[:50])
+    q = MultivariateNormal(mu, covariance_matrix=torch.diag_embed(logvar.exp()))
+    kl = kl_divergence(q, MultivariateNormal(m, covariance_matrix=s.double()))  # (50,)
+    mc = e["kl"].reshape(200, 50)
+    assert ((mc.mean(0) - kl).abs() < 5 * mc.std(0) / math.sqrt(200) + 1e-6).all()
+    elbo = e["elbo"].reshape(200, 50)
+    assert (elbo.mean(0) <= exact + 5 * elbo.std(0) / math.sqrt(200)).all()
+    assert elbo.mean() < exact.mean()  # q is not this prior's exact posterior: a strict gap
+
+
+def test_finish_fits_the_mixture_prior_to_the_codes_of_the_training_data():
+    """fit ends with EM on μ(x): at EM's fixed point the mixture's mean and covariance are the
+    codes' own (up to the ridge added to each covariance), and sampling draws from it."""
+    digits = load_data("digits")
+    with seeded(0):
+        vae = VAE(64, 3, prior="gmm", prior_components=6, net={"hidden": [32]})
+    fit(vae, digits.x, TrainConfig(epochs=2, batch_size=128, lr=3e-3, seed=0))
+    with torch.no_grad():
+        codes = vae.encode(digits.x).double()
+    w, m, c = vae.prior_weights, vae.prior_means, vae.prior_covariances
+    assert w.shape == (6,) and abs(float(w.sum()) - 1) < 1e-12 and (w > 0.01).all()
+    mean = (w[:, None] * m).sum(0)
+    second = (w[:, None, None] * (c + m[:, :, None] * m[:, None, :])).sum(0)
+    torch.testing.assert_close(mean, codes.mean(0), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        second - torch.outer(mean, mean), torch.cov(codes.T, correction=0), atol=1e-4, rtol=1e-4
+    )
+    # the mixture explains the codes better than N(0, I) does
+    normal = -0.5 * (codes.pow(2).sum(1) + 3 * math.log(2 * math.pi))
+    assert vae.latent_measure.log_prob(codes).mean() > normal.mean() + 0.5
+    z = vae.latent_measure.sample(5, generator=gen(4))
+    with torch.no_grad():
+        torch.testing.assert_close(vae.sample(5, generator=gen(4)), vae.decode(z))
+    # fewer rows than components: the fitted ones are repeated, the weights still sum to 1
+    small = VAE(64, 3, prior="gmm", prior_components=6, net={"hidden": [32]})
+    small.finish(digits.x[:4])
+    assert abs(float(small.prior_weights.sum()) - 1) < 1e-12
+    assert torch.isfinite(small.latent_measure.log_prob(codes[:10])).all()
+
+
+def test_the_prior_defaults_by_data_kind_and_old_runs_keep_n01():
+    from pushforward.models.vae import VAEConfig
+
+    assert VAEConfig().resolve("images").prior == "gmm"
+    assert VAEConfig().resolve("points").prior == "normal"
+    assert VAEConfig(prior="normal").resolve("images").prior == "normal"
+    assert VAEConfig.stored_defaults() == {"prior": "normal"}
+    digits = load_data("digits")
+    few = dataclasses.replace(digits, x=digits.x[:20], labels=digits.labels[:20])
+    small = VAEConfig(latent=2).build(few)
+    assert small.prior_components == 20  # never more components than rows
+    with pytest.raises(ConfigError, match="unknown prior 'flow'"):
+        VAE(4, 2, prior="flow")
+    with pytest.raises(ConfigError, match="prior_components = 0"):
+        VAE(4, 2, prior="gmm", prior_components=0)
+
+
+def test_a_collapsed_encoder_gets_a_narrow_prior_and_a_log_line_not_a_warning(caplog):
+    import warnings
+
+    vae = VAE(10, 2, loss="l2", prior="gmm", prior_components=5)
+    with torch.no_grad():
+        for p in vae.encoder.parameters():
+            p.zero_()  # every code is 0: EM finds one distinct cluster
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING):
+        warnings.simplefilter("always")
+        vae.finish(torch.rand(100, 10, generator=gen(0)))
+    assert not caught
+    assert "fitting the mixture prior: Number of distinct clusters (1)" in caplog.text
+    assert abs(float(vae.prior_weights.sum()) - 1) < 1e-12
+    assert vae.latent_measure.sample(50, generator=gen(1)).abs().max() < 0.05
