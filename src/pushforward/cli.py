@@ -143,6 +143,8 @@ def _settings() -> dict[str, tuple[Any, dict[str, tuple[str, Any]], bool]]:
     for owner, cls in owners:
         types_ = setting_types(cls)
         for f in dataclasses.fields(cls):
+            if f.metadata.get("derived"):  # filled from the data, not a flag
+                continue
             tp, helps, sampling = out.get(f.name, (types_[f.name], {}, False))
             if _flag_type(tp) is not _flag_type(types_[f.name]):
                 raise TypeError(f"setting {f.name} has two types: {tp} and {types_[f.name]}")

@@ -80,6 +80,7 @@ class Model:
     """How to draw the training history: a key of :data:`pushforward.plots.HISTORY_PLOTS`."""
 
     dim: int
+    config: Any
     latent: int
 
     # --- the pushforward ------------------------------------------------------------------------
@@ -193,14 +194,24 @@ class Model:
         """Switch to inference (a no-op for models without training-time behaviour)."""
         return self
 
+    config_class: ClassVar[type | None] = None
+    """The model's :class:`~pushforward.core.settings.ModelConfig`: a model that names one is
+    built as ``Model(config)`` and keeps it as ``self.config``; :meth:`get_config` is then the
+    config's own dict and :meth:`from_config` reads it back."""
+
     def get_config(self) -> dict[str, Any]:
-        """Return the JSON-able constructor arguments: ``from_config(get_config())`` rebuilds it."""
+        """Return the JSON-able config: ``from_config(get_config())`` rebuilds the model."""
+        if self.config_class is not None:
+            return self.config.to_dict()
         raise NotImplementedError(f"{type(self).__name__} must define get_config")
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Any:
-        """Return an unfitted model built from :meth:`get_config`'s output."""
+        """Return an unfitted model built from :meth:`get_config`'s output (or a stored run's,
+        which the config class translates: :meth:`ModelConfig.from_stored`)."""
         try:
+            if cls.config_class is not None:
+                return cls(cls.config_class.from_stored(config))
             return cls(**config)
         except TypeError as e:
             raise CheckpointError(

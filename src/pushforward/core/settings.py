@@ -45,12 +45,15 @@ def setting(
     choices: Mapping[str, Any] | None = None,
     what: str | None = None,
     sampling: bool = False,
+    derived: bool = False,
 ) -> Any:
     """Return a dataclass field for a user-facing setting, with its help and allowed values.
 
     ``minimum``/``maximum`` bound a number inclusively, ``above``/``below`` exclusively (list
     items too); ``choices`` is the registry a name must be found in (``what`` names its kind in
-    messages); ``sampling`` marks a setting that may also be changed when sampling a fitted model.
+    messages); ``sampling`` marks a setting that may also be changed when sampling a fitted model;
+    ``derived`` marks one that is filled from the data when the model is built (its dimension,
+    its image shape), stored in the model's config but never a command-line flag.
     """
     meta = {
         "help": help,
@@ -61,6 +64,7 @@ def setting(
         "choices": choices,
         "what": what,
         "sampling": sampling,
+        "derived": derived,
     }
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
@@ -206,6 +210,13 @@ class ModelConfig(Settings):
     :data:`DATA_KINDS`): :meth:`kind_defaults` gives the values, :meth:`resolve` fills them in, so
     that a run's ``config.json`` records the values actually used.
     """
+
+    @classmethod
+    def from_stored(cls, stored: Mapping[str, Any]) -> Any:
+        """Return the config a stored run's ``model.config`` describes (what :meth:`to_dict`
+        wrote, or what an earlier release's ``get_config`` wrote: subclasses translate those);
+        :meth:`from_dict` by default."""
+        return cls.from_dict(stored)
 
     @classmethod
     def stored_defaults(cls) -> dict[str, Any]:

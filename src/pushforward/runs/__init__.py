@@ -28,4 +28,28 @@ from pushforward.runs.run import (
     sample_run,
 )
 
-__all__ = ["HISTORY_PLOTS", "MAX_MODEL_BYTES", "MODELS", "RESULT_KEYS", "ResultKey", "RunConfig", "decode_run", "density_heatmap", "density_histogram", "encode_run", "error_vs_k", "evaluate_run", "fit_run", "gan_curves", "gif_bytes", "image_grid", "load_model", "load_run_config", "loss_curves", "plan_run", "pmf_bars", "sample_run", "scatter_2d"]
+__all__ = [
+    "HISTORY_PLOTS",
+    "MAX_MODEL_BYTES",
+    "MODELS",
+    "RESULT_KEYS",
+    "ResultKey",
+    "RunConfig",
+    "decode_run",
+    "density_heatmap",
+    "density_histogram",
+    "encode_run",
+    "error_vs_k",
+    "evaluate_run",
+    "fit_run",
+    "gan_curves",
+    "gif_bytes",
+    "image_grid",
+    "load_model",
+    "load_run_config",
+    "loss_curves",
+    "plan_run",
+    "pmf_bars",
+    "sample_run",
+    "scatter_2d",
+]

@@ -27,29 +27,34 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pushforward.core.version import __version__
-from pushforward.data import datasets
-from pushforward.train import distributed
-from pushforward.runs import plots
 from pushforward.core import (
+    CheckpointError,
+    ConfigError,
+    Model,
+    ModelConfig,
+    ModelSpec,
     check_tensor_header,
     load_json,
     load_tensors,
+    lookup,
     save_figure,
     save_json,
     save_tensors,
 )
-from pushforward.core import Model, ModelConfig, ModelSpec
-from pushforward.core import CheckpointError, ConfigError, lookup
-from pushforward.metrics import truth_fidelity
-from pushforward.metrics import sample_quality
+from pushforward.core.version import __version__
+from pushforward.data import datasets
+from pushforward.metrics import sample_quality, truth_fidelity
 from pushforward.models.registry import MODELS
-from pushforward.train import Reporters, SampleSnapshots, TensorBoardLogger
+from pushforward.runs import plots
 from pushforward.train import (
     CHECKPOINT,
     Progress,
+    Reporters,
+    SampleSnapshots,
+    TensorBoardLogger,
     TrainConfig,
     check_batch,
+    distributed,
     fit,
     read_metrics,
     seeded,
