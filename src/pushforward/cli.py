@@ -496,7 +496,8 @@ def cmd_explore(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from pushforward.runs import evaluate_run
+    from pushforward.models.registry import MODELS
+    from pushforward.runs import evaluate_run, load_run_config, result_keys
 
     result = evaluate_run(
         args.run, args.data, n=args.n, rows=args.rows, iwae_k=args.iwae_k, seed=args.seed,
@@ -505,7 +506,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(format_result(result))
+    kind = load_run_config(args.run)["model"]["kind"]
+    print(format_result(result, result_keys(MODELS[kind].cls)))
     return 0
 
 
@@ -515,11 +517,14 @@ def _value(value: Any, fmt: str) -> str:
     return format(value, fmt) if fmt else str(value)
 
 
-def format_result(result: dict[str, Any]) -> str:
+def format_result(result: dict[str, Any], keys: dict[str, Any] | None = None) -> str:
     """Return :func:`~pushforward.runs.evaluate_run`'s result as lines of text: one per key, in
-    the order of :data:`~pushforward.runs.RESULT_KEYS` (unknown keys last), each standard error
-    and real-vs-real floor beside the value it belongs to."""
-    from pushforward.runs import RESULT_KEYS, ResultKey
+    the order of ``keys`` (the model's :func:`~pushforward.runs.result_keys`; unknown keys last),
+    each standard error and real-vs-real floor beside the value it belongs to."""
+    from pushforward.core import ResultKey
+    from pushforward.runs import result_keys
+
+    RESULT_KEYS = keys if keys is not None else result_keys()
 
     head = ("run", "model", "data", "rows", "n", "dim")
     lines = [f"{result.get('model')} on {result.get('data')} "

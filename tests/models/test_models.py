@@ -109,7 +109,7 @@ def test_evaluate_json_keys_are_all_documented(capsys, runs, name):
     assert code == 0, err
     result = json.loads(out)
     undocumented = sorted(set(result) - set(RESULT_KEYS))
-    assert not undocumented, f"document these keys in runs.RESULT_KEYS: {undocumented}"
+    assert not undocumented, f"document these keys in evaluate_keys or RESULT_KEYS: {undocumented}"
     readme = README.read_text(encoding="utf-8")
     missing = [k for k in result if f"`{k}`" not in readme]
     assert not missing, f"the README's evaluate section lacks {missing}"

@@ -26,6 +26,7 @@ from pushforward.core.io import (
     save_tensors,
 )
 from pushforward.core.model import EXACT_LIKELIHOOD, LOWER_BOUND, Model
+from pushforward.core.results import ENCODER_KEYS, LIKELIHOOD_KEYS, ResultKey
 from pushforward.core.settings import (
     DATA_KINDS,
     ModelConfig,
@@ -47,7 +48,9 @@ from pushforward.core.validate import (
 
 __all__ = [
     "DATA_KINDS",
+    "ENCODER_KEYS",
     "EXACT_LIKELIHOOD",
+    "LIKELIHOOD_KEYS",
     "LOWER_BOUND",
     "MAX_HEADER_BYTES",
     "MAX_N",
@@ -60,6 +63,7 @@ __all__ = [
     "ModelSpec",
     "NoDensityError",
     "PushforwardError",
+    "ResultKey",
     "Settings",
     "SolverError",
     "TrainingError",

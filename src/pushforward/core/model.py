@@ -76,6 +76,10 @@ class Model:
     """Names of settings that may be changed after fitting to change how samples are drawn."""
     code_label: ClassVar[str] = "latent codes f(x)"
     """What :meth:`encode` returns, for figure titles."""
+    evaluate_keys: ClassVar[Mapping[str, Any]] = {}
+    """How the keys of :meth:`evaluate` that only this model gives read (name →
+    :class:`~pushforward.core.results.ResultKey`); the keys every encoder or likelihood gives
+    are in :mod:`pushforward.core.results`."""
     history_plot: ClassVar[str] = "loss"
     """How to draw the training history: a key of :data:`pushforward.plots.HISTORY_PLOTS`."""
 

@@ -2,6 +2,7 @@
 data."""
 
 from pushforward.measures.discrete import DiscreteMeasure, die, product, two_dice_sum
+from pushforward.measures.gaussian import LOG_2PI, likelihood_summary, standard_normal_log_prob
 from pushforward.measures.pushforward import (
     EXAMPLES,
     BaseMeasure,
@@ -21,6 +22,7 @@ from pushforward.measures.pushforward import (
 
 __all__ = [
     "EXAMPLES",
+    "LOG_2PI",
     "BaseMeasure",
     "DiscreteMeasure",
     "DistributionMeasure",
@@ -36,6 +38,8 @@ __all__ = [
     "empirical_quantile",
     "example",
     "inverse_cdf",
+    "likelihood_summary",
     "product",
+    "standard_normal_log_prob",
     "two_dice_sum",
 ]

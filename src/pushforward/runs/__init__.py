@@ -12,11 +12,10 @@ from pushforward.runs.plots import (
     pmf_bars,
     scatter_2d,
 )
+from pushforward.runs.results import QUALITY_KEYS, RESULT_KEYS, RUN_RESULT_KEYS, result_keys
 from pushforward.runs.run import (
     MAX_MODEL_BYTES,
     MODELS,
-    RESULT_KEYS,
-    ResultKey,
     RunConfig,
     decode_run,
     encode_run,
@@ -32,7 +31,9 @@ __all__ = [
     "HISTORY_PLOTS",
     "MAX_MODEL_BYTES",
     "MODELS",
+    "QUALITY_KEYS",
     "RESULT_KEYS",
+    "RUN_RESULT_KEYS",
     "ResultKey",
     "RunConfig",
     "decode_run",
@@ -50,6 +51,7 @@ __all__ = [
     "loss_curves",
     "plan_run",
     "pmf_bars",
+    "result_keys",
     "sample_run",
     "scatter_2d",
 ]

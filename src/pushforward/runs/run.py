@@ -63,8 +63,6 @@ from pushforward.train import (
 __all__ = [
     "MAX_MODEL_BYTES",
     "MODELS",
-    "RESULT_KEYS",
-    "ResultKey",
     "RunConfig",
     "decode_run",
     "encode_run",
@@ -548,8 +546,9 @@ def evaluate_run(
     quality: bool = True,
     **sampling: Any,
 ) -> dict[str, Any]:
-    """Return the run's metrics on ``data`` (the keys are :data:`RESULT_KEYS`): the model's own
-    (:meth:`~pushforward.contract.Model.evaluate`: reconstruction error, likelihoods in nats per
+    """Return the run's metrics on ``data`` (keys: :func:`~pushforward.runs.result_keys`): the
+    model's own
+    (:meth:`~pushforward.core.Model.evaluate`: reconstruction error, likelihoods in nats per
     example) and, with ``quality``, for models that sample, the sample-quality metrics of
     :mod:`pushforward.quality` with their real-vs-real floors, and where the data's true density
     is known (the built-in mixtures, ``mixture:FILE``) KL(p ‖ q) in nats
@@ -587,150 +586,3 @@ def evaluate_run(
 def _check_dim(model: Model, dim: int, what: str) -> None:
     if dim != model.dim:
         raise ConfigError(f"{what} has dimension {dim}, but the run's model expects {model.dim}")
-
-
-# --- what evaluate reports -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ResultKey:
-    """How one key of :func:`evaluate_run`'s result reads: its label, number format, unit and
-    meaning; ``stderr`` and ``floor`` name the keys printed beside it, ``floor_label`` what the
-    floor is."""
-
-    label: str
-    fmt: str
-    doc: str
-    unit: str = ""
-    stderr: str | None = None
-    floor: str | None = None
-    floor_label: str = "real vs real"
-
-
-RESULT_KEYS: dict[str, ResultKey] = {
-    "run": ResultKey("run", "", "the run folder"),
-    "model": ResultKey("model", "", "the model's class"),
-    "data": ResultKey("data", "", "the data spec evaluated on"),
-    "rows": ResultKey("rows", "", "the rows of the data used (A:B), or null for all"),
-    "n": ResultKey("rows evaluated", ",", "number of rows evaluated"),
-    "dim": ResultKey("dimension", "", "data dimension d"),
-    "solver": ResultKey("ODE solver", "", "flow matching: the solver used to sample"),
-    "steps": ResultKey("solver steps", ",", "flow matching: steps of a fixed-step solver"),
-    "rtol": ResultKey("solver rtol", ".0e", "flow matching: the adaptive solver's rtol"),
-    "atol": ResultKey("solver atol", ".0e", "flow matching: the adaptive solver's atol"),
-    "max_nfe": ResultKey("solver budget", ",", "flow matching: most field evaluations a solve"),
-    "jacobian_truncation": ResultKey(
-        "Jacobian truncation", ".0%", "GAN: share of latent draws rejected when sampling"
-    ),
-    "squared_error": ResultKey(
-        "squared error", ".4f", "mean ‖x − g(f(x))‖² per example", unit="per example"
-    ),
-    "elbo": ResultKey("ELBO", ".3f", "mean evidence lower bound (one draw)", unit="nats"),
-    "neg_elbo": ResultKey("−ELBO", ".3f", "minus the mean ELBO", unit="nats"),
-    "log_px_given_z": ResultKey(
-        "E_q log p(x | z)", ".3f", "the ELBO's reconstruction term", unit="nats"
-    ),
-    "kl": ResultKey("KL(q ‖ p)", ".3f", "the ELBO's KL term", unit="nats"),
-    "iwae_k": ResultKey("importance samples k", ",", "k of the IWAE estimate"),
-    "log_likelihood": ResultKey(
-        "log p(x)",
-        ".3f",
-        "mean log-likelihood: exact, or the IWAE estimate (a lower bound)",
-        unit="nats",
-        stderr="log_likelihood_stderr",
-    ),
-    "log_likelihood_stderr": ResultKey("", ".3f", "standard error of log_likelihood", "nats"),
-    "nll": ResultKey(
-        "−log p(x)", ".3f", "minus log_likelihood", unit="nats", stderr="log_likelihood_stderr"
-    ),
-    "bits_per_dim": ResultKey("bits per dimension", ".4f", "−log₂ p(x) / d"),
-    "exact": ResultKey("exact likelihood", "", "true when log_likelihood is exact"),
-    "likelihood": ResultKey(
-        "likelihood is", "", "exact, or an unbiased estimate (Hutchinson's trace)"
-    ),
-    "likelihood_nfe": ResultKey(
-        "likelihood evaluations", ",", "flow matching: field evaluations of the likelihood's ODE"
-    ),
-    "active_units": ResultKey(
-        "active units", "", "VAE: latent units with Var_x μ_j(x) > 0.01 (Burda et al.)"
-    ),
-    "kl_per_dim": ResultKey("KL per latent unit", "", "VAE: KL of each latent unit", "nats"),
-    "sampling_nfe": ResultKey(
-        "sampling evaluations", ",", "flow matching: field evaluations of the last sampling solve"
-    ),
-    "quality_samples": ResultKey("quality samples", ",", "points per set of the distances below"),
-    "mmd2": ResultKey("MMD²", ".5f", "unbiased MMD², samples vs data", floor="mmd2_floor"),
-    "mmd2_floor": ResultKey("", ".5f", "MMD² of two real sets (the floor)"),
-    "energy": ResultKey("energy distance", ".5f", "energy distance", floor="energy_floor"),
-    "energy_floor": ResultKey("", ".5f", "energy distance of two real sets"),
-    "wasserstein1": ResultKey("W₁", ".5f", "exact Wasserstein-1", floor="wasserstein1_floor"),
-    "wasserstein1_floor": ResultKey("", ".5f", "W₁ of two real sets"),
-    "modes_captured": ResultKey("modes captured", "", "mixtures: modes with a sample nearby"),
-    "n_modes": ResultKey("modes", "", "mixtures: number of modes"),
-    "high_quality": ResultKey(
-        "high quality",
-        ".1%",
-        "mixtures: share of samples within 3σ of a mode",
-        floor="high_quality_ceiling",
-        floor_label="the truth",
-    ),
-    "high_quality_ceiling": ResultKey("", ".1%", "high-quality share of exact draws of the truth"),
-    "mode_width": ResultKey(
-        "mode width",
-        ".3f",
-        "mixtures: spread of the high-quality samples about their mode / the mode's (1 = right)",
-        floor="mode_width_truth",
-        floor_label="the truth",
-    ),
-    "mode_width_truth": ResultKey("", ".3f", "mode width of exact draws of the truth"),
-    "reverse_kl": ResultKey(
-        "reverse KL",
-        ".4f",
-        "mixtures: KL(sample mode shares ‖ uniform)",
-        floor="reverse_kl_floor",
-        floor_label="the truth",
-    ),
-    "reverse_kl_floor": ResultKey("", ".4f", "reverse KL of exact draws of the truth"),
-    "mean_log_density": ResultKey(
-        "mean log-density",
-        ".3f",
-        "mixtures: mean log p_true of the samples",
-        unit="nats",
-        floor="mean_log_density_floor",
-    ),
-    "mean_log_density_floor": ResultKey("", ".3f", "mean log p_true of real draws", "nats"),
-    "kl_to_truth": ResultKey(
-        "KL(p ‖ q)",
-        ".4f",
-        "known truth p: E_p[log p − log q] on fresh draws of p; exact, or an upper bound from "
-        "the IWAE estimate (kl_to_truth_kind)",
-        unit="nats",
-        stderr="kl_to_truth_stderr",
-    ),
-    "kl_to_truth_stderr": ResultKey("", ".4f", "standard error of kl_to_truth", "nats"),
-    "kl_to_truth_kind": ResultKey("KL(p ‖ q) is", "", "exact, or upper bound (IWAE)"),
-    "kl_to_truth_samples": ResultKey("KL(p ‖ q) draws of p", ",", "draws of p behind kl_to_truth"),
-    "knn_kl": ResultKey(
-        "KL(p ‖ q), k-NN",
-        ".3f",
-        "known truth p: k-nearest-neighbour estimate from samples (Wang et al. 2009; error "
-        "about ±0.05 nats at 2,500 samples)",
-        unit="nats",
-        floor="knn_kl_floor",
-        floor_label="the truth",
-    ),
-    "knn_kl_floor": ResultKey("", ".3f", "the k-NN estimate between two sets of truth draws"),
-    "knn_samples": ResultKey("k-NN samples", ",", "samples per side of the k-NN estimate"),
-    "frechet_distance": ResultKey(
-        "Fréchet distance",
-        ".3f",
-        "images: Fréchet distance in digit-feature space",
-        floor="frechet_distance_floor",
-    ),
-    "frechet_distance_floor": ResultKey("", ".3f", "Fréchet distance of two real halves"),
-    "frechet_samples": ResultKey("Fréchet images", ",", "images per set"),
-    "feature_accuracy": ResultKey(
-        "feature net accuracy", ".1%", "held-out accuracy of the digit feature network"
-    ),
-}
-"""Every key :func:`evaluate_run` may return, in the order the command line prints them."""

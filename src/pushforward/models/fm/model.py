@@ -57,7 +57,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -71,6 +71,7 @@ from pushforward.core import (
     DataError,
     ModelConfig,
     ModelSpec,
+    ResultKey,
     SolverError,
     TrainingError,
     check_int,
@@ -468,6 +469,28 @@ class FlowMatching(Trainable):
     Declared capabilities: an exact density, an encoder (x ↦ x₀, the ODE backwards), generative,
     a motion in time (:meth:`motion`), trained by :func:`pushforward.train.fit`.
     """
+
+    evaluate_keys: ClassVar[dict[str, ResultKey]] = {
+        "solver": ResultKey("ODE solver", "", "flow matching: the solver used to sample"),
+        "steps": ResultKey("solver steps", ",", "flow matching: steps of a fixed-step solver"),
+        "rtol": ResultKey("solver rtol", ".0e", "flow matching: the adaptive solver's rtol"),
+        "atol": ResultKey("solver atol", ".0e", "flow matching: the adaptive solver's atol"),
+        "max_nfe": ResultKey("solver budget", ",", "flow matching: most field evaluations a solve"),
+        "likelihood": ResultKey(
+            "likelihood is", "", "exact, or an unbiased estimate (Hutchinson's trace)"
+        ),
+        "likelihood_nfe": ResultKey(
+            "likelihood evaluations",
+            ",",
+            "flow matching: field evaluations of the likelihood's ODE",
+        ),
+        "sampling_nfe": ResultKey(
+            "sampling evaluations",
+            ",",
+            "flow matching: field evaluations of the last sampling solve",
+        ),
+    }
+    """The keys of :meth:`evaluate` that only this model gives."""
 
     has_exact_density = True
     has_encoder = True

@@ -68,7 +68,7 @@ import hashlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -77,6 +77,7 @@ from torch import Tensor, nn
 from pushforward.core import (
     ConfigError,
     ModelSpec,
+    ResultKey,
     check_int,
     check_positive,
     check_share,
@@ -365,6 +366,13 @@ class GAN(Trainable):
             transformation T (DiffAugment), in both players' steps, and R1 is taken at the
             transformed data; ``none`` (the default) shows it the images as they are.
     """
+
+    evaluate_keys: ClassVar[dict[str, ResultKey]] = {
+        "jacobian_truncation": ResultKey(
+            "Jacobian truncation", ".0%", "GAN: share of latent draws rejected when sampling"
+        ),
+    }
+    """The keys of :meth:`evaluate` that only this model gives."""
 
     sampling_options = ("jacobian_truncation",)
     history_plot = "gan"

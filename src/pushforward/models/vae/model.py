@@ -45,12 +45,20 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from pushforward.core import LOWER_BOUND, ConfigError, ModelSpec, check_rows, lookup, setting
+from pushforward.core import (
+    LOWER_BOUND,
+    ConfigError,
+    ModelSpec,
+    ResultKey,
+    check_rows,
+    lookup,
+    setting,
+)
 from pushforward.data import GaussianMixture
 from pushforward.measures import BaseMeasure, MixtureMeasure, Pushforward, StandardNormal
 from pushforward.models.vae.fused import fusable, vae_loss_and_gradients
@@ -175,6 +183,21 @@ class VAE(Trainable):
         net: encoder :class:`~pushforward.nets.NetConfig`; the decoder mirrors it.
         image_shape: (h, w) of image data (for convolutional nets and figures).
     """
+
+    evaluate_keys: ClassVar[dict[str, ResultKey]] = {
+        "elbo": ResultKey("ELBO", ".3f", "mean evidence lower bound (one draw)", unit="nats"),
+        "neg_elbo": ResultKey("−ELBO", ".3f", "minus the mean ELBO", unit="nats"),
+        "log_px_given_z": ResultKey(
+            "E_q log p(x | z)", ".3f", "the ELBO's reconstruction term", unit="nats"
+        ),
+        "kl": ResultKey("KL(q ‖ p)", ".3f", "the ELBO's KL term", unit="nats"),
+        "iwae_k": ResultKey("importance samples k", ",", "k of the IWAE estimate"),
+        "active_units": ResultKey(
+            "active units", "", "VAE: latent units with Var_x μ_j(x) > 0.01 (Burda et al.)"
+        ),
+        "kl_per_dim": ResultKey("KL per latent unit", "", "VAE: KL of each latent unit", "nats"),
+    }
+    """The keys of :meth:`evaluate` that only this model gives."""
 
     has_encoder = True
     code_label = "posterior means μ(x)"
