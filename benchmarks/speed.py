@@ -84,11 +84,14 @@ def classic_epoch(model, optimizer, loader) -> float:
 
 
 def pushforward_fit(
-    model, x, batch: int, seed: int, precision: str = "float32", epochs: int = 1
+    model, x, batch: int, seed: int, precision: str = "float32", epochs: int = 1, **settings
 ) -> float:
-    """Seconds of one ``fit`` call of ``epochs`` epochs (set-up included)."""
+    """Seconds of one ``fit`` call of ``epochs`` epochs (set-up included); ``settings`` are
+    further fields of TrainConfig."""
     start = time.perf_counter()
-    cfg = TrainConfig(epochs=epochs, batch_size=batch, lr=1e-3, seed=seed, precision=precision)
+    cfg = TrainConfig(
+        epochs=epochs, batch_size=batch, lr=1e-3, seed=seed, precision=precision, **settings
+    )
     fit(model, x, cfg)
     return time.perf_counter() - start
 
@@ -157,48 +160,45 @@ def long_runs(
 ) -> tuple[dict[str, list[float]], list[tuple[float, float, float]]]:
     """Samples/s of whole training runs of ``epochs`` epochs from a fresh start (weights and
     optimiser), ``rounds`` of each, alternating: the classic loop, and ``fit vae`` in float32
-    with and without its flush of subnormal optimiser state (:data:`pushforward.train.
-    FLUSH_EVERY`); and for each round (the largest weight difference between the two ``fit``
+    with and without its flush of subnormal optimiser state (TrainConfig's ``flush_every``: its
+    default, and 0); and for each round (the largest weight difference between the two ``fit``
     runs, their test −ELBO on ``test``). Runs longer than about 700 steps (11 epochs of 8,000
     digits) reach the subnormal range; the pytorch/examples run (10 epochs of 60,000) takes
     4,690 steps."""
     from torch.utils.data import DataLoader, TensorDataset
 
-    import pushforward.train.loop as train
-
     loader = DataLoader(TensorDataset(x), batch_size=128, shuffle=True)
     rates: dict[str, list[float]] = {k: [] for k in LONG_LOOPS}
     same: list[tuple[float, float, float]] = []
-    flush = train.FLUSH_EVERY
-    try:
-        for r in range(rounds):
-            models: dict[str, VAE] = {}
-            # the loops take turns at going first, so that none always runs on a fresh host
-            turn = r % len(LONG_LOOPS)
-            for name in LONG_LOOPS[turn:] + LONG_LOOPS[:turn]:
-                if name == "classic":
-                    torch.manual_seed(r)
-                    classic = ClassicVAE()
-                    opt = torch.optim.Adam(classic.parameters(), lr=1e-3)
-                    seconds = sum(classic_epoch(classic, opt, loader) for _ in range(epochs))
-                else:
-                    train.FLUSH_EVERY = flush if name == LONG_LOOPS[1] else 0
-                    with seeded(r):
-                        models[name] = VAE(784, 20, loss="bce", net={"hidden": [400]})
-                    seconds = pushforward_fit(models[name], x, 128, r, "float32", epochs)
-                rates[name].append(epochs * x.shape[0] / seconds)
-            flushing, not_flushing = (models[k] for k in LONG_LOOPS[1:])
-            diff = max(
-                float((p.detach() - q.detach()).abs().max())
-                for p, q in zip(flushing.parameters(), not_flushing.parameters(), strict=True)
-            )
-            elbo = [
-                -float(m.elbo(test, generator=torch.Generator().manual_seed(0))["elbo"].mean())
-                for m in (flushing, not_flushing)
-            ]
-            same.append((diff, *elbo))
-    finally:
-        train.FLUSH_EVERY = flush
+    flush = TrainConfig().flush_every
+    for r in range(rounds):
+        models: dict[str, VAE] = {}
+        # the loops take turns at going first, so that none always runs on a fresh host
+        turn = r % len(LONG_LOOPS)
+        for name in LONG_LOOPS[turn:] + LONG_LOOPS[:turn]:
+            if name == "classic":
+                torch.manual_seed(r)
+                classic = ClassicVAE()
+                opt = torch.optim.Adam(classic.parameters(), lr=1e-3)
+                seconds = sum(classic_epoch(classic, opt, loader) for _ in range(epochs))
+            else:
+                every = flush if name == LONG_LOOPS[1] else 0
+                with seeded(r):
+                    models[name] = VAE(784, 20, loss="bce", net={"hidden": [400]})
+                seconds = pushforward_fit(
+                    models[name], x, 128, r, "float32", epochs, flush_every=every
+                )
+            rates[name].append(epochs * x.shape[0] / seconds)
+        flushing, not_flushing = (models[k] for k in LONG_LOOPS[1:])
+        diff = max(
+            float((p.detach() - q.detach()).abs().max())
+            for p, q in zip(flushing.parameters(), not_flushing.parameters(), strict=True)
+        )
+        elbo = [
+            -float(m.elbo(test, generator=torch.Generator().manual_seed(0))["elbo"].mean())
+            for m in (flushing, not_flushing)
+        ]
+        same.append((diff, *elbo))
     return rates, same
 
 

@@ -31,7 +31,6 @@ from pushforward.models.fm import (
 )
 from pushforward.runs import load_run_config
 from pushforward.train import TrainConfig, fit, prefetch, seeded
-from pushforward.train import loop as train
 
 
 class LinearField(nn.Module):
@@ -337,16 +336,14 @@ def test_batches_prepared_ahead_change_nothing_and_resume_exactly(
         torch.set_num_threads(threads)
     # every step trained on a prepared batch; a forked child prepared them out of sight
     assert ahead.calls == 15 and ahead.used == 15
-    monkeypatch.setattr(train, "PREFETCH", False)
     inline = make()
-    h_inline = fit(inline, x, cfg)
+    h_inline = fit(inline, x, TrainConfig(**{**cfg.to_dict(), "prefetch": False}))
     assert len(inline.seen) == 15 and inline.used == 15
     # each batch prepared once, in training order, here only on the thread
     assert ahead.seen == ([] if forked else inline.seen)
     assert [r["loss"] for r in h_ahead] == [r["loss"] for r in h_inline]
     for a, b in zip(ahead.state_dict().values(), inline.state_dict().values(), strict=True):
         assert torch.equal(a, b)
-    monkeypatch.setattr(train, "PREFETCH", True)
     stopped = make(at_step=8)  # epoch 2, step 3 of 5
     with pytest.raises(Interrupted, match=r"at epoch 2, step 3 of 5"):
         fit(stopped, x, cfg, run_dir=tmp_path)

@@ -270,6 +270,7 @@ VALID: dict[tuple[str, str, str], str] = {
             "--ema",
             "--jacobian-truncation",
             "--snapshot-every",
+            "--flush-every",
         )
     },
     **{
@@ -286,6 +287,7 @@ VALID: dict[tuple[str, str, str], str] = {
         )
     },
     ("*", "--checkpoint-every", "99999999"): "then only the last epoch is checkpointed",
+    ("*", "--flush-every", "99999999"): "then a run of fewer steps never flushes",
     ("*", "--kl-weight", "0"): "λ = 0: the reconstruction alone (an autoencoder with noise)",
 }
 

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import sys
 
 import pytest
 import torch
@@ -105,8 +106,6 @@ def test_a_ctrl_c_during_the_childs_start_up_does_not_kill_it(monkeypatch):
     # so that the SIGINT surely lands first.
     import time
 
-    import pushforward.train.prefetch as prefetch
-
     parent, install = os.getpid(), signal.signal
 
     def slow_install(signum, handler):
@@ -140,14 +139,14 @@ def test_close_ends_the_child_and_so_does_a_closed_pipe():
 
 def test_fork_only_for_cpu_training_on_linux(monkeypatch):
     assert not can_fork(torch.device("cuda"))
-    monkeypatch.setattr(prefetch.sys, "platform", "darwin")
+    monkeypatch.setattr(sys, "platform", "darwin")
     assert not can_fork(torch.device("cpu"))
     pre = make_prefetcher(prepare, torch.device("cpu"))
     try:
         assert isinstance(pre, ThreadPrefetcher)
     finally:
         pre.close()
-    monkeypatch.setattr(prefetch.sys, "platform", "linux")
+    monkeypatch.setattr(sys, "platform", "linux")
     pre = make_prefetcher(prepare, torch.device("cpu"))
     try:
         assert isinstance(pre, ForkedPrefetcher) and pre.process.is_alive()

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-import pushforward.train.loop as train
+import pushforward.train.loop as loop
 from pushforward.train import (
     FLUSH_EVERY,
     Trainable,
@@ -117,7 +117,6 @@ def test_sgd_momentum_is_flushed_and_other_optimisers_are_left_alone():
 def _trained_m(monkeypatch, every: int) -> torch.Tensor:
     """Adam's m after fit trains Fading for 100 steps (one kick at the first), flushing every
     ``every`` steps."""
-    monkeypatch.setattr(train, "FLUSH_EVERY", every)
     n = 100
     model = Fading(steps_per_epoch=n)
     optimizers = {}
@@ -128,15 +127,16 @@ def _trained_m(monkeypatch, every: int) -> torch.Tensor:
         return optimizers
 
     monkeypatch.setattr(Fading, "configure_optimizers", keep)
-    fit(model, torch.zeros(n, 1), TrainConfig(epochs=1, batch_size=1, lr=1e-3, seed=0))
+    cfg = TrainConfig(epochs=1, batch_size=1, lr=1e-3, seed=0, flush_every=every)
+    fit(model, torch.zeros(n, 1), cfg)
     return _m(model, optimizers)
 
 
 def test_fit_keeps_adams_moving_average_out_of_the_subnormal_range(monkeypatch):
     """After one kick, m = 10⁻³⁷ is subnormal from about step 22 on and stays so: fit's flush at
     step 64 sets it to zero."""
+    assert TrainConfig().flush_every == FLUSH_EVERY <= 100
     m = _trained_m(monkeypatch, FLUSH_EVERY)
-    assert FLUSH_EVERY <= 100
     assert subnormal(m) == 0 and m.eq(0).all()
 
 
@@ -147,20 +147,19 @@ def test_without_the_flush_m_is_subnormal_at_the_end(monkeypatch):
 
 
 def test_the_flush_falls_on_the_runs_own_steps_across_a_resume(tmp_path, monkeypatch):
-    """fit flushes after every FLUSH_EVERY-th step of the whole run, counted from its start, so
+    """fit flushes after every flush_every-th step of the whole run, counted from its start, so
     a resumed run flushes where the uninterrupted one does (Adam's step count at each call)."""
-    monkeypatch.setattr(train, "FLUSH_EVERY", 5)
     calls = []
-    real = train.flush_subnormal_state_
+    real = loop.flush_subnormal_state_
 
     def spy(optimizers):
         (opt,) = optimizers.values()
         calls.append(int(next(iter(opt.state.values()))["step"]))
         real(optimizers)
 
-    monkeypatch.setattr(train, "flush_subnormal_state_", spy)
+    monkeypatch.setattr(loop, "flush_subnormal_state_", spy)
     x = torch.zeros(3, 1)
-    cfg = TrainConfig(epochs=6, batch_size=1, seed=0)  # 3 steps an epoch, 18 in all
+    cfg = TrainConfig(epochs=6, batch_size=1, seed=0, flush_every=5)  # 3 steps an epoch, 18 in all
     fit(Fading(3), x, cfg, run_dir=tmp_path / "once")
     assert calls == [5, 10, 15]
     calls.clear()

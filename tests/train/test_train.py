@@ -14,6 +14,7 @@ from pushforward.models.autoencoder import Autoencoder
 from pushforward.train import (
     CHECKPOINT,
     METRICS,
+    Optimization,
     Trainable,
     TrainConfig,
     fit,
@@ -143,6 +144,8 @@ class Unchecked(Exploding):
     """A model with its own training step that forgets to check its terms (the contract asks
     it to): the end of the epoch still refuses to record or checkpoint a non-finite sum."""
 
+    optimization = Optimization.OWN_STEP
+
     def training_step(self, x, optimizers, cfg, *, generator=None, epoch=0.0, shard=None):
         terms = self.loss(x)
         (opt,) = optimizers.values()
@@ -258,7 +261,7 @@ def test_a_signal_without_a_run_folder_says_nothing_was_saved():
 
 
 def test_auto_precision_takes_bfloat16_only_with_amx_tiles():
-    from pushforward.train.loop import fast_bf16_flags
+    from pushforward.train.device import fast_bf16_flags
 
     head = "processor\t: 0\nmodel name\t: Xeon\nflags\t\t: fpu sse2 avx2 avx512f"
     assert not fast_bf16_flags(head)
@@ -373,8 +376,7 @@ def test_prepare_sees_the_training_data_on_a_fresh_run_only(tmp_path):
 
 @pytest.mark.parametrize("rows,world", [(64, 2), (5, 2), (7, 3), (1797 % 64, 4)])
 def test_shards_cover_the_batch_and_their_weights_make_the_whole_batch_mean(rows, world):
-    from pushforward.train import Shard
-    from pushforward.train.loop import draw_rows
+    from pushforward.train import Shard, draw_rows
 
     losses = torch.randn(rows, generator=torch.Generator().manual_seed(rows))
     shards = [Shard(r, world, rows) for r in range(world)]

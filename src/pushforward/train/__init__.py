@@ -1,12 +1,27 @@
-"""The training layer: the loop, checkpoints, prefetching, distributed set-up, reporters."""
+"""The training layer: the loop, its settings, optimisers and schedules, the device policy,
+checkpoints, prefetching, distributed set-up, reporters."""
 
 from pushforward.train.checkpoint import (
+    CHECKPOINT,
     CHECKPOINT_FORMAT,
     flatten_state,
     load_checkpoint,
     load_state_checked,
     save_checkpoint,
     unflatten_state,
+)
+from pushforward.train.config import TrainConfig, check_batch
+from pushforward.train.device import (
+    DEVICES,
+    FLUSH_EVERY,
+    PRECISIONS,
+    autocast_dtype,
+    can_fork,
+    flush_subnormal_state_,
+    flush_threshold,
+    model_device,
+    resolve_device,
+    to_model_device,
 )
 from pushforward.train.distributed import (
     Context,
@@ -20,34 +35,16 @@ from pushforward.train.distributed import (
     init,
     shutdown,
 )
-from pushforward.train.loop import (
-    CHECKPOINT,
-    FLUSH_EVERY,
-    LR_SCHEDULES,
-    METRICS,
-    OPTIMIZERS,
-    PRECISIONS,
-    Progress,
-    Shard,
-    Trainable,
-    TrainConfig,
-    autocast_dtype,
-    check_batch,
-    fit,
-    flush_subnormal_state_,
-    flush_threshold,
-    read_metrics,
-    resolve_device,
-    seeded,
-)
+from pushforward.train.loop import fit
+from pushforward.train.optim import LR_SCHEDULES, OPTIMIZERS
 from pushforward.train.prefetch import (
     ForkedPrefetcher,
     Prefetcher,
     ThreadPrefetcher,
-    can_fork,
     make_prefetcher,
     start_with_sigint_blocked,
 )
+from pushforward.train.records import METRICS, Progress, read_metrics
 from pushforward.train.reporters import (
     SNAPSHOTS,
     Reporters,
@@ -55,10 +52,19 @@ from pushforward.train.reporters import (
     TensorBoardLogger,
     read_snapshots,
 )
+from pushforward.train.trainable import (
+    Optimization,
+    Shard,
+    Trainable,
+    check_finite,
+    draw_rows,
+    seeded,
+)
 
 __all__ = [
     "CHECKPOINT",
     "CHECKPOINT_FORMAT",
+    "DEVICES",
     "FLUSH_EVERY",
     "LR_SCHEDULES",
     "METRICS",
@@ -67,6 +73,7 @@ __all__ = [
     "SNAPSHOTS",
     "Context",
     "ForkedPrefetcher",
+    "Optimization",
     "Prefetcher",
     "Progress",
     "Reporters",
@@ -85,7 +92,9 @@ __all__ = [
     "broadcast_text",
     "can_fork",
     "check_batch",
+    "check_finite",
     "context",
+    "draw_rows",
     "fit",
     "flatten_state",
     "flush_subnormal_state_",
@@ -94,6 +103,7 @@ __all__ = [
     "load_checkpoint",
     "load_state_checked",
     "make_prefetcher",
+    "model_device",
     "read_metrics",
     "read_snapshots",
     "resolve_device",
@@ -101,5 +111,6 @@ __all__ = [
     "seeded",
     "shutdown",
     "start_with_sigint_blocked",
+    "to_model_device",
     "unflatten_state",
 ]

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from pushforward.core.errors import CheckpointError
 
 __all__ = [
+    "CHECKPOINT",
     "CHECKPOINT_FORMAT",
     "flatten_state",
     "load_checkpoint",
@@ -28,6 +29,8 @@ from pushforward.core.io import load_tensors, save_tensors
 
 # --- training checkpoints: state dicts as tensors + JSON (no pickle) -----------------------------
 
+CHECKPOINT = "checkpoint.safetensors"
+"""The run folder's training checkpoint: weights, optimisers and RNG state."""
 CHECKPOINT_FORMAT = 1
 
 

@@ -28,6 +28,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from pushforward.core import ConfigError
+from pushforward.train.device import resolve_device
 
 __all__ = [
     "Context",
@@ -77,7 +78,8 @@ def _env_int(name: str, default: int) -> int:
 def init(device: str = "cpu") -> Context:
     """Join the process group described by torchrun's variables (once); return the context.
 
-    The backend is NCCL when ``device`` is CUDA, gloo otherwise. A group joined here is left
+    The backend is NCCL when ``device`` (a name :func:`~pushforward.train.resolve_device`
+    takes) is CUDA, gloo otherwise. A group joined here is left
     at exit (:func:`shutdown`).
     """
     world = _env_int("WORLD_SIZE", 1)
@@ -86,11 +88,7 @@ def init(device: str = "cpu") -> Context:
     if not dist.is_available():
         raise ConfigError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
     if not dist.is_initialized():
-        backend = (
-            "nccl"
-            if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-            else "gloo"
-        )
+        backend = "nccl" if resolve_device(device).type == "cuda" else "gloo"
         # imported before the group exists: its functions take ``group.WORLD`` as a default
         # argument when first imported (the optimiser's first use imports them), which would
         # hold the group past shutdown() until interpreter finalisation

@@ -1,7 +1,7 @@
 """Prefetching a model's weight-free work on the next batch while the current step trains.
 
 :func:`pushforward.train.fit` asks a :class:`Prefetcher` for :meth:`Trainable.prepare_batch
-<pushforward.train.Trainable.prepare_batch>` of the next steps (``PREFETCH_DEPTH`` ahead), then
+<pushforward.train.Trainable.prepare_batch>` of the next steps (``prefetch_depth`` ahead), then
 takes the current step's result and trains it. Results come back in the order they were asked
 for.
 
@@ -32,7 +32,6 @@ import collections
 import logging
 import multiprocessing
 import signal
-import sys
 import warnings
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -41,11 +40,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from pushforward.train.device import can_fork
+
 __all__ = [
     "ForkedPrefetcher",
     "Prefetcher",
     "ThreadPrefetcher",
-    "can_fork",
     "make_prefetcher",
     "start_with_sigint_blocked",
 ]
@@ -152,12 +152,6 @@ def _child_loop(conn: Any, parent_end: Any, prepare: Prepare) -> None:
             return
 
 
-def can_fork(device: torch.device) -> bool:
-    """Whether :class:`ForkedPrefetcher` can serve training on ``device``: on Linux (fork is the
-    safe and cheap start there) and on the CPU (a forked child cannot use CUDA)."""
-    return sys.platform.startswith("linux") and device.type == "cpu"
-
-
 class ForkedPrefetcher(Prefetcher):
     """``prepare`` in a child process forked now, which inherits everything ``prepare`` reads:
     what it reads must not change after this (for :meth:`Trainable.prepare_batch`, nothing it
@@ -236,6 +230,6 @@ class ForkedPrefetcher(Prefetcher):
 
 
 def make_prefetcher(prepare: Prepare, device: torch.device) -> Prefetcher:
-    """Return a :class:`ForkedPrefetcher` where :func:`can_fork`, else a
-    :class:`ThreadPrefetcher`."""
+    """Return a :class:`ForkedPrefetcher` where :func:`~pushforward.train.can_fork` (training
+    on ``device``), else a :class:`ThreadPrefetcher`."""
     return ForkedPrefetcher(prepare) if can_fork(device) else ThreadPrefetcher(prepare)

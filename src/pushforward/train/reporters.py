@@ -54,7 +54,8 @@ class TensorBoardLogger:
 
     Needs the ``tensorboard`` package (``pip install pushforward[tensorboard]``). Scalars are
     the float entries of each metrics record, under ``train/NAME``; with ``model`` and
-    ``image_shape`` given, 64 samples of g#μ are logged every epoch under ``samples``.
+    ``image_shape`` given and a model that declares itself ``generative``, 64 samples of g#μ are
+    logged every epoch under ``samples``.
     """
 
     def __init__(
@@ -88,11 +89,8 @@ class TensorBoardLogger:
         for key, value in record.items():
             if isinstance(value, float) and math.isfinite(value) and key != "epoch":
                 self.writer.add_scalar(f"train/{key}", value, epoch)
-        if (
-            self.model is not None
-            and self.image_shape is not None
-            and hasattr(self.model, "sample")
-        ):
+        # a model that cannot sample (the autoencoder) says so in its declaration
+        if self.model is not None and self.image_shape is not None and self.model.generative:
             gen = torch.Generator().manual_seed(self.seed)
             with torch.no_grad():
                 x = self.model.sample(64, generator=gen).float().clamp(0, 1).cpu()

@@ -98,8 +98,16 @@ from pushforward.nets import (
     check_sizes,
     decoder_program,
 )
-from pushforward.train import OPTIMIZERS, Shard, Trainable, TrainConfig, average_gradients_
-from pushforward.train.loop import check_finite, draw_rows
+from pushforward.train import (
+    OPTIMIZERS,
+    Optimization,
+    Shard,
+    Trainable,
+    TrainConfig,
+    average_gradients_,
+    check_finite,
+    draw_rows,
+)
 
 __all__ = [
     "GAN",
@@ -376,6 +384,7 @@ class GAN(Trainable):
 
     sampling_options = ("jacobian_truncation",)
     history_plot = "gan"
+    optimization = Optimization.OWN_STEP
     syncs_gradients = True
 
     def __init__(

@@ -80,7 +80,7 @@ from pushforward.nets import (
     reconstruction,
 )
 from pushforward.nets.losses import output_activation
-from pushforward.train import Trainable
+from pushforward.train import Optimization, Trainable
 
 __all__ = ["KL_SCHEDULES", "LIKELIHOODS", "PRIORS", "VAE", "LogLikelihood", "VAEConfig"]
 
@@ -201,6 +201,7 @@ class VAE(Trainable):
 
     has_encoder = True
     code_label = "posterior means μ(x)"
+    optimization = Optimization.MANUAL_GRADIENTS  # an MLP VAE's hand-written gradients (fused)
 
     def __init__(
         self,
