@@ -174,6 +174,25 @@ def test_resume_ends_where_an_uninterrupted_run_ends(capsys, tmp_path, runs, nam
 
 
 @pytest.mark.parametrize("name", list(MODELS))
+def test_fit_logs_to_tensorboard_through_the_command_line(capsys, tmp_path, name):
+    """Every epoch's scalars, and samples of image models that declare themselves generative;
+    a model that cannot sample (the autoencoder) logs its scalars alone."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = tmp_path / "board"
+    once = ["--epochs", "1"] if MODELS[name].trained else []  # the samples come at its end
+    fit_quick(capsys, name, tmp_path / "run", *once, "--tensorboard", board)
+    if not MODELS[name].trained:  # fitted in closed form: no epochs to log
+        return
+    events = EventAccumulator(str(board))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1]
+    logged_images = "samples" in events.Tags()["images"]
+    assert logged_images == MODELS[name].cls.generative
+
+
+@pytest.mark.parametrize("name", list(MODELS))
 def test_every_setting_has_a_flag_and_help(name):
     parser = build_parser()
     fit = parser._subparsers._group_actions[0].choices["fit"]
