@@ -37,6 +37,8 @@ import torch
 from torch import Tensor, nn
 
 from pushforward.core import (
+    CHECKPOINT,
+    METRICS,
     CheckpointError,
     ConfigError,
     Interrupted,
@@ -74,8 +76,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.safetensors"
-METRICS = "metrics.jsonl"
 PREFETCH = True
 """Whether :func:`fit` runs :meth:`Trainable.prepare_batch` for the next batch while the current
 step trains (:func:`pushforward.prefetch.make_prefetcher`; False: in line, before each step; the
