@@ -81,10 +81,10 @@ def test_values_go_to_the_model_being_fitted(widths):
 
 def test_a_flag_of_the_wrong_namespace_is_refused_by_name(widths):
     args = fit_args("ae", "--widths.hidden", 5)
-    with pytest.raises(ConfigError, match="--widths.hidden is a setting of widths, not of ae"):
+    with pytest.raises(ConfigError, match=r"--widths\.hidden is a setting of widths, not of ae"):
         given_settings(args, args.flags, "ae")
     args = fit_args("widths", "--hidden", "8,4")
-    with pytest.raises(ConfigError, match="widths's hidden is --widths.hidden"):
+    with pytest.raises(ConfigError, match=r"widths's hidden is --widths\.hidden"):
         given_settings(args, args.flags, "widths")
 
 
