@@ -228,19 +228,15 @@ def test_the_readme_example_model_plugs_in_with_one_registry_line(capsys, tmp_pa
     exec(compile(readme_example(), "README.md", "exec"), namespace)
     spec = namespace["SPEC"]
     monkeypatch.setitem(MODELS, "gauss", spec)  # the one registry line
-    build_parser.__globals__["_settings"].cache_clear()
-    try:
-        folder = fit_quick(capsys, "gauss", tmp_path / "run")
-        model = load_model(folder)
-        check_contract(model, folder)
-        x = torch.randn(50, 64, dtype=torch.float64)
-        reference = torch.distributions.MultivariateNormal(model.mean, model.covariance)
-        torch.testing.assert_close(model.log_prob(x), reference.log_prob(x))
-        code, out, err = cli(capsys, "evaluate", folder, "--data", "digits", "--json")
-        assert code == 0, err
-        assert json.loads(out)["exact"] is True
-    finally:
-        build_parser.__globals__["_settings"].cache_clear()
+    folder = fit_quick(capsys, "gauss", tmp_path / "run")
+    model = load_model(folder)
+    check_contract(model, folder)
+    x = torch.randn(50, 64, dtype=torch.float64)
+    reference = torch.distributions.MultivariateNormal(model.mean, model.covariance)
+    torch.testing.assert_close(model.log_prob(x), reference.log_prob(x))
+    code, out, err = cli(capsys, "evaluate", folder, "--data", "digits", "--json")
+    assert code == 0, err
+    assert json.loads(out)["exact"] is True
 
 
 # --- loading checks the weights file's header before it allocates -------------------------------
@@ -256,7 +252,7 @@ def _edit_config(folder: Path, **net) -> None:
 def test_a_config_asking_for_an_absurd_model_is_refused_before_anything_is_allocated(
     capsys, tmp_path, monkeypatch
 ):
-    import pushforward.runs.run as runs_module
+    import pushforward.runs.folder as runs_module
 
     folder = fit_quick(capsys, "ae", tmp_path / "run", "--hidden", "8")
     _edit_config(
@@ -272,7 +268,7 @@ def test_a_config_asking_for_an_absurd_model_is_refused_before_anything_is_alloc
 def test_weights_that_do_not_fit_the_config_are_refused_from_the_header_alone(
     capsys, tmp_path, monkeypatch
 ):
-    import pushforward.runs.run as runs_module
+    import pushforward.runs.folder as runs_module
 
     folder = fit_quick(capsys, "ae", tmp_path / "run", "--hidden", "8")
     _edit_config(folder, hidden=[9])

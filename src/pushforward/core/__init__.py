@@ -25,6 +25,7 @@ from pushforward.core.io import (
     save_json,
     save_tensors,
 )
+from pushforward.core.layout import CHECKPOINT, CONFIG, FIGURES, METRICS, SNAPSHOTS, WEIGHTS
 from pushforward.core.model import EXACT_LIKELIHOOD, LOWER_BOUND, Model
 from pushforward.core.results import ENCODER_KEYS, LIKELIHOOD_KEYS, ResultKey
 from pushforward.core.settings import (
@@ -47,13 +48,19 @@ from pushforward.core.validate import (
 )
 
 __all__ = [
+    "CHECKPOINT",
+    "CONFIG",
     "DATA_KINDS",
     "ENCODER_KEYS",
     "EXACT_LIKELIHOOD",
+    "FIGURES",
     "LIKELIHOOD_KEYS",
     "LOWER_BOUND",
     "MAX_HEADER_BYTES",
     "MAX_N",
+    "METRICS",
+    "SNAPSHOTS",
+    "WEIGHTS",
     "CheckpointError",
     "ConfigError",
     "DataError",

@@ -332,7 +332,7 @@ def _vae_digits_section(
                       image_shape=ds.image_shape)  # fmt: skip
         fit(vae, train.x, TrainConfig(epochs=epochs, batch_size=64, lr=3e-3, seed=seed),
             progress=report.training(f"VAE on {label}"))  # fmt: skip
-        from pushforward.runs.run import codes, manifold
+        from pushforward.runs import codes, manifold
 
         fig = plots.scatter_2d(codes(vae, test.x), labels=test.labels, size=4.0,
                                title=f"{label}: posterior means of held-out images")  # fmt: skip

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pushforward.core import ENCODER_KEYS, LIKELIHOOD_KEYS, ResultKey
 
-__all__ = ["QUALITY_KEYS", "RESULT_KEYS", "RUN_RESULT_KEYS", "result_keys"]
+__all__ = [
+    "QUALITY_KEYS",
+    "RESULT_KEYS",
+    "RUN_RESULT_KEYS",
+    "format_result",
+    "result_keys",
+    "strict_json",
+]
 
 RUN_RESULT_KEYS: dict[str, ResultKey] = {
     "run": ResultKey("run", "", "the run folder"),
@@ -114,3 +122,47 @@ def result_keys(model_cls: type | None = None) -> dict[str, ResultKey]:
 
 RESULT_KEYS = result_keys()
 """Every key :func:`~pushforward.runs.evaluate_run` may give, for any registered model."""
+
+
+def strict_json(value: Any) -> Any:
+    """Return ``value`` with every non-finite float (NaN, ±inf) in it, nested in dicts, lists and
+    tuples, replaced by None: what JSON can hold (``json.dumps(..., allow_nan=False)``). A NaN
+    result means "not defined here" (the standard error of one row), which JSON says with null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(v) for v in value]
+    return value
+
+
+def _value(value: Any, fmt: str) -> str:
+    if isinstance(value, bool) or value is None or not isinstance(value, int | float):
+        return str(value)
+    return format(value, fmt) if fmt else str(value)
+
+
+def format_result(result: dict[str, Any], keys: dict[str, ResultKey] | None = None) -> str:
+    """Return :func:`~pushforward.runs.evaluate_run`'s result as lines of text: one per key, in
+    the order of ``keys`` (the model's :func:`result_keys`, default every model's; unknown keys
+    last), each standard error and real-vs-real floor beside the value it belongs to."""
+    keys = keys if keys is not None else RESULT_KEYS
+    head = ("run", "model", "data", "rows", "n", "dim")
+    lines = [f"{result.get('model')} on {result.get('data')} "
+             f"({result.get('n', 0):,} rows × {result.get('dim')})"]  # fmt: skip
+    companions = {k for key in keys.values() for k in (key.stderr, key.floor) if k}
+    order = [k for k in keys if k in result] + [k for k in result if k not in keys]
+    for key in order:
+        if key in head or key in companions:
+            continue
+        spec = keys.get(key, ResultKey(key, ".4g", ""))
+        text = _value(result[key], spec.fmt)
+        if spec.stderr in result:
+            text += f" ± {_value(result[spec.stderr], spec.fmt)}"
+        if spec.unit:
+            text += f" {spec.unit}"
+        if spec.floor in result:
+            text += f"  ({spec.floor_label}: {_value(result[spec.floor], spec.fmt)})"
+        lines.append(f"  {spec.label:<24} {text}")
+    return "\n".join(lines)

@@ -12,6 +12,7 @@ import torch
 from safetensors import safe_open
 from torch import Tensor, nn
 
+from pushforward.core import CHECKPOINT
 from pushforward.core.errors import CheckpointError
 
 __all__ = [
@@ -29,8 +30,6 @@ from pushforward.core.io import load_tensors, save_tensors
 
 # --- training checkpoints: state dicts as tensors + JSON (no pickle) -----------------------------
 
-CHECKPOINT = "checkpoint.safetensors"
-"""The run folder's training checkpoint: weights, optimisers and RNG state."""
 CHECKPOINT_FORMAT = 1
 
 

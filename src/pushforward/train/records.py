@@ -11,12 +11,9 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from pushforward.core import atomic_write_bytes
+from pushforward.core import METRICS, atomic_write_bytes
 
 __all__ = ["METRICS", "EpochSums", "Progress", "read_metrics", "write_metrics"]
-
-METRICS = "metrics.jsonl"
-"""The run folder's file of per-epoch metrics, one JSON record a line."""
 
 
 class Progress(Protocol):

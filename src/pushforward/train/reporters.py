@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from pushforward.core import (
+    SNAPSHOTS,
     CheckpointError,
     ConfigError,
     load_tensors,
@@ -22,8 +23,6 @@ from pushforward.core import (
 )
 
 __all__ = ["SNAPSHOTS", "Reporters", "SampleSnapshots", "TensorBoardLogger", "read_snapshots"]
-
-SNAPSHOTS = "snapshots.safetensors"
 
 
 class Reporters:

@@ -1,0 +1,150 @@
+"""Fitting a run: :func:`fit_run` is the one library call behind ``pushforward fit``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pushforward.core import (
+    CHECKPOINT,
+    CONFIG,
+    CheckpointError,
+    ConfigError,
+    Model,
+    check_tensor_header,
+    save_json,
+)
+from pushforward.data import datasets
+from pushforward.models.registry import MODELS
+from pushforward.runs.config import RunConfig
+from pushforward.runs.figures import write_figures
+from pushforward.runs.folder import run_record, save_model
+from pushforward.train import (
+    Progress,
+    Reporters,
+    SampleSnapshots,
+    TensorBoardLogger,
+    check_batch,
+    distributed,
+    fit,
+    seeded,
+)
+
+__all__ = ["fit_run", "plan_run"]
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_IMAGES, SNAPSHOT_POINTS = 64, 1000  # samples per snapshot: an image grid, a scatter
+
+
+def _fresh_folder(rc: RunConfig, ds: datasets.Dataset) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path("runs") / f"{rc.model}-{ds.name}-{stamp}"
+    folder, i = base, 1
+    while folder.exists():
+        folder, i = Path(f"{base}-{i}"), i + 1
+    return folder
+
+
+def _load(rc: RunConfig) -> datasets.Dataset:
+    gen = torch.Generator().manual_seed(rc.train.seed)
+    return datasets.select_rows(datasets.load_data(rc.data, n=rc.n, generator=gen), rc.rows)
+
+
+def _build(rc: RunConfig, ds: datasets.Dataset) -> tuple[Model, dict[str, Any]]:
+    """Return a fresh model for ``ds`` as ``rc`` describes, and the run record of config.json."""
+    assert rc.settings is not None
+    with seeded(rc.train.seed):
+        model = rc.settings.build(ds)
+    if model.trained:
+        default = rc.spec.train_defaults_for(datasets.data_kind(rc.data)).get("batch_size")
+        if rc.train.batch_size > ds.n and rc.train.batch_size == default:
+            # a model's benchmarked batch (flow matching's 2,048) on data smaller than it: all
+            # of the data each step, recorded as such in config.json
+            log.info("batch_size %d > %d rows of %s: full batch", default, ds.n, ds.name)
+            rc.train.batch_size = 0
+        check_batch(rc.train, ds.n)
+    if rc.train.snapshot_every and not model.generative:
+        raise ConfigError(
+            f"snapshot_every = {rc.train.snapshot_every} keeps samples over training, but a "
+            f"{type(model).__name__} cannot sample; use 0 (off) or a generative model: "
+            + ", ".join(k for k, s in MODELS.items() if s.cls.generative and s.trained)
+        )
+    return model, run_record(rc, model, ds)
+
+
+def plan_run(rc: RunConfig) -> dict[str, Any]:
+    """Return the record :func:`fit_run` would write to ``config.json`` (the resolved settings,
+    the model's constructor arguments, the data's shape), loading the data and building the
+    model but fitting and writing nothing: every setting is checked."""
+    _, record = _build(rc, _load(rc))
+    return record
+
+
+def fit_run(
+    rc: RunConfig,
+    *,
+    out: str | Path | None = None,
+    resume: bool = False,
+    progress: Progress | None = None,
+    figures: bool = True,
+    tensorboard: str | Path | None = None,
+) -> Path:
+    """Fit the model ``rc`` describes on its data, write the run folder, and return its path.
+
+    ``out`` names the folder (default: a fresh one under ``runs/``); it must not already hold a
+    run unless ``resume`` is set, in which case training continues from its last checkpoint.
+    With ``tensorboard``, each epoch's scalars (and samples, for image models) go there too.
+    """
+    spec = rc.spec
+    assert rc.settings is not None
+    ctx = distributed.init(rc.train.device)
+    if ctx.active and not spec.trained:
+        raise ConfigError(f"{rc.model} is fitted in closed form; run it in one process")
+    ds = _load(rc)
+    folder = Path(out) if out is not None else _fresh_folder(rc, ds)
+    folder = Path(distributed.broadcast_text(str(folder)))  # rank 0 names it for every process
+    if resume:
+        if not spec.trained:
+            raise ConfigError(f"{rc.model} is fitted in closed form; there is nothing to resume")
+        if not (folder / CHECKPOINT).exists():
+            log.warning("'%s' holds no checkpoint yet; training starts from the beginning", folder)
+            resume = False
+    elif distributed.any_true(ctx.main and (folder / CONFIG).exists()):
+        raise CheckpointError(
+            f"'{folder}' already holds a run; use --resume to continue it or choose another --out"
+        )
+    model, record = _build(rc, ds)
+    if resume:
+        # refuse a checkpoint these settings cannot hold before config.json is rewritten, so a
+        # failed resume leaves the run as it was (in every process, so that all stop together)
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        check_tensor_header(folder / CHECKPOINT, expected, max_bytes=2**62, prefix="model.")
+    if ctx.main:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_json(folder / CONFIG, record)
+    distributed.barrier()
+    if model.trained:
+        if tensorboard is not None:
+            board = TensorBoardLogger(tensorboard, model=model, image_shape=ds.image_shape)
+            progress = Reporters(progress, board)
+        if rc.train.snapshot_every:
+            rows = SNAPSHOT_IMAGES if ds.image_shape is not None else SNAPSHOT_POINTS
+            snaps = SampleSnapshots(
+                model, rows, every=rc.train.snapshot_every, seed=rc.train.seed, folder=folder
+            )
+            progress = Reporters(progress, snaps)
+        fit(model, ds.x, rc.train, run_dir=folder, resume=resume, progress=progress)
+    else:
+        model.fit(ds.x)
+    if ctx.main:
+        save_model(folder, model)
+        if figures:
+            write_figures(folder, model, ds)
+        log.info("run written to %s", folder)
+    distributed.barrier()
+    return folder
