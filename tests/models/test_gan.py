@@ -30,10 +30,27 @@ from pushforward.runs import RunConfig, evaluate_run, fit_run, load_model
 from pushforward.train import TrainConfig, fit, read_metrics, seeded
 
 
-def make_gan(seed: int = 0, **kw) -> GAN:
-    settings = {"net": {"hidden": [16, 16]}, **kw}
+def config(**settings) -> GANConfig:
+    """Return a GANConfig for 2-D data and 2-D noise with 16-16 MLPs, the Gulrajani penalty at
+    its objective's own weight (on for wgan-gp only) on every critic step; ``settings`` change
+    any of these."""
+    loss = settings.get("loss", "nonsaturating")
+    base = {"dim": 2, "latent": 2, "hidden": [16, 16], "penalty": "gp", "penalty_every": 1,
+            "gp_weight": GAN_LOSSES[loss].default_gp_weight}  # fmt: skip
+    return GANConfig(**{**base, **settings})
+
+
+def image_config(**settings) -> GANConfig:
+    """Return a GANConfig for 8×8 images with a plain ReLU critic, no penalty and no running
+    average of g's weights; ``settings`` change any of these."""
+    base = {"dim": 64, "image_shape": (8, 8), "critic_activation": "relu", "gp_weight": 0.0,
+            "penalty_every": 1, "ema": 0.0}  # fmt: skip
+    return GANConfig(**{**base, **settings})
+
+
+def make_gan(seed: int = 0, **settings) -> GAN:
     with seeded(seed):
-        return GAN(2, 2, **settings)
+        return GAN(config(**settings))
 
 
 def ring(n: int = 512, seed: int = 0) -> torch.Tensor:
@@ -209,7 +226,7 @@ def test_standardised_game_samples_in_data_units_and_judges_standardised_data(tm
 def test_standardising_is_off_for_images_and_a_constant_coordinate_keeps_scale_one():
     assert not make_gan(output="sigmoid").standardize
     with seeded(0):
-        img = GAN(64, 2, image_shape=(8, 8), net={"hidden": [16]})
+        img = GAN(image_config(latent=2, net="mlp", hidden=[16]))
     assert not img.standardize
     img.prepare(torch.rand(10, 64))
     assert torch.equal(img.data_loc, torch.zeros(64))  # off: nothing recorded
@@ -293,7 +310,7 @@ def test_conv_networks_keep_channels_last_weights_and_give_the_nchw_result():
     """The conv pair runs on channels-last tensors (faster on CPU); the result must not depend
     on the layout: the same weights in the standard layout give the same samples and scores."""
     with seeded(0):
-        m = GAN(64, 4, net={"kind": "conv", "hidden": [8, 16]}, image_shape=(8, 8))
+        m = GAN(image_config(latent=4, net="conv", hidden=[8, 16]))
     convs = [p for p in m.parameters() if p.ndim == 4]
     assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
     z = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
@@ -366,12 +383,14 @@ def test_ema_generator_is_the_running_average_that_sampling_uses():
 )
 def test_bad_settings_are_refused_by_name(kwargs, match):
     with pytest.raises(ConfigError, match=match):
-        GAN(2, 2, **kwargs)
+        GAN(GANConfig(dim=2, latent=2, **kwargs))
 
 
 def test_packing_needs_an_mlp_critic():
     with pytest.raises(ConfigError, match="pack = 4 needs an MLP critic"):
-        GAN(64, 2, pack=4, critic_net={"kind": "conv"}, image_shape=(8, 8))
+        GANConfig(pack=4, net="conv")
+    with pytest.raises(ConfigError, match="pack = 4 needs an MLP critic"):
+        GAN(GANConfig(dim=64, latent=2, pack=4, image_shape=(8, 8)))  # conv by default
 
 
 # --- training through the shared loop ------------------------------------------------------------
@@ -403,19 +422,19 @@ def pinned_fit(case: str) -> GAN:
     """Return the GAN of ``case`` in :data:`PINNED` after its tiny seeded fit."""
     if case == "points":  # lazy R1, a running average, two critic steps, truncated sampling
         with seeded(0):
-            m = GAN(2, 3, net={"hidden": [8, 8]}, penalty="r1", gp_weight=0.5, penalty_every=2,
-                    ema=0.9, critic_steps=2)  # fmt: skip
+            m = GAN(config(latent=3, hidden=[8, 8], penalty="r1", gp_weight=0.5,
+                           penalty_every=2, ema=0.9, critic_steps=2))  # fmt: skip
         fit(m, ring(256), TrainConfig(epochs=2, batch_size=64, seed=0))
     elif case == "packed":  # PacGAN pairs, the Wasserstein game with its penalty, uniform noise
         with seeded(1):
-            m = GAN(2, 2, net={"hidden": [8]}, loss="wgan-gp", pack=2, noise="uniform",
-                    critic_lr=1e-3)  # fmt: skip
+            m = GAN(config(hidden=[8], loss="wgan-gp", pack=2, noise="uniform",
+                           critic_lr=1e-3))  # fmt: skip
         fit(m, ring(256), TrainConfig(epochs=2, batch_size=64, seed=1, betas=(0.5, 0.9)))
     else:  # conv nets on digits through DiffAugment, R1 every step, a running average
         with seeded(2):
-            m = GAN(64, 4, net={"kind": "conv", "hidden": [4, 8]}, image_shape=(8, 8),
-                    augment="translation,cutout", penalty="r1", gp_weight=1.0,
-                    ema=0.99)  # fmt: skip
+            m = GAN(image_config(latent=4, net="conv", hidden=[4, 8],
+                                 augment="translation,cutout", penalty="r1", gp_weight=1.0,
+                                 ema=0.99))  # fmt: skip
         x = datasets.load_data("digits").x[:128]
         fit(m, x, TrainConfig(epochs=1, batch_size=64, seed=2))
     return m
@@ -443,7 +462,7 @@ def test_nonfinite_critic_loss_stops_cleanly_with_the_last_checkpoint_intact(tmp
             return out * float("nan") if Exploding.calls > 40 else out
 
     with seeded(0):
-        m = Exploding(2, 2, net={"hidden": [8]})
+        m = Exploding(config(hidden=[8]))
     cfg = TrainConfig(epochs=5, batch_size=64, seed=0)
     with pytest.raises(TrainingError, match=r"critic_loss term became nan at epoch 2") as e:
         fit(m, ring(512), cfg, run_dir=tmp_path)
@@ -495,7 +514,7 @@ def test_a_short_seeded_run_on_ring8_captures_every_mode():
     mix = datasets.ring8()
     x = mix.sample(4096, generator=torch.Generator().manual_seed(0))
     with seeded(0):  # the recommended game, on a smaller net for a shorter time
-        m = GAN(2, 8, penalty="r1", gp_weight=0.1, ema=0.999, net={"hidden": [128, 128, 128]})
+        m = GAN(config(latent=8, penalty="r1", gp_weight=0.1, ema=0.999, hidden=[128] * 3))
     cfg = TrainConfig(
         epochs=60, batch_size=128, lr=1e-3, betas=(0.5, 0.999), seed=0, lr_schedule="cosine"
     )
@@ -525,7 +544,7 @@ def frobenius_by_autograd(g: nn.Module, z: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize(("dim", "latent"), [(2, 5), (6, 3)])  # reverse mode, forward mode
 def test_stretch_is_the_frobenius_norm_of_the_jacobian(dim, latent):
     with seeded(0):
-        m = GAN(dim, latent, net={"hidden": [12, 12], "activation": "tanh"}, ema=0.5)
+        m = GAN(config(dim=dim, latent=latent, hidden=[12, 12], activation="tanh", ema=0.5))
     m.prepare(torch.randn(64, dim, generator=torch.Generator().manual_seed(1)) * 3 + 1)
     with torch.no_grad():  # the running average now differs from the raw generator
         for p in m.generator_net.parameters():
@@ -545,7 +564,7 @@ def test_stretch_is_the_frobenius_norm_of_the_jacobian(dim, latent):
 
 def test_stretch_of_a_convolutional_generator_on_images():
     with seeded(0):
-        m = GAN(64, 3, net={"kind": "conv"}, image_shape=(8, 8), jacobian_truncation=0.1)
+        m = GAN(image_config(latent=3, net="conv", hidden=CONV_WIDTHS, jacobian_truncation=0.1))
     z = torch.randn(4, 3, generator=torch.Generator().manual_seed(2))
     expected = frobenius_by_autograd(m.generator_net, z)
     torch.testing.assert_close(m.stretch(z), expected, rtol=1e-4, atol=1e-6)
@@ -555,7 +574,7 @@ def test_stretch_of_a_convolutional_generator_on_images():
 
 def test_truncated_sampling_rejects_the_share_q_where_g_stretches_most():
     with seeded(0):
-        m = GAN(2, 3, net={"hidden": [16, 16]}, jacobian_truncation=0.2)
+        m = GAN(config(latent=3, jacobian_truncation=0.2))
     tau = m.truncation_threshold()
     z = m.base.sample(20_000, generator=torch.Generator().manual_seed(7))  # fresh draws
     kept = float((m.stretch(z) <= tau).double().mean())
@@ -576,7 +595,7 @@ def test_truncated_sampling_rejects_the_share_q_where_g_stretches_most():
 
 def test_jacobian_truncation_is_on_by_default_for_points_and_off_for_images():
     assert make_gan().jacobian_truncation == TRUNCATION == 0.03
-    assert GAN(64, 2, image_shape=(8, 8)).jacobian_truncation == 0.0
+    assert GAN(GANConfig(dim=64, latent=2, image_shape=(8, 8))).jacobian_truncation == 0.0
     assert make_gan(jacobian_truncation=0.0).get_config()["jacobian_truncation"] == 0.0
     # the run's settings record the value used, by the kind of data
     points = RunConfig.from_flat({"model": "gan", "data": "ring8"}).settings
@@ -646,7 +665,7 @@ def test_cli_fits_samples_and_evaluates_a_gan(tmp_path, capsys):
     run = tmp_path / "run"
     argv = ["fit", "gan", "--data", "ring8", "-n", "256", "--epochs", "2", "--hidden", "16"]
     assert main([*argv, "--pack", "2", "--betas", "0.5,0.99", "--out", str(run)]) == 0
-    assert load_model(run).pack == 2
+    assert load_model(run).config.pack == 2
     assert main(["sample", str(run), "-n", "10", "--out", str(tmp_path / "s.csv")]) == 0
     assert len((tmp_path / "s.csv").read_text().strip().splitlines()) == 10
     capsys.readouterr()
@@ -711,11 +730,12 @@ def test_defaults_follow_the_kind_of_data_and_are_recorded_in_config_json(tmp_pa
     record = json.loads((run / "config.json").read_text())
     assert record["run"]["settings"]["net"] == "conv"
     assert record["run"]["train"]["batch_size"] == RECOMMENDED_IMAGES["train"]["batch_size"]
-    config = record["model"]["config"]
-    assert config["net"] == {"kind": "conv", "hidden": [8, 16], "activation": "relu"}
-    assert config["critic_net"]["activation"] == "leaky_relu_0.2"
-    assert config["latent"] == 64 and config["output"] == "sigmoid"
-    assert config["penalty_every"] == RECOMMENDED_IMAGES["model"]["penalty_every"]
+    stored = record["model"]["config"]
+    assert (stored["net"], stored["hidden"], stored["activation"]) == ("conv", [8, 16], "relu")
+    assert stored["critic_activation"] == "leaky_relu_0.2"
+    assert stored["latent"] == 64 and stored["output"] == "sigmoid"
+    assert stored["penalty_every"] == RECOMMENDED_IMAGES["model"]["penalty_every"]
+    assert (stored["dim"], stored["image_shape"]) == (64, [8, 8])
 
 
 def test_a_conv_gan_trains_and_samples_digits_through_the_command_line(tmp_path):
