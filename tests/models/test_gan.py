@@ -3,6 +3,7 @@ sampling, save/load/resume, a clean stop on NaN, and a short run that finds ever
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -391,6 +392,81 @@ def test_packing_needs_an_mlp_critic():
         GANConfig(pack=4, net="conv")
     with pytest.raises(ConfigError, match="pack = 4 needs an MLP critic"):
         GAN(GANConfig(dim=64, latent=2, pack=4, image_shape=(8, 8)))  # conv by default
+
+
+# --- the config the model keeps ------------------------------------------------------------------
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "runs"
+
+
+def test_a_gan_keeps_its_filled_in_config_and_rebuilds_from_its_dict():
+    bare = GAN(GANConfig(dim=2))  # settings left None take the defaults of points
+    assert (bare.config.latent, bare.config.hidden) == (8, RECOMMENDED["model"]["hidden"])
+    assert (bare.config.output, bare.config.standardize, bare.latent) == ("linear", True, 8)
+    assert bare.get_config() == bare.config.to_dict()
+    m = make_gan(pack=2, ema=0.5, critic_hidden=[8])
+    again = GAN.from_config(json.loads(json.dumps(m.get_config())))
+    assert again.config == m.config and again.config.pack == 2
+    shapes = {k: v.shape for k, v in m.state_dict().items()}
+    assert {k: v.shape for k, v in again.state_dict().items()} == shapes
+    with pytest.raises(ConfigError, match=r"dimension: GANConfig\(dim=d"):
+        GAN(GANConfig())
+    with pytest.raises(ConfigError, match="a GAN is built from a GANConfig, got a dict"):
+        GAN({"dim": 2})
+
+
+def test_the_sampling_setting_is_checked_and_recorded_in_the_config():
+    m = make_gan()
+    m.set_sampling(jacobian_truncation=0.1)
+    assert m.jacobian_truncation == m.get_config()["jacobian_truncation"] == 0.1
+    with pytest.raises(ConfigError, match=r"jacobian_truncation = 1\.5 is not allowed"):
+        m.set_sampling(jacobian_truncation=1.5)
+    assert m.config.jacobian_truncation == 0.1
+
+
+@pytest.mark.parametrize(("fmt", "ema", "every"), [("format1", 0.999, 1), ("format2", 0.0, 4)])
+def test_model_configs_stored_by_formats_1_and_2_translate_to_the_settings(fmt, ema, every):
+    record = json.loads((FIXTURES / fmt / "gan" / "config.json").read_text())
+    stored = record["model"]["config"]
+    cfg = GANConfig.from_stored(stored)
+    assert (cfg.net, cfg.hidden, cfg.activation) == ("mlp", [8], "relu")
+    assert (cfg.critic_hidden, cfg.critic_activation) == ([8], "relu")
+    assert (cfg.dim, cfg.image_shape, cfg.latent, cfg.output, cfg.standardize) == (
+        2, None, 8, "linear", True,
+    )  # fmt: skip
+    assert (cfg.penalty, cfg.gp_weight, cfg.ema) == ("r1", 0.1, ema)
+    assert (cfg.penalty_every, cfg.augment, cfg.jacobian_truncation) == (every, "none", 0.03)
+    # a run stored before Jacobian truncation samples without it
+    older = {k: v for k, v in stored.items() if k != "jacobian_truncation"}
+    assert GANConfig.from_stored(older).jacobian_truncation == 0.0
+    # an unset penalty weight was the objective's own
+    wgan = {**stored, "loss": "wgan-gp", "gp_weight": None}
+    assert GANConfig.from_stored(wgan).gp_weight == GAN_LOSSES["wgan-gp"].default_gp_weight
+    with pytest.raises(ConfigError, match="unknown stored GAN argument 'widths'"):
+        GANConfig.from_stored({**stored, "widths": [8]})
+    conv = {**stored, "net": {"kind": "conv"}, "image_shape": [8, 8], "dim": 64}
+    with pytest.raises(ConfigError, match="a conv generator and a mlp critic"):
+        GANConfig.from_stored(conv)
+
+
+def test_a_stored_conv_gan_keeps_its_leaky_critic_and_sigmoid_images():
+    stored = {
+        "dim": 64, "latent": 4, "noise": "gaussian", "loss": "nonsaturating",
+        "net": {"kind": "conv", "hidden": [8, 16], "activation": "relu"},
+        "critic_net": {"kind": "conv", "hidden": [8, 16], "activation": "leaky_relu_0.2"},
+        "critic_steps": 1, "gp_weight": 1.0, "penalty": "r1", "pack": 1, "critic_lr": None,
+        "ema": 0.999, "output": "sigmoid", "image_shape": [8, 8], "standardize": False,
+        "jacobian_truncation": 0.0,
+    }  # fmt: skip
+    m = GAN.from_config(stored)
+    assert (m.config.net, m.config.image_shape, m.config.critic_activation) == (
+        "conv", (8, 8), "leaky_relu_0.2",
+    )  # fmt: skip
+    assert (m.config.penalty_every, m.config.augment) == (1, "none")  # built before both
+    assert any(isinstance(layer, nn.LeakyReLU) for layer in m.critic.modules())
+    assert not any(isinstance(layer, nn.LeakyReLU) for layer in m.generator_net.modules())
+    y = m.sample(3, generator=torch.Generator().manual_seed(0))
+    assert y.shape == (3, 64) and float(y.min()) >= 0 and float(y.max()) <= 1
 
 
 # --- training through the shared loop ------------------------------------------------------------
