@@ -15,7 +15,7 @@ the non-saturating game on logits, R1 at the data (weight γ, as ``gp_weight``, 
 a running average of the generator's weights.
 The plain loop keeps PyTorch's default memory layout (pushforward's conv networks run
 channels-last). It does the
-same work per step as :meth:`pushforward.gan.GAN.training_step`: a critic step against fresh
+same work per step as :meth:`pushforward.models.gan.GAN.training_step`: a critic step against fresh
 fakes, then a generator step against fresh fakes.
 
 Both loops train one epoch of the shared MNIST protocol's 8,000 training digits at the default

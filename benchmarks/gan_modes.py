@@ -5,8 +5,9 @@ Protocol (Lin et al., 2018, "PacGAN", Table 1), for each data set and seed s = 0
 1. draw the training data, n = 10,000 points (``TRAINING_POINTS``), from the mixture with a
    ``torch.Generator`` seeded s: ``ring8`` (8 modes on the unit circle, std 0.01) or ``grid25``
    (25 modes at spacing 2 on {−4, …, 4}², std 0.05);
-2. GAN: build ``GAN(2, **RECOMMENDED["model"])`` with the global RNG seeded s and train it with
-   :func:`pushforward.train.fit` under ``TrainConfig(**RECOMMENDED["train"], seed=s)``;
+2. GAN: build ``GAN(GANConfig(dim=2, **RECOMMENDED["model"]))`` with the global RNG seeded s
+   and train it with :func:`pushforward.train.fit` under
+   ``TrainConfig(**RECOMMENDED["train"], seed=s)``;
    VAE: ``pushforward fit vae`` with its recommended defaults (``runs.MODEL_DEFAULTS["vae"]``),
    through :func:`pushforward.runs.fit_run` on the same data (same n, same seed, the same number
    of epochs as the GAN), then :func:`pushforward.runs.load_model`;
@@ -49,7 +50,7 @@ from torch import Tensor
 
 from pushforward.data import datasets
 from pushforward.metrics import mode_metrics
-from pushforward.models.gan import GAN, RECOMMENDED, TRUNCATION
+from pushforward.models.gan import GAN, RECOMMENDED, TRUNCATION, GANConfig
 from pushforward.runs import RunConfig, fit_run, load_model
 from pushforward.train import TrainConfig, fit, seeded
 
@@ -124,7 +125,7 @@ def run_gan(
     x = training_data(name, TRAINING_POINTS, seed)
     cfg = TrainConfig(**{**RECOMMENDED["train"], **(train_set or {}), "seed": seed})
     with seeded(seed):
-        model = GAN(x.shape[1], **{**RECOMMENDED["model"], **(model_set or {})})
+        model = GAN(GANConfig(dim=x.shape[1], **{**RECOMMENDED["model"], **(model_set or {})}))
     start = time.perf_counter()
     fit(model, x, cfg)
     seconds = time.perf_counter() - start
@@ -253,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
-        help="change a model setting of the recommended GAN (a lever to measure)",
+        help="change a setting (a GANConfig field) of the recommended GAN (a lever to measure)",
     )  # fmt: skip
     parser.add_argument(
         "--train", action="append", default=[], metavar="KEY=VALUE",

@@ -290,12 +290,13 @@ def test_a_resumed_fused_adam_steps_channels_last_weights_as_an_uninterrupted_on
     """Checkpoint files hold contiguous tensors; loaded as they are, the optimiser state of a
     channels-last weight has other strides, and fused Adam pairs it with the weight in memory
     order (silently wrong: 0.17 off here before the fix). Loading gives it the weight's layout."""
-    from pushforward.models.gan import GAN
+    from pushforward.models.gan import GAN, GANConfig
     from pushforward.train import TrainConfig, seeded
 
     def make():
+        settings = {"net": "conv", "hidden": [8, 16], "critic_activation": "relu", "ema": 0.0}
         with seeded(0):
-            return GAN(64, 4, net={"kind": "conv", "hidden": [8, 16]}, image_shape=(8, 8))
+            return GAN(GANConfig(dim=64, latent=4, image_shape=(8, 8), gp_weight=0.0, **settings))
 
     x = torch.rand(32, 64, generator=torch.Generator().manual_seed(0))
     cfg = TrainConfig(lr=1e-2)

@@ -3,6 +3,7 @@ sampling, save/load/resume, a clean stop on NaN, and a short run that finds ever
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,10 +31,27 @@ from pushforward.runs import RunConfig, evaluate_run, fit_run, load_model
 from pushforward.train import TrainConfig, fit, read_metrics, seeded
 
 
-def make_gan(seed: int = 0, **kw) -> GAN:
-    settings = {"net": {"hidden": [16, 16]}, **kw}
+def config(**settings) -> GANConfig:
+    """Return a GANConfig for 2-D data and 2-D noise with 16-16 MLPs, the Gulrajani penalty at
+    its objective's own weight (on for wgan-gp only) on every critic step; ``settings`` change
+    any of these."""
+    loss = settings.get("loss", "nonsaturating")
+    base = {"dim": 2, "latent": 2, "hidden": [16, 16], "penalty": "gp", "penalty_every": 1,
+            "gp_weight": GAN_LOSSES[loss].default_gp_weight}  # fmt: skip
+    return GANConfig(**{**base, **settings})
+
+
+def image_config(**settings) -> GANConfig:
+    """Return a GANConfig for 8×8 images with a plain ReLU critic, no penalty and no running
+    average of g's weights; ``settings`` change any of these."""
+    base = {"dim": 64, "image_shape": (8, 8), "critic_activation": "relu", "gp_weight": 0.0,
+            "penalty_every": 1, "ema": 0.0}  # fmt: skip
+    return GANConfig(**{**base, **settings})
+
+
+def make_gan(seed: int = 0, **settings) -> GAN:
     with seeded(seed):
-        return GAN(2, 2, **settings)
+        return GAN(config(**settings))
 
 
 def ring(n: int = 512, seed: int = 0) -> torch.Tensor:
@@ -209,7 +227,7 @@ def test_standardised_game_samples_in_data_units_and_judges_standardised_data(tm
 def test_standardising_is_off_for_images_and_a_constant_coordinate_keeps_scale_one():
     assert not make_gan(output="sigmoid").standardize
     with seeded(0):
-        img = GAN(64, 2, image_shape=(8, 8), net={"hidden": [16]})
+        img = GAN(image_config(latent=2, net="mlp", hidden=[16]))
     assert not img.standardize
     img.prepare(torch.rand(10, 64))
     assert torch.equal(img.data_loc, torch.zeros(64))  # off: nothing recorded
@@ -293,7 +311,7 @@ def test_conv_networks_keep_channels_last_weights_and_give_the_nchw_result():
     """The conv pair runs on channels-last tensors (faster on CPU); the result must not depend
     on the layout: the same weights in the standard layout give the same samples and scores."""
     with seeded(0):
-        m = GAN(64, 4, net={"kind": "conv", "hidden": [8, 16]}, image_shape=(8, 8))
+        m = GAN(image_config(latent=4, net="conv", hidden=[8, 16]))
     convs = [p for p in m.parameters() if p.ndim == 4]
     assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
     z = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
@@ -366,15 +384,148 @@ def test_ema_generator_is_the_running_average_that_sampling_uses():
 )
 def test_bad_settings_are_refused_by_name(kwargs, match):
     with pytest.raises(ConfigError, match=match):
-        GAN(2, 2, **kwargs)
+        GAN(GANConfig(dim=2, latent=2, **kwargs))
 
 
 def test_packing_needs_an_mlp_critic():
     with pytest.raises(ConfigError, match="pack = 4 needs an MLP critic"):
-        GAN(64, 2, pack=4, critic_net={"kind": "conv"}, image_shape=(8, 8))
+        GANConfig(pack=4, net="conv")
+    with pytest.raises(ConfigError, match="pack = 4 needs an MLP critic"):
+        GAN(GANConfig(dim=64, latent=2, pack=4, image_shape=(8, 8)))  # conv by default
+
+
+# --- the config the model keeps ------------------------------------------------------------------
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "runs"
+
+
+def test_a_gan_keeps_its_filled_in_config_and_rebuilds_from_its_dict():
+    bare = GAN(GANConfig(dim=2))  # settings left None take the defaults of points
+    assert (bare.config.latent, bare.config.hidden) == (8, RECOMMENDED["model"]["hidden"])
+    assert (bare.config.output, bare.config.standardize, bare.latent) == ("linear", True, 8)
+    assert bare.get_config() == bare.config.to_dict()
+    m = make_gan(pack=2, ema=0.5, critic_hidden=[8])
+    again = GAN.from_config(json.loads(json.dumps(m.get_config())))
+    assert again.config == m.config and again.config.pack == 2
+    shapes = {k: v.shape for k, v in m.state_dict().items()}
+    assert {k: v.shape for k, v in again.state_dict().items()} == shapes
+    with pytest.raises(ConfigError, match=r"dimension: GANConfig\(dim=d"):
+        GAN(GANConfig())
+    with pytest.raises(ConfigError, match="a GAN is built from a GANConfig, got a dict"):
+        GAN({"dim": 2})
+
+
+def test_the_sampling_setting_is_checked_and_recorded_in_the_config():
+    m = make_gan()
+    m.set_sampling(jacobian_truncation=0.1)
+    assert m.jacobian_truncation == m.get_config()["jacobian_truncation"] == 0.1
+    with pytest.raises(ConfigError, match=r"jacobian_truncation = 1\.5 is not allowed"):
+        m.set_sampling(jacobian_truncation=1.5)
+    assert m.config.jacobian_truncation == 0.1
+
+
+@pytest.mark.parametrize(("fmt", "ema", "every"), [("format1", 0.999, 1), ("format2", 0.0, 4)])
+def test_model_configs_stored_by_formats_1_and_2_translate_to_the_settings(fmt, ema, every):
+    record = json.loads((FIXTURES / fmt / "gan" / "config.json").read_text())
+    stored = record["model"]["config"]
+    cfg = GANConfig.from_stored(stored)
+    assert (cfg.net, cfg.hidden, cfg.activation) == ("mlp", [8], "relu")
+    assert (cfg.critic_hidden, cfg.critic_activation) == ([8], "relu")
+    assert (cfg.dim, cfg.image_shape, cfg.latent, cfg.output, cfg.standardize) == (
+        2, None, 8, "linear", True,
+    )  # fmt: skip
+    assert (cfg.penalty, cfg.gp_weight, cfg.ema) == ("r1", 0.1, ema)
+    assert (cfg.penalty_every, cfg.augment, cfg.jacobian_truncation) == (every, "none", 0.03)
+    # a run stored before Jacobian truncation samples without it
+    older = {k: v for k, v in stored.items() if k != "jacobian_truncation"}
+    assert GANConfig.from_stored(older).jacobian_truncation == 0.0
+    # an unset penalty weight was the objective's own
+    wgan = {**stored, "loss": "wgan-gp", "gp_weight": None}
+    assert GANConfig.from_stored(wgan).gp_weight == GAN_LOSSES["wgan-gp"].default_gp_weight
+    with pytest.raises(ConfigError, match="unknown stored GAN argument 'widths'"):
+        GANConfig.from_stored({**stored, "widths": [8]})
+    conv = {**stored, "net": {"kind": "conv"}, "image_shape": [8, 8], "dim": 64}
+    with pytest.raises(ConfigError, match="a conv generator and a mlp critic"):
+        GANConfig.from_stored(conv)
+
+
+def test_a_stored_conv_gan_keeps_its_leaky_critic_and_sigmoid_images():
+    stored = {
+        "dim": 64, "latent": 4, "noise": "gaussian", "loss": "nonsaturating",
+        "net": {"kind": "conv", "hidden": [8, 16], "activation": "relu"},
+        "critic_net": {"kind": "conv", "hidden": [8, 16], "activation": "leaky_relu_0.2"},
+        "critic_steps": 1, "gp_weight": 1.0, "penalty": "r1", "pack": 1, "critic_lr": None,
+        "ema": 0.999, "output": "sigmoid", "image_shape": [8, 8], "standardize": False,
+        "jacobian_truncation": 0.0,
+    }  # fmt: skip
+    m = GAN.from_config(stored)
+    assert (m.config.net, m.config.image_shape, m.config.critic_activation) == (
+        "conv", (8, 8), "leaky_relu_0.2",
+    )  # fmt: skip
+    assert (m.config.penalty_every, m.config.augment) == (1, "none")  # built before both
+    assert any(isinstance(layer, nn.LeakyReLU) for layer in m.critic.modules())
+    assert not any(isinstance(layer, nn.LeakyReLU) for layer in m.generator_net.modules())
+    y = m.sample(3, generator=torch.Generator().manual_seed(0))
+    assert y.shape == (3, 64) and float(y.min()) >= 0 and float(y.max()) <= 1
 
 
 # --- training through the shared loop ------------------------------------------------------------
+
+
+# the first three weights of g's and the critic's first layers and four sample values after a
+# tiny seeded fit, as the code computed them before the model took its config: a refactor that
+# changes the order of any random draw or any arithmetic of the game changes them
+PINNED = {
+    "points": (
+        [0.0032931966707110405, 0.3153441548347473, -0.48214519023895264],
+        [-0.3608514368534088, 0.33795180916786194, -0.6622995734214783],
+        [0.07874751091003418, 0.059781186282634735, 0.060930248349905014, 0.08201029896736145],
+    ),
+    "packed": (
+        [0.37194961309432983, -0.31955623626708984, -0.14505915343761444],
+        [0.3673003613948822, -0.0013136272318661213, -0.26930612325668335],
+        [0.3786110281944275, -0.36839979887008667, 0.3313405513763428, -0.2766112983226776],
+    ),
+    "images": (
+        [0.11642599105834961, -0.12069285660982132, 0.1389872133731842],
+        [0.3038942813873291, -0.16263940930366516, 0.12095289677381516],
+        [0.4871097803115845, 0.48866742849349976, 0.49034565687179565, 0.48430532217025757],
+    ),
+}
+
+
+def pinned_fit(case: str) -> GAN:
+    """Return the GAN of ``case`` in :data:`PINNED` after its tiny seeded fit."""
+    if case == "points":  # lazy R1, a running average, two critic steps, truncated sampling
+        with seeded(0):
+            m = GAN(config(latent=3, hidden=[8, 8], penalty="r1", gp_weight=0.5,
+                           penalty_every=2, ema=0.9, critic_steps=2))  # fmt: skip
+        fit(m, ring(256), TrainConfig(epochs=2, batch_size=64, seed=0))
+    elif case == "packed":  # PacGAN pairs, the Wasserstein game with its penalty, uniform noise
+        with seeded(1):
+            m = GAN(config(hidden=[8], loss="wgan-gp", pack=2, noise="uniform",
+                           critic_lr=1e-3))  # fmt: skip
+        fit(m, ring(256), TrainConfig(epochs=2, batch_size=64, seed=1, betas=(0.5, 0.9)))
+    else:  # conv nets on digits through DiffAugment, R1 every step, a running average
+        with seeded(2):
+            m = GAN(image_config(latent=4, net="conv", hidden=[4, 8],
+                                 augment="translation,cutout", penalty="r1", gp_weight=1.0,
+                                 ema=0.99))  # fmt: skip
+        x = datasets.load_data("digits").x[:128]
+        fit(m, x, TrainConfig(epochs=1, batch_size=64, seed=2))
+    return m
+
+
+@pytest.mark.parametrize("case", sorted(PINNED))
+def test_a_tiny_seeded_fit_gives_the_pinned_weights_and_samples(case):
+    m = pinned_fit(case)
+    gen, critic, sample = PINNED[case]
+    first = next(m.generator_net.parameters()).detach().flatten()[:3]
+    torch.testing.assert_close(first, torch.tensor(gen), rtol=1e-6, atol=1e-7)
+    first = next(m.critic.parameters()).detach().flatten()[:3]
+    torch.testing.assert_close(first, torch.tensor(critic), rtol=1e-6, atol=1e-7)
+    y = m.sample(2, generator=torch.Generator().manual_seed(0)).flatten()[:4]
+    torch.testing.assert_close(y, torch.tensor(sample), rtol=1e-6, atol=1e-7)
 
 
 def test_nonfinite_critic_loss_stops_cleanly_with_the_last_checkpoint_intact(tmp_path):
@@ -387,7 +538,7 @@ def test_nonfinite_critic_loss_stops_cleanly_with_the_last_checkpoint_intact(tmp
             return out * float("nan") if Exploding.calls > 40 else out
 
     with seeded(0):
-        m = Exploding(2, 2, net={"hidden": [8]})
+        m = Exploding(config(hidden=[8]))
     cfg = TrainConfig(epochs=5, batch_size=64, seed=0)
     with pytest.raises(TrainingError, match=r"critic_loss term became nan at epoch 2") as e:
         fit(m, ring(512), cfg, run_dir=tmp_path)
@@ -439,7 +590,7 @@ def test_a_short_seeded_run_on_ring8_captures_every_mode():
     mix = datasets.ring8()
     x = mix.sample(4096, generator=torch.Generator().manual_seed(0))
     with seeded(0):  # the recommended game, on a smaller net for a shorter time
-        m = GAN(2, 8, penalty="r1", gp_weight=0.1, ema=0.999, net={"hidden": [128, 128, 128]})
+        m = GAN(config(latent=8, penalty="r1", gp_weight=0.1, ema=0.999, hidden=[128] * 3))
     cfg = TrainConfig(
         epochs=60, batch_size=128, lr=1e-3, betas=(0.5, 0.999), seed=0, lr_schedule="cosine"
     )
@@ -469,7 +620,7 @@ def frobenius_by_autograd(g: nn.Module, z: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize(("dim", "latent"), [(2, 5), (6, 3)])  # reverse mode, forward mode
 def test_stretch_is_the_frobenius_norm_of_the_jacobian(dim, latent):
     with seeded(0):
-        m = GAN(dim, latent, net={"hidden": [12, 12], "activation": "tanh"}, ema=0.5)
+        m = GAN(config(dim=dim, latent=latent, hidden=[12, 12], activation="tanh", ema=0.5))
     m.prepare(torch.randn(64, dim, generator=torch.Generator().manual_seed(1)) * 3 + 1)
     with torch.no_grad():  # the running average now differs from the raw generator
         for p in m.generator_net.parameters():
@@ -489,7 +640,7 @@ def test_stretch_is_the_frobenius_norm_of_the_jacobian(dim, latent):
 
 def test_stretch_of_a_convolutional_generator_on_images():
     with seeded(0):
-        m = GAN(64, 3, net={"kind": "conv"}, image_shape=(8, 8), jacobian_truncation=0.1)
+        m = GAN(image_config(latent=3, net="conv", hidden=CONV_WIDTHS, jacobian_truncation=0.1))
     z = torch.randn(4, 3, generator=torch.Generator().manual_seed(2))
     expected = frobenius_by_autograd(m.generator_net, z)
     torch.testing.assert_close(m.stretch(z), expected, rtol=1e-4, atol=1e-6)
@@ -499,7 +650,7 @@ def test_stretch_of_a_convolutional_generator_on_images():
 
 def test_truncated_sampling_rejects_the_share_q_where_g_stretches_most():
     with seeded(0):
-        m = GAN(2, 3, net={"hidden": [16, 16]}, jacobian_truncation=0.2)
+        m = GAN(config(latent=3, jacobian_truncation=0.2))
     tau = m.truncation_threshold()
     z = m.base.sample(20_000, generator=torch.Generator().manual_seed(7))  # fresh draws
     kept = float((m.stretch(z) <= tau).double().mean())
@@ -520,7 +671,7 @@ def test_truncated_sampling_rejects_the_share_q_where_g_stretches_most():
 
 def test_jacobian_truncation_is_on_by_default_for_points_and_off_for_images():
     assert make_gan().jacobian_truncation == TRUNCATION == 0.03
-    assert GAN(64, 2, image_shape=(8, 8)).jacobian_truncation == 0.0
+    assert GAN(GANConfig(dim=64, latent=2, image_shape=(8, 8))).jacobian_truncation == 0.0
     assert make_gan(jacobian_truncation=0.0).get_config()["jacobian_truncation"] == 0.0
     # the run's settings record the value used, by the kind of data
     points = RunConfig.from_flat({"model": "gan", "data": "ring8"}).settings
@@ -590,7 +741,7 @@ def test_cli_fits_samples_and_evaluates_a_gan(tmp_path, capsys):
     run = tmp_path / "run"
     argv = ["fit", "gan", "--data", "ring8", "-n", "256", "--epochs", "2", "--hidden", "16"]
     assert main([*argv, "--pack", "2", "--betas", "0.5,0.99", "--out", str(run)]) == 0
-    assert load_model(run).pack == 2
+    assert load_model(run).config.pack == 2
     assert main(["sample", str(run), "-n", "10", "--out", str(tmp_path / "s.csv")]) == 0
     assert len((tmp_path / "s.csv").read_text().strip().splitlines()) == 10
     capsys.readouterr()
@@ -655,11 +806,12 @@ def test_defaults_follow_the_kind_of_data_and_are_recorded_in_config_json(tmp_pa
     record = json.loads((run / "config.json").read_text())
     assert record["run"]["settings"]["net"] == "conv"
     assert record["run"]["train"]["batch_size"] == RECOMMENDED_IMAGES["train"]["batch_size"]
-    config = record["model"]["config"]
-    assert config["net"] == {"kind": "conv", "hidden": [8, 16], "activation": "relu"}
-    assert config["critic_net"]["activation"] == "leaky_relu_0.2"
-    assert config["latent"] == 64 and config["output"] == "sigmoid"
-    assert config["penalty_every"] == RECOMMENDED_IMAGES["model"]["penalty_every"]
+    stored = record["model"]["config"]
+    assert (stored["net"], stored["hidden"], stored["activation"]) == ("conv", [8, 16], "relu")
+    assert stored["critic_activation"] == "leaky_relu_0.2"
+    assert stored["latent"] == 64 and stored["output"] == "sigmoid"
+    assert stored["penalty_every"] == RECOMMENDED_IMAGES["model"]["penalty_every"]
+    assert (stored["dim"], stored["image_shape"]) == (64, [8, 8])
 
 
 def test_a_conv_gan_trains_and_samples_digits_through_the_command_line(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pushforward.core import ConfigError
-from pushforward.models.gan import GAN
+from pushforward.models.gan import GAN, GANConfig
 from pushforward.nets import AUGMENTS, augment, cutout, translation
 from pushforward.train import TrainConfig, seeded
 
@@ -81,8 +81,9 @@ def test_every_policy_runs_and_none_is_the_identity():
 
 def make_image_gan(augment: str, seed: int = 0) -> GAN:
     with seeded(seed):
-        return GAN(64, 4, net={"kind": "conv", "hidden": [4, 8]}, image_shape=(8, 8),
-                   penalty="r1", gp_weight=1.0, augment=augment)  # fmt: skip
+        return GAN(GANConfig(dim=64, latent=4, net="conv", hidden=[4, 8], image_shape=(8, 8),
+                             critic_activation="relu", penalty="r1", gp_weight=1.0,
+                             penalty_every=1, ema=0.0, augment=augment))  # fmt: skip
 
 
 def test_the_critic_judges_real_and_generated_images_through_the_same_transformation():
@@ -118,10 +119,12 @@ def test_the_critic_judges_real_and_generated_images_through_the_same_transforma
 
 def test_augmentation_is_refused_where_there_are_no_square_images():
     with pytest.raises(ConfigError, match=r"augment = 'translation'.*square image"):
-        GAN(2, 2, augment="translation")
+        GAN(GANConfig(dim=2, latent=2, augment="translation"))
     with pytest.raises(ConfigError, match="augmentation"):
-        GAN(64, 2, image_shape=(8, 8), augment="rotation")
-    assert GAN(2, 2).get_config()["augment"] == "none"
+        GAN(GANConfig(dim=64, latent=2, image_shape=(8, 8), augment="rotation"))
+    with pytest.raises(ConfigError, match=r"augment = 'cutout'.*pack = 2"):
+        GANConfig(dim=64, image_shape=(8, 8), net="mlp", pack=2, augment="cutout")
+    assert GAN(GANConfig(dim=2, latent=2)).get_config()["augment"] == "none"
 
 
 def test_the_setting_defaults_by_kind_is_recorded_and_old_runs_keep_plain_images(tmp_path):
@@ -135,7 +138,7 @@ def test_the_setting_defaults_by_kind_is_recorded_and_old_runs_keep_plain_images
     run = tmp_path / "run"
     argv = ["fit", "gan", "--data", "digits", "--rows", ":64", "--epochs", "1", "--hidden", "4,8"]
     assert main([*argv, "--augment", "translation", "--out", str(run)]) == 0
-    assert load_model(run).augment == "translation"
+    assert load_model(run).config.augment == "translation"
     stored = RunConfig.from_flat({"model": "gan", "data": "digits", "augment": "cutout"}).to_dict()
     del stored["settings"]["augment"]  # a run written before the setting existed
     assert RunConfig.from_dict(stored).settings.augment == "none"

@@ -584,12 +584,12 @@ def _gan_mixture(report: Report, sec: Section, name: str, ds: datasets.Dataset, 
                  quick: bool, seed: int) -> tuple[Any, list[list[str]]]:  # fmt: skip
     """Train the recommended GAN on ``ds``; its animation, curves and the table's rows."""
     from pushforward.metrics import point_quality
-    from pushforward.models.gan import GAN, RECOMMENDED
+    from pushforward.models.gan import GAN, RECOMMENDED, GANConfig
     from pushforward.train import TrainConfig, fit, seeded
 
     epochs = _gan_epochs(quick)
     with seeded(seed):
-        gan = GAN(2, **RECOMMENDED["model"])
+        gan = GAN(GANConfig(dim=2, **RECOMMENDED["model"]))
     snaps = SampleSnapshots(gan, 1000, every=_every(epochs, quick), seed=seed)
     cfg = TrainConfig(**{**RECOMMENDED["train"], "epochs": epochs, "seed": seed})
     history = fit(gan, ds.x, cfg, progress=report.training(f"GAN on {name}", snaps))

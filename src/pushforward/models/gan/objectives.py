@@ -1,0 +1,77 @@
+"""The GAN's objectives, written on the critic's logits l = D(·).
+
+The game is min_g max_D E_x[φ(D(x))] + E_z[ψ(D(g(z)))]. Every objective here is a pair of
+losses on logits, with softplus where a sigmoid would be logged, so that no probability is ever
+formed and then logged:
+
+* ``minimax`` (Goodfellow et al., 2014, "Generative adversarial nets"): D minimises
+  −log σ(l_real) − log(1 − σ(l_fake)) = softplus(−l_real) + softplus(l_fake); g minimises
+  log(1 − σ(l_fake)) = −softplus(l_fake), whose gradient in the logit is −σ(l): it vanishes when
+  D confidently rejects the fakes;
+* ``nonsaturating`` (the same paper): the same D; g minimises −log σ(l_fake) = softplus(−l_fake),
+  with gradient −(1 − σ(l)), strong exactly where the minimax one vanishes;
+* ``wgan-gp`` (Gulrajani et al., 2017, "Improved training of Wasserstein GANs"): D minimises
+  E[D(g(z))] − E[D(x)] (plus the gradient penalty, :mod:`.penalties`); g minimises −E[D(g(z))];
+* ``hinge`` (Lim & Ye, 2017, "Geometric GAN"; Miyato et al., 2018): D minimises
+  E[relu(1 − l_real)] + E[relu(1 + l_fake)]; g minimises −E[l_fake].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["GAN_LOSSES", "GANLoss"]
+
+
+def _minimax_critic(real: Tensor, fake: Tensor) -> Tensor:
+    # −log σ(l) = softplus(−l) and −log(1 − σ(l)) = softplus(l)
+    return F.softplus(-real).mean() + F.softplus(fake).mean()
+
+
+def _minimax_generator(fake: Tensor) -> Tensor:
+    return -F.softplus(fake).mean()  # log(1 − σ(l)); d/dl = −σ(l)
+
+
+def _nonsaturating_generator(fake: Tensor) -> Tensor:
+    return F.softplus(-fake).mean()  # −log σ(l); d/dl = −(1 − σ(l))
+
+
+def _wasserstein_critic(real: Tensor, fake: Tensor) -> Tensor:
+    return fake.mean() - real.mean()
+
+
+def _wasserstein_generator(fake: Tensor) -> Tensor:
+    return -fake.mean()
+
+
+def _hinge_critic(real: Tensor, fake: Tensor) -> Tensor:
+    return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+
+
+@dataclass(frozen=True)
+class GANLoss:
+    """A GAN objective: what the critic and the generator minimise, from logits (P,) each.
+
+    Args:
+        critic: (real logits (P,), fake logits (P,)) → the critic's loss, a scalar.
+        generator: fake logits (P,) → the generator's loss, a scalar.
+        default_gp_weight: the gradient penalty's weight λ its paper uses (10 for
+            Gulrajani et al.'s WGAN-GP), 0 where it uses none.
+    """
+
+    critic: Callable[[Tensor, Tensor], Tensor]
+    generator: Callable[[Tensor], Tensor]
+    default_gp_weight: float = 0.0
+
+
+GAN_LOSSES: dict[str, GANLoss] = {
+    "minimax": GANLoss(_minimax_critic, _minimax_generator),
+    "nonsaturating": GANLoss(_minimax_critic, _nonsaturating_generator),
+    "wgan-gp": GANLoss(_wasserstein_critic, _wasserstein_generator, default_gp_weight=10.0),
+    "hinge": GANLoss(_hinge_critic, _wasserstein_generator),
+}
+"""The objectives by name (see the module docstring)."""
