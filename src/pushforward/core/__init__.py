@@ -25,7 +25,7 @@ from pushforward.core.io import (
     save_json,
     save_tensors,
 )
-from pushforward.core.model import EXACT_LIKELIHOOD, LOWER_BOUND, Model
+from pushforward.core.model import EVAL_BATCH, EXACT_LIKELIHOOD, LOWER_BOUND, Model
 from pushforward.core.results import ENCODER_KEYS, LIKELIHOOD_KEYS, ResultKey
 from pushforward.core.settings import (
     DATA_KINDS,
@@ -49,6 +49,7 @@ from pushforward.core.validate import (
 __all__ = [
     "DATA_KINDS",
     "ENCODER_KEYS",
+    "EVAL_BATCH",
     "EXACT_LIKELIHOOD",
     "LIKELIHOOD_KEYS",
     "LOWER_BOUND",
