@@ -575,3 +575,18 @@ def test_marginal_density_at_every_time_equals_the_closed_form():
                                    rtol=0)  # fmt: skip
     with pytest.raises(ConfigError, match=r"t = 1\.5 is not allowed"):
         model.marginal_log_prob(x, 1.5)
+
+
+def test_the_model_keeps_its_config_and_sampling_changes_it():
+    model = fm(2, hidden=[8])
+    assert model.config.dim == 2 and model.config.reference == RECOMMENDED["model"]["reference"]
+    twin = FlowMatching.from_config(json.loads(json.dumps(model.get_config())))
+    assert twin.config == model.config and model.get_config() == model.config.to_dict()
+    model.set_sampling(solver="rk4", steps=7)
+    assert model.config.solver == "rk4" and model.sampling_settings()["steps"] == 7
+    with pytest.raises(ConfigError, match="trace is not a sampling setting"):
+        model.set_sampling(trace="exact")
+    with pytest.raises(ConfigError, match="dim must be set"):
+        FlowMatching(FlowMatchingConfig())
+    with pytest.raises(ConfigError, match=r"image_shape \(8, 8\) does not hold dim = 2 values"):
+        fm(2, image_shape=(8, 8))

@@ -25,12 +25,11 @@ data's own units:
   per-coordinate mean m and s its standard deviation over :data:`SPREAD` (3), recorded by
   :meth:`Flow.prepare` in buffers; log-Jacobian −Σ_j log s_j. zuko's splines act on [−5, 5] (the
   identity outside): at unit spread the data would fill a third of their bins, at 3 the ±1.6
-  standard deviations of ring8 and grid25 reach ±4.2 and every bin can serve (measured, on
-  seed 0 of the benchmark: ring8 KL(p ‖ q) 0.039 → 0.026 nats and high quality 95.4% → 97.2%,
-  grid25 0.036 → 0.027 and 96.6% → 97.9%). It is off by default for images: their logits are
-  already bounded (|w| ≤ 2.94), and standardising makes a rarely lit pixel an outlier of a
-  hundred standard deviations (an affine MAF on MNIST diverged to 10¹⁵ bits/dim so); when
-  asked for, dequantised pixels are standardised after the logit, to unit spread;
+  standard deviations of ring8 and grid25 reach ±4.2 and every bin can serve (BENCHMARKS.md,
+  "Fidelity to the truth"). It is off by default for images: their logits are already bounded
+  (|w| ≤ 2.94), and standardising makes a rarely lit pixel an outlier of a hundred standard
+  deviations, which an affine flow cannot fit; when asked for, dequantised pixels are
+  standardised after the logit, to unit spread;
 * dequantisation (``dequantize``, on by default for images): pixels x ∈ [0, 1] holding the 8-bit
   values k/255 are spread over their bins, y = (255·x + u)/256 with u ~ U[0, 1)^d, and sent to
   ℝ^d by RealNVP's logit, w = logit(α + (1 − 2α)·y) with α = 0.05. The flow models y; a density
@@ -116,9 +115,7 @@ MAX_FLOW_BYTES = 4 * 2**30
 SPLINE_SLOPE = 1e-5
 """The splines' default smallest slope (zuko's ``slope``, whose own default is 1e-3): each spline's
 knot derivatives and bin-size ratios are held within [slope, 1/slope]. Sharp modes need steep
-maps between them: on ring8 (3 layers of 32 bins, 60 epochs) 1e-5 lowered KL(p ‖ q) from 0.056
-to 0.039 nats and raised the high-quality share from 94.4% to 95.4%; on grid25 from 0.060 to
-0.036 nats and from 94.8% to 96.6%."""
+maps between them (BENCHMARKS.md, "Fidelity to the truth")."""
 
 SPREAD = 3.0
 """The standard deviation of standardised (non-image) data in the layers' units (see the module
@@ -127,14 +124,14 @@ docstring)."""
 REACH = 4.5
 """How far from the mean, in the layers' units, standardisation lets the data reach (their 99.9th
 percentile of |x − m| per coordinate), inside the splines' [−5, 5]: the scale is the larger of
-std/:data:`SPREAD` and that percentile/REACH. On moons (a coordinate's extremes lie 1.85
-standard deviations out) std/3 alone sent 3% of the points past ±5, where the layers are the
-identity, and the held-out NLL was 2.4 nats instead of about 0.1; on ring8 and grid25 std/3 is the
-larger and nothing changes."""
+std/:data:`SPREAD` and that percentile/REACH, so that data whose extremes lie few standard
+deviations out (moons) do not spill past ±5, where the layers are the identity; on ring8 and
+grid25 std/3 is the larger (BENCHMARKS.md, "Fidelity to the truth")."""
 
 AFFINE_SLOPE = 1e-3
-"""The affine layers' default smallest scale (zuko's default): scales stay within [1e-3, 1e3]. At
-1e-5 an affine coupling flow on the digits started at a loss of 10¹¹ bits/dim."""
+"""The affine layers' default smallest scale (zuko's default): scales stay within [1e-3, 1e3]; the
+splines' 1e-5 lets an affine flow start far off on images (BENCHMARKS.md, "Fidelity to the
+truth")."""
 
 
 # --- the layers, by name -------------------------------------------------------------------------

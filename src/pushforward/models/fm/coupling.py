@@ -20,10 +20,8 @@ COUPLINGS: dict[str, str] = {
 
 OT_BLOCK = 32
 """Rows per exact optimal-transport problem in training's ``ot`` coupling: a batch of 256 is
-paired as eight blocks of 32. At the points' defaults (seed 0, KL on 5,000 draws) blocks of 32
-and 64 gave the same KL (ring8 0.044 and 0.049 ± 0.004 nats, grid25 0.044 and 0.041), both
-below the independent coupling's (0.058, 0.056), and 32 costs under half as much to solve (see
-BENCHMARKS.md, "Flow matching", for the cost per step)."""
+paired as eight blocks of 32, which fit as well as blocks of 64 and cost under half as much to
+solve (BENCHMARKS.md, "Flow matching")."""
 
 MAX_REFERENCE = 4096
 """The largest stable-target reference set: its cost per step is B × R, and each block holds a few

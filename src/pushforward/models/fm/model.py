@@ -50,11 +50,8 @@ HUTCHINSON_ESTIMATE = "unbiased estimate (Hutchinson)"
 TIME_POWER = 2
 """Training draws t = 1 − (1 − u)^TIME_POWER, u ~ U[0, 1]: any density of t with full support has
 the same minimiser, the marginal field, and this one (density ∝ (1 − t)^(−1/2)) spends a fifth of
-each batch within 0.04 of t = 1. A power of 3 first raised the high-quality share on ring8 (seed
-0, 100 epochs of an early field without Fourier features) from 72% to 85% beside the log-time
-feature; with the features and the stable target (2,400 steps of 2,048), 2 lowered KL(p ‖ q)
-from 0.040 to 0.033 nats on ring8 and from 0.036 to 0.031 on grid25 over 10 seeds, where 4 raised
-it on ring8 (seeds 0 and 2; BENCHMARKS.md, "Flow matching")."""
+each batch within 0.04 of t = 1, where narrow modes are formed (powers 3 and 4 did worse:
+BENCHMARKS.md, "Flow matching")."""
 
 
 class FlowMatching(Trainable):
