@@ -6,8 +6,9 @@ each data set and seed s = 0, 1, …:
 1. draw the training data, n = 10,000 points (``TRAINING_POINTS``), from the mixture with a
    ``torch.Generator`` seeded s: ``ring8`` (8 modes on the unit circle, std 0.01) or ``grid25``
    (25 modes at spacing 2 on {−4, …, 4}², std 0.05);
-2. build ``Flow(2, **RECOMMENDED["model"])`` with the global RNG seeded s and train it with
-   :func:`pushforward.train.fit` under ``TrainConfig(**RECOMMENDED["train"], seed=s)``;
+2. build ``Flow(FlowConfig(dim=2, **RECOMMENDED["model"]))`` with the global RNG seeded s and
+   train it with :func:`pushforward.train.fit` under
+   ``TrainConfig(**RECOMMENDED["train"], seed=s)``;
 3. draw 2,500 samples with a generator seeded 1,000,000 + s — all of them, no rejection — and
    score them with :func:`pushforward.metrics.mode_metrics`: modes captured, the share of high
    quality samples (HQ, within 3 std of their nearest mode), the modes' width (1 is right) and the
@@ -68,7 +69,7 @@ from pushforward.metrics import (
     knn_kl,
     mode_metrics,
 )
-from pushforward.models.flow import RECOMMENDED, Flow
+from pushforward.models.flow import RECOMMENDED, Flow, FlowConfig
 from pushforward.models.registry import MODELS
 from pushforward.runs import RunConfig, fit_run, load_model
 from pushforward.train import TrainConfig, fit, seeded
@@ -166,7 +167,7 @@ def run_flow(
     x = training_data(name, TRAINING_POINTS, seed)
     cfg = TrainConfig(**{**RECOMMENDED["train"], **train_options, "seed": seed})
     with seeded(seed):
-        model = Flow(x.shape[1], **{**RECOMMENDED["model"], **model_options})
+        model = Flow(FlowConfig(dim=x.shape[1], **{**RECOMMENDED["model"], **model_options}))
     start, cpu = time.perf_counter(), time.process_time()
     fit(model, x, cfg)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu

@@ -31,8 +31,8 @@ from collections.abc import Sequence
 import torch
 
 from pushforward.data import find_mnist_folder, load_mnist, train_test_split
-from pushforward.models.flow import Flow
-from pushforward.models.fm import FlowMatching
+from pushforward.models.flow import Flow, FlowConfig
+from pushforward.models.fm import FlowMatching, FlowMatchingConfig
 from pushforward.train import TrainConfig, fit, seeded
 
 
@@ -62,8 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         setting = {"transform": args.transform, "layers": args.layers, "hidden": args.hidden,
                    "bins": args.bins}  # fmt: skip
     with seeded(args.seed):
-        cls = FlowMatching if args.model == "fm" else Flow
-        model = cls(784, image_shape=(28, 28), **setting)
+        if args.model == "fm":
+            model = FlowMatching(FlowMatchingConfig(dim=784, image_shape=(28, 28), **setting))
+        else:
+            model = Flow(FlowConfig(dim=784, image_shape=(28, 28), **setting))
     cfg = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_schedule="cosine",
         seed=args.seed,

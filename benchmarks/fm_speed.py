@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from pushforward.data import ring8
-from pushforward.models.fm import FlowMatching
+from pushforward.models.fm import FlowMatching, FlowMatchingConfig
 from pushforward.train import TrainConfig, fit, seeded
 
 BATCH = 256
@@ -85,7 +85,9 @@ def pushforward(x: torch.Tensor, steps: int, *, coupling: str, seed: int) -> flo
     # the tutorial's field reads (x, t) only: no Fourier features of x, and the plain
     # conditional target, so that the two couplings differ in the pairing alone
     with seeded(seed):
-        model = FlowMatching(2, hidden=[64, 64, 64], coupling=coupling, frequencies=0, reference=0)
+        model = FlowMatching(FlowMatchingConfig(
+            dim=2, hidden=[64, 64, 64], coupling=coupling, frequencies=0, reference=0
+        ))  # fmt: skip
     cfg = TrainConfig(epochs=epochs, batch_size=BATCH, lr=1e-3, seed=seed)
     start = time.perf_counter()
     fit(model, x, cfg)

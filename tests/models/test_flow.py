@@ -11,11 +11,13 @@ import torch
 from torch import nn
 
 from pushforward.core import ConfigError, DataError, TrainingError
-from pushforward.data import datasets
+from pushforward.data import datasets, dequantized
 from pushforward.models.flow import (
+    AFFINE_SLOPE,
     MAX_BINS,
     MAX_LAYERS,
     RECOMMENDED,
+    SPLINE_SLOPE,
     SPREAD,
     TRANSFORMS,
     Flow,
@@ -30,7 +32,7 @@ LOG_2PI = math.log(2 * math.pi)
 def make_flow(transform: str = "nsf", seed: int = 0, dim: int = 2, **kw) -> Flow:
     settings = {"layers": 3, "hidden": [16, 16], "bins": 6, **kw}
     with seeded(seed):
-        return Flow(dim, transform=transform, **settings)
+        return Flow(FlowConfig(dim=dim, transform=transform, **settings))
 
 
 def ring(n: int = 512, seed: int = 0) -> torch.Tensor:
@@ -79,8 +81,10 @@ def test_log_prob_is_the_change_of_variables_with_an_autograd_jacobian(transform
 
 def test_log_prob_of_dequantised_pixels_counts_the_logit_jacobian():
     with seeded(0):
-        m = Flow(4, layers=2, hidden=[8], bins=4, image_shape=(2, 2), standardize=True)
-    assert m.dequantize
+        m = Flow(
+            FlowConfig(dim=4, layers=2, hidden=[8], bins=4, image_shape=(2, 2), standardize=True)
+        )
+    assert m.config.dequantize
     pixels = torch.randint(0, 256, (64, 4), generator=torch.Generator().manual_seed(0)) / 255
     m.prepare(pixels)
     m.double()
@@ -157,14 +161,14 @@ def test_sample_has_exactly_n_rows_and_is_reproducible_from_the_generator():
 
 def test_dequantised_samples_are_8_bit_pixels_and_bits_per_dim_count_the_bins():
     with seeded(0):
-        m = Flow(4, layers=2, hidden=[8], bins=4, image_shape=(2, 2))
+        m = Flow(FlowConfig(dim=4, layers=2, hidden=[8], bins=4, image_shape=(2, 2)))
     pixels = torch.randint(0, 256, (64, 4), generator=torch.Generator().manual_seed(0)) / 255
     m.prepare(pixels)
     s = m.sample(100, generator=torch.Generator().manual_seed(0))
     assert s.min() >= 0 and s.max() <= 1
     torch.testing.assert_close(s * 255, (s * 255).round())
     r = m.evaluate(pixels, generator=torch.Generator().manual_seed(1))
-    y = m.dequantized(pixels, generator=torch.Generator().manual_seed(1))
+    y = dequantized(pixels, generator=torch.Generator().manual_seed(1))
     discrete = m.log_prob(y).detach().double() - 4 * math.log(256)
     assert r["log_likelihood"] == pytest.approx(float(discrete.mean()))
     assert r["bits_per_dim"] == pytest.approx(-float(discrete.mean()) / (4 * math.log(2)))
@@ -200,7 +204,8 @@ def test_declared_capabilities_and_config_round_trip():
     )
     assert m.latent == m.dim == 2
     cfg = json.loads(json.dumps(m.get_config()))
-    twin = Flow(**cfg)
+    twin = Flow.from_config(cfg)
+    assert twin.config == m.config and cfg["slope"] == AFFINE_SLOPE and cfg["standardize"]
     twin.load_state_dict(m.state_dict())
     x = ring(20)
     assert torch.equal(twin.log_prob(x), m.log_prob(x))
@@ -250,25 +255,34 @@ def test_nonfinite_and_misshapen_inputs_are_refused_by_row_and_dimension():
     ("kwargs", "match"),
     [
         ({"transform": "glow"}, "unknown flow transform 'glow'; known: maf, nsf, nsf-ar, realnvp"),
-        ({"layers": 0}, "layers = 0 is not allowed; use an integer from 1 to"),
+        ({"layers": 0}, f"layers = 0 is not allowed; use an integer ≥ 1 and ≤ {MAX_LAYERS}"),
         ({"layers": -3}, "layers = -3 is not allowed"),
         ({"layers": float("nan")}, "layers = nan is not allowed"),
         ({"layers": MAX_LAYERS + 1}, f"layers = {MAX_LAYERS + 1} is not allowed"),
         ({"layers": True}, "layers = True is not allowed"),
         ({"hidden": [64, 0]}, r"hidden = \[64, 0\] is not allowed"),
         ({"hidden": [MAX_WIDTH + 1]}, f"hidden = \\[{MAX_WIDTH + 1}\\] is not allowed"),
-        ({"hidden": []}, "one or more integer widths"),
+        ({"hidden": []}, r"hidden = \[\] is not allowed; use a list of integers ≥ 1"),
         ({"hidden": [float("inf")]}, r"hidden = \[inf\] is not allowed"),
-        ({"bins": 1}, "bins = 1 is not allowed; use an integer from 2 to"),
+        ({"bins": 1}, f"bins = 1 is not allowed; use an integer ≥ 2 and ≤ {MAX_BINS:,}"),
+        ({"slope": 1.0}, "slope = 1.0 is not allowed; use a finite number > 0 and < 1"),
+        ({"dim": 0}, "dim = 0 is not allowed"),
+        ({"image_shape": [3, 3]}, r"image_shape \(3, 3\) does not hold dim = 2 values"),
+        ({"hidden": [MAX_WIDTH], "layers": MAX_LAYERS}, r"would hold up to .* GiB of weights"),
         ({"bins": MAX_BINS + 1}, f"bins = {MAX_BINS + 1} is not allowed"),
         ({"bins": 8.5}, "bins = 8.5 is not allowed"),
     ],
 )
 def test_bad_settings_are_refused_by_name_value_and_what_is_allowed(kwargs, match):
     with pytest.raises(ConfigError, match=match):
-        FlowConfig(**kwargs)
-    with pytest.raises(ConfigError, match=match):
-        Flow(2, **kwargs)
+        FlowConfig(**{"dim": 2, **kwargs})
+    with pytest.raises(ConfigError, match=match):  # a stored config is checked the same way
+        Flow.from_config({"dim": 2, **kwargs})
+
+
+def test_a_flow_needs_the_datas_dimension():
+    with pytest.raises(ConfigError, match="dim must be set"):
+        Flow(FlowConfig())
 
 
 def test_flow_config_builds_for_points_and_dequantises_images():
@@ -276,15 +290,20 @@ def test_flow_config_builds_for_points_and_dequantises_images():
     assert (cfg.transform, cfg.layers, cfg.hidden, cfg.bins) == tuple(
         RECOMMENDED["model"][k] for k in ("transform", "layers", "hidden", "bins")
     )
-    assert {k: Flow(2).get_config()[k] for k in RECOMMENDED["model"]} == RECOMMENDED["model"]
+    flow = Flow(FlowConfig(dim=2))
+    assert {k: flow.get_config()[k] for k in RECOMMENDED["model"]} == RECOMMENDED["model"]
     assert TrainConfig.from_dict(RECOMMENDED["train"]).lr_schedule == "cosine"
     points = cfg.build(datasets.load_data("ring8", n=64))
-    assert points.dim == 2 and not points.dequantize and points.image_shape is None
+    assert points.dim == 2 and not points.config.dequantize and points.config.image_shape is None
     images = FlowConfig(transform="realnvp", layers=2, hidden=[32]).build(datasets.load_digits())
-    assert images.dim == 64 and images.dequantize and images.image_shape == (8, 8)
-    assert points.standardize and not images.standardize  # logits of pixels are bounded
+    assert images.dim == 64 and images.config.dequantize and images.config.image_shape == (8, 8)
+    assert points.config.standardize and not images.config.standardize  # pixels' logits: bounded
+    assert (points.config.slope, images.config.slope) == (SPLINE_SLOPE, AFFINE_SLOPE)
     assert images.get_config()["transform"] == "realnvp"
     assert all(f.metadata.get("help") for f in FlowConfig.__dataclass_fields__.values())
+    # filled in from the data and the transform, stored in config.json, never a flag
+    derived = {f.name for f in FlowConfig.__dataclass_fields__.values() if f.metadata["derived"]}
+    assert derived == {"dim", "image_shape", "slope", "standardize", "dequantize"}
 
 
 # --- training through the shared loop ------------------------------------------------------------
@@ -317,7 +336,7 @@ def test_resumed_flow_ends_bit_exactly_like_an_uninterrupted_one(tmp_path):
 def test_dequantised_flow_on_digits_reports_held_out_bits_per_dim():
     train, test = datasets.train_test_split(datasets.load_digits(), 1400)
     with seeded(0):
-        m = Flow(64, transform="maf", layers=2, hidden=[128], image_shape=(8, 8))
+        m = Flow(FlowConfig(dim=64, transform="maf", layers=2, hidden=[128], image_shape=(8, 8)))
     history = fit(m, train.x, TrainConfig(epochs=5, batch_size=128, lr=3e-3, seed=0))
     bits = [r["bits_per_dim"] for r in history]
     assert bits == sorted(bits, reverse=True)
@@ -363,7 +382,7 @@ def test_standardisation_keeps_the_data_inside_the_splines_bounds():
 
     for name in ("ring8", "grid25", "moons"):
         ds = datasets.load_data(name, n=10_000, generator=torch.Generator().manual_seed(0))
-        m = Flow(2)
+        m = Flow(FlowConfig(dim=2))
         m.prepare(ds.x)
         u = (ds.x - m.data_loc) / m.data_scale  # what the layers see
         assert float((u.abs() > REACH).float().mean()) <= 0.001 + 1e-9, name  # inside [−5, 5]

@@ -47,8 +47,13 @@ class LinearField(nn.Module):
         return (self.s - 1) * (x - t * self.m) / (1 - t + t * self.s) + self.m
 
 
+def fm(dim: int, **settings) -> FlowMatching:
+    """A FlowMatching model of ``settings`` on data of dimension ``dim``."""
+    return FlowMatching(FlowMatchingConfig(dim=dim, **settings))
+
+
 def linear_model(m, s, **kwargs) -> FlowMatching:
-    model = FlowMatching(len(m), rtol=1e-7, atol=1e-7, **kwargs)
+    model = fm(len(m), rtol=1e-7, atol=1e-7, **kwargs)
     model.field = LinearField(torch.tensor(m), torch.tensor(s))
     return model
 
@@ -56,7 +61,7 @@ def linear_model(m, s, **kwargs) -> FlowMatching:
 def random_model(dim: int, seed: int = 0, **kwargs) -> FlowMatching:
     """An untrained model whose last layer is random (the default starts at the zero field)."""
     with seeded(seed):
-        model = FlowMatching(dim, hidden=[32, 32], **kwargs)
+        model = fm(dim, hidden=[32, 32], **kwargs)
         last = model.field.net.linears[-1]
         nn.init.normal_(last.weight, std=0.3)
         nn.init.normal_(last.bias, std=0.3)
@@ -103,9 +108,9 @@ def test_exact_trace_equals_hutchinsons_estimate_within_its_standard_error():
 
 
 def test_auto_trace_is_exact_for_small_dimensions_only():
-    assert FlowMatching(EXACT_TRACE_MAX_DIM).likelihood_kind == "exact"
-    assert FlowMatching(EXACT_TRACE_MAX_DIM + 1).likelihood_kind == HUTCHINSON_ESTIMATE
-    assert FlowMatching(64, trace="exact").likelihood_kind == "exact"
+    assert fm(EXACT_TRACE_MAX_DIM).likelihood_kind == "exact"
+    assert fm(EXACT_TRACE_MAX_DIM + 1).likelihood_kind == HUTCHINSON_ESTIMATE
+    assert fm(64, trace="exact").likelihood_kind == "exact"
 
 
 def test_encode_inverts_decode_to_solver_tolerance():
@@ -176,8 +181,8 @@ def test_ot_pairing_lowers_the_batch_cost_against_independent_pairs():
 def test_training_with_the_ot_coupling_pairs_each_batch_by_blocks():
     # 200 rows: three full blocks of OT_BLOCK and a shorter last one
     x = 3 * torch.randn(200, 2, generator=torch.Generator().manual_seed(0))
-    independent = FlowMatching(2, hidden=[8], reference=0)
-    coupled = FlowMatching(2, hidden=[8], coupling="ot")
+    independent = fm(2, hidden=[8], reference=0)
+    coupled = fm(2, hidden=[8], coupling="ot")
     for model in (independent, coupled):
         model.prepare(x)
     x1, x0, t, _ = independent.prepare_batch(x, generator=torch.Generator().manual_seed(5))
@@ -268,29 +273,29 @@ def test_fourier_features_are_the_fields_input():
 
 
 def test_defaults_follow_the_kind_of_data():
-    points, images = FlowMatching(2), FlowMatching(64, image_shape=(8, 8))
+    points, images = fm(2), fm(64, image_shape=(8, 8))
     for model, rec in ((points, RECOMMENDED), (images, RECOMMENDED_IMAGES)):
         config = model.get_config()
         for key in ("hidden", "frequencies", "reference"):
             assert config[key] == rec["model"][key], key
-    assert FlowMatching(2, frequencies=0, reference=0, hidden=[16]).get_config()["reference"] == 0
+    assert fm(2, frequencies=0, reference=0, hidden=[16]).get_config()["reference"] == 0
     # a model stored before these settings existed loads as it was built: neither lever
     stored = {k: v for k, v in points.get_config().items()
               if k not in ("net", "frequencies", "reference")}  # fmt: skip
     old = FlowMatching.from_config(stored)
-    assert (old.net, old.frequencies, old.reference) == ("mlp", 0, 0)
+    assert (old.config.net, old.config.frequencies, old.config.reference) == ("mlp", 0, 0)
     assert old.field.net.linears[0].in_features == 2 + 2 + 4 * 8
     # the stable target is a posterior under independent pairs: not with the OT coupling
-    assert FlowMatching(2, coupling="ot").get_config()["reference"] == 0
+    assert fm(2, coupling="ot").get_config()["reference"] == 0
     with pytest.raises(ConfigError, match="reference = 64 needs coupling = independent"):
-        FlowMatching(2, coupling="ot", reference=64)
+        fm(2, coupling="ot", reference=64)
 
 
 class InterruptedFM(FlowMatching):
     """Sends itself SIGINT during a chosen global step, as a user's Ctrl-C would."""
 
-    def __init__(self, *args, at_step=-1, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, config, at_step=-1):
+        super().__init__(config)
         self.at_step, self.calls, self.seen, self.used = at_step, 0, [], 0
 
     def loss(self, x, *, prepared=None, **kwargs):
@@ -312,8 +317,9 @@ class InterruptedFM(FlowMatching):
 def _prefetching_model(coupling="ot", **kwargs) -> InterruptedFM:
     with seeded(0):
         reference = {"reference": 32} if coupling == "independent" else {}
-        return InterruptedFM(2, hidden=[16, 16], coupling=coupling, frequencies=2, **reference,
-                             **kwargs)  # fmt: skip
+        config = FlowMatchingConfig(dim=2, hidden=[16, 16], coupling=coupling, frequencies=2,
+                                    **reference)  # fmt: skip
+        return InterruptedFM(config, **kwargs)
 
 
 @pytest.mark.parametrize("coupling", ["ot", "independent"], ids=["ot", "stable-target"])
@@ -355,12 +361,12 @@ def test_batches_prepared_ahead_change_nothing_and_resume_exactly(
 
 
 def test_the_ot_pairing_and_the_stable_target_are_prepared_ahead():
-    assert FlowMatching(2, coupling="ot").prepares_batches
-    assert FlowMatching(2).prepares_batches  # the stable target
-    assert not FlowMatching(2, reference=0).prepares_batches
-    assert not FlowMatching(64, image_shape=(8, 8)).prepares_batches  # neither, on images
+    assert fm(2, coupling="ot").prepares_batches
+    assert fm(2).prepares_batches  # the stable target
+    assert not fm(2, reference=0).prepares_batches
+    assert not fm(64, image_shape=(8, 8)).prepares_batches  # neither, on images
     # the draws prepare_batch makes are those loss makes from the same generator
-    model = FlowMatching(2, hidden=[8], reference=64)
+    model = fm(2, hidden=[8], reference=64)
     x = torch.randn(128, 2, generator=torch.Generator().manual_seed(0))
     model.prepare(x)
     a = model.prepare_batch(x, generator=torch.Generator().manual_seed(3))
@@ -425,7 +431,7 @@ class StiffField(nn.Module):
 
 
 def test_a_stiff_field_stops_at_the_budget_instead_of_hanging():
-    model = FlowMatching(2, max_nfe=500)
+    model = fm(2, max_nfe=500)
     model.field = StiffField()
     with pytest.raises(SolverError, match="the field is stiff there"):
         model.decode(torch.randn(4, 2, generator=torch.Generator().manual_seed(0)))
@@ -443,17 +449,17 @@ def test_bad_settings_and_data_are_refused_by_name():
     with pytest.raises(ConfigError, match="unknown coupling 'sinkhorn'; known: independent, ot"):
         FlowMatchingConfig(coupling="sinkhorn")
     with pytest.raises(ConfigError, match=r"sigma = -0\.1 is not allowed"):
-        FlowMatching(2, sigma=-0.1)
+        fm(2, sigma=-0.1)
     with pytest.raises(ConfigError, match="unknown ODE solver"):
-        FlowMatching(2).set_sampling(solver="bogus")
+        fm(2).set_sampling(solver="bogus")
     with pytest.raises(DataError, match="NaN"):
-        FlowMatching(2).log_prob(torch.tensor([[0.0, float("nan")]]))
+        fm(2).log_prob(torch.tensor([[0.0, float("nan")]]))
     with pytest.raises(DataError, match=r"must have shape \(n, 2\)"):
-        FlowMatching(2).encode(torch.zeros(3, 5))
+        fm(2).encode(torch.zeros(3, 5))
     with pytest.raises(ConfigError, match=r"frequencies = 40 is not allowed"):
-        FlowMatching(2, frequencies=40)
+        fm(2, frequencies=40)
     with pytest.raises(ConfigError, match=r"reference = -1 is not allowed"):
-        FlowMatching(2, reference=-1)
+        fm(2, reference=-1)
 
 
 @pytest.mark.parametrize("coupling", ["independent", "ot"])
@@ -461,7 +467,7 @@ def test_training_lowers_the_loss_and_fits_a_gaussian(coupling):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(4000, 2, generator=g) * torch.tensor([0.5, 2.0]) + torch.tensor([1.0, -1.0])
     with seeded(0):
-        model = FlowMatching(2, hidden=[64, 64], coupling=coupling)
+        model = fm(2, hidden=[64, 64], coupling=coupling)
     model.prepare(x)  # the loss is in standardised units, as training sees it
     with torch.no_grad():
         zero = float(model.loss(x, generator=torch.Generator().manual_seed(1))["loss"])
@@ -550,9 +556,9 @@ def test_unet_trains_samples_and_scores_digits_through_the_command_line(tmp_path
     out, _ = capsys.readouterr()
     assert '"bits_per_dim"' in out
     with pytest.raises(ConfigError, match="needs square images"):
-        FlowMatching(2, net="unet")
+        fm(2, net="unet")
     with pytest.raises(ConfigError, match="use frequencies = 0 with net = unet"):
-        FlowMatching(64, net="unet", frequencies=2, image_shape=(8, 8))
+        fm(64, net="unet", frequencies=2, image_shape=(8, 8))
 
 
 def test_marginal_density_at_every_time_equals_the_closed_form():
@@ -566,3 +572,18 @@ def test_marginal_density_at_every_time_equals_the_closed_form():
                                    rtol=0)  # fmt: skip
     with pytest.raises(ConfigError, match=r"t = 1\.5 is not allowed"):
         model.marginal_log_prob(x, 1.5)
+
+
+def test_the_model_keeps_its_config_and_sampling_changes_it():
+    model = fm(2, hidden=[8])
+    assert model.config.dim == 2 and model.config.reference == RECOMMENDED["model"]["reference"]
+    twin = FlowMatching.from_config(json.loads(json.dumps(model.get_config())))
+    assert twin.config == model.config and model.get_config() == model.config.to_dict()
+    model.set_sampling(solver="rk4", steps=7)
+    assert model.config.solver == "rk4" and model.sampling_settings()["steps"] == 7
+    with pytest.raises(ConfigError, match="trace is not a sampling setting"):
+        model.set_sampling(trace="exact")
+    with pytest.raises(ConfigError, match="dim must be set"):
+        FlowMatching(FlowMatchingConfig())
+    with pytest.raises(ConfigError, match=r"image_shape \(8, 8\) does not hold dim = 2 values"):
+        fm(2, image_shape=(8, 8))

@@ -26,7 +26,7 @@ from pushforward.core.io import (
     save_tensors,
 )
 from pushforward.core.layout import CHECKPOINT, CONFIG, FIGURES, METRICS, SNAPSHOTS, WEIGHTS
-from pushforward.core.model import EXACT_LIKELIHOOD, LOWER_BOUND, Model
+from pushforward.core.model import EVAL_BATCH, EXACT_LIKELIHOOD, LOWER_BOUND, Model
 from pushforward.core.results import ENCODER_KEYS, LIKELIHOOD_KEYS, ResultKey
 from pushforward.core.settings import (
     DATA_KINDS,
@@ -52,6 +52,7 @@ __all__ = [
     "CONFIG",
     "DATA_KINDS",
     "ENCODER_KEYS",
+    "EVAL_BATCH",
     "EXACT_LIKELIHOOD",
     "FIGURES",
     "LIKELIHOOD_KEYS",

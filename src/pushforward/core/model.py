@@ -43,11 +43,15 @@ from torch import Tensor
 from pushforward.core.errors import CheckpointError, ConfigError, NoDensityError
 
 __all__ = [
+    "EVAL_BATCH",
     "EXACT_LIKELIHOOD",
     "LOWER_BOUND",
     "Model",
 ]
 
+
+EVAL_BATCH = 4096
+"""Rows per forward pass (or per ODE solve) when a model scores or maps many rows at once."""
 
 EXACT_LIKELIHOOD = "exact"
 """:attr:`Model.likelihood_kind` of a model whose :meth:`Model.log_likelihood_rows` is exact."""

@@ -4,7 +4,8 @@ Each is a ``torch.distributions.transforms.Transform`` from data space towards t
 layers see, with its log-Jacobian, so that a model with an exact density composes them into its
 change of variables (log p_x(x) = log p_y(T(x)) + log |det ∂T/∂x|) and a model without one (the
 GAN) just calls them. The 8-bit conventions of images live here once: dequantising k/255 to
-y ∈ [k/256, (k + 1)/256) and scoring the discrete data as log p(y) − d·log 256.
+y ∈ [k/256, (k + 1)/256) and scoring the discrete data as log p(y) − d·log 256. So does the
+rule that fits a standardisation to training data (:func:`fit_standardize`).
 """
 
 from __future__ import annotations
@@ -16,14 +17,18 @@ from torch import Tensor
 from torch.distributions import constraints
 from torch.distributions.transforms import Transform
 
+from pushforward.core import DataError, check_rows
+
 __all__ = [
     "LOGIT_ALPHA",
     "LOG_BINS",
     "Dequantize",
     "Logit",
     "Standardize",
+    "check_pixels_or_rows",
     "dequantized",
     "discrete_log_likelihood",
+    "fit_standardize",
     "quantized",
 ]
 
@@ -71,6 +76,48 @@ class Standardize(Transform):
 
     def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
         return (-torch.log(self.scale).sum()).expand(x.shape[:-1])
+
+
+def fit_standardize(
+    x: Tensor, *, spread: float = 1.0, reach: float | None = None, quantile: float = 0.999
+) -> Standardize:
+    """Return the :class:`Standardize` fitted to the training rows x (n, d): m their mean (d,)
+    and s (d,) their standard deviation over ``spread``, in x's dtype.
+
+    A coordinate that does not vary (standard deviation at most 10⁻⁸ of the largest), or data of
+    one row, counts as of standard deviation 1. With ``reach``, s is at least the ``quantile`` of
+    |x − m| over ``reach`` (per coordinate), so that that share of the rows lies within ±reach
+    after the map: the flow's rule (its splines act on [−5, 5]), which
+    ``spread=3, reach=4.5`` gives.
+
+    >>> t = fit_standardize(torch.tensor([[0.0, 1.0], [2.0, 1.0]]))
+    >>> t.loc, t.scale
+    (tensor([1., 1.]), tensor([1.4142, 1.0000]))
+    """
+    std = x.std(0) if x.shape[0] > 1 else x.new_ones(x.shape[1])
+    scale = torch.where(std > 1e-8 * std.max().clamp_min(1e-30), std, 1.0) / spread
+    loc = x.mean(0)
+    if reach is not None:
+        k = max(1, math.ceil(quantile * x.shape[0]))
+        far = (x - loc).abs().kthvalue(k, dim=0).values  # (d,)
+        scale = torch.maximum(scale, far / reach)
+    return Standardize(loc, scale)
+
+
+def check_pixels_or_rows(x: object, name: str, *, dim: int, pixels: bool, what: str) -> Tensor:
+    """Return x (n, ``dim``) if finite and of that dimension (and in [0, 1] when it holds
+    ``pixels`` to dequantise), else raise DataError naming the first bad row; ``what`` names the
+    model in messages."""
+    x = check_rows(x, name, dim=dim, why=f" (the {what} was built for d = {dim})")
+    if pixels:
+        bad = (x < 0) | (x > 1)
+        if bool(bad.any()):
+            row, col = (int(i) for i in bad.nonzero()[0])
+            raise DataError(
+                f"{name} holds values outside [0, 1], the range of the 8-bit pixels this {what} "
+                f"dequantises: first at row {row}, column {col} ({float(x[row, col]):g})"
+            )
+    return x
 
 
 def dequantized(x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:

@@ -674,12 +674,12 @@ def _flow_section(quick: bool) -> Section:
 def _flow_mixture(report: Report, sec: Section, name: str, ds: datasets.Dataset, quick: bool,
                   seed: int) -> Any:  # fmt: skip
     """Train the recommended spline flow on ``ds``; its animation, exact density and samples."""
-    from pushforward.models.flow import RECOMMENDED, Flow
+    from pushforward.models.flow import RECOMMENDED, Flow, FlowConfig
     from pushforward.train import TrainConfig, fit, seeded
 
     epochs = _flow_epochs(quick)
     with seeded(seed):
-        flow = Flow(2, **RECOMMENDED["model"])
+        flow = Flow(FlowConfig(dim=2, **RECOMMENDED["model"]))
     snaps = SampleSnapshots(flow, 1000, every=_every(epochs, quick), seed=seed)
     fit(flow, ds.x, TrainConfig(**{**RECOMMENDED["train"], "epochs": epochs, "seed": seed}),
         progress=report.training(f"flow on {name}", snaps))  # fmt: skip
@@ -704,13 +704,13 @@ def _flow_mixture(report: Report, sec: Section, name: str, ds: datasets.Dataset,
 
 def _flow_digits(report: Report, sec: Section, quick: bool, seed: int) -> None:
     """A masked autoregressive flow on dequantised 8×8 digits: samples and exact bits/dim."""
-    from pushforward.models.flow import Flow
+    from pushforward.models.flow import Flow, FlowConfig
     from pushforward.train import TrainConfig, fit, seeded
 
     train, test = datasets.train_test_split(datasets.load_digits(), 1500)
     digit_epochs = 10 if quick else 40
     with seeded(seed):
-        flow = Flow(64, transform="maf", layers=5, hidden=[256], image_shape=(8, 8))
+        flow = Flow(FlowConfig(dim=64, transform="maf", layers=5, hidden=[256], image_shape=(8, 8)))
     fit(flow, train.x, TrainConfig(epochs=digit_epochs, batch_size=128, lr=1e-3, seed=seed),
         progress=report.training("MAF on 8×8 digits"))  # fmt: skip
     r = flow.evaluate(test.x, generator=torch.Generator().manual_seed(seed))
@@ -747,12 +747,12 @@ def _fm_section(quick: bool) -> Section:
 def _fm_mixture(report: Report, sec: Section, name: str, ds: datasets.Dataset, quick: bool,
                 seed: int) -> Any:  # fmt: skip
     """Train flow matching on ``ds``; its motion, paths and exact marginal densities."""
-    from pushforward.models.fm import RECOMMENDED, FlowMatching
+    from pushforward.models.fm import RECOMMENDED, FlowMatching, FlowMatchingConfig
     from pushforward.train import TrainConfig, fit, seeded
 
     settings = RECOMMENDED["train"]
     with seeded(seed):
-        model = FlowMatching(2, **RECOMMENDED["model"])
+        model = FlowMatching(FlowMatchingConfig(dim=2, **RECOMMENDED["model"]))
     batch = settings["batch_size"] if settings["batch_size"] < ds.n else 0  # 0: full batch
     cfg = TrainConfig(**{**settings, "epochs": _fm_epochs(quick), "seed": seed,
                          "batch_size": batch})  # fmt: skip
