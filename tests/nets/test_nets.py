@@ -48,7 +48,7 @@ def test_tied_decoder_uses_encoder_transposes():
         (lambda: NetConfig(activation="swish"), "unknown activation 'swish'; known: elu"),
         (
             lambda: NetConfig(hidden=[0]),
-            r"hidden = \[0\] is not allowed; use a list of integers ≥ 1",
+            r"hidden = \[0\] is not allowed; use a list of integers",
         ),
         (lambda: build_encoder(NetConfig("conv"), 10, 2, None), "square images"),
     ],
