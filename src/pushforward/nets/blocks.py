@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -293,8 +293,12 @@ def as_net_config(net: NetConfig | dict | None) -> NetConfig:
     return net if isinstance(net, NetConfig) else NetConfig.from_dict(net or {})
 
 
-def check_sizes(dim: int, latent: int) -> None:
-    """Refuse a data dimension below 1 or a latent dimension outside [1, MAX_LATENT]."""
+def check_sizes(dim: int | None, latent: int) -> None:
+    """Refuse a data dimension unset or below 1, or a latent dimension outside [1, MAX_LATENT]."""
+    if dim is None:
+        raise ConfigError(
+            "dim must be set: the data dimension, which building the model from data fills in"
+        )
     if dim < 1 or not 1 <= latent <= MAX_LATENT:
         raise ConfigError(
             f"dim and latent must be ≥ 1 (latent at most {MAX_LATENT:,}), "
@@ -346,6 +350,16 @@ class NetSettings(ModelConfig):
     activation: str = setting(
         "relu", "relu, elu, gelu, silu, tanh, ...", choices=ACTIVATIONS, what="activation"
     )
+
+    @classmethod
+    def from_stored(cls, stored: Mapping[str, Any]) -> Any:
+        """Return the config a stored ``model.config`` describes, flattening the network that
+        earlier releases stored nested (``"net": {"kind", "hidden", "activation"}``)."""
+        d = dict(stored)
+        if isinstance(d.get("net"), Mapping):
+            net = NetConfig.from_dict(d["net"])
+            d.update(net=net.kind, hidden=net.hidden, activation=net.activation)
+        return super().from_stored(d)
 
     def kind_defaults(self, kind: str) -> dict[str, Any]:
         """Return ``net`` (the model's :attr:`image_net` on images, else ``mlp``) and ``hidden``
