@@ -95,6 +95,17 @@ NET_KINDS: dict[str, str] = {
 }
 
 
+def _check_allowing_no_hidden_layer(settings: Settings) -> None:
+    """Check ``settings`` (:meth:`Settings.__post_init__`), taking an empty ``hidden`` list, which
+    the settings machinery refuses, as what it means here: no hidden layer, a single affine map."""
+    affine = settings.hidden is not None and len(settings.hidden) == 0  # type: ignore[attr-defined]
+    if affine:
+        settings.hidden = None  # type: ignore[attr-defined]
+    Settings.__post_init__(settings)
+    if affine:
+        settings.hidden = []  # type: ignore[attr-defined]
+
+
 NET_WIDTHS: dict[str, tuple[int, ...]] = {"mlp": (400,), "conv": tuple(CONV_WIDTHS)}
 """The hidden widths of a network of each kind when none are given."""
 
@@ -116,14 +127,8 @@ class NetConfig(Settings):
     activation: str = setting("relu", "activation", choices=ACTIVATIONS, what="activation")
 
     def __post_init__(self) -> None:
-        # settings refuse an empty list, which here is meaningful: no hidden layer at all
-        affine = self.hidden is not None and len(self.hidden) == 0
-        if affine:
-            self.hidden = None
-        super().__post_init__()
-        if affine:
-            self.hidden = []
-        elif self.hidden is None:
+        _check_allowing_no_hidden_layer(self)
+        if self.hidden is None:
             self.hidden = list(NET_WIDTHS[self.kind])
 
 
@@ -350,6 +355,9 @@ class NetSettings(ModelConfig):
     activation: str = setting(
         "relu", "relu, elu, gelu, silu, tanh, ...", choices=ACTIVATIONS, what="activation"
     )
+
+    def __post_init__(self) -> None:
+        _check_allowing_no_hidden_layer(self)
 
     @classmethod
     def from_stored(cls, stored: Mapping[str, Any]) -> Any:
