@@ -428,3 +428,11 @@ def test_from_state_refuses_a_state_that_does_not_fit():
         PCA.from_state({"n_components": 3}, state)
     with pytest.raises(CheckpointError, match="does not describe a PCA"):
         PCA.from_state({"n_components": 2, "latent": 3}, state)
+
+
+def test_configs_read_the_n_components_that_earlier_releases_stored():
+    assert PCAConfig.from_stored({"center": False, "n_components": 1}) == PCAConfig(1, False)
+    assert PPCAConfig.from_stored({"n_components": 3}) == PPCAConfig(latent=3)
+    pca = PCA(PCAConfig(latent=2, center=False))
+    assert pca.get_config() == {"latent": 2, "center": False} and pca.n_components == 2
+    assert repr(pca) == "PCA(PCAConfig(latent=2, center=False))"

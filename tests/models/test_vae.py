@@ -382,3 +382,24 @@ def test_a_collapsed_encoder_gets_a_narrow_prior_and_a_log_line_not_a_warning(ca
     assert "fitting the mixture prior: Number of distinct clusters (1)" in caplog.text
     assert abs(float(vae.prior_weights.sum()) - 1) < 1e-12
     assert vae.latent_measure.sample(50, generator=gen(1)).abs().max() < 0.05
+
+
+def test_a_vae_keeps_its_config_and_reads_what_earlier_releases_stored():
+    # format 1 nested the network and had no prior; format 2 added the prior
+    stored = {
+        "dim": 2, "free_bits": 0.0, "image_shape": None, "kl_schedule": "constant",
+        "kl_warmup": 10.0, "kl_weight": 1.0, "latent": 2, "learn_sigma": True,
+        "loss": "gaussian", "net": {"activation": "silu", "hidden": [8], "kind": "mlp"},
+        "sigma": 0.07,
+    }  # fmt: skip
+    config = VAEConfig.from_stored(stored)
+    assert (config.net, config.hidden, config.activation) == ("mlp", [8], "silu")
+    assert (config.prior, config.prior_components, config.sigma) == ("normal", 50, 0.07)
+    vae = VAE(config)
+    assert vae.config == config and (vae.dim, vae.latent) == (2, 2)
+    again = VAE.from_config(vae.get_config())
+    assert again.config == config and again.get_config() == vae.get_config()
+    with pytest.raises(ConfigError, match="dim must be set"):
+        VAE(VAEConfig(latent=2))
+    with pytest.raises(ConfigError, match="unknown setting 'width'"):
+        VAEConfig.from_stored({**stored, "width": 3})
