@@ -47,7 +47,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pushforward.data import find_mnist_folder, load_data, load_mnist
-from pushforward.models.vae import VAE
+from pushforward.models.vae import VAE, VAEConfig
 from pushforward.train import TrainConfig, autocast_dtype, fit, seeded
 from vae_mnist import ClassicVAE, classic_loss
 
@@ -135,7 +135,10 @@ def compare(x: torch.Tensor, epochs: int, rounds: int) -> dict[str, list[float]]
     fits = {}
     for name, (hidden, precision, fused) in FIT_LOOPS.items():
         with seeded(0):
-            fits[name] = (VAE(784, 20, loss="bce", net={"hidden": [hidden]}), precision)
+            fits[name] = (
+                VAE(VAEConfig(dim=784, latent=20, loss="bce", hidden=[hidden], activation="relu")),
+                precision,
+            )
         fits[name][0].fused_step = fused
     rates: dict[str, list[float]] = {k: [] for k in ["classic", *bare, *fits]}
     for r in range(rounds + 1):  # round 0 is the warm-up
@@ -184,7 +187,9 @@ def long_runs(
             else:
                 every = flush if name == LONG_LOOPS[1] else 0
                 with seeded(r):
-                    models[name] = VAE(784, 20, loss="bce", net={"hidden": [400]})
+                    models[name] = VAE(
+                        VAEConfig(dim=784, latent=20, loss="bce", hidden=[400], activation="relu")
+                    )
                 seconds = pushforward_fit(
                     models[name], x, 128, r, "float32", epochs, flush_every=every
                 )
@@ -246,7 +251,7 @@ def _lever_model(level: int) -> torch.nn.Module:
     """The bare loop's model at ``level``: the classic VAE, or pushforward's (its gradients)."""
     torch.manual_seed(0)
     if level == FUSED_LEVEL:
-        return VAE(784, 20, loss="bce", net={"hidden": [400]})
+        return VAE(VAEConfig(dim=784, latent=20, loss="bce", hidden=[400], activation="relu"))
     return _LeverVAE(fused_head=level >= 3)
 
 
@@ -317,7 +322,7 @@ def precision_quality(x: torch.Tensor, seeds: list[int], epochs: int = 10) -> di
         for name in out:
             precision = name.split(",")[0]
             with seeded(seed):
-                m = VAE(784, 20, loss="bce", net={"hidden": [400]})
+                m = VAE(VAEConfig(dim=784, latent=20, loss="bce", hidden=[400], activation="relu"))
             m.fused_step = "autograd" not in name
             cfg = TrainConfig(epochs=epochs, batch_size=128, seed=seed, precision=precision)
             fit(m, train, cfg)
@@ -411,14 +416,14 @@ def scaling(rows: list[int], batches: list[int]) -> tuple[list[tuple], list[tupl
     for n in rows:
         x = torch.rand(n, 784, generator=g)
         with seeded(0):
-            m = VAE(784, 20, net={"hidden": [400]})
+            m = VAE(VAEConfig(dim=784, latent=20, hidden=[400], activation="relu"))
         pushforward_fit(m, x[: min(n, 2048)], 128, 0)  # warm-up
         by_rows.append((n, pushforward_fit(m, x, 128, 1)))
     x = torch.rand(8000, 784, generator=g)
     by_batch = []
     for b in batches:
         with seeded(0):
-            m = VAE(784, 20, net={"hidden": [400]})
+            m = VAE(VAEConfig(dim=784, latent=20, hidden=[400], activation="relu"))
         pushforward_fit(m, x, b, 0)
         by_batch.append((b, pushforward_fit(m, x, b, 1)))
     return by_rows, by_batch
@@ -429,7 +434,16 @@ def full_batch_2d(sizes: list[int]) -> list[tuple]:
     for n in sizes:
         x = load_data("grid25", n=n).x
         with seeded(0):
-            m = VAE(2, 2, loss="gaussian", learn_sigma=True, net={"hidden": [64, 64]})
+            m = VAE(
+                VAEConfig(
+                    dim=2,
+                    latent=2,
+                    loss="gaussian",
+                    learn_sigma=True,
+                    hidden=[64, 64],
+                    activation="relu",
+                )
+            )
         fit(m, x, TrainConfig(epochs=1, batch_size=0))
         start = time.perf_counter()
         fit(m, x, TrainConfig(epochs=5, batch_size=0))
@@ -440,8 +454,14 @@ def full_batch_2d(sizes: list[int]) -> list[tuple]:
 def sampling(n: int = 100_000) -> list[tuple]:
     out = []
     for name, model in [
-        ("2-D VAE (64-64)", VAE(2, 2, loss="gaussian", net={"hidden": [64, 64]})),
-        ("MNIST VAE (784-400-20)", VAE(784, 20, net={"hidden": [400]})),
+        (
+            "2-D VAE (64-64)",
+            VAE(VAEConfig(dim=2, latent=2, loss="gaussian", hidden=[64, 64], activation="relu")),
+        ),
+        (
+            "MNIST VAE (784-400-20)",
+            VAE(VAEConfig(dim=784, latent=20, hidden=[400], activation="relu")),
+        ),
     ]:
         g = torch.Generator().manual_seed(0)
         model.sample(1000, generator=g)

@@ -33,7 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from pushforward.data import find_mnist_folder, load_mnist, train_test_split
-from pushforward.models.vae import VAE
+from pushforward.models.vae import VAE, VAEConfig
 from pushforward.runs import RunConfig, fit_run, load_model
 
 # The classic architecture and budget, for pushforward's like-for-like run; pushforward's
@@ -96,7 +96,7 @@ def train_classic(x_train: torch.Tensor, seed: int, epochs: int = 10) -> tuple[C
 
 def as_pushforward(classic: ClassicVAE) -> VAE:
     """Load the classic weights into pushforward's VAE (same layers; sigmoid ↔ BCE from logits)."""
-    vae = VAE(784, 20, loss="bce", net={"hidden": [400]})
+    vae = VAE(VAEConfig(dim=784, latent=20, loss="bce", hidden=[400], activation="relu"))
     with torch.no_grad():
         vae.encoder[0].load_state_dict(classic.fc1.state_dict())
         vae.encoder[2].weight.copy_(torch.cat([classic.fc21.weight, classic.fc22.weight]))

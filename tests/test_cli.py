@@ -98,9 +98,9 @@ def test_fit_pca_writes_a_run_that_loads_bit_exactly(capsys, tmp_path):
     assert cfg["model"]["kind"] == "pca" and cfg["data"]["shape"] == [1797, 64]
     pca = load_model(folder)
     from pushforward.data import load_data
-    from pushforward.models.pca import PCA
+    from pushforward.models.pca import PCA, PCAConfig
 
-    fresh = PCA(2).fit(load_data("digits").x)
+    fresh = PCA(PCAConfig(latent=2)).fit(load_data("digits").x)
     for k, v in fresh.get_state().items():
         assert torch.equal(pca.get_state()[k], v), k
 

@@ -20,7 +20,7 @@ from pushforward.data import datasets
 from pushforward.explore import JS_ACTIVATIONS, explore_run, explorer_page
 from pushforward.measures import StandardNormal
 from pushforward.models.registry import MODELS
-from pushforward.models.vae import VAE
+from pushforward.models.vae import VAE, VAEConfig
 from pushforward.nets import ACTIVATIONS, MLP, apply_layers
 from pushforward.runs import RunConfig, fit_run, load_model
 from pushforward.train import read_snapshots, seeded
@@ -101,7 +101,17 @@ def _f32(t: torch.Tensor) -> dict:
 def test_a_conv_decoder_has_no_program_and_the_page_falls_back_to_a_grid():
     digits = datasets.load_data("digits")
     with seeded(0):
-        vae = VAE(64, 2, loss="bce", net={"kind": "conv", "hidden": [4, 8]}, image_shape=(8, 8))
+        vae = VAE(
+            VAEConfig(
+                dim=64,
+                latent=2,
+                loss="bce",
+                image_shape=(8, 8),
+                net="conv",
+                hidden=[4, 8],
+                activation="relu",
+            )
+        )
     assert vae.decoder_layers() is None
     p = payload(explorer_page(vae, digits, points=300))
     grid = p["decoder"]
@@ -193,7 +203,7 @@ def test_a_model_with_motion_gets_the_t_scrubber_from_the_contract():
     expected = Drift().motion(1000, torch.tensor(times), generator=torch.Generator().manual_seed(4))
     np.testing.assert_allclose(frames[0], expected[0], atol=1e-6)
     np.testing.assert_allclose(frames[-1], Drift().decode(expected[0]), atol=1e-5)
-    assert "motion" not in payload(explorer_page(VAE(2, 2), moons, points=50))
+    assert "motion" not in payload(explorer_page(VAE(VAEConfig(dim=2, latent=2)), moons, points=50))
 
 
 def test_runs_the_explorer_cannot_draw_get_one_clear_error(capsys, tmp_path):
@@ -218,7 +228,11 @@ def _big_vae() -> tuple[VAE, datasets.Dataset, tuple[list[int], torch.Tensor]]:
     """A 784-512-2 decoder (random weights) over fake 28×28 images, with 30 snapshots."""
     gen = torch.Generator().manual_seed(0)
     with seeded(0):
-        vae = VAE(784, 2, loss="bce", net={"hidden": [512]}, image_shape=(28, 28))
+        vae = VAE(
+            VAEConfig(
+                dim=784, latent=2, loss="bce", image_shape=(28, 28), hidden=[512], activation="relu"
+            )
+        )
     images = datasets.Dataset(
         x=torch.rand(2000, 784, generator=gen), name="fake", image_shape=(28, 28),
         labels=torch.randint(0, 10, (2000,), generator=gen),
@@ -341,7 +355,11 @@ def test_the_t_scrubber_moves_the_particles_in_the_browser(browser, tmp_path):
 def test_sliders_choose_the_plane_of_a_larger_latent_space(browser, tmp_path):
     digits = datasets.load_data("digits")
     with seeded(0):
-        vae = VAE(64, 4, loss="bce", net={"hidden": [32], "activation": "gelu"}, image_shape=(8, 8))
+        vae = VAE(
+            VAEConfig(
+                dim=64, latent=4, loss="bce", image_shape=(8, 8), hidden=[32], activation="gelu"
+            )
+        )
     path = tmp_path / "page.html"
     path.write_text(explorer_page(vae, digits, points=500), encoding="utf-8")
     p = payload(path.read_text(encoding="utf-8"))
@@ -372,7 +390,17 @@ def test_sliders_choose_the_plane_of_a_larger_latent_space(browser, tmp_path):
 def test_the_grid_fallback_snaps_the_pointer_to_a_decoded_cell(browser, tmp_path):
     digits = datasets.load_data("digits")
     with seeded(0):
-        vae = VAE(64, 2, loss="bce", net={"kind": "conv", "hidden": [4, 8]}, image_shape=(8, 8))
+        vae = VAE(
+            VAEConfig(
+                dim=64,
+                latent=2,
+                loss="bce",
+                image_shape=(8, 8),
+                net="conv",
+                hidden=[4, 8],
+                activation="relu",
+            )
+        )
     path = tmp_path / "page.html"
     path.write_text(explorer_page(vae, digits, points=300), encoding="utf-8")
     page, seen = _open(browser, path)

@@ -25,7 +25,7 @@ def test_each_training_run_of_the_gallery_reports_to_its_bar_and_its_snapshots(t
     import torch
 
     from pushforward.gallery import Report
-    from pushforward.models.vae import VAE
+    from pushforward.models.vae import VAE, VAEConfig
     from pushforward.train import TrainConfig, fit, seeded
 
     bars: dict[str, _Recorder] = {}
@@ -37,7 +37,7 @@ def test_each_training_run_of_the_gallery_reports_to_its_bar_and_its_snapshots(t
     snaps = _Recorder()
     report = Report(tmp_path, bars=make_bar)
     with seeded(0):
-        vae = VAE(2, 1, net={"hidden": [8]})
+        vae = VAE(VAEConfig(dim=2, latent=1, hidden=[8], activation="relu"))
     x = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
     fit(vae, x, TrainConfig(epochs=2, batch_size=32), progress=report.training("VAE", snaps))
     want = [("start", 2), ("step",), ("step",), ("epoch", 1), ("step",), ("step",), ("epoch", 2),
@@ -57,12 +57,12 @@ def test_demo_bars_show_the_run_and_an_eta_on_a_terminal_and_nothing_otherwise(
     import torch
 
     from pushforward.cli import BarProgress
-    from pushforward.models.vae import VAE
+    from pushforward.models.vae import VAE, VAEConfig
     from pushforward.train import TrainConfig, fit, seeded
 
     monkeypatch.setattr(sys.stderr, "isatty", lambda: tty)
     with seeded(0):
-        vae = VAE(2, 1, net={"hidden": [8]})
+        vae = VAE(VAEConfig(dim=2, latent=1, hidden=[8], activation="relu"))
     x = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
     fit(
         vae,

@@ -62,11 +62,13 @@ def test_kl_is_labelled_an_upper_bound_for_a_lower_bound_of_log_q():
 
 
 def test_iwae_kl_of_a_vae_is_an_upper_bound_that_tightens_with_k():
-    from pushforward.models.vae import VAE
+    from pushforward.models.vae import VAE, VAEConfig
     from pushforward.train import seeded
 
     with seeded(0):
-        vae = VAE(2, 2, loss="gaussian", sigma=0.3, net={"hidden": [16]})
+        vae = VAE(
+            VAEConfig(dim=2, latent=2, loss="gaussian", sigma=0.3, hidden=[16], activation="relu")
+        )
     truth = datasets.ring8()
 
     def kl(k: int) -> KLEstimate:
@@ -190,11 +192,13 @@ def test_truth_fidelity_without_a_density_has_only_the_knn_estimate():
 
 
 def test_truth_fidelity_of_a_vae_is_labelled_an_iwae_upper_bound():
-    from pushforward.models.vae import VAE
+    from pushforward.models.vae import VAE, VAEConfig
     from pushforward.train import seeded
 
     with seeded(0):
-        vae = VAE(2, 2, loss="gaussian", sigma=0.3, net={"hidden": [8]})
+        vae = VAE(
+            VAEConfig(dim=2, latent=2, loss="gaussian", sigma=0.3, hidden=[8], activation="relu")
+        )
     truth = gaussian_truth()
     gen = torch.Generator().manual_seed(5)
     out = truth_fidelity(vae, truth, generator=gen, iwae_k=4)

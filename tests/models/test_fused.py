@@ -6,15 +6,16 @@ import pytest
 import torch
 
 import pushforward.models.vae.model as vae_model
-from pushforward.models.vae import FUSED_ACTIVATIONS, VAE, fusable
+from pushforward.models.vae import FUSED_ACTIVATIONS, VAE, VAEConfig, fusable
 from pushforward.train import TrainConfig, fit, seeded
 
 
 def _pair(**kw):
     """Two copies of one VAE: the first with hand-written gradients, the second autograd's."""
+    config = VAEConfig.from_stored(kw)  # the network as a dict, as stored
     with seeded(3):
-        a = VAE(**kw)
-    b = VAE(**kw)
+        a = VAE(config)
+    b = VAE(config)
     b.load_state_dict(a.state_dict())
     b.fused_step = False
     return a, b
@@ -144,17 +145,17 @@ class _Penalised(VAE):
 
 def test_a_subclass_that_changes_the_loss_trains_on_it_through_autograd():
     x = torch.rand(40, 6, generator=torch.Generator().manual_seed(0)).round()
-    vae = _Penalised(6, 2, net={"hidden": [8]})
+    vae = _Penalised(VAEConfig(dim=6, latent=2, hidden=[8], activation="relu"))
     assert fusable(vae, x) and vae.manual_gradients(x) is None
     history = fit(vae, x, TrainConfig(epochs=1, batch_size=20, seed=0))
-    plain = VAE(6, 2, net={"hidden": [8]})
+    plain = VAE(VAEConfig(dim=6, latent=2, hidden=[8], activation="relu"))
     plain.load_state_dict(vae.state_dict())
     assert history[-1]["loss"] > plain.loss(x, epoch=None)["loss"].item() + 1  # the penalty
 
 
 def test_hooks_on_the_nets_or_their_weights_send_the_step_through_autograd():
     x = torch.rand(4, 6)
-    vae = VAE(6, 2, net={"hidden": [8]})
+    vae = VAE(VAEConfig(dim=6, latent=2, hidden=[8], activation="relu"))
     assert fusable(vae, x)
     handle = vae.encoder.register_forward_hook(lambda *a: None)
     assert not fusable(vae, x)
@@ -167,18 +168,24 @@ def test_hooks_on_the_nets_or_their_weights_send_the_step_through_autograd():
 
 def test_conv_nets_free_bits_and_autocast_take_autograd():
     x = torch.rand(4, 64)
-    conv = VAE(64, 2, image_shape=(8, 8), net={"kind": "conv", "hidden": [4, 8]})
+    conv = VAE(
+        VAEConfig(
+            dim=64, latent=2, image_shape=(8, 8), net="conv", hidden=[4, 8], activation="relu"
+        )
+    )
     assert not fusable(conv, x) and conv.manual_gradients(x) is None
-    assert not fusable(VAE(64, 2, free_bits=0.1, net={"hidden": [8]}), x)
-    mlp = VAE(64, 2, net={"hidden": [8]})
+    assert not fusable(
+        VAE(VAEConfig(dim=64, latent=2, free_bits=0.1, hidden=[8], activation="relu")), x
+    )
+    mlp = VAE(VAEConfig(dim=64, latent=2, hidden=[8], activation="relu"))
     assert fusable(mlp, x) and not fusable(mlp, x.double())
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not fusable(mlp, x)
     mlp.fused_step = False
     assert mlp.manual_gradients(x) is None
-    frozen = VAE(64, 2, net={"hidden": [8]})
+    frozen = VAE(VAEConfig(dim=64, latent=2, hidden=[8], activation="relu"))
     frozen.decoder.linears[0].weight.requires_grad_(False)  # autograd leaves it alone
     assert not fusable(frozen, x)
-    extra = VAE(64, 2, net={"hidden": [8]})
+    extra = VAE(VAEConfig(dim=64, latent=2, hidden=[8], activation="relu"))
     extra.temperature = torch.nn.Parameter(torch.ones(()))  # a parameter the step cannot see
     assert not fusable(extra, x)

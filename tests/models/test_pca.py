@@ -9,7 +9,7 @@ from scipy import stats
 from torch.distributions import MultivariateNormal
 
 from pushforward.core import CheckpointError, ConfigError, DataError
-from pushforward.models.pca import PCA, ProbabilisticPCA
+from pushforward.models.pca import PCA, PCAConfig, PPCAConfig, ProbabilisticPCA
 
 
 def data(n: int = 60, d: int = 8, *, seed: int = 0, dtype=torch.float64) -> torch.Tensor:
@@ -40,7 +40,7 @@ def align(rows: np.ndarray, ref: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize(("n", "d", "k"), [(60, 8, 3), (10, 50, 4)])
 def test_pca_matches_numpy_svd(center, n, d, k):
     x = data(n, d, seed=1)
-    pca = PCA(k, center=center).fit(x)
+    pca = PCA(PCAConfig(latent=k, center=center)).fit(x)
     mean, s, vt = numpy_svd(x, center)
     np.testing.assert_allclose(pca.mean_.numpy(), mean, atol=1e-12)
     np.testing.assert_allclose(pca.all_singular_values_.numpy(), s, rtol=1e-10, atol=1e-10)
@@ -61,7 +61,7 @@ def test_pca_matches_numpy_svd(center, n, d, k):
 def test_pca_matches_sklearn_signs_included(dtype):
     decomposition = pytest.importorskip("sklearn.decomposition")
     x = data(80, 7, seed=2, dtype=dtype)
-    ours = PCA(3).fit(x)
+    ours = PCA(PCAConfig(latent=3)).fit(x)
     theirs = decomposition.PCA(3, svd_solver="full").fit(x.double().numpy())
     comps = ours.components_.numpy()
     sklearn_version = tuple(
@@ -90,7 +90,7 @@ def test_pca_matches_sklearn_signs_included(dtype):
 @pytest.mark.parametrize("k", [1, 3, 5])
 def test_training_error_is_the_sum_of_discarded_squared_singular_values(center, k):
     x = data(50, 6, seed=3)
-    pca = PCA(k, center=center).fit(x)
+    pca = PCA(PCAConfig(latent=k, center=center)).fit(x)
     _, s, _ = numpy_svd(x, center)
     want = float(np.sum(s[k:] ** 2))
     assert pca.discarded_energy_ == pytest.approx(want, rel=1e-10)
@@ -103,7 +103,7 @@ def test_training_error_is_the_sum_of_discarded_squared_singular_values(center, 
 def test_uncentred_pca_is_the_lecture_encoder_and_decoder():
     x = data(40, 7, seed=4)
     k = 3
-    pca = PCA(k, center=False).fit(x)
+    pca = PCA(PCAConfig(latent=k, center=False)).fit(x)
     _, _, vt = numpy_svd(x, center=False)
     vk = vt[:k].T  # (d, k) = V_k
     a = x.numpy()
@@ -118,7 +118,7 @@ def test_no_rank_k_linear_pair_beats_pca(center):
     x = data(40, 6, seed=5)
     x = x / x.std()
     k = 2
-    best = PCA(k, center=center).fit(x).reconstruction_error(x)
+    best = PCA(PCAConfig(latent=k, center=center)).fit(x).reconstruction_error(x)
     a = x.numpy()
     rng = np.random.default_rng(6)
 
@@ -161,7 +161,7 @@ def test_no_rank_k_linear_pair_beats_pca(center):
 @pytest.mark.parametrize("center", [True, False])
 def test_full_rank_round_trip_is_the_identity(dtype, tol, n, d, center):
     x = data(n, d, seed=7, dtype=dtype) / 10
-    pca = PCA(min(n, d), center=center).fit(x)
+    pca = PCA(PCAConfig(latent=min(n, d), center=center)).fit(x)
     back = pca.inverse_transform(pca.transform(x))
     assert back.dtype == dtype and back.shape == (n, d)
     torch.testing.assert_close(back, x, rtol=0, atol=tol)
@@ -170,10 +170,14 @@ def test_full_rank_round_trip_is_the_identity(dtype, tol, n, d, center):
 @pytest.mark.parametrize("cls", [PCA, ProbabilisticPCA])
 def test_fit_transform_equals_fit_then_transform(cls):
     x = data(10, 50, seed=8)  # n < d
-    z = cls(4).fit_transform(x)
+    z = cls(cls.config_class(latent=4)).fit_transform(x)
     assert z.shape == (10, 4)
-    torch.testing.assert_close(z, cls(4).fit(x).transform(x), rtol=0, atol=1e-12)
-    torch.testing.assert_close(cls(4).fit(x).encode(x), z, rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        z, cls(cls.config_class(latent=4)).fit(x).transform(x), rtol=0, atol=1e-12
+    )
+    torch.testing.assert_close(
+        cls(cls.config_class(latent=4)).fit(x).encode(x), z, rtol=0, atol=1e-12
+    )
 
 
 # --- probabilistic PCA ---------------------------------------------------------------------------
@@ -194,7 +198,7 @@ def numpy_ppca(x: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray, float]:
 @pytest.mark.parametrize(("n", "d", "k"), [(200, 6, 2), (12, 30, 3)])
 def test_ppca_fit_is_the_closed_form_maximum_likelihood(n, d, k):
     x = data(n, d, seed=9)
-    ppca = ProbabilisticPCA(k).fit(x)
+    ppca = ProbabilisticPCA(PPCAConfig(latent=k)).fit(x)
     mean, wwt, sigma2 = numpy_ppca(x, k)
     np.testing.assert_allclose(ppca.mean_.numpy(), mean, atol=1e-12)
     assert float(ppca.noise_variance_) == pytest.approx(sigma2, rel=1e-9)
@@ -210,7 +214,7 @@ def test_ppca_fit_is_the_closed_form_maximum_likelihood(n, d, k):
 
 def test_ppca_log_prob_matches_scipy_and_torch():
     x = data(100, 5, seed=10)
-    ppca = ProbabilisticPCA(2).fit(x)
+    ppca = ProbabilisticPCA(PPCAConfig(latent=2)).fit(x)
     w, mu, s2 = ppca.W_.numpy(), ppca.mean_.numpy(), float(ppca.noise_variance_)
     cov = w @ w.T + s2 * np.eye(5)
     new = data(20, 5, seed=11)
@@ -228,7 +232,7 @@ def test_ppca_log_prob_matches_scipy_and_torch():
 
 def test_ppca_maximum_likelihood_beats_perturbed_parameters():
     x = data(150, 6, seed=12)
-    ppca = ProbabilisticPCA(2).fit(x)
+    ppca = ProbabilisticPCA(PPCAConfig(latent=2)).fit(x)
     best = ppca.score(x)
     a = x.numpy()
     w, mu, s2 = ppca.W_.numpy(), ppca.mean_.numpy(), float(ppca.noise_variance_)
@@ -249,7 +253,7 @@ def test_ppca_maximum_likelihood_beats_perturbed_parameters():
 
 
 def test_ppca_sample_has_n_rows_and_the_model_covariance():
-    ppca = ProbabilisticPCA(2).fit(data(100, 4, seed=14) / 3)
+    ppca = ProbabilisticPCA(PPCAConfig(latent=2)).fit(data(100, 4, seed=14) / 3)
     assert ppca.sample(7, generator=torch.Generator().manual_seed(0)).shape == (7, 4)
     assert ppca.sample(0).shape == (0, 4)
     assert ppca.sample(3, dtype=torch.float32).dtype == torch.float32
@@ -267,7 +271,7 @@ def test_ppca_sample_has_n_rows_and_the_model_covariance():
 
 def test_ppca_posterior_is_gaussian_conditioning_of_the_joint():
     x = data(80, 5, seed=15)
-    ppca = ProbabilisticPCA(2).fit(x)
+    ppca = ProbabilisticPCA(PPCAConfig(latent=2)).fit(x)
     w, mu, s2 = ppca.W_.numpy(), ppca.mean_.numpy(), float(ppca.noise_variance_)
     # joint of (z, x): Σ_zz = I, Σ_zx = Wᵀ, Σ_xx = WWᵀ + σ²I; condition on x
     sxx = w @ w.T + s2 * np.eye(5)
@@ -290,7 +294,7 @@ def test_ppca_degenerate_data_is_refused():
         @ torch.randn(2, 5, generator=torch.Generator().manual_seed(0)).double()
     )
     with pytest.raises(DataError, match="noise variance"):
-        ProbabilisticPCA(2).fit(x)
+        ProbabilisticPCA(PPCAConfig(latent=2)).fit(x)
 
 
 # --- bad input -----------------------------------------------------------------------------------
@@ -306,32 +310,68 @@ def with_nan(x: torch.Tensor, row: int, col: int) -> torch.Tensor:
 
 
 def fitted(cls=PCA):
-    return cls(2).fit(X)
+    return cls(cls.config_class(latent=2)).fit(X)
 
 
 @pytest.mark.parametrize(
     ("call", "error", "match"),
     [
-        (lambda: PCA(0).fit(X), ConfigError, r"n_components .*min\(n, d\) = 4.*got 0"),
-        (lambda: PCA(5).fit(X), ConfigError, r"n_components .*min\(n, d\) = 4.*got 5"),
-        (lambda: PCA(2.0).fit(X), ConfigError, r"n_components .*got 2\.0"),
-        (lambda: PCA(2, center="yes").fit(X), ConfigError, "center must be True or False"),
-        (lambda: ProbabilisticPCA(4).fit(X), ConfigError, r"n_components .*d − 1\) = 3.*got 4"),
-        (lambda: ProbabilisticPCA(0).fit(X), ConfigError, r"n_components .*got 0"),
-        (lambda: PCA(2).fit(X[0]), DataError, r"X must have shape \(n, d\), got \(4,\)"),
-        (lambda: PCA(1).fit(X[:1]), DataError, r"at least 2 rows.*\(1, 4\)"),
-        (lambda: PCA(2).fit(X.long()), DataError, "floating-point.*int64"),
-        (lambda: PCA(2).fit(X.numpy()), DataError, "torch.Tensor"),
-        (lambda: PCA(2).fit(with_nan(X, 3, 1)), DataError, r"1 NaN .*row 3, column 1"),
+        (
+            lambda: PCA(PCAConfig(latent=0)).fit(X),
+            ConfigError,
+            r"latent = 0 is not allowed; use an integer ≥ 1",
+        ),
+        (
+            lambda: PCA(PCAConfig(latent=5)).fit(X),
+            ConfigError,
+            r"latent = 5 .*\(10, 4\).*min\(n, d\) = 4",
+        ),
+        (lambda: PCA(PCAConfig(latent=2.0)).fit(X), ConfigError, r"latent = 2\.0 is not allowed"),
+        (
+            lambda: PCA(PCAConfig(latent=2, center="yes")),
+            ConfigError,
+            "center = 'yes' is not allowed; use true",
+        ),
+        (
+            lambda: ProbabilisticPCA(PPCAConfig(latent=4)).fit(X),
+            ConfigError,
+            r"latent = 4 .*d − 1\) = 3",
+        ),
+        (
+            lambda: ProbabilisticPCA(PPCAConfig(latent=0)).fit(X),
+            ConfigError,
+            r"latent = 0 is not allowed",
+        ),
+        (
+            lambda: PCA(PCAConfig(latent=2)).fit(X[0]),
+            DataError,
+            r"X must have shape \(n, d\), got \(4,\)",
+        ),
+        (lambda: PCA(PCAConfig(latent=1)).fit(X[:1]), DataError, r"at least 2 rows.*\(1, 4\)"),
+        (lambda: PCA(PCAConfig(latent=2)).fit(X.long()), DataError, "floating-point.*int64"),
+        (lambda: PCA(PCAConfig(latent=2)).fit(X.numpy()), DataError, "torch.Tensor"),
+        (
+            lambda: PCA(PCAConfig(latent=2)).fit(with_nan(X, 3, 1)),
+            DataError,
+            r"1 NaN .*row 3, column 1",
+        ),
         (lambda: fitted().transform(X[:, :3]), DataError, r"\(n, 4\).*d = 4, got \(10, 3\)"),
         (lambda: fitted().transform(X[0]), DataError, r"\(n, 4\).*got \(4,\)"),
         (lambda: fitted().inverse_transform(X), DataError, r"Z .*n_components = 2, got \(10, 4\)"),
         (lambda: fitted(ProbabilisticPCA).log_prob(X[:, :2]), DataError, r"d = 4, got \(10, 2\)"),
         (lambda: fitted(ProbabilisticPCA).sample(-1), ConfigError, "n must be.*got -1"),
-        (lambda: PCA(2).transform(X), ConfigError, r"PCA is not fitted; call fit\(X\) first"),
-        (lambda: PCA(2).get_state(), ConfigError, "not fitted"),
-        (lambda: ProbabilisticPCA(2).sample(3), ConfigError, "ProbabilisticPCA is not fitted"),
-        (lambda: ProbabilisticPCA(2).posterior(X), ConfigError, "not fitted"),
+        (
+            lambda: PCA(PCAConfig(latent=2)).transform(X),
+            ConfigError,
+            r"PCA is not fitted; call fit\(X\) first",
+        ),
+        (lambda: PCA(PCAConfig(latent=2)).get_state(), ConfigError, "not fitted"),
+        (
+            lambda: ProbabilisticPCA(PPCAConfig(latent=2)).sample(3),
+            ConfigError,
+            "ProbabilisticPCA is not fitted",
+        ),
+        (lambda: ProbabilisticPCA(PPCAConfig(latent=2)).posterior(X), ConfigError, "not fitted"),
     ],
 )
 def test_bad_input_is_refused_with_names(call, error, match):
@@ -354,7 +394,13 @@ def assert_same_model(a, b) -> None:
 
 
 @pytest.mark.parametrize(
-    "model", [PCA(3), PCA(2, center=False), ProbabilisticPCA(3)], ids=["pca", "uncentred", "ppca"]
+    "model",
+    [
+        PCA(PCAConfig(latent=3)),
+        PCA(PCAConfig(latent=2, center=False)),
+        ProbabilisticPCA(PPCAConfig(latent=3)),
+    ],
+    ids=["pca", "uncentred", "ppca"],
 )
 def test_config_and_state_round_trip_bit_exactly(model):
     x = data(40, 6, seed=19, dtype=torch.float32)
@@ -372,7 +418,7 @@ def test_config_and_state_round_trip_bit_exactly(model):
 
 
 def test_from_state_refuses_a_state_that_does_not_fit():
-    pca = PCA(2).fit(X)
+    pca = PCA(PCAConfig(latent=2)).fit(X)
     state = pca.get_state()
     with pytest.raises(CheckpointError, match="lacks components"):
         PCA.from_state(pca.get_config(), {k: v for k, v in state.items() if k != "components"})
@@ -382,3 +428,11 @@ def test_from_state_refuses_a_state_that_does_not_fit():
         PCA.from_state({"n_components": 3}, state)
     with pytest.raises(CheckpointError, match="does not describe a PCA"):
         PCA.from_state({"n_components": 2, "latent": 3}, state)
+
+
+def test_configs_read_the_n_components_that_earlier_releases_stored():
+    assert PCAConfig.from_stored({"center": False, "n_components": 1}) == PCAConfig(1, False)
+    assert PPCAConfig.from_stored({"n_components": 3}) == PPCAConfig(latent=3)
+    pca = PCA(PCAConfig(latent=2, center=False))
+    assert pca.get_config() == {"latent": 2, "center": False} and pca.n_components == 2
+    assert repr(pca) == "PCA(PCAConfig(latent=2, center=False))"

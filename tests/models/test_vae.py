@@ -10,8 +10,8 @@ import torch
 
 from pushforward.core import ConfigError, DataError, TrainingError
 from pushforward.data import grid25, load_data
-from pushforward.models.pca import ProbabilisticPCA
-from pushforward.models.vae import VAE
+from pushforward.models.pca import PPCAConfig, ProbabilisticPCA
+from pushforward.models.vae import VAE, VAEConfig
 from pushforward.train import TrainConfig, fit, seeded
 
 
@@ -21,7 +21,7 @@ def gen(seed=0):
 
 def test_gradients_flow_through_the_reparameterisation():
     with seeded(0):
-        vae = VAE(6, 2, loss="l2", net={"hidden": [8]})
+        vae = VAE(VAEConfig(dim=6, latent=2, loss="l2", hidden=[8], activation="relu"))
     mu = torch.zeros(4, 2, requires_grad=True)
     logvar = torch.full((4, 2), 0.3, requires_grad=True)
     z = vae.reparameterize(mu, logvar, generator=gen(1))
@@ -39,12 +39,14 @@ def linear_gaussian_vae(d=5, k=2, n=400, seed=0):
     w_true = torch.randn(d, k, generator=g, dtype=torch.float64) * 2
     x = (torch.randn(n, k, generator=g, dtype=torch.float64) @ w_true.T
          + 0.5 * torch.randn(n, d, generator=g, dtype=torch.float64) + 1.0)  # fmt: skip
-    ppca = ProbabilisticPCA(k).fit(x)
+    ppca = ProbabilisticPCA(PPCAConfig(latent=k)).fit(x)
     w, mu, s2 = ppca.W_, ppca.mean_, float(ppca.noise_variance_)
     m = w.T @ w + s2 * torch.eye(k, dtype=torch.float64)
     assert torch.allclose(m, torch.diag(torch.diag(m)))  # W = U_k(Λ_k − σ²I)^½ makes M diagonal
     vae = VAE(
-        d, k, loss="gaussian", sigma=math.sqrt(s2), net={"hidden": [], "activation": "identity"}
+        VAEConfig(
+            dim=d, latent=k, loss="gaussian", sigma=math.sqrt(s2), hidden=[], activation="identity"
+        )
     )
     vae = vae.double()
     enc, dec = vae.encoder[0], vae.decoder[0]
@@ -104,13 +106,15 @@ def test_iwae_chunking_changes_only_the_random_draws():
 
 def test_kl_schedules_and_free_bits():
     with seeded(0):
-        lin = VAE(4, 2, kl_weight=2.0, kl_schedule="linear", kl_warmup=4)
-        cyc = VAE(4, 2, kl_schedule="cyclical", kl_warmup=4)
+        lin = VAE(VAEConfig(dim=4, latent=2, kl_weight=2.0, kl_schedule="linear", kl_warmup=4))
+        cyc = VAE(VAEConfig(dim=4, latent=2, kl_schedule="cyclical", kl_warmup=4))
     assert [lin.current_kl_weight(e) for e in (0, 1, 4, 9)] == [0.0, 0.5, 2.0, 2.0]
     assert lin.current_kl_weight(None) == 2.0
     assert [cyc.current_kl_weight(e) for e in (0, 1, 2, 3, 4, 5)] == [0, 0.5, 1, 1, 0, 0.5]
     with seeded(0):
-        fb = VAE(4, 2, loss="l2", free_bits=100.0, net={"hidden": [8]})
+        fb = VAE(
+            VAEConfig(dim=4, latent=2, loss="l2", free_bits=100.0, hidden=[8], activation="relu")
+        )
     x = torch.rand(16, 4, generator=gen(1))
     with torch.no_grad():
         terms = fb.loss(x, generator=gen(2))
@@ -121,7 +125,7 @@ def test_kl_schedules_and_free_bits():
 
 def test_l2_loss_is_the_negative_elbo_up_to_its_constant():
     with seeded(0):
-        vae = VAE(6, 2, loss="l2", net={"hidden": [8]})
+        vae = VAE(VAEConfig(dim=6, latent=2, loss="l2", hidden=[8], activation="relu"))
     x = torch.rand(32, 6, generator=gen(1))
     with torch.no_grad():
         loss = float(vae.loss(x, generator=gen(2))["loss"])
@@ -132,8 +136,14 @@ def test_l2_loss_is_the_negative_elbo_up_to_its_constant():
 def test_diagnostics_find_active_units_and_warn_on_collapse(caplog):
     x = load_data("moons", n=2000).x
     with seeded(0):
-        good = VAE(2, 2, loss="gaussian", sigma=0.1, net={"hidden": [64]})
-        collapsed = VAE(2, 2, loss="gaussian", kl_weight=50.0, net={"hidden": [64]})
+        good = VAE(
+            VAEConfig(dim=2, latent=2, loss="gaussian", sigma=0.1, hidden=[64], activation="relu")
+        )
+        collapsed = VAE(
+            VAEConfig(
+                dim=2, latent=2, loss="gaussian", kl_weight=50.0, hidden=[64], activation="relu"
+            )
+        )
     hist = fit(good, x, TrainConfig(epochs=5, batch_size=100))
     assert hist[-1]["active_units"] >= 1 and not hist[-1]["posterior_collapse"]
     assert len(hist[-1]["kl_per_dim"]) == 2
@@ -147,7 +157,16 @@ def test_diagnostics_find_active_units_and_warn_on_collapse(caplog):
 def test_two_dimensional_vae_on_grid25_reaches_all_25_modes():
     x = load_data("grid25", n=10_000).x
     with seeded(0):
-        vae = VAE(2, 2, loss="gaussian", learn_sigma=True, net={"hidden": [128, 128]})
+        vae = VAE(
+            VAEConfig(
+                dim=2,
+                latent=2,
+                loss="gaussian",
+                learn_sigma=True,
+                hidden=[128, 128],
+                activation="relu",
+            )
+        )
     fit(vae, x, TrainConfig(epochs=30, batch_size=128, lr=2e-3))
     samples = vae.sample(2500, generator=gen(1))
     assert samples.shape == (2500, 2)
@@ -158,7 +177,11 @@ def test_two_dimensional_vae_on_grid25_reaches_all_25_modes():
 
 def test_sampling_is_a_reproducible_pushforward_of_the_prior():
     with seeded(0):
-        vae = VAE(64, 3, loss="bce", net={"hidden": [16]}, image_shape=(8, 8))
+        vae = VAE(
+            VAEConfig(
+                dim=64, latent=3, loss="bce", image_shape=(8, 8), hidden=[16], activation="relu"
+            )
+        )
     a, b = vae.sample(10, generator=gen(1)), vae.sample(10, generator=gen(1))
     assert a.shape == (10, 64) and torch.equal(a, b)
     assert 0 <= float(a.min()) and float(a.max()) <= 1
@@ -172,7 +195,16 @@ def test_resumed_vae_with_a_schedule_equals_an_uninterrupted_run(tmp_path):
 
     def make():
         with seeded(0):
-            return VAE(64, 2, kl_schedule="linear", kl_warmup=3, net={"hidden": [32]})
+            return VAE(
+                VAEConfig(
+                    dim=64,
+                    latent=2,
+                    kl_schedule="linear",
+                    kl_warmup=3,
+                    hidden=[32],
+                    activation="relu",
+                )
+            )
 
     full, part = make(), make()
     cfg = TrainConfig(epochs=4, batch_size=64, seed=7)
@@ -187,7 +219,7 @@ def test_resumed_vae_with_a_schedule_equals_an_uninterrupted_run(tmp_path):
 def test_a_non_finite_reconstruction_stops_training_naming_the_term(tmp_path):
     x = torch.full((64, 3), 1e30)  # finite data whose squared error overflows float32
     with seeded(0):
-        vae = VAE(3, 2, loss="l2", net={"hidden": [8]})
+        vae = VAE(VAEConfig(dim=3, latent=2, loss="l2", hidden=[8], activation="relu"))
     with pytest.raises(
         TrainingError, match=r"the reconstruction term became inf at epoch 1, step 1"
     ):
@@ -212,17 +244,17 @@ def test_a_non_finite_reconstruction_stops_training_naming_the_term(tmp_path):
         ({"loss": "gaussian", "sigma": -1.0}, "sigma = -1.0 is not allowed"),
         ({"kl_weight": -1.0}, "kl_weight = -1.0 is not allowed"),
         ({"free_bits": -0.5}, "free_bits = -0.5 is not allowed"),
-        ({"latent": 0}, "latent must be ≥ 1"),
+        ({"latent": 0}, "latent = 0 is not allowed; use an integer ≥ 1"),
     ],
 )
 def test_bad_vae_settings_name_the_problem(kwargs, match):
     with pytest.raises(ConfigError, match=match):
-        VAE(4, **{"latent": 2, **kwargs})
+        VAE(VAEConfig(**{"dim": 4, "latent": 2, **kwargs}))
 
 
 def test_bad_inputs_to_the_estimators():
     with seeded(0):
-        vae = VAE(4, 2)
+        vae = VAE(VAEConfig(dim=4, latent=2))
     with pytest.raises(DataError, match=r"x must have shape \(n, 4\), got \(3, 5\)"):
         vae.elbo(torch.zeros(3, 5))
     with pytest.raises(ConfigError, match="k = 0 is not allowed"):
@@ -238,7 +270,7 @@ def test_a_conv_vae_takes_channel_widths_of_its_own_not_the_mlp_widths():
     assert (conv.net, conv.hidden) == ("conv", CONV_WIDTHS)
     assert (mlp.net, mlp.hidden) == ("mlp", [512])
     model = conv.build(load_data("digits"))
-    assert model.get_config()["net"]["hidden"] == CONV_WIDTHS
+    assert model.get_config()["hidden"] == CONV_WIDTHS
 
 
 def test_a_mixture_prior_gives_the_linear_gaussian_marginal_likelihood():
@@ -248,8 +280,18 @@ def test_a_mixture_prior_gives_the_linear_gaussian_marginal_likelihood():
     from torch.distributions import MultivariateNormal, kl_divergence
 
     vae, _, x = linear_gaussian_vae()
-    gmm = VAE(5, 2, loss="gaussian", sigma=1.0, prior="gmm", prior_components=1,
-              net={"hidden": [], "activation": "identity"}).double()  # fmt: skip
+    gmm = VAE(
+        VAEConfig(
+            dim=5,
+            latent=2,
+            loss="gaussian",
+            sigma=1.0,
+            prior="gmm",
+            prior_components=1,
+            hidden=[],
+            activation="identity",
+        )
+    ).double()
     gmm.load_state_dict(vae.state_dict(), strict=False)
     m, s = torch.tensor([0.3, -0.2], dtype=torch.float64), torch.tensor([[0.8, 0.1], [0.1, 1.2]])
     with torch.no_grad():
@@ -278,7 +320,11 @@ def test_finish_fits_the_mixture_prior_to_the_codes_of_the_training_data():
     codes' own (up to the ridge added to each covariance), and sampling draws from it."""
     digits = load_data("digits")
     with seeded(0):
-        vae = VAE(64, 3, prior="gmm", prior_components=6, net={"hidden": [32]})
+        vae = VAE(
+            VAEConfig(
+                dim=64, latent=3, prior="gmm", prior_components=6, hidden=[32], activation="relu"
+            )
+        )
     fit(vae, digits.x, TrainConfig(epochs=2, batch_size=128, lr=3e-3, seed=0))
     with torch.no_grad():
         codes = vae.encode(digits.x).double()
@@ -297,7 +343,9 @@ def test_finish_fits_the_mixture_prior_to_the_codes_of_the_training_data():
     with torch.no_grad():
         torch.testing.assert_close(vae.sample(5, generator=gen(4)), vae.decode(z))
     # fewer rows than components: the fitted ones are repeated, the weights still sum to 1
-    small = VAE(64, 3, prior="gmm", prior_components=6, net={"hidden": [32]})
+    small = VAE(
+        VAEConfig(dim=64, latent=3, prior="gmm", prior_components=6, hidden=[32], activation="relu")
+    )
     small.finish(digits.x[:4])
     assert abs(float(small.prior_weights.sum()) - 1) < 1e-12
     assert torch.isfinite(small.latent_measure.log_prob(codes[:10])).all()
@@ -313,17 +361,17 @@ def test_the_prior_defaults_by_data_kind_and_old_runs_keep_n01():
     digits = load_data("digits")
     few = dataclasses.replace(digits, x=digits.x[:20], labels=digits.labels[:20])
     small = VAEConfig(latent=2).build(few)
-    assert small.prior_components == 20  # never more components than rows
+    assert small.config.prior_components == 20  # never more components than rows
     with pytest.raises(ConfigError, match="unknown prior 'flow'"):
-        VAE(4, 2, prior="flow")
+        VAE(VAEConfig(dim=4, latent=2, prior="flow"))
     with pytest.raises(ConfigError, match="prior_components = 0"):
-        VAE(4, 2, prior="gmm", prior_components=0)
+        VAE(VAEConfig(dim=4, latent=2, prior="gmm", prior_components=0))
 
 
 def test_a_collapsed_encoder_gets_a_narrow_prior_and_a_log_line_not_a_warning(caplog):
     import warnings
 
-    vae = VAE(10, 2, loss="l2", prior="gmm", prior_components=5)
+    vae = VAE(VAEConfig(dim=10, latent=2, loss="l2", prior="gmm", prior_components=5))
     with torch.no_grad():
         for p in vae.encoder.parameters():
             p.zero_()  # every code is 0: EM finds one distinct cluster
@@ -334,3 +382,24 @@ def test_a_collapsed_encoder_gets_a_narrow_prior_and_a_log_line_not_a_warning(ca
     assert "fitting the mixture prior: Number of distinct clusters (1)" in caplog.text
     assert abs(float(vae.prior_weights.sum()) - 1) < 1e-12
     assert vae.latent_measure.sample(50, generator=gen(1)).abs().max() < 0.05
+
+
+def test_a_vae_keeps_its_config_and_reads_what_earlier_releases_stored():
+    # format 1 nested the network and had no prior; format 2 added the prior
+    stored = {
+        "dim": 2, "free_bits": 0.0, "image_shape": None, "kl_schedule": "constant",
+        "kl_warmup": 10.0, "kl_weight": 1.0, "latent": 2, "learn_sigma": True,
+        "loss": "gaussian", "net": {"activation": "silu", "hidden": [8], "kind": "mlp"},
+        "sigma": 0.07,
+    }  # fmt: skip
+    config = VAEConfig.from_stored(stored)
+    assert (config.net, config.hidden, config.activation) == ("mlp", [8], "silu")
+    assert (config.prior, config.prior_components, config.sigma) == ("normal", 50, 0.07)
+    vae = VAE(config)
+    assert vae.config == config and (vae.dim, vae.latent) == (2, 2)
+    again = VAE.from_config(vae.get_config())
+    assert again.config == config and again.get_config() == vae.get_config()
+    with pytest.raises(ConfigError, match="dim must be set"):
+        VAE(VAEConfig(latent=2))
+    with pytest.raises(ConfigError, match="unknown setting 'width'"):
+        VAEConfig.from_stored({**stored, "width": 3})

@@ -46,7 +46,10 @@ def test_tied_decoder_uses_encoder_transposes():
     [
         (lambda: NetConfig("transformer"), "unknown network kind 'transformer'; known: conv, mlp"),
         (lambda: NetConfig(activation="swish"), "unknown activation 'swish'; known: elu"),
-        (lambda: NetConfig(hidden=[0]), "hidden widths must be between 1 and 65,536"),
+        (
+            lambda: NetConfig(hidden=[0]),
+            r"hidden = \[0\] is not allowed; use a list of integers",
+        ),
         (lambda: build_encoder(NetConfig("conv"), 10, 2, None), "square images"),
     ],
 )

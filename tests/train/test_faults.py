@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from pushforward.cli import main
 from pushforward.core import CheckpointError
 from pushforward.core import io as ckpt
-from pushforward.models.autoencoder import Autoencoder
+from pushforward.models.autoencoder import Autoencoder, AutoencoderConfig
 from pushforward.models.registry import MODELS
 from pushforward.runs import load_model, load_run_config
 from pushforward.train import CHECKPOINT, TrainConfig, fit, load_checkpoint, read_metrics, seeded
@@ -128,7 +128,7 @@ def test_a_full_disk_or_unwritable_folder_is_a_clear_error_and_the_last_checkpoi
 ):
     x = torch.rand(64, 12, generator=torch.Generator().manual_seed(0))
     with seeded(0):
-        model = Autoencoder(12, 2, net={"hidden": [16]})
+        model = Autoencoder(AutoencoderConfig(dim=12, latent=2, hidden=[16]))
     fit(model, x, TrainConfig(epochs=2, batch_size=32), run_dir=tmp_path)
     before = (tmp_path / CHECKPOINT).read_bytes()
     real_replace = os.replace

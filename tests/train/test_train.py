@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from pushforward.core import CheckpointError, ConfigError, Interrupted, TrainingError, load_tensors
-from pushforward.models.autoencoder import Autoencoder
+from pushforward.models.autoencoder import Autoencoder, AutoencoderConfig
 from pushforward.train import (
     CHECKPOINT,
     METRICS,
@@ -32,7 +32,7 @@ def data(n=96, d=12, seed=0):
 
 def make_ae(seed=0):
     with seeded(seed):
-        return Autoencoder(12, 2, net={"hidden": [16]})
+        return Autoencoder(AutoencoderConfig(dim=12, latent=2, hidden=[16]))
 
 
 def states_equal(a: nn.Module, b: nn.Module) -> bool:
@@ -288,14 +288,14 @@ def test_precision_names_the_autocast_dtype_and_refuses_unknown_names():
 
 
 def test_bfloat16_training_multiplies_in_bfloat16_keeps_float32_weights_and_resumes(tmp_path):
-    from pushforward.models.vae import VAE
+    from pushforward.models.vae import VAE, VAEConfig
 
     seen = []
     x = data()
 
     def make():
         with seeded(0):
-            m = VAE(x.shape[1], 2, loss="l2", net={"hidden": [16]})
+            m = VAE(VAEConfig(dim=x.shape[1], latent=2, loss="l2", hidden=[16], activation="relu"))
         m.decoder.register_forward_hook(lambda mod, args, out: seen.append(out.dtype))
         return m
 

@@ -10,6 +10,7 @@ from pushforward.core.errors import (
     PushforwardError,
     SolverError,
     TrainingError,
+    a_or_an,
     lookup,
     one_line,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "Settings",
     "SolverError",
     "TrainingError",
+    "a_or_an",
     "as_float64_rows",
     "atomic_path",
     "atomic_write_bytes",

@@ -19,6 +19,7 @@ __all__ = [
     "PushforwardError",
     "SolverError",
     "TrainingError",
+    "a_or_an",
     "lookup",
     "one_line",
 ]
@@ -71,3 +72,16 @@ def lookup(registry: Mapping[str, T], name: str, *, what: str) -> T:
 def one_line(exc: BaseException) -> str:
     """Return an exception's message squeezed onto one line (its type name when it has none)."""
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def a_or_an(name: str) -> str:
+    """Return ``name`` after its indefinite article, "a" or "an" by its first letter: "an
+    Autoencoder", "a VAE".
+
+    By the letter, not the sound: right for the model names here (PCA, VAE, GAN are "a"; an
+    initialism read letter by letter from a vowel-sounding consonant would need its own rule).
+
+    >>> a_or_an("Autoencoder"), a_or_an("VAE")
+    ('an Autoencoder', 'a VAE')
+    """
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"

@@ -33,14 +33,13 @@ of specs is :data:`pushforward.registry.MODELS`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from pushforward.core.errors import CheckpointError, ConfigError, NoDensityError
+from pushforward.core.errors import CheckpointError, ConfigError, NoDensityError, a_or_an
 
 __all__ = [
     "EVAL_BATCH",
@@ -105,7 +104,7 @@ class Model:
 
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
         """Return exactly n draws (n, d) of g#μ."""
-        raise ConfigError(f"a {type(self).__name__} is not generative: it cannot sample")
+        raise ConfigError(f"{a_or_an(type(self).__name__)} is not generative: it cannot sample")
 
     def decode(self, z: Tensor) -> Tensor:
         """Return g(z), shape (n, d), for codes z (n, k)."""
@@ -120,18 +119,18 @@ class Model:
 
     def encode(self, x: Tensor) -> Tensor:
         """Return the codes (n, k) of data x (n, d)."""
-        raise ConfigError(f"a {type(self).__name__} has no encoder")
+        raise ConfigError(f"{a_or_an(type(self).__name__)} has no encoder")
 
     def motion(self, n: int, times: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """Return particles x_t (T, n, d): n draws of μ (at t = 0) carried to g#μ (at t = 1),
         at each of the T increasing ``times`` in [0, 1]."""
         raise ConfigError(
-            f"a {type(self).__name__} has no motion in time: it maps μ to g#μ in one step"
+            f"{a_or_an(type(self).__name__)} has no motion in time: it maps μ to g#μ in one step"
         )
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Return the exact log-density (n,) in nats of g#μ at each row of x (n, d)."""
-        raise NoDensityError(f"a {type(self).__name__} has no exact density")
+        raise NoDensityError(f"{a_or_an(type(self).__name__)} has no exact density")
 
     @property
     def likelihood_kind(self) -> str | None:
@@ -146,7 +145,7 @@ class Model:
         exact (:meth:`log_prob`), or a lower bound from ``iwae_k`` importance samples drawn from
         ``generator``."""
         if not self.has_exact_density:
-            raise NoDensityError(f"a {type(self).__name__} has no likelihood")
+            raise NoDensityError(f"{a_or_an(type(self).__name__)} has no likelihood")
         return self.log_prob(x)
 
     def set_sampling(self, **options: Any) -> None:
@@ -155,7 +154,7 @@ class Model:
             if name not in self.sampling_options:
                 allowed = ", ".join(self.sampling_options) or "none"
                 raise ConfigError(
-                    f"{name} is not a sampling setting of a {type(self).__name__} "
+                    f"{name} is not a sampling setting of {a_or_an(type(self).__name__)} "
                     f"(its sampling settings: {allowed})"
                 )
             setattr(self, name, value)
@@ -184,16 +183,11 @@ class Model:
             recon = self.decode(self.encode(x)).to(x.dtype)
             out["squared_error"] = float((recon - x).pow(2).sum(1).mean())
         if self.has_exact_density:
-            lp = self.log_prob(x).double()
-            mean = float(lp.mean())
-            stderr = float(lp.std() / math.sqrt(lp.numel())) if lp.numel() > 1 else 0.0
-            out.update(
-                log_likelihood=mean,
-                log_likelihood_stderr=stderr,
-                nll=-mean,
-                bits_per_dim=-mean / (x.shape[1] * math.log(2)),
-                exact=True,
-            )
+            # the summary is written once, beside the Gaussian it summarises; imported when called
+            # because measures sits above core
+            from pushforward.measures.gaussian import likelihood_summary
+
+            out.update(likelihood_summary(self.log_prob(x), dim=x.shape[1], exact=True))
         return out
 
     # --- saving ---------------------------------------------------------------------------------
@@ -223,7 +217,7 @@ class Model:
             return cls(**config)
         except TypeError as e:
             raise CheckpointError(
-                f"config {dict(config)!r} does not describe a {cls.__name__}: {e}"
+                f"config {dict(config)!r} does not describe {a_or_an(cls.__name__)}: {e}"
             ) from None
 
     @classmethod

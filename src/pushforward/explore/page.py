@@ -38,7 +38,7 @@ from torch import Tensor
 
 from pushforward.core import ConfigError, Model, atomic_write_bytes
 from pushforward.data import datasets
-from pushforward.models.pca import PCA
+from pushforward.models.pca import PCA, PCAConfig
 from pushforward.nets import DecoderLayer
 
 __all__ = [
@@ -215,7 +215,8 @@ def _principal_plane(codes: Tensor) -> tuple[Tensor, Tensor]:
     n, k = codes.shape
     if k == 2 or n < k:  # too few codes to find k directions: the latent axes
         return torch.zeros(k), torch.eye(k)
-    pca = PCA(k).fit(codes.double())  # the project's own: mean_ (k,), components_ (k, k)
+    # the project's own PCA: mean_ (k,), components_ (k, k)
+    pca = PCA(PCAConfig(latent=k)).fit(codes.double())
     return pca.mean_.float(), pca.components_.float()
 
 

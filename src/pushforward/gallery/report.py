@@ -232,8 +232,12 @@ def _data_section(report: Report, n: int, seed: int, mnist: str | None) -> Secti
 
 
 def _encoders_section(report: Report, quick: bool, seed: int) -> Section:
-    from pushforward.models.autoencoder import Autoencoder, memorisation_experiment
-    from pushforward.models.pca import PCA
+    from pushforward.models.autoencoder import (
+        Autoencoder,
+        AutoencoderConfig,
+        memorisation_experiment,
+    )
+    from pushforward.models.pca import PCA, PCAConfig
     from pushforward.train import TrainConfig, fit, seeded
 
     ds = datasets.load_data("digits")
@@ -254,10 +258,10 @@ def _encoders_section(report: Report, quick: bool, seed: int) -> Section:
     epochs = 10 if quick else 60
     pca_err, ae_err, ae_models = [], [], {}
     for k in ks:
-        pca = PCA(k).fit(train.x)
+        pca = PCA(PCAConfig(latent=k)).fit(train.x)
         pca_err.append(pca.reconstruction_error(test.x) / test.n)
         with seeded(seed):
-            ae = Autoencoder(ds.dim, k, loss="l2", net={"hidden": [256, 128]})
+            ae = Autoencoder(AutoencoderConfig(dim=ds.dim, latent=k, loss="l2", hidden=[256, 128]))
         fit(ae, train.x, TrainConfig(epochs=epochs, batch_size=64, seed=seed),
             progress=report.training(f"autoencoder k = {k}"))  # fmt: skip
         ae_err.append(ae.reconstruction_error(test.x))
@@ -270,7 +274,7 @@ def _encoders_section(report: Report, quick: bool, seed: int) -> Section:
     rows = [[str(k), f"{p:.3f}", f"{a:.3f}"] for k, p, a in zip(ks, pca_err, ae_err, strict=True)]
     sec.tables.append((["k", "PCA error", "autoencoder error"], rows))
 
-    pca2, ae2 = PCA(2).fit(train.x), ae_models[2]
+    pca2, ae2 = PCA(PCAConfig(latent=2)).fit(train.x), ae_models[2]
     with torch.no_grad():
         x = test.x[:16]
         grid = torch.cat([x, pca2.decode(pca2.encode(x)).clamp(0, 1), ae2(x).clamp(0, 1)])
@@ -298,7 +302,7 @@ def _vae_digits_section(
     report: Report, quick: bool, seed: int, mnist: str | None, trained: dict[str, Any]
 ) -> Section:
     from pushforward.metrics import image_quality
-    from pushforward.models.vae import VAE
+    from pushforward.models.vae import VAE, VAEConfig
     from pushforward.train import TrainConfig, fit, seeded
 
     sec = Section(
@@ -328,8 +332,16 @@ def _vae_digits_section(
         train, test = datasets.train_test_split(ds, n_train)
         assert ds.image_shape is not None
         with seeded(seed):
-            vae = VAE(ds.dim, 2, loss="bce", net={"hidden": [512], "activation": "silu"},
-                      image_shape=ds.image_shape)  # fmt: skip
+            vae = VAE(
+                VAEConfig(
+                    dim=ds.dim,
+                    latent=2,
+                    loss="bce",
+                    image_shape=ds.image_shape,
+                    hidden=[512],
+                    activation="silu",
+                )
+            )
         fit(vae, train.x, TrainConfig(epochs=epochs, batch_size=64, lr=3e-3, seed=seed),
             progress=report.training(f"VAE on {label}"))  # fmt: skip
         from pushforward.runs import codes, manifold
@@ -527,15 +539,26 @@ def _mixtures_section() -> Section:
 
 def _vae_mixture(report: Report, sec: Section, name: str, quick: bool, seed: int) -> tuple:
     """Train the 2-D VAE on mixture ``name``; its animation, explorer page and heat map."""
-    from pushforward.models.vae import VAE
+    from pushforward.models.vae import VAE, VAEConfig
     from pushforward.train import TrainConfig, fit, seeded
 
     epochs = 20 if quick else 60
     points = 2_500 if quick else 10_000  # the GAN, flow and fm parts train on these too
     ds = datasets.load_data(name, n=points, generator=torch.Generator().manual_seed(seed))
     with seeded(seed):
-        vae = VAE(2, 2, loss="gaussian", sigma=0.1, learn_sigma=True, kl_schedule="linear",
-                  kl_warmup=5, net={"hidden": [256, 256], "activation": "silu"})  # fmt: skip
+        vae = VAE(
+            VAEConfig(
+                dim=2,
+                latent=2,
+                loss="gaussian",
+                sigma=0.1,
+                learn_sigma=True,
+                kl_schedule="linear",
+                kl_warmup=5,
+                hidden=[256, 256],
+                activation="silu",
+            )
+        )
     snaps = SampleSnapshots(vae, 1000, every=_every(epochs, quick), seed=seed)
     fit(
         vae,

@@ -1,24 +1,19 @@
 """Measures: base measures μ, Pushforward(g, μ), 1-D maps, discrete pushforwards. Imports core and
 data."""
 
-from pushforward.measures.discrete import DiscreteMeasure, die, product, two_dice_sum
-from pushforward.measures.gaussian import LOG_2PI, likelihood_summary, standard_normal_log_prob
-from pushforward.measures.pushforward import (
-    EXAMPLES,
+from pushforward.measures.base import (
     BaseMeasure,
     DistributionMeasure,
-    Example,
-    Map1D,
     MixtureMeasure,
-    Pushforward,
     Restricted,
     StandardNormal,
     Uniform,
     as_measure,
-    empirical_quantile,
-    example,
-    inverse_cdf,
 )
+from pushforward.measures.discrete import DiscreteMeasure, die, product, two_dice_sum
+from pushforward.measures.examples import EXAMPLES, Example, example
+from pushforward.measures.gaussian import LOG_2PI, likelihood_summary, standard_normal_log_prob
+from pushforward.measures.pushforward import Map1D, Pushforward, empirical_quantile, inverse_cdf
 
 __all__ = [
     "EXAMPLES",

@@ -7,13 +7,14 @@ nearly zero while held-out error stays large; unregularised, it learns nothing g
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from pushforward.core import ConfigError, ModelSpec, check_rows, lookup, setting
+from pushforward.core import ConfigError, ModelSpec, check_rows, setting
 from pushforward.nets import (
     MAX_LATENT,
     MLP,
@@ -21,7 +22,6 @@ from pushforward.nets import (
     NetConfig,
     NetSettings,
     TiedDecoder,
-    as_net_config,
     build_decoder,
     build_encoder,
     check_sizes,
@@ -35,57 +35,72 @@ from pushforward.train import Trainable, TrainConfig, fit, seeded
 __all__ = ["Autoencoder", "AutoencoderConfig", "MemorisationResult", "memorisation_experiment"]
 
 
+@dataclass
+class AutoencoderConfig(NetSettings):
+    """Settings of an :class:`Autoencoder` (``pushforward fit ae``); :meth:`build` fills
+    ``dim`` and ``image_shape`` from the data."""
+
+    dim: int | None = setting(None, "data dimension d", minimum=1, derived=True)
+    latent: int = setting(2, "latent dimension k", minimum=1, maximum=MAX_LATENT)
+    loss: str = setting(
+        "l2", "reconstruction loss R: l2, l1 or bce", choices=RECONSTRUCTIONS,
+        what="reconstruction loss",
+    )  # fmt: skip
+    tied: bool = setting(False, "the decoder reuses the encoder's weights, transposed (MLP)")
+    image_shape: tuple[int, int] | None = setting(
+        None, "(h, w) of image data (conv nets, figures)", minimum=1, derived=True
+    )
+
+    def check(self) -> None:
+        if self.tied and self.net not in (None, "mlp"):
+            raise ConfigError("tied weights need an MLP network (--net mlp)")
+
+    def filled(self) -> AutoencoderConfig:
+        """Return a copy with the network left open filled: an MLP of the model's widths."""
+        net = self.net_config()
+        return dataclasses.replace(self, net=net["kind"], hidden=net["hidden"])
+
+    def build(self, ds: Any) -> Autoencoder:
+        cfg = self.resolve(ds.kind)
+        return Autoencoder(dataclasses.replace(cfg, dim=ds.dim, image_shape=ds.image_shape))
+
+
 class Autoencoder(Trainable):
     """Encoder f (B, d) → (B, k) and decoder g (B, k) → (B, d) trained on R(x, g(f(x))).
 
     Args:
-        dim: data dimension d.
-        latent: latent dimension k ≥ 1.
-        loss: reconstruction R by name, ``l2``, ``l1`` or ``bce`` (the decoder then outputs
-            logits), summed over dimensions and averaged over examples.
-        net: the encoder's :class:`~pushforward.nets.NetConfig` (as a dict or object); the decoder
-            mirrors it.
-        tied: the decoder reuses the transposes of the encoder's matrices (MLP only).
-        image_shape: (h, w) of image data, needed by convolutional nets.
+        config: its :class:`AutoencoderConfig`, kept as ``self.config``: d and k, the
+            reconstruction R (``l2``, ``l1`` or ``bce``, the decoder then outputting logits;
+            summed over dimensions, averaged over examples), the encoder's network (the decoder
+            mirrors it, or reuses the transposes of its matrices when ``tied``) and the image
+            shape conv nets need.
     """
 
     has_encoder = True
     generative = False
+    config_class = AutoencoderConfig
 
-    def __init__(
-        self,
-        dim: int,
-        latent: int = 2,
-        *,
-        loss: str = "l2",
-        net: NetConfig | dict[str, Any] | None = None,
-        tied: bool = False,
-        image_shape: tuple[int, int] | list[int] | None = None,
-    ):
+    def __init__(self, config: AutoencoderConfig):
         super().__init__()
-        check_sizes(dim, latent)
-        lookup(RECONSTRUCTIONS, loss, what="reconstruction loss")
-        self.net = as_net_config(net)
-        if tied and self.net.kind != "mlp":
-            raise ConfigError("tied weights need an MLP network (--net mlp)")
-        self.dim, self.latent, self.loss_name, self.tied = dim, latent, loss, tied
-        self.image_shape = tuple(image_shape) if image_shape is not None else None
-        self.encoder = build_encoder(self.net, dim, latent, self.image_shape)
-        if tied:
+        self.config = config = config.filled()
+        check_sizes(config.dim, config.latent)
+        self.net = NetConfig.from_dict(config.net_config())
+        self.encoder = build_encoder(self.net, config.dim, config.latent, config.image_shape)
+        if config.tied:
             assert isinstance(self.encoder, MLP)
             self.decoder = TiedDecoder(self.encoder, activation=self.net.activation)
         else:
-            self.decoder = build_decoder(self.net, latent, dim, self.image_shape)
+            self.decoder = build_decoder(self.net, config.latent, config.dim, config.image_shape)
 
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "dim": self.dim,
-            "latent": self.latent,
-            "loss": self.loss_name,
-            "net": self.net.to_dict(),
-            "tied": self.tied,
-            "image_shape": list(self.image_shape) if self.image_shape else None,
-        }
+    @property
+    def dim(self) -> int:  # type: ignore[override]
+        """d, the data dimension."""
+        return self.config.dim
+
+    @property
+    def latent(self) -> int:  # type: ignore[override]
+        """k, the latent dimension."""
+        return self.config.latent
 
     def encode(self, x: Tensor) -> Tensor:
         """Return the codes z = f(x), shape (n, k), for x (n, d)."""
@@ -93,11 +108,11 @@ class Autoencoder(Trainable):
 
     def decode(self, z: Tensor) -> Tensor:
         """Return the reconstructions x̂ = g(z) (means, in data space), shape (n, d)."""
-        return output_mean(self.loss_name, self.decoder(z))
+        return output_mean(self.config.loss, self.decoder(z))
 
     def decoder_layers(self) -> list[tuple] | None:
         """Return :meth:`decode` as a portable program (None for a conv decoder)."""
-        return decoder_program(self.decoder, ("activation", output_activation(self.loss_name)))
+        return decoder_program(self.decoder, ("activation", output_activation(self.config.loss)))
 
     def forward(self, x: Tensor) -> Tensor:
         """Return g(f(x)), shape (n, d)."""
@@ -106,7 +121,7 @@ class Autoencoder(Trainable):
     def loss(
         self, x: Tensor, *, generator: torch.Generator | None = None, epoch: float | None = None
     ) -> dict[str, Tensor]:
-        r = reconstruction(self.loss_name, x, self.decoder(self.encoder(x))).mean()
+        r = reconstruction(self.config.loss, x, self.decoder(self.encoder(x))).mean()
         return {"loss": r}
 
     @torch.no_grad()
@@ -114,29 +129,6 @@ class Autoencoder(Trainable):
         """Return the mean over examples of R(x, g(f(x))) (summed over dimensions)."""
         check_rows(x, "x", dim=self.dim)
         return float(self.loss(x)["loss"])
-
-
-@dataclass
-class AutoencoderConfig(NetSettings):
-    """Settings of ``pushforward fit ae``."""
-
-    latent: int = setting(2, "latent dimension k", minimum=1, maximum=MAX_LATENT)
-    loss: str = setting(
-        "l2", "reconstruction loss R: l2, l1 or bce", choices=RECONSTRUCTIONS,
-        what="reconstruction loss",
-    )  # fmt: skip
-    tied: bool = setting(False, "the decoder reuses the encoder's weights, transposed (MLP)")
-
-    def check(self) -> None:
-        if self.tied and self.net not in (None, "mlp"):
-            raise ConfigError("tied weights need an MLP network (--net mlp)")
-
-    def build(self, ds: Any) -> Autoencoder:
-        cfg = self.resolve(ds.kind)
-        return Autoencoder(
-            ds.dim, cfg.latent, loss=cfg.loss, net=cfg.net_config(), tied=cfg.tied,
-            image_shape=ds.image_shape,
-        )  # fmt: skip
 
 
 SPEC = ModelSpec(Autoencoder, AutoencoderConfig, "a deep autoencoder: encoder f, decoder g")
@@ -176,7 +168,8 @@ def memorisation_experiment(
     check_rows(x_train, "x_train")
     check_rows(x_test, "x_test", dim=x_train.shape[1], why=" like x_train")
     with seeded(seed):
-        model = Autoencoder(x_train.shape[1], 1, loss="l2", net={"hidden": list(hidden)})
+        config = AutoencoderConfig(dim=x_train.shape[1], latent=1, loss="l2", hidden=list(hidden))
+        model = Autoencoder(config)
     cfg = TrainConfig(epochs=epochs, batch_size=0, lr=lr, seed=seed)
     history = fit(model, x_train, cfg)
     baseline = float((x_test - x_train.mean(0)).pow(2).sum(1).mean())

@@ -15,13 +15,13 @@ here R = I). The density and the posterior p(z | x) are exact.
 
 Conventions: inputs are torch tensors (n, d) of a floating dtype; all arithmetic is float64,
 learned attributes (ending in ``_``) are float64, and what is computed from an input comes back in
-the input's dtype. Both classes follow the scikit-learn estimator contract and save through
-:meth:`get_config` (constructor arguments, JSON) and :meth:`get_state` (tensors, for safetensors).
+the input's dtype. Both classes follow the scikit-learn estimator contract, take their config
+(:class:`PCAConfig`, :class:`PPCAConfig`) and save through :meth:`get_config` (the config, JSON)
+and :meth:`get_state` (tensors, for safetensors).
 """
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,7 +40,7 @@ from pushforward.core import (
     as_float64_rows,
     setting,
 )
-from pushforward.measures import StandardNormal
+from pushforward.measures import LOG_2PI, StandardNormal
 from pushforward.nets import MAX_LATENT
 
 __all__ = ["PCA", "PCAConfig", "PPCAConfig", "ProbabilisticPCA"]
@@ -56,11 +56,12 @@ def _training_rows(x: object, who: str) -> Tensor:
     return x64
 
 
-def _n_components(k: object, hi: int, rule: str, shape: torch.Size) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= hi:
+def _n_components(k: int, hi: int, rule: str, shape: torch.Size) -> int:
+    """Return k, refusing more components than the data X of ``shape`` allow (``rule`` = hi)."""
+    if k > hi:
         raise ConfigError(
-            f"n_components must be an integer with 1 ≤ n_components ≤ {rule} = {hi} "
-            f"for X of shape {tuple(shape)}, got {k!r}"
+            f"latent = {k} is not allowed for X of shape {tuple(shape)}; use at most "
+            f"{rule} = {hi} components"
         )
     return k
 
@@ -74,6 +75,52 @@ def _principal_axes(xc: Tensor) -> tuple[Tensor, Tensor]:
     return s, (vh * torch.sign(vh.gather(1, pivot))).contiguous()
 
 
+# --- settings ------------------------------------------------------------------------------------
+
+_LATENT_HELP = "latent dimension k, the number of components"
+
+
+def _translate(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a stored config with earlier releases' ``n_components`` read as ``latent``."""
+    d = dict(stored)
+    if "n_components" in d:
+        if "latent" in d:  # from_config reports a config that cannot be read as a TypeError
+            raise TypeError("n_components and latent both given; they are the same setting")
+        d["latent"] = d.pop("n_components")
+    return d
+
+
+@dataclass
+class PCAConfig(ModelConfig):
+    """Settings of :class:`PCA` (``pushforward fit pca``)."""
+
+    latent: int = setting(2, _LATENT_HELP, minimum=1, maximum=MAX_LATENT)
+    center: bool = setting(True, "subtract the training mean before the SVD")
+
+    @classmethod
+    def from_stored(cls, stored: Mapping[str, Any]) -> PCAConfig:
+        """Return the config stored, earlier releases' ``n_components`` read as ``latent``."""
+        return cls.from_dict(_translate(stored))
+
+    def build(self, ds: Any) -> PCA:
+        return PCA(self)
+
+
+@dataclass
+class PPCAConfig(ModelConfig):
+    """Settings of :class:`ProbabilisticPCA` (``pushforward fit ppca``)."""
+
+    latent: int = setting(2, _LATENT_HELP, minimum=1, maximum=MAX_LATENT)
+
+    @classmethod
+    def from_stored(cls, stored: Mapping[str, Any]) -> PPCAConfig:
+        """Return the config stored, earlier releases' ``n_components`` read as ``latent``."""
+        return cls.from_dict(_translate(stored))
+
+    def build(self, ds: Any) -> ProbabilisticPCA:
+        return ProbabilisticPCA(self)
+
+
 class _LinearModel(Model, ABC):
     """Shared plumbing: fitted checks, input checks, aliases and the config/state round trip.
 
@@ -84,14 +131,10 @@ class _LinearModel(Model, ABC):
     has_encoder = True
     trained = False
 
-    n_components: int
+    config: Any
     n_features_: int
     n_samples_: int
     _state_keys: ClassVar[tuple[str, ...]]  # learned attributes saved by get_state, less the "_"
-
-    @abstractmethod
-    def get_config(self) -> dict[str, Any]:
-        """Return the constructor arguments as a JSON-able dict: ``cls(**config)``."""
 
     @abstractmethod
     def _derive(self) -> None:
@@ -110,7 +153,15 @@ class _LinearModel(Model, ABC):
     @property
     def latent(self) -> int:
         """k, the number of components."""
-        return self.n_components
+        return self.config.latent
+
+    @property
+    def n_components(self) -> int:
+        """k, the number of components (scikit-learn's name)."""
+        return self.config.latent
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
 
     @torch.no_grad()
     def evaluate(
@@ -225,8 +276,9 @@ class PCA(_LinearModel):
     """Principal component analysis: the best rank-k linear encoder/decoder pair, by SVD.
 
     Args:
-        n_components: k, with 1 ≤ k ≤ min(n, d) (checked in :meth:`fit`).
-        center: subtract the training mean first. ``center=False`` is the lecture's statement on
+        config: its :class:`PCAConfig`, kept as ``self.config``: ``latent`` = k, with
+            1 ≤ k ≤ min(n, d) (the bound by the data checked in :meth:`fit`); ``center``:
+            subtract the training mean first. ``center=False`` is the lecture's statement on
             the raw X = USVᵀ: encoder Z = X V_k, decoder X̂ = Z V_kᵀ, error Σ_{i>k} s_i².
 
     Learned, by :meth:`fit` on X (n, d), with X − 1·mean_ = USVᵀ:
@@ -244,25 +296,17 @@ class PCA(_LinearModel):
     generative = False
     _state_keys = ("mean", "components", "all_singular_values")
 
-    def __init__(self, n_components: int, *, center: bool = True) -> None:
-        self.n_components = n_components
-        self.center = center
+    config_class = PCAConfig
 
-    def __repr__(self) -> str:
-        return f"PCA(n_components={self.n_components!r}, center={self.center!r})"
-
-    def get_config(self) -> dict[str, Any]:
-        """Return the constructor arguments as a JSON-able dict: ``PCA(**config)`` rebuilds it."""
-        return {"n_components": self.n_components, "center": self.center}
+    def __init__(self, config: PCAConfig) -> None:
+        self.config = config
 
     def fit(self, X: Tensor) -> PCA:
         """Fit the principal axes of X (n, d) by SVD; return ``self``."""
-        if not isinstance(self.center, bool):
-            raise ConfigError(f"center must be True or False, got {self.center!r}")
         x = _training_rows(X, "PCA")
         n, d = x.shape
         k = _n_components(self.n_components, min(n, d), "min(n, d)", x.shape)
-        mean = x.mean(0) if self.center else x.new_zeros(d)
+        mean = x.mean(0) if self.config.center else x.new_zeros(d)
         s, vh = _principal_axes(x - mean)
         self.n_samples_, self.n_features_ = n, d
         self.mean_ = mean  # (d,)
@@ -317,8 +361,9 @@ class ProbabilisticPCA(_LinearModel):
     """Probabilistic PCA x = Wz + μ + ε, z ~ N(0, I_k), ε ~ N(0, σ²I_d), fitted by max. likelihood.
 
     Args:
-        n_components: k, with 1 ≤ k < d (σ² is the mean of the d − k discarded eigenvalues) and
-            k ≤ n (checked in :meth:`fit`).
+        config: its :class:`PPCAConfig`, kept as ``self.config``: ``latent`` = k, with
+            1 ≤ k < d (σ² is the mean of the d − k discarded eigenvalues) and k ≤ n (checked in
+            :meth:`fit`).
 
     Learned, by :meth:`fit` on X (n, d), with S = (1/n) Σ (x−μ)(x−μ)ᵀ = U Λ Uᵀ:
         mean_ (d,): μ.
@@ -338,15 +383,10 @@ class ProbabilisticPCA(_LinearModel):
         """μ = N(0, I_k), the prior of z."""
         return StandardNormal(self.n_components)
 
-    def __init__(self, n_components: int) -> None:
-        self.n_components = n_components
+    config_class = PPCAConfig
 
-    def __repr__(self) -> str:
-        return f"ProbabilisticPCA(n_components={self.n_components!r})"
-
-    def get_config(self) -> dict[str, Any]:
-        """Return the constructor arguments as a JSON-able dict."""
-        return {"n_components": self.n_components}
+    def __init__(self, config: PPCAConfig) -> None:
+        self.config = config
 
     def fit(self, X: Tensor) -> ProbabilisticPCA:
         """Fit μ, W and σ² to X (n, d) by the closed-form maximum likelihood; return ``self``."""
@@ -361,7 +401,7 @@ class ProbabilisticPCA(_LinearModel):
             raise DataError(
                 f"X of shape {(n, d)} lies in an affine subspace of dimension ≤ {k}, so the "
                 f"noise variance σ² = {float(sigma2):.3g} is 0 and the density is degenerate; "
-                f"use a smaller n_components than {k}"
+                f"use a smaller latent than {k}"
             )
         self.n_samples_, self.n_features_ = n, d
         self.mean_ = mean  # (d,)
@@ -404,7 +444,7 @@ class ProbabilisticPCA(_LinearModel):
         white = torch.linalg.solve_triangular(chol, (x - self.mean_).T, upper=False)  # (d, n)
         log_det = 2 * chol.diagonal().log().sum()
         quad = white.square().sum(0)
-        return -0.5 * (self.n_features_ * math.log(2 * math.pi) + log_det + quad)
+        return -0.5 * (self.n_features_ * LOG_2PI + log_det + quad)
 
     def score(self, X: Tensor) -> float:
         """Return the mean log-likelihood (nats per example) of X (n, d), as scikit-learn."""
@@ -449,32 +489,6 @@ class ProbabilisticPCA(_LinearModel):
 
     def _decoder_matrix(self) -> Tensor:
         return self.W_  # (d, k)
-
-
-# --- settings and registry entries ---------------------------------------------------------------
-
-_LATENT_HELP = "latent dimension k, the number of components"
-
-
-@dataclass
-class PCAConfig(ModelConfig):
-    """Settings of ``pushforward fit pca``."""
-
-    latent: int = setting(2, _LATENT_HELP, minimum=1, maximum=MAX_LATENT)
-    center: bool = setting(True, "subtract the training mean before the SVD")
-
-    def build(self, ds: Any) -> PCA:
-        return PCA(self.latent, center=self.center)
-
-
-@dataclass
-class PPCAConfig(ModelConfig):
-    """Settings of ``pushforward fit ppca``."""
-
-    latent: int = setting(2, _LATENT_HELP, minimum=1, maximum=MAX_LATENT)
-
-    def build(self, ds: Any) -> ProbabilisticPCA:
-        return ProbabilisticPCA(self.latent)
 
 
 PCA_SPEC = ModelSpec(PCA, PCAConfig, "PCA, the optimal linear encoder (closed form)")

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pushforward.core import ConfigError, ModelConfig, lookup, setting
+from pushforward.core import ConfigError, ModelConfig, Settings, lookup, setting
 
 __all__ = [
     "ACTIVATIONS",
@@ -26,6 +26,7 @@ __all__ = [
     "MAX_WIDTH",
     "MLP",
     "NET_KINDS",
+    "NET_WIDTHS",
     "ConvDecoder",
     "ConvEncoder",
     "DecoderLayer",
@@ -94,32 +95,41 @@ NET_KINDS: dict[str, str] = {
 }
 
 
+def _check_allowing_no_hidden_layer(settings: Settings) -> None:
+    """Check ``settings`` (:meth:`Settings.__post_init__`), taking an empty ``hidden`` list, which
+    the settings machinery refuses, as what it means here: no hidden layer, a single affine map."""
+    affine = settings.hidden is not None and len(settings.hidden) == 0  # type: ignore[attr-defined]
+    if affine:
+        settings.hidden = None  # type: ignore[attr-defined]
+    Settings.__post_init__(settings)
+    if affine:
+        settings.hidden = []  # type: ignore[attr-defined]
+
+
+NET_WIDTHS: dict[str, tuple[int, ...]] = {"mlp": (400,), "conv": tuple(CONV_WIDTHS)}
+"""The hidden widths of a network of each kind when none are given."""
+
+
 @dataclass
-class NetConfig:
+class NetConfig(Settings):
     """How to build an encoder or decoder: ``kind`` 'mlp' or 'conv', hidden widths, activation.
 
     For 'conv', ``hidden`` are the channel counts of the stride-2 convolutions (default
-    :data:`CONV_WIDTHS`) and the data must be square images (28×28 or 8×8, say).
+    :data:`CONV_WIDTHS`) and the data must be square images (28×28 or 8×8, say). An empty
+    ``hidden`` makes an MLP a single affine map.
     """
 
-    kind: str = "mlp"
-    hidden: list[int] | None = None
-    activation: str = "relu"
+    kind: str = setting("mlp", "network kind", choices=NET_KINDS, what="network kind")
+    hidden: list[int] | None = setting(
+        None, "hidden widths (conv: channel counts; default by kind, NET_WIDTHS)",
+        minimum=1, maximum=MAX_WIDTH,
+    )  # fmt: skip
+    activation: str = setting("relu", "activation", choices=ACTIVATIONS, what="activation")
 
     def __post_init__(self) -> None:
-        defaults = {"mlp": [400], "conv": CONV_WIDTHS}
-        lookup(NET_KINDS, self.kind, what="network kind")
-        self.hidden = [
-            int(h) for h in (defaults[self.kind] if self.hidden is None else self.hidden)
-        ]
-        if any(h < 1 or h > MAX_WIDTH for h in self.hidden):
-            raise ConfigError(
-                f"hidden widths must be between 1 and {MAX_WIDTH:,}, got {self.hidden}"
-            )
-        lookup(ACTIVATIONS, self.activation, what="activation")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+        _check_allowing_no_hidden_layer(self)
+        if self.hidden is None:
+            self.hidden = list(NET_WIDTHS[self.kind])
 
 
 class MLP(nn.Sequential):
@@ -285,11 +295,15 @@ def decoder_program(decoder: nn.Module, *tail: DecoderLayer) -> list[DecoderLaye
 
 def as_net_config(net: NetConfig | dict | None) -> NetConfig:
     """Return ``net`` as a :class:`NetConfig` (from a dict of its fields, or the default)."""
-    return net if isinstance(net, NetConfig) else NetConfig(**(net or {}))
+    return net if isinstance(net, NetConfig) else NetConfig.from_dict(net or {})
 
 
-def check_sizes(dim: int, latent: int) -> None:
-    """Refuse a data dimension below 1 or a latent dimension outside [1, MAX_LATENT]."""
+def check_sizes(dim: int | None, latent: int) -> None:
+    """Refuse a data dimension unset or below 1, or a latent dimension outside [1, MAX_LATENT]."""
+    if dim is None:
+        raise ConfigError(
+            "dim must be set: the data dimension, which building the model from data fills in"
+        )
     if dim < 1 or not 1 <= latent <= MAX_LATENT:
         raise ConfigError(
             f"dim and latent must be ≥ 1 (latent at most {MAX_LATENT:,}), "
@@ -342,6 +356,19 @@ class NetSettings(ModelConfig):
         "relu", "relu, elu, gelu, silu, tanh, ...", choices=ACTIVATIONS, what="activation"
     )
 
+    def __post_init__(self) -> None:
+        _check_allowing_no_hidden_layer(self)
+
+    @classmethod
+    def from_stored(cls, stored: Mapping[str, Any]) -> Any:
+        """Return the config a stored ``model.config`` describes, flattening the network that
+        earlier releases stored nested (``"net": {"kind", "hidden", "activation"}``)."""
+        d = dict(stored)
+        if isinstance(d.get("net"), Mapping):
+            net = NetConfig.from_dict(d["net"])
+            d.update(net=net.kind, hidden=net.hidden, activation=net.activation)
+        return super().from_stored(d)
+
     def kind_defaults(self, kind: str) -> dict[str, Any]:
         """Return ``net`` (the model's :attr:`image_net` on images, else ``mlp``) and ``hidden``
         (:attr:`mlp_widths` for an MLP, :attr:`conv_widths` for a conv net)."""
@@ -350,5 +377,9 @@ class NetSettings(ModelConfig):
         return {"net": net, "hidden": hidden}
 
     def net_config(self) -> dict[str, Any]:
-        """Return the :class:`NetConfig` fields these settings describe (``net`` unset: mlp)."""
-        return {"kind": self.net or "mlp", "hidden": self.hidden, "activation": self.activation}
+        """Return the :class:`NetConfig` fields these settings describe (``net`` unset: mlp;
+        ``hidden`` unset: the model's widths for that kind, as :meth:`kind_defaults`)."""
+        kind = self.net or "mlp"
+        widths = self.mlp_widths if kind == "mlp" else self.conv_widths
+        hidden = list(widths) if self.hidden is None else self.hidden
+        return {"kind": kind, "hidden": hidden, "activation": self.activation}

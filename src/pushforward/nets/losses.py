@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pushforward.core import ConfigError, lookup
+from pushforward.measures import LOG_2PI
 
 __all__ = [
     "RECONSTRUCTIONS",
@@ -93,7 +94,7 @@ def negative_log_likelihood(
     s = torch.as_tensor(log_scale, dtype=x.dtype, device=x.device)
     if name == "l2":
         z2 = ((x - out) * torch.exp(-s)).pow(2).flatten(1).sum(1)
-        log_norm = (s.expand(d).sum() if s.dim() else d * s) + 0.5 * d * math.log(2 * math.pi)
+        log_norm = (s.expand(d).sum() if s.dim() else d * s) + 0.5 * d * LOG_2PI
         return 0.5 * z2 + log_norm
     if name == "l1":
         z1 = ((x - out).abs() * torch.exp(-s)).flatten(1).sum(1)

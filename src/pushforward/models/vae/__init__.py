@@ -6,24 +6,28 @@ from pushforward.models.vae.fused import (
     parameters,
     vae_loss_and_gradients,
 )
-from pushforward.models.vae.model import (
-    KL_SCHEDULES,
-    LIKELIHOODS,
-    PRIORS,
-    VAE,
-    LogLikelihood,
-    VAEConfig,
-)
+from pushforward.models.vae.iwae import LogLikelihood, iwae_log_likelihood
+from pushforward.models.vae.likelihoods import KL_SCHEDULES, LIKELIHOODS, Likelihood
+from pushforward.models.vae.model import VAE, VAEConfig
+from pushforward.models.vae.posterior import LOGVAR_RANGE, posterior_log_prob, standardise
+from pushforward.models.vae.prior import MAX_PRIOR_COMPONENTS, PRIORS, fit_mixture_prior
 
 __all__ = [
     "FUSED_ACTIVATIONS",
     "KL_SCHEDULES",
     "LIKELIHOODS",
+    "LOGVAR_RANGE",
+    "MAX_PRIOR_COMPONENTS",
     "PRIORS",
     "VAE",
+    "Likelihood",
     "LogLikelihood",
     "VAEConfig",
+    "fit_mixture_prior",
     "fusable",
+    "iwae_log_likelihood",
     "parameters",
+    "posterior_log_prob",
+    "standardise",
     "vae_loss_and_gradients",
 ]

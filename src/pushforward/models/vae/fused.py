@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pushforward.models.vae.posterior import LOGVAR_RANGE
 from pushforward.nets import MLP, gaussian_kl_terms, negative_log_likelihood, reconstruction
 
 __all__ = ["FUSED_ACTIVATIONS", "fusable", "parameters", "vae_loss_and_gradients"]
@@ -101,7 +102,7 @@ def fusable(vae: Any, x: Tensor) -> bool:
     the learned log-scale), trainable and float32, no hooks on the nets or their weights (the
     hand-written step runs neither), no free bits, float32 data without autocast. (Overrides of
     the loss in a subclass are :meth:`VAE.manual_gradients`' to see.) Called every step: cheap."""
-    if x.dim() != 2 or x.dtype != torch.float32 or vae.free_bits != 0:
+    if x.dim() != 2 or x.dtype != torch.float32 or vae.config.free_bits != 0:
         return False
     enc, dec = vae.encoder, vae.decoder
     if not (type(enc) is MLP and type(dec) is MLP and enc.activation == dec.activation
@@ -155,8 +156,6 @@ def vae_loss_and_gradients(
     nets' weights and biases in :func:`parameters`' order, then the learned log-scale if any)
     for ``vae.loss`` on the batch x (B, d) with the noise ε (B, k) and KL weight λ, without
     autograd (see the module's docstring). Call only where :func:`fusable` holds."""
-    from pushforward.models.vae.model import LOGVAR_RANGE
-
     lo, hi = LOGVAR_RANGE
     family, nll = vae.likelihood.family, vae.likelihood.trains_on_nll
     act, act_backward, keeps_input = FUSED_ACTIVATIONS[vae.encoder.activation]

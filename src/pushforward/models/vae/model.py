@@ -7,61 +7,56 @@ Training (one step, for a batch xᵢ):
 3. decode x̂ᵢ = g(zᵢ);
 4. step on R(xᵢ, x̂ᵢ) + λ·KL(N(μᵢ, e^ξᵢ) ‖ N(0, I)), the KL in closed form.
 
-Reconstruction terms (see :mod:`pushforward.losses`), each a negative log-likelihood −log p(x | z):
-
-============  =================================================  ==============================
-``loss``      what the training loss uses                         the likelihood p(x | z) it is
-============  =================================================  ==============================
-``bce``       Σ_j BCE(x_j, sigmoid(g(z)_j)), from logits          Bernoulli(sigmoid(g(z))), exactly
-``l2``        ‖x − g(z)‖²                                         N(g(z), ½I), up to (d/2)·log π
-``l1``        Σ_j |x_j − g(z)_j|                                  Laplace(g(z), 1), up to d·log 2
-``gaussian``  −log N(x; g(z), σ²I), σ fixed (``sigma``) or learned  N(g(z), σ²I), exactly
-``laplace``   −log Laplace(x; g(z), b), b fixed or learned         Laplace(g(z), b), exactly
-============  =================================================  ==============================
-
-So with λ = 1 the training loss is the negative ELBO in nats, up to the stated constant for ``l2``
-and ``l1``; :meth:`VAE.elbo` and :meth:`VAE.log_likelihood` always report the exact quantities,
-with every normalising constant. Every term is summed over data dimensions and averaged over
-examples; nothing is ever averaged over dimensions.
+The reconstruction term R is a negative log-likelihood −log p(x | z), exactly or up to a stated
+constant (:mod:`~pushforward.models.vae.likelihoods`): with λ = 1 the training loss is the
+negative ELBO in nats; :meth:`VAE.elbo` and :meth:`VAE.log_likelihood` always report the exact
+quantities, with every normalising constant. Every term is summed over data dimensions and averaged
+over examples; nothing is ever averaged over dimensions.
 
 The generative model is the pushforward g#p(z) (:meth:`VAE.as_pushforward`) with p(z) the prior:
 
 * ``prior="normal"``: p(z) = N(0, I), the lecture's;
-* ``prior="gmm"``: after training, p(z) is a Gaussian mixture of ``prior_components``
-  full-covariance components fitted by EM (scikit-learn) to the posterior means μ(x) of the
-  training data: the ex-post density estimate of Ghosh et al. (2020), the idea behind Pythae's
-  ``GaussianMixtureSampler``. The aggregate posterior the decoder was trained on is not N(0, I),
-  and draws from N(0, I) land where few codes were: on MNIST the mixture takes the Fréchet
-  distance of the samples from 321 to 105 (BENCHMARKS.md, "Images"). Training is unchanged: the KL
-  term still regularises q(z | x) towards N(0, I); sampling, the ELBO (whose KL to the mixture is
-  then estimated from the same draw) and the IWAE likelihood use the fitted prior. The prior is
-  fitted by :meth:`VAE.finish`, which :func:`~pushforward.train.fit` calls after the last epoch;
-  before that it is N(0, I) written as a mixture.
+* ``prior="gmm"``: a Gaussian mixture fitted to the codes after training
+  (:mod:`~pushforward.models.vae.prior`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from pushforward.core import (
-    LOWER_BOUND,
-    ConfigError,
-    ModelSpec,
-    ResultKey,
-    check_rows,
-    lookup,
-    setting,
-)
+from pushforward.core import LOWER_BOUND, ConfigError, ModelSpec, ResultKey, check_rows, setting
 from pushforward.data import GaussianMixture
-from pushforward.measures import BaseMeasure, MixtureMeasure, Pushforward, StandardNormal
+from pushforward.measures import (
+    BaseMeasure,
+    MixtureMeasure,
+    Pushforward,
+    StandardNormal,
+    likelihood_summary,
+)
 from pushforward.models.vae.fused import fusable, vae_loss_and_gradients
+from pushforward.models.vae.iwae import LogLikelihood, iwae_log_likelihood
+from pushforward.models.vae.likelihoods import KL_SCHEDULES, LIKELIHOODS
+from pushforward.models.vae.posterior import (
+    LOGVAR_RANGE,
+    posterior_diagnostics,
+    posterior_log_prob,
+    standardise,
+)
+from pushforward.models.vae.prior import (
+    MAX_PRIOR_COMPONENTS,
+    PRIOR_BUFFERS,
+    PRIORS,
+    fit_mixture_prior,
+    fit_rows,
+    standard_mixture,
+)
 from pushforward.nets import (
     ACTIVATIONS,
     CONV_WIDTHS,
@@ -69,7 +64,6 @@ from pushforward.nets import (
     MAX_WIDTH,
     NetConfig,
     NetSettings,
-    as_net_config,
     build_decoder,
     build_encoder,
     check_sizes,
@@ -82,76 +76,9 @@ from pushforward.nets import (
 from pushforward.nets.losses import output_activation
 from pushforward.train import Optimization, Trainable
 
-__all__ = ["KL_SCHEDULES", "LIKELIHOODS", "PRIORS", "VAE", "LogLikelihood", "VAEConfig"]
+__all__ = ["VAE", "VAEConfig"]
 
 log = logging.getLogger(__name__)
-
-DIAGNOSTIC_ROWS = 512
-"""Rows the per-epoch diagnostics are estimated on: at 2,048 they cost 4% of an MNIST epoch of
-8,000 digits (BENCHMARKS.md, "Training speed"); 512 give Var_x μ_j(x) to about 6% (relative
-standard error √(2/511)), ample beside the active-unit threshold 0.01."""
-PRIORS = ("normal", "gmm")
-"""The priors p(z) a VAE can sample from (see the module docstring)."""
-MAX_PRIOR_COMPONENTS = 1000
-PRIOR_FIT_ROWS = 20_000
-"""The most training rows whose codes the ``gmm`` prior is fitted to (a seeded subset beyond):
-EM on 8,000 codes of 16 dimensions with 50 components takes about 10 CPU seconds."""
-LOGVAR_RANGE = (-30.0, 20.0)  # e^-30 to e^20: wide, but keeps exp(ξ) and 1/exp(ξ) finite
-
-
-@dataclass(frozen=True)
-class Likelihood:
-    """A reconstruction term: the R it trains on, and the exact likelihood it stands for."""
-
-    family: str  # 'l2' (Gaussian), 'l1' (Laplace) or 'bce' (Bernoulli)
-    trains_on_nll: bool  # train on the exact NLL (with σ) rather than the bare R
-    fixed_log_scale: float | None  # log σ (or log b) of the likelihood that R stands for
-
-
-LIKELIHOODS: dict[str, Likelihood] = {
-    "bce": Likelihood("bce", False, None),
-    "l2": Likelihood("l2", False, 0.5 * math.log(0.5)),
-    "l1": Likelihood("l1", False, 0.0),
-    "gaussian": Likelihood("l2", True, None),
-    "laplace": Likelihood("l1", True, None),
-}
-
-
-def _constant(kl_weight: float, epoch: float, period: float) -> float:
-    return kl_weight
-
-
-def _linear(kl_weight: float, epoch: float, period: float) -> float:
-    return kl_weight * min(1.0, epoch / period) if period > 0 else kl_weight
-
-
-def _cyclical(kl_weight: float, epoch: float, period: float) -> float:
-    # Fu et al. (2019): within each cycle of `period` epochs, ramp up over the first half
-    tau = (epoch % period) / period
-    return kl_weight * min(1.0, 2.0 * tau)
-
-
-KL_SCHEDULES = {"constant": _constant, "linear": _linear, "cyclical": _cyclical}
-
-
-@dataclass(frozen=True)
-class LogLikelihood:
-    """Importance-weighted log-likelihood estimates per example, in nats."""
-
-    log_px: Tensor  # (n,) estimates of log p(x)
-    stderr: Tensor  # (n,) Monte Carlo standard errors of those estimates (delta method)
-    k: int
-
-    @property
-    def mean(self) -> float:
-        """Mean estimate over examples."""
-        return float(self.log_px.mean())
-
-    @property
-    def mean_stderr(self) -> float:
-        """Monte Carlo standard error of :attr:`mean`."""
-        return float(self.stderr.pow(2).sum().sqrt() / self.log_px.numel())
-
 
 # what the hand-written gradients compute: a subclass that overrides any of these trains on autograd
 _LOSS_PARTS = ("loss", "posterior", "reparameterize", "current_kl_weight", "_nll")
@@ -161,27 +88,122 @@ def _plain_loss(cls: type) -> bool:
     return all(getattr(cls, name) is getattr(VAE, name) for name in _LOSS_PARTS)
 
 
+def _in_unit_interval(x: Tensor) -> bool:
+    return bool(x.min() >= 0) and bool(x.max() <= 1)
+
+
+@dataclass
+class VAEConfig(NetSettings):
+    """Settings of a :class:`VAE` (``pushforward fit vae``), the benchmarked defaults
+    (BENCHMARKS.md, "VAE quality"); :meth:`build` fills ``dim``, ``image_shape`` and the loss,
+    σ and prior left open from the data.
+
+    ``kl_schedule``: ``constant``, ``linear`` (warm up from 0 over ``kl_warmup`` epochs) or
+    ``cyclical`` (that warm-up every ``kl_warmup`` epochs, ramping over its first half);
+    ``free_bits``: the batch-mean KL per latent unit below which it is not penalised (Kingma et
+    al., 2016; reported KL terms are always the true ones).
+    """
+
+    mlp_widths = (512,)
+
+    dim: int | None = setting(None, "data dimension d", minimum=1, derived=True)
+    latent: int = setting(2, "latent dimension k", minimum=1, maximum=MAX_LATENT)
+    loss: str | None = setting(
+        None, "reconstruction term: bce, l2, l1, gaussian, laplace (default: bce for data in "
+        "[0, 1], else gaussian with learned σ)", choices=LIKELIHOODS, what="reconstruction loss",
+    )  # fmt: skip
+    hidden: list[int] | None = setting(
+        None, "hidden widths, e.g. 512,256 (default 512; conv: channel counts, default "
+        + ",".join(map(str, CONV_WIDTHS)) + ")", minimum=1, maximum=MAX_WIDTH,
+    )  # fmt: skip
+    activation: str = setting(
+        "silu", "relu, elu, gelu, silu, tanh, ...", choices=ACTIVATIONS, what="activation"
+    )
+    sigma: float | None = setting(None, "σ (or b) of the gaussian/laplace likelihood", above=0)
+    learn_sigma: bool = setting(False, "learn σ per data dimension (gaussian/laplace)")
+    kl_weight: float = setting(1.0, "λ, the weight of the KL term", minimum=0)
+    kl_schedule: str = setting(
+        "constant", "constant, linear (warm-up) or cyclical", choices=KL_SCHEDULES,
+        what="KL schedule",
+    )  # fmt: skip
+    kl_warmup: float = setting(10.0, "KL warm-up (or cycle) length in epochs", above=0)
+    free_bits: float = setting(0.0, "free bits per latent dimension, in nats", minimum=0)
+    prior: str | None = setting(
+        None, "prior p(z) to sample from: normal (N(0, I)) or gmm (a Gaussian mixture fitted to "
+        "the codes after training; default: gmm on images, normal on points)", choices=PRIORS,
+        what="prior",
+    )  # fmt: skip
+    prior_components: int = setting(
+        50, "components of the gmm prior", minimum=1, maximum=MAX_PRIOR_COMPONENTS
+    )
+    image_shape: tuple[int, int] | None = setting(
+        None, "(h, w) of image data (conv nets, figures)", minimum=1, derived=True
+    )
+
+    @classmethod
+    def stored_defaults(cls) -> dict[str, Any]:
+        """Runs stored before the prior existed sampled from N(0, I)."""
+        return {"prior": "normal"}
+
+    @classmethod
+    def from_stored(cls, stored: Any) -> VAEConfig:
+        """Return the config a stored ``model.config`` describes: this class's dict, or what
+        earlier releases wrote (the network as a nested dict; format 1 without a prior)."""
+        return super().from_stored({**cls.stored_defaults(), **stored})
+
+    def kind_defaults(self, kind: str) -> dict[str, Any]:
+        """Return the network (:meth:`NetSettings.kind_defaults`) and the prior: the fitted
+        mixture on images, where it is measured to give much better samples (BENCHMARKS.md,
+        "Images"), N(0, I) on points."""
+        return {**super().kind_defaults(kind), "prior": "gmm" if kind == "images" else "normal"}
+
+    def check(self) -> None:
+        if (self.sigma is not None or self.learn_sigma) and self.loss is not None:
+            if not LIKELIHOODS[self.loss].trains_on_nll:
+                raise ConfigError(
+                    f"sigma and learn_sigma apply to the 'gaussian' and 'laplace' losses, "
+                    f"not {self.loss!r}"
+                )
+
+    def filled(self) -> VAEConfig:
+        """Return a copy with the settings left open that do not depend on the data filled with
+        the lecture's: the Bernoulli likelihood ``bce``, the prior N(0, I), an MLP of the
+        model's widths."""
+        net = self.net_config()
+        fill = {"loss": self.loss or "bce", "prior": self.prior or "normal"}
+        return dataclasses.replace(self, **fill, net=net["kind"], hidden=net["hidden"])
+
+    def for_data(self, ds: Any) -> VAEConfig:
+        """Return a copy filled for the data set ``ds``: its dimension and image shape, the
+        kind's defaults, and, left open, the likelihood (Bernoulli for data in [0, 1], else a
+        Gaussian of learned σ started at a tenth of the data's spread) and the prior."""
+        cfg = self.resolve(ds.kind)
+        loss = cfg.loss or ("bce" if _in_unit_interval(ds.x) else "gaussian")
+        learn_sigma = cfg.learn_sigma or (
+            cfg.loss is None and loss == "gaussian" and cfg.sigma is None
+        )
+        sigma = cfg.sigma
+        if sigma is None and learn_sigma:
+            # started at 1, a Gaussian of learned σ explains low-dimensional data (ring8,
+            # grid25) before the latent does, and the posterior collapses onto the prior
+            sigma = 0.1 * max(float(ds.x.std(0).mean()), 1e-3)
+        return dataclasses.replace(
+            cfg, dim=ds.dim, image_shape=ds.image_shape, loss=loss, sigma=sigma,
+            learn_sigma=learn_sigma, prior_components=min(cfg.prior_components, ds.x.shape[0]),
+        )  # fmt: skip
+
+    def build(self, ds: Any) -> VAE:
+        return VAE(self.for_data(ds))
+
+
 class VAE(Trainable):
     """Variational autoencoder: encoder f (B, d) → (μ, ξ) each (B, k), decoder g (B, k) → (B, d).
 
     Args:
-        dim: data dimension d.
-        latent: latent dimension k ≥ 1.
-        loss: reconstruction term by name (see the module docstring): ``bce``, ``l2``, ``l1``,
-            ``gaussian``, ``laplace``.
-        sigma: σ (or b) of ``gaussian`` / ``laplace``; the initial value when learned (default 1).
-        learn_sigma: learn one log σ per data dimension (``gaussian`` / ``laplace`` only).
-        kl_weight: λ, the weight of the KL term (1 for the ELBO).
-        kl_schedule: ``constant``, ``linear`` (warm up from 0 over ``kl_warmup`` epochs) or
-            ``cyclical`` (repeat that warm-up every ``kl_warmup`` epochs, ramping over its first
-            half).
-        free_bits: per latent dimension, the batch-mean KL below which it is not penalised
-            (Kingma et al., 2016); 0 turns it off. Reported KL terms are always the true ones.
-        prior: p(z) for sampling and the likelihood: ``normal`` (N(0, I)) or ``gmm`` (a
-            Gaussian mixture fitted to the codes after training; see the module docstring).
-        prior_components: the number of the ``gmm`` prior's components.
-        net: encoder :class:`~pushforward.nets.NetConfig`; the decoder mirrors it.
-        image_shape: (h, w) of image data (for convolutional nets and figures).
+        config: its :class:`VAEConfig` (every setting is declared and checked there), kept as
+            ``self.config``; the settings it leaves open take the lecture's values
+            (:meth:`VAEConfig.filled`: ``bce``, N(0, I), an MLP), and :meth:`VAEConfig.build`
+            fills them from data instead.
     """
 
     evaluate_keys: ClassVar[dict[str, ResultKey]] = {
@@ -192,6 +214,7 @@ class VAE(Trainable):
         ),
         "kl": ResultKey("KL(q ‖ p)", ".3f", "the ELBO's KL term", unit="nats"),
         "iwae_k": ResultKey("importance samples k", ",", "k of the IWAE estimate"),
+        "iwae_stderr": ResultKey("IWAE error", ".3f", "VAE: Monte Carlo error of the IWAE", "nats"),
         "active_units": ResultKey(
             "active units", "", "VAE: latent units with Var_x μ_j(x) > 0.01 (Burda et al.)"
         ),
@@ -203,97 +226,40 @@ class VAE(Trainable):
     code_label = "posterior means μ(x)"
     optimization = Optimization.MANUAL_GRADIENTS  # an MLP VAE's hand-written gradients (fused)
 
-    def __init__(
-        self,
-        dim: int,
-        latent: int = 2,
-        *,
-        loss: str = "bce",
-        sigma: float | None = None,
-        learn_sigma: bool = False,
-        kl_weight: float = 1.0,
-        kl_schedule: str = "constant",
-        kl_warmup: float = 10.0,
-        free_bits: float = 0.0,
-        prior: str = "normal",
-        prior_components: int = 50,
-        net: NetConfig | dict[str, Any] | None = None,
-        image_shape: tuple[int, int] | list[int] | None = None,
-    ):
-        super().__init__()
-        check_sizes(dim, latent)
-        if prior not in PRIORS:
-            raise ConfigError(f"unknown prior {prior!r}; known: {', '.join(PRIORS)}")
-        if (
-            isinstance(prior_components, bool)
-            or not isinstance(prior_components, int)
-            or not (1 <= prior_components <= MAX_PRIOR_COMPONENTS)
-        ):
-            raise ConfigError(
-                f"prior_components = {prior_components!r} is not allowed; use an integer in "
-                f"[1, {MAX_PRIOR_COMPONENTS}]"
-            )
-        self.likelihood = lookup(LIKELIHOODS, loss, what="reconstruction loss")
-        lookup(KL_SCHEDULES, kl_schedule, what="KL schedule")
-        if (sigma is not None or learn_sigma) and not self.likelihood.trains_on_nll:
-            raise ConfigError(
-                f"sigma and learn_sigma apply to the 'gaussian' and 'laplace' losses, not {loss!r}"
-            )
-        if sigma is not None and not (sigma > 0 and math.isfinite(sigma)):
-            raise ConfigError(f"sigma = {sigma!r} is not allowed; use a finite number > 0")
-        if not (kl_weight >= 0 and math.isfinite(kl_weight)):
-            raise ConfigError(f"kl_weight = {kl_weight!r} is not allowed; use a number ≥ 0")
-        if kl_schedule != "constant" and not kl_warmup > 0:
-            raise ConfigError(
-                f"kl_warmup = {kl_warmup!r} is not allowed; use a number of epochs > 0"
-            )
-        if free_bits < 0:
-            raise ConfigError(f"free_bits = {free_bits!r} is not allowed; use a number ≥ 0")
-        self.net = as_net_config(net)
-        self.dim, self.latent, self.loss_name = dim, latent, loss
-        self.sigma, self.learn_sigma = sigma, learn_sigma
-        self.kl_weight, self.kl_schedule, self.kl_warmup = kl_weight, kl_schedule, kl_warmup
-        self.free_bits = free_bits
-        self.prior, self.prior_components = prior, prior_components
-        if prior == "gmm":
-            # N(0, I) as a mixture until finish() fits it: equal weights, means 0, covariances I
-            c = prior_components
-            self.register_buffer("prior_weights", torch.full((c,), 1.0 / c, dtype=torch.float64))
-            self.register_buffer("prior_means", torch.zeros(c, latent, dtype=torch.float64))
-            self.register_buffer(
-                "prior_covariances",
-                torch.eye(latent, dtype=torch.float64).expand(c, latent, latent).clone(),
-            )
-        self.image_shape = tuple(image_shape) if image_shape is not None else None
-        # one encoder with a fused (μ, ξ) head: (B, d) → (B, 2k)
-        self.encoder = build_encoder(self.net, dim, 2 * latent, self.image_shape)
-        self.decoder = build_decoder(self.net, latent, dim, self.image_shape)
-        if self.likelihood.trains_on_nll:
-            init = math.log(sigma if sigma is not None else 1.0)
-            if learn_sigma:
-                self.log_scale = nn.Parameter(torch.full((dim,), init))
-            else:
-                self.register_buffer("log_scale", torch.tensor(init))
-        else:
-            fixed = self.likelihood.fixed_log_scale or 0.0
-            self.register_buffer("log_scale", torch.tensor(fixed))
+    config_class = VAEConfig
 
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "dim": self.dim,
-            "latent": self.latent,
-            "loss": self.loss_name,
-            "sigma": self.sigma,
-            "learn_sigma": self.learn_sigma,
-            "kl_weight": self.kl_weight,
-            "kl_schedule": self.kl_schedule,
-            "kl_warmup": self.kl_warmup,
-            "free_bits": self.free_bits,
-            "prior": self.prior,
-            "prior_components": self.prior_components,
-            "net": self.net.to_dict(),
-            "image_shape": list(self.image_shape) if self.image_shape else None,
-        }
+    def __init__(self, config: VAEConfig):
+        super().__init__()
+        self.config = config = config.filled()
+        check_sizes(config.dim, config.latent)
+        self.likelihood = LIKELIHOODS[config.loss]
+        self.net = NetConfig.from_dict(config.net_config())
+        k, image_shape = config.latent, config.image_shape
+        if config.prior == "gmm":  # N(0, I) as a mixture until finish() fits it
+            mixture = standard_mixture(config.prior_components, k)
+            for name, tensor in zip(PRIOR_BUFFERS, mixture, strict=True):
+                self.register_buffer(name, tensor)
+        # one encoder with a fused (μ, ξ) head: (B, d) → (B, 2k)
+        self.encoder = build_encoder(self.net, config.dim, 2 * k, image_shape)
+        self.decoder = build_decoder(self.net, k, config.dim, image_shape)
+        if self.likelihood.trains_on_nll:
+            init = math.log(config.sigma if config.sigma is not None else 1.0)
+        else:
+            init = self.likelihood.fixed_log_scale or 0.0
+        if config.learn_sigma:  # only with a likelihood that trains on its NLL (VAEConfig.check)
+            self.log_scale = nn.Parameter(torch.full((config.dim,), init))
+        else:
+            self.register_buffer("log_scale", torch.tensor(init))
+
+    @property
+    def dim(self) -> int:  # type: ignore[override]
+        """d, the data dimension."""
+        return self.config.dim
+
+    @property
+    def latent(self) -> int:  # type: ignore[override]
+        """k, the latent dimension."""
+        return self.config.latent
 
     # --- the lecture's maps ------------------------------------------------------------------
 
@@ -309,7 +275,7 @@ class VAE(Trainable):
     @property
     def latent_measure(self) -> BaseMeasure:
         """The prior p(z) of z: N(0, I_k), or the fitted Gaussian mixture (``prior="gmm"``)."""
-        if self.prior == "normal":
+        if self.config.prior == "normal":
             return StandardNormal(self.latent)
         mixture = GaussianMixture(
             self.prior_weights.cpu(), self.prior_means.cpu(), self.prior_covariances.cpu()
@@ -319,34 +285,14 @@ class VAE(Trainable):
     @torch.no_grad()
     def finish(self, x: Tensor) -> None:
         """Fit the ``gmm`` prior to the posterior means μ(x) (n, k) of the training data x (n, d)
-        by EM (scikit-learn's ``GaussianMixture``, full covariances, k-means start with a fixed
-        seed, so the same weights and data give the same prior); at most
-        :data:`PRIOR_FIT_ROWS` rows, a seeded subset. Nothing to do for ``prior="normal"``."""
-        if self.prior != "gmm":
+        (:func:`~pushforward.models.vae.prior.fit_mixture_prior`, on at most
+        :data:`~pushforward.models.vae.prior.PRIOR_FIT_ROWS` rows); nothing for N(0, I)."""
+        if self.config.prior != "gmm":
             return
-        from sklearn.mixture import GaussianMixture as EM  # imported when first needed
-
-        if x.shape[0] > PRIOR_FIT_ROWS:
-            pick = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))
-            x = x[pick[:PRIOR_FIT_ROWS].to(x.device)]
-        codes = torch.cat([self.encode(xb).double().cpu() for xb in x.split(4096)])
-        c = min(self.prior_components, codes.shape[0])
-        em = EM(c, covariance_type="full", reg_covar=1e-6, max_iter=200, random_state=0)
-        with warnings.catch_warnings(record=True) as caught:  # the library logs, never warns
-            warnings.simplefilter("always")
-            em.fit(codes.numpy())
-        for w in caught:
-            log.warning("fitting the mixture prior: %s", w.message)
-        w = torch.as_tensor(em.weights_)
-        means = torch.as_tensor(em.means_)
-        covs = torch.as_tensor(em.covariances_)
-        if c < self.prior_components:  # fewer rows than components: repeat the fitted ones
-            extra = torch.arange(self.prior_components - c) % c
-            w = torch.cat([w, w[extra]])
-            means, covs = torch.cat([means, means[extra]]), torch.cat([covs, covs[extra]])
-        self.prior_weights.copy_(w / w.sum())
-        self.prior_means.copy_(means)
-        self.prior_covariances.copy_(covs)
+        codes = torch.cat([self.encode(xb).double().cpu() for xb in fit_rows(x).split(4096)])
+        fitted = fit_mixture_prior(codes, self.config.prior_components)
+        for name, tensor in zip(PRIOR_BUFFERS, fitted, strict=True):
+            getattr(self, name).copy_(tensor)
 
     def reparameterize(
         self, mu: Tensor, logvar: Tensor, *, generator: torch.Generator | None = None
@@ -392,9 +338,10 @@ class VAE(Trainable):
 
     def current_kl_weight(self, epoch: float | None) -> float:
         """Return λ at ``epoch`` elapsed epochs under the schedule (the final λ when None)."""
+        cfg = self.config
         if epoch is None:
-            return self.kl_weight
-        return KL_SCHEDULES[self.kl_schedule](self.kl_weight, epoch, self.kl_warmup)
+            return cfg.kl_weight
+        return KL_SCHEDULES[cfg.kl_schedule](cfg.kl_weight, epoch, cfg.kl_warmup)
 
     def _nll(self, x: Tensor, out: Tensor) -> Tensor:
         return negative_log_likelihood(self.likelihood.family, x, out, self.log_scale)
@@ -431,7 +378,8 @@ class VAE(Trainable):
             rec = reconstruction(self.likelihood.family, x, out).mean()
         kl_dims = gaussian_kl_terms(mu, logvar).mean(0)  # (k,) batch-mean KL per dimension
         kl = kl_dims.sum()
-        kl_penalty = kl_dims.clamp_min(self.free_bits).sum() if self.free_bits > 0 else kl
+        free_bits = self.config.free_bits
+        kl_penalty = kl_dims.clamp_min(free_bits).sum() if free_bits > 0 else kl
         lam = self.current_kl_weight(epoch)
         return {"loss": rec + lam * kl_penalty, "reconstruction": rec, "kl": kl}
 
@@ -449,7 +397,7 @@ class VAE(Trainable):
         ``gmm`` prior.
         """
         check_rows(x, "x", dim=self.dim)
-        prior = self.latent_measure if self.prior != "normal" else None
+        prior = self.latent_measure if self.config.prior != "normal" else None
         parts: dict[str, list[Tensor]] = {"elbo": [], "log_px_given_z": [], "kl": []}
         for xb in x.split(batch_size):
             mu, logvar = self.posterior(xb)
@@ -458,11 +406,7 @@ class VAE(Trainable):
             if prior is None:
                 kl = gaussian_kl_terms(mu, logvar).sum(1)
             else:
-                log_qz = -0.5 * (
-                    ((z - mu).pow(2) / logvar.exp() + logvar).sum(1)
-                    + self.latent * math.log(2 * math.pi)
-                )
-                kl = log_qz - prior.log_prob(z)
+                kl = posterior_log_prob(standardise(z, mu, logvar), logvar) - prior.log_prob(z)
             parts["elbo"].append(log_px_z - kl)
             parts["log_px_given_z"].append(log_px_z)
             parts["kl"].append(kl)
@@ -486,39 +430,9 @@ class VAE(Trainable):
         exceeds log p(x) in expectation and rises to it as k grows (Burda et al., 2016).
         """
         check_rows(x, "x", dim=self.dim)
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ConfigError(f"k = {k!r} is not allowed; use an integer ≥ 1")
-        prior = self.latent_measure
-        out_lp, out_se = [], []
-        for xb in x.split(batch_size):
-            b = xb.shape[0]
-            mu, logvar = self.posterior(xb)
-            std = torch.exp(0.5 * logvar)
-            chunk = max(1, min(k, max_elements // (b * self.dim)))
-            m = torch.full((b,), -math.inf, dtype=torch.float64, device=xb.device)
-            s1 = torch.zeros(b, dtype=torch.float64, device=xb.device)
-            s2 = torch.zeros_like(s1)
-            done = 0
-            while done < k:
-                s = min(chunk, k - done)
-                eps = torch.randn((s, b, self.latent), generator=generator, device=xb.device)
-                z = mu + std * eps  # (s, b, k)
-                out = self.decoder(z.reshape(s * b, self.latent))
-                log_px_z = -self._nll(xb.repeat(s, 1), out).reshape(s, b)
-                log_pz = prior.log_prob(z.reshape(s * b, self.latent)).reshape(s, b)
-                log_qz = -0.5 * (eps.pow(2).sum(-1) + self.latent * math.log(2 * math.pi))
-                log_qz = log_qz - 0.5 * logvar.sum(-1)
-                lw = (log_px_z + log_pz - log_qz).double()  # (s, b)
-                new_m = torch.maximum(m, lw.max(0).values)
-                s1 = s1 * torch.exp(m - new_m) + torch.exp(lw - new_m).sum(0)
-                s2 = s2 * torch.exp(2 * (m - new_m)) + torch.exp(2 * (lw - new_m)).sum(0)
-                m = new_m
-                done += s
-            mean_w = s1 / k
-            var_w = (s2 / k - mean_w.pow(2)).clamp_min(0)
-            out_lp.append(m + torch.log(mean_w))
-            out_se.append(torch.sqrt(var_w / k) / mean_w)
-        return LogLikelihood(torch.cat(out_lp), torch.cat(out_se), k)
+        return iwae_log_likelihood(
+            self, x, k, generator=generator, batch_size=batch_size, max_elements=max_elements
+        )
 
     likelihood_kind = LOWER_BOUND  # type: ignore[assignment]  # IWAE bounds log p(x) below
 
@@ -535,8 +449,10 @@ class VAE(Trainable):
         self, x: Tensor, *, generator: torch.Generator | None = None, iwae_k: int = 1000
     ) -> dict[str, Any]:
         """Return the squared reconstruction error at μ(x), the ELBO and its terms, the IWAE
-        log-likelihood with ``iwae_k`` importance samples ± its Monte Carlo standard error, bits
-        per dimension, and the latent diagnostics, for x (n, d); nats per example."""
+        log-likelihood with ``iwae_k`` importance samples (summarised over rows as every
+        likelihood is, :func:`~pushforward.measures.likelihood_summary`, with its Monte Carlo
+        standard error beside), bits per dimension, and the latent diagnostics, for x (n, d);
+        nats per example."""
         out = super().evaluate(x, generator=generator)
         e = self.elbo(x, generator=generator)
         ll = self.log_likelihood(x, k=iwae_k, generator=generator)
@@ -546,10 +462,8 @@ class VAE(Trainable):
             log_px_given_z=float(e["log_px_given_z"].mean()),
             kl=float(e["kl"].mean()),
             iwae_k=iwae_k,
-            log_likelihood=ll.mean,
-            log_likelihood_stderr=ll.mean_stderr,
-            nll=-ll.mean,
-            bits_per_dim=-ll.mean / (self.dim * math.log(2)),
+            iwae_stderr=ll.mean_stderr,
+            **likelihood_summary(ll.log_px, dim=self.dim, exact=False),
         )
         diagnostics = self.diagnostics(x, generator=generator)
         out.update({k: v for k, v in diagnostics.items() if k != "posterior_collapse"})
@@ -559,23 +473,9 @@ class VAE(Trainable):
 
     @torch.no_grad()
     def diagnostics(self, x: Tensor, *, generator: torch.Generator | None = None) -> dict[str, Any]:
-        """Return KL per latent dimension, the number of active units, and a collapse flag.
-
-        A unit j is active when Cov_x(E[z_j | x]) = Var_x(μ_j(x)) > 0.01 (Burda et al., 2016).
-        Estimated on at most ``DIAGNOSTIC_ROWS`` rows (a random subset drawn with ``generator``),
-        so that the per-epoch diagnostics cost little beside training.
-        """
-        if x.shape[0] > DIAGNOSTIC_ROWS:
-            pick = torch.randperm(x.shape[0], generator=generator, device=x.device)
-            x = x[pick[:DIAGNOSTIC_ROWS]]
-        mus, kls = [], []
-        for xb in x.split(2048):
-            mu, logvar = self.posterior(xb)
-            mus.append(mu)
-            kls.append(gaussian_kl_terms(mu, logvar).sum(0))
-        mu = torch.cat(mus)
-        kl_dims = torch.stack(kls).sum(0) / x.shape[0]
-        active = int((mu.var(0) > 0.01).sum()) if mu.shape[0] > 1 else 0
+        """Return KL per latent dimension, the number of active units, and a collapse flag, for
+        x (n, d) (:func:`~pushforward.models.vae.posterior.posterior_diagnostics`)."""
+        active, kl_dims = posterior_diagnostics(self.posterior, x, generator=generator)
         if active == 0 and not getattr(self, "_collapse_warned", False):
             self._collapse_warned = True  # once per model: collapse often passes in early epochs
             log.warning(
@@ -586,88 +486,6 @@ class VAE(Trainable):
             "kl_per_dim": [round(float(v), 5) for v in kl_dims],
             "posterior_collapse": active == 0,
         }
-
-
-def _in_unit_interval(x: Tensor) -> bool:
-    return bool(x.min() >= 0) and bool(x.max() <= 1)
-
-
-@dataclass
-class VAEConfig(NetSettings):
-    """Settings of ``pushforward fit vae``; the defaults are the benchmarked ones (BENCHMARKS.md,
-    "VAE quality")."""
-
-    mlp_widths = (512,)
-
-    latent: int = setting(2, "latent dimension k", minimum=1, maximum=MAX_LATENT)
-    loss: str | None = setting(
-        None, "reconstruction term: bce, l2, l1, gaussian, laplace (default: bce for data in "
-        "[0, 1], else gaussian with learned σ)", choices=LIKELIHOODS, what="reconstruction loss",
-    )  # fmt: skip
-    hidden: list[int] | None = setting(
-        None, "hidden widths, e.g. 512,256 (default 512; conv: channel counts, default "
-        + ",".join(map(str, CONV_WIDTHS)) + ")", minimum=1, maximum=MAX_WIDTH,
-    )  # fmt: skip
-    activation: str = setting(
-        "silu", "relu, elu, gelu, silu, tanh, ...", choices=ACTIVATIONS, what="activation"
-    )
-    sigma: float | None = setting(None, "σ (or b) of the gaussian/laplace likelihood", above=0)
-    learn_sigma: bool = setting(False, "learn σ per data dimension (gaussian/laplace)")
-    kl_weight: float = setting(1.0, "λ, the weight of the KL term", minimum=0)
-    kl_schedule: str = setting(
-        "constant", "constant, linear (warm-up) or cyclical", choices=KL_SCHEDULES,
-        what="KL schedule",
-    )  # fmt: skip
-    kl_warmup: float = setting(10.0, "KL warm-up (or cycle) length in epochs", above=0)
-    free_bits: float = setting(0.0, "free bits per latent dimension, in nats", minimum=0)
-    prior: str | None = setting(
-        None, "prior p(z) to sample from: normal (N(0, I)) or gmm (a Gaussian mixture fitted to "
-        "the codes after training; default: gmm on images, normal on points)", choices=PRIORS,
-        what="prior",
-    )  # fmt: skip
-    prior_components: int = setting(
-        50, "components of the gmm prior", minimum=1, maximum=MAX_PRIOR_COMPONENTS
-    )
-
-    @classmethod
-    def stored_defaults(cls) -> dict[str, Any]:
-        """Runs stored before the prior existed sampled from N(0, I)."""
-        return {"prior": "normal"}
-
-    def kind_defaults(self, kind: str) -> dict[str, Any]:
-        """Return the network (:meth:`NetSettings.kind_defaults`) and the prior: the fitted
-        mixture on images, where it is measured to give much better samples (BENCHMARKS.md,
-        "Images"), N(0, I) on points."""
-        return {**super().kind_defaults(kind), "prior": "gmm" if kind == "images" else "normal"}
-
-    def check(self) -> None:
-        if (self.sigma is not None or self.learn_sigma) and self.loss is not None:
-            if not LIKELIHOODS[self.loss].trains_on_nll:
-                raise ConfigError(
-                    f"sigma and learn_sigma apply to the 'gaussian' and 'laplace' losses, "
-                    f"not {self.loss!r}"
-                )
-
-    def build(self, ds: Any) -> VAE:
-        cfg = self.resolve(ds.kind)
-        # default likelihood: Bernoulli for data in [0, 1] (images), else a Gaussian with learned σ
-        loss = cfg.loss or ("bce" if _in_unit_interval(ds.x) else "gaussian")
-        learn_sigma = cfg.learn_sigma or (
-            cfg.loss is None and loss == "gaussian" and cfg.sigma is None
-        )
-        sigma = cfg.sigma
-        if sigma is None and learn_sigma:
-            # start σ at a tenth of the data's spread: started at 1, a Gaussian of learned σ
-            # explains low-dimensional data (ring8, grid25) before the latent does, and the
-            # posterior collapses onto the prior
-            sigma = 0.1 * max(float(ds.x.std(0).mean()), 1e-3)
-        return VAE(
-            ds.dim, cfg.latent, loss=loss, sigma=sigma, learn_sigma=learn_sigma,
-            kl_weight=cfg.kl_weight, kl_schedule=cfg.kl_schedule, kl_warmup=cfg.kl_warmup,
-            free_bits=cfg.free_bits, prior=cfg.prior or "normal",
-            prior_components=min(cfg.prior_components, ds.x.shape[0]), net=cfg.net_config(),
-            image_shape=ds.image_shape,
-        )  # fmt: skip
 
 
 SPEC = ModelSpec(
