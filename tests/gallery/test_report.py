@@ -93,9 +93,8 @@ def _cells(page: str, first: str) -> list[str]:
 def test_the_second_process_makes_what_this_one_would(demo, tmp_path):
     """grid25's chain ran in a spawned process: run here on one thread, it gives the same table
     rows, cell for cell, and the same pictures, byte for byte."""
-    from pushforward.gallery.chain import mixture_chain
-
     from pushforward.gallery import Report
+    from pushforward.gallery.chain import mixture_chain
 
     chain = mixture_chain(Report(tmp_path), "grid25", quick=True, seed=0)
     page = (demo / "report.html").read_text(encoding="utf-8")

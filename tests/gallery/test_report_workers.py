@@ -7,11 +7,11 @@ import sys
 import time
 
 import pytest
-from pushforward.gallery.processes import Beside
 
 from pushforward.cli import main
 from pushforward.core import ConfigError, DataError
 from pushforward.gallery import run_demo
+from pushforward.gallery.processes import Beside
 
 
 @pytest.mark.parametrize("workers", [0, 3, True, 1.5, 2.0])
@@ -115,3 +115,40 @@ def test_the_second_process_ends_when_the_gallery_is_killed(tmp_path):
     else:
         os.kill(child, signal.SIGKILL)
         pytest.fail("the second process outlived the gallery that started it")
+
+
+def test_the_second_process_log_records_reach_this_process_loggers():
+    """The child's records go up its pipe (a QueueHandler's queue) and are handled here by the
+    logger of their name, formatted by this process's handlers."""
+    import logging
+    import multiprocessing
+
+    from pushforward.gallery.processes import _PipeQueue
+
+    here, there = multiprocessing.Pipe(duplex=False)
+    sender = logging.getLogger("pushforward.test-child")
+    handler = logging.handlers.QueueHandler(_PipeQueue(there))
+    sender.addHandler(handler)
+    sender.propagate = False
+    try:
+        sender.warning("step %d of %s", 3, "ring8")
+    finally:
+        sender.removeHandler(handler)
+        sender.propagate = True
+    kind, record, _ = here.recv()
+    assert kind == "log" and record.name == "pushforward.test-child"
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, r):
+            seen.append(self.format(r))
+
+    keep = Keep()
+    keep.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    receiver = logging.getLogger(record.name)
+    receiver.addHandler(keep)
+    try:
+        receiver.handle(record)
+    finally:
+        receiver.removeHandler(keep)
+    assert seen == ["WARNING pushforward.test-child: step 3 of ring8"]
