@@ -4,10 +4,10 @@
 two or more dimensions, a page that works offline (no server, nothing fetched; every byte inlined):
 
 * a **latent canvas**: the codes of held-out data (or draws of μ, for a model without an encoder)
-  scattered on the plane, coloured by label; the pointer's z is decoded *in the page* and drawn
-  beside it (an image, the point g(z) on the data plane, or the d values as bars). Two clicks
-  show the interpolation between two codes. For k > 2 two sliders choose the plane, spanned by
-  two principal directions of the codes.
+  scattered on the plane, coloured by label (the legend under it gives each colour's labels);
+  the pointer's z is decoded *in the page* and drawn beside it (an image, the point g(z) on the
+  data plane, or the d values as bars). Two clicks show the interpolation between two codes.
+  For k > 2 two sliders choose the plane, spanned by two principal directions of the codes.
 * an **epoch scrubber** when the run kept sample snapshots (``snapshot_every``): g#μ over training.
 * a **t scrubber** for a model with motion (:attr:`~pushforward.contract.Model.has_motion`):
   particles carried from μ to the data.
