@@ -1,12 +1,11 @@
 """The HTML document shared by the gallery and the explorer: escaped text, inlined images,
-right-aligned numbers, written atomically; and the gallery's page built on it."""
+right-aligned numbers, written atomically."""
 
 import base64
 import re
 
 from PIL import Image
 
-from pushforward.gallery import Report, Section
 from pushforward.pages import Page, embedded_figure, embedded_page, table
 
 
@@ -48,25 +47,3 @@ def test_tables_escape_text_and_right_align_numbers():
     assert cells == [("", "a&lt;b"), (' class="num"', "1,500"), ("", "c"),
                      (' class="num"', "0.41 ± 0.02"), ("", "d"), ("", "—")]  # fmt: skip
     assert re.findall(r"<th>(.*?)</th>", t) == ["name", "value"]
-
-
-def test_the_gallery_page_holds_its_sections_in_order_with_a_table_of_contents(tmp_path):
-    report = Report(tmp_path, title="gallery")
-    first, second = Section("First", "the <em>first</em>"), Section("Second & last", "text")
-    first.tables.append((["k", "error"], [["2", "0.125"]]))
-    first.figures.append(("red", _png(tmp_path / "red.png")))
-    second.pages.append(("an explorer", "<p>inside</p>", 640))
-    report.sections += [first, second]
-    report.timings += [("part one", 3.2), ("part two", 10.0)]
-    report.beside += [("part three", 7.6)]
-    report.elapsed = 12.4
-    text = report.write().read_text(encoding="utf-8")
-    assert re.findall(r'<li><a href="#(s\d)">(.*?)</a></li>', text) == [
-        ("s0", "First"), ("s1", "Second &amp; last")]  # fmt: skip
-    assert re.findall(r'<section id="(s\d)"><h2>(.*?)</h2>', text) == [
-        ("s0", "First"), ("s1", "Second &amp; last")]  # fmt: skip
-    assert "<p>the <em>first</em></p>" in text  # a section's text is HTML
-    assert '<td class="num">0.125</td>' in text and text.count("data:image/png;base64,") == 1
-    assert 'srcdoc="&lt;p&gt;inside&lt;/p&gt;"' in text and 'height="640"' in text
-    assert re.search(r"It took 12 s: part one 3 s, part two 10 s\. Meanwhile, in a second "
-                     r"process: part three 8 s\.</footer>", text)  # fmt: skip
