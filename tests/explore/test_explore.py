@@ -8,6 +8,7 @@ import math
 import re
 import shutil
 from dataclasses import fields
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,9 @@ import torch
 from pushforward.cli import main
 from pushforward.core import ConfigError, Model
 from pushforward.data import datasets
-from pushforward.explore import JS_ACTIVATIONS, explore_run, explorer_page
+from pushforward.explore import JS_ACTIVATIONS, PALETTE, explore_run, explorer_page
 from pushforward.measures import StandardNormal
+from pushforward.models.pca import PCA, PCAConfig
 from pushforward.models.registry import MODELS
 from pushforward.models.vae import VAE, VAEConfig
 from pushforward.nets import ACTIVATIONS, MLP, apply_layers
@@ -219,6 +221,75 @@ def test_runs_the_explorer_cannot_draw_get_one_clear_error(capsys, tmp_path):
     assert "latent k = 1" in err and not (tmp_path / "page.html").exists()
     code = main(["explore", str(folder), "--out", str(tmp_path / "page.png")])
     assert code == 2 and "use a .html file" in capsys.readouterr().err
+
+
+# --- the latent canvas's legend and plane, read from the page without a browser --------------
+
+
+class _Legend(HTMLParser):
+    """The keys of the page's legend: (colour, text) of each ``span.key`` in ``#pf-legend``."""
+
+    def __init__(self):
+        super().__init__()
+        self.found, self.keys = False, []
+        self._depth = 0  # open elements inside the legend
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if a.get("id") == "pf-legend":
+            self.found, self._depth = True, 1
+        elif self._depth:
+            self._depth += 1
+            if tag == "i":
+                self.keys.append([re.search(r"background:(#[0-9a-f]{6})", a["style"])[1], ""])
+
+    def handle_endtag(self, tag):
+        if self._depth:
+            self._depth -= 1
+
+    def handle_data(self, data):
+        if self._depth and self.keys:
+            self.keys[-1][1] += data
+
+
+def _legend(page: str) -> _Legend:
+    parser = _Legend()
+    parser.feed(page)
+    parser.keys = [[colour, text.strip()] for colour, text in parser.keys]
+    return parser
+
+
+def test_the_latent_canvas_has_a_legend_of_the_label_colours():
+    digits = datasets.load_data("digits")
+    page = explorer_page(PCA(PCAConfig(latent=2)).fit(digits.x), digits, points=500)
+    p = payload(page)
+    legend = _legend(page)
+    assert legend.found
+    assert legend.keys == [[PALETTE[v], str(v)] for v in range(10)]
+    assert p["palette"] == list(PALETTE)  # the script colours each code from the same palette
+    assert sorted(set(p["labels"])) == list(range(10))
+    script = page.rsplit("<script>", 1)[1]
+    assert "P.palette" in script and PALETTE[0] not in script  # no second palette to drift
+
+
+def test_labels_beyond_the_palette_share_a_key_and_unlabelled_codes_get_none():
+    grid = datasets.load_data("grid25", n=2000, generator=torch.Generator().manual_seed(0))
+    keys = _legend(explorer_page(PCA(PCAConfig(latent=2)).fit(grid.x), grid, points=2000)).keys
+    assert keys == [[PALETTE[c], ", ".join(str(v) for v in range(c, 25, 10))] for c in range(10)]
+    unlabelled = datasets.Dataset(x=grid.x, name="no labels")
+    page = explorer_page(PCA(PCAConfig(latent=2)).fit(grid.x), unlabelled, points=100)
+    assert not _legend(page).found and payload(page)["labels"] is None
+
+
+def test_the_plane_of_a_larger_latent_space_is_the_codes_principal_directions():
+    digits = datasets.load_data("digits")
+    model = PCA(PCAConfig(latent=5)).fit(digits.x)
+    p = payload(explorer_page(model, digits, points=600))
+    with torch.no_grad():
+        codes = model.encode(digits.x[:600]).double()
+    reference = PCA(PCAConfig(latent=5)).fit(codes)  # an independent fit of the same codes
+    np.testing.assert_allclose(unpack(p["plane"]["center"]), reference.mean_, atol=1e-5)
+    np.testing.assert_allclose(unpack(p["plane"]["axes"]), reference.components_, atol=1e-5)
 
 
 # --- the size budget, and the page in a real browser --------------------------------------------

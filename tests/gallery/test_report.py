@@ -94,9 +94,9 @@ def test_the_second_process_makes_what_this_one_would(demo, tmp_path):
     """grid25's chain ran in a spawned process: run here on one thread, it gives the same table
     rows, cell for cell, and the same pictures, byte for byte."""
     from pushforward.gallery import Report
-    from pushforward.gallery.report import _mixture_chain
+    from pushforward.gallery.chain import mixture_chain
 
-    chain = _mixture_chain(Report(tmp_path), "grid25", quick=True, seed=0)
+    chain = mixture_chain(Report(tmp_path), "grid25", quick=True, seed=0)
     page = (demo / "report.html").read_text(encoding="utf-8")
     here = [html.escape(c) for key in ("gan", "fidelity") for row in chain.rows[key] for c in row]
     there = _cells(page[page.index("<h2>The GAN: the same g") :], "grid25")

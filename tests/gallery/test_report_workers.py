@@ -11,7 +11,7 @@ import pytest
 from pushforward.cli import main
 from pushforward.core import ConfigError, DataError
 from pushforward.gallery import run_demo
-from pushforward.gallery.report import _Beside
+from pushforward.gallery.processes import Beside
 
 
 @pytest.mark.parametrize("workers", [0, 3, True, 1.5, 2.0])
@@ -32,7 +32,7 @@ def test_the_cli_refuses_other_worker_counts(tmp_path, capsys):
 def test_a_failure_in_the_second_process_is_raised_here_with_its_cause(tmp_path):
     """An error of the library's own (here an unknown data set) comes back as the same kind of
     error, so that the command line prints it as one line."""
-    beside = _Beside(tmp_path, "no-such-mixture", quick=True, seed=0)
+    beside = Beside(tmp_path, "no-such-mixture", quick=True, seed=0)
     try:
         with pytest.raises(
             DataError, match=r"no-such-mixture \(in its second process\): .*no-such"
@@ -47,7 +47,7 @@ def test_a_ctrl_c_while_the_second_process_starts_does_not_kill_it(tmp_path):
     """The terminal's SIGINT reaches the whole process group; the child is started with it
     blocked and then ignores it, so it still answers (here: with its own error), and the parent
     alone decides to stop."""
-    beside = _Beside(tmp_path, "no-such-mixture", quick=True, seed=0)
+    beside = Beside(tmp_path, "no-such-mixture", quick=True, seed=0)
     try:
         os.kill(beside.process.pid, signal.SIGINT)  # during the child's start-up
         time.sleep(0.2)
@@ -59,7 +59,7 @@ def test_a_ctrl_c_while_the_second_process_starts_does_not_kill_it(tmp_path):
 
 
 def test_a_second_process_that_dies_is_reported_not_waited_for(tmp_path):
-    beside = _Beside(tmp_path, "ring8", quick=True, seed=0)
+    beside = Beside(tmp_path, "ring8", quick=True, seed=0)
     try:
         os.kill(beside.process.pid, signal.SIGKILL)
         start = time.monotonic()
@@ -91,9 +91,9 @@ def test_the_second_process_ends_when_the_gallery_is_killed(tmp_path):
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from pushforward.gallery.report import _Beside\n"
+        "from pushforward.gallery.processes import Beside\n"
         "if __name__ == '__main__':\n"
-        f"    b = _Beside(Path({str(tmp_path)!r}), 'ring8', quick=False, seed=0)\n"
+        f"    b = Beside(Path({str(tmp_path)!r}), 'ring8', quick=False, seed=0)\n"
         "    print(b.process.pid, flush=True)\n"
         "    time.sleep(600)\n"
     )
@@ -115,3 +115,40 @@ def test_the_second_process_ends_when_the_gallery_is_killed(tmp_path):
     else:
         os.kill(child, signal.SIGKILL)
         pytest.fail("the second process outlived the gallery that started it")
+
+
+def test_the_second_process_log_records_reach_this_process_loggers():
+    """The child's records go up its pipe (a QueueHandler's queue) and are handled here by the
+    logger of their name, formatted by this process's handlers."""
+    import logging
+    import multiprocessing
+
+    from pushforward.gallery.processes import _PipeQueue
+
+    here, there = multiprocessing.Pipe(duplex=False)
+    sender = logging.getLogger("pushforward.test-child")
+    handler = logging.handlers.QueueHandler(_PipeQueue(there))
+    sender.addHandler(handler)
+    sender.propagate = False
+    try:
+        sender.warning("step %d of %s", 3, "ring8")
+    finally:
+        sender.removeHandler(handler)
+        sender.propagate = True
+    kind, record, _ = here.recv()
+    assert kind == "log" and record.name == "pushforward.test-child"
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, r):
+            seen.append(self.format(r))
+
+    keep = Keep()
+    keep.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    receiver = logging.getLogger(record.name)
+    receiver.addHandler(keep)
+    try:
+        receiver.handle(record)
+    finally:
+        receiver.removeHandler(keep)
+    assert seen == ["WARNING pushforward.test-child: step 3 of ring8"]

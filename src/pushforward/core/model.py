@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from pushforward.core.errors import CheckpointError, ConfigError, NoDensityError, a_or_an
+from pushforward.core.results import likelihood_summary
 
 __all__ = [
     "EVAL_BATCH",
@@ -183,10 +184,6 @@ class Model:
             recon = self.decode(self.encode(x)).to(x.dtype)
             out["squared_error"] = float((recon - x).pow(2).sum(1).mean())
         if self.has_exact_density:
-            # the summary is written once, beside the Gaussian it summarises; imported when called
-            # because measures sits above core
-            from pushforward.measures.gaussian import likelihood_summary
-
             out.update(likelihood_summary(self.log_prob(x), dim=x.shape[1], exact=True))
         return out
 

@@ -8,9 +8,13 @@ encoder or a likelihood gives are here; a model's own keys are its :attr:`Model.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["ENCODER_KEYS", "LIKELIHOOD_KEYS", "ResultKey"]
+from torch import Tensor
+
+__all__ = ["ENCODER_KEYS", "LIKELIHOOD_KEYS", "ResultKey", "likelihood_summary"]
 
 
 @dataclass(frozen=True)
@@ -51,3 +55,25 @@ LIKELIHOOD_KEYS: dict[str, ResultKey] = {
     "exact": ResultKey("exact likelihood", "", "true when log_likelihood is exact"),
 }
 """What a model with a likelihood gives (exact, or a bound)."""
+
+
+def likelihood_summary(lp: Tensor, *, dim: int, exact: bool) -> dict[str, Any]:
+    """Return the mean of the log-likelihoods lp (n,) of rows of ``dim`` values, in nats per row,
+    with its standard error over rows: keys ``log_likelihood``, ``log_likelihood_stderr``,
+    ``nll``, ``bits_per_dim`` (−log_likelihood / (dim·log 2)), ``rows`` and ``exact``.
+
+    The standard error of a mean of one row is undefined: it is NaN, never 0 (which would claim
+    a certainty one row cannot give).
+    """
+    n = lp.numel()
+    lp = lp.double()
+    mean = float(lp.mean()) if n else math.nan
+    stderr = float(lp.std() / math.sqrt(n)) if n > 1 else math.nan
+    return {
+        "log_likelihood": mean,
+        "log_likelihood_stderr": stderr,
+        "nll": -mean,
+        "bits_per_dim": -mean / (dim * math.log(2)),
+        "rows": n,
+        "exact": exact,
+    }

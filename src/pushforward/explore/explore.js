@@ -99,8 +99,7 @@ function extent() {
   }
   return { lo, hi };
 }
-const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-  "#7f7f7f", "#bcbd22", "#17becf"];
+const COLORS = P.palette;  // label v in COLORS[v mod 10], as the legend under the canvas says
 const latent = $("pf-latent"), lctx = latent.getContext("2d");
 const out = $("pf-out"), octx = out.getContext("2d");
 const W = latent.width, H = latent.height;
@@ -119,12 +118,13 @@ function drawCodes() {
   g.fillStyle = "#fff"; g.fillRect(0, 0, W, H);
   for (let n = 0; n < nCodes; n++) {
     const ab = project(Z.subarray(n * k, n * k + k)), px = toPx(ab[0], ab[1]);
-    g.fillStyle = P.labels ? COLORS[((P.labels[n] % 10) + 10) % 10] : "#4477aa";
+    g.fillStyle = P.labels ? COLORS[((P.labels[n] % COLORS.length) + COLORS.length) % COLORS.length] : "#4477aa";
     g.globalAlpha = 0.6; g.fillRect(px[0] - 1.5, px[1] - 1.5, 3, 3);
   }
   base = c;
   const dirs = k > 2 ? ` (principal directions ${plane[0] + 1} and ${plane[1] + 1} of the codes)` : "";
-  $("pf-latent-cap").textContent = `${P.codes.label || "the latent plane"}${dirs}; `
+  $("pf-latent-cap").textContent = `${P.codes.label || "the latent plane"}${dirs}`
+    + (P.labels ? ", coloured by label" : "") + "; "
     + "move the pointer to decode z, click two points to interpolate"
     + (grid ? `; the decoder is a precomputed ${grid.side} × ${grid.side} grid` : "");
   drawLatent(null);

@@ -4,10 +4,10 @@
 two or more dimensions, a page that works offline (no server, nothing fetched; every byte inlined):
 
 * a **latent canvas**: the codes of held-out data (or draws of μ, for a model without an encoder)
-  scattered on the plane, coloured by label; the pointer's z is decoded *in the page* and drawn
-  beside it (an image, the point g(z) on the data plane, or the d values as bars). Two clicks
-  show the interpolation between two codes. For k > 2 two sliders choose the plane, spanned by
-  two principal directions of the codes.
+  scattered on the plane, coloured by label (the legend under it gives each colour's labels);
+  the pointer's z is decoded *in the page* and drawn beside it (an image, the point g(z) on the
+  data plane, or the d values as bars). Two clicks show the interpolation between two codes.
+  For k > 2 two sliders choose the plane, spanned by two principal directions of the codes.
 * an **epoch scrubber** when the run kept sample snapshots (``snapshot_every``): g#μ over training.
 * a **t scrubber** for a model with motion (:attr:`~pushforward.contract.Model.has_motion`):
   particles carried from μ to the data.
@@ -38,16 +38,18 @@ from torch import Tensor
 
 from pushforward.core import ConfigError, Model, atomic_write_bytes
 from pushforward.data import datasets
-from pushforward.models.pca import PCA, PCAConfig
 from pushforward.nets import DecoderLayer
+from pushforward.pages import Page
 
 __all__ = [
     "JS_ACTIVATIONS",
     "MAX_FRAMES",
     "MAX_GRID_VALUES",
+    "PALETTE",
     "Explorer",
     "explore_run",
     "explorer_page",
+    "legend",
 ]
 
 JS_ACTIVATIONS = (
@@ -79,6 +81,11 @@ MAX_FRAMES = 30
 FRAME_IMAGES = 64  # images per snapshot or motion frame: an 8 × 8 grid
 FRAME_POINTS = 1000  # points per snapshot or motion frame
 MOTION_TIMES = 21
+
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+           "#7f7f7f", "#bcbd22", "#17becf")  # fmt: skip
+"""The colours of the codes on the latent canvas: label v is drawn in colour v mod 10
+(matplotlib's tab10, as the gallery's scatter plots)."""
 
 
 @dataclass
@@ -123,6 +130,7 @@ class Explorer:
             "image_shape": list(self.image_shape) if self.image_shape else None,
             "codes": {"label": self.codes_label, "z": _array(self.codes)},
             "labels": self.labels.tolist() if self.labels is not None else None,
+            "palette": list(PALETTE),
             "plane": {"center": _array(center), "axes": _array(axes)},
             "data": _array(self.data[:, :2]) if self.data is not None else None,
         }
@@ -176,13 +184,28 @@ class Explorer:
     def to_html(self) -> str:
         """Return the page: one HTML document with its data, style and script inlined."""
         data = json.dumps(self.payload(), separators=(",", ":")).replace("</", "<\\/")
-        title = html.escape(self.title)
-        return (
-            f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}'
-            f"</title><style>{_CSS}</style></head><body>\n<h1>{title}</h1>\n{_BODY}\n"
-            f'<script type="application/json" id="pf-data">{data}</script>\n'
-            f"<script>{_script()}</script>\n</body></html>\n"
-        )
+        body = [
+            _BODY.replace("<!--legend-->", legend(self.labels)),
+            f'<script type="application/json" id="pf-data">{data}</script>',
+            f"<script>{_script()}</script>",
+        ]
+        return Page(self.title, css=_CSS, body=body).to_html()
+
+
+def legend(labels: Tensor | None) -> str:
+    """Return the latent canvas's legend (HTML): each colour of :data:`PALETTE` in use and the
+    labels (n,) drawn in it; empty when the codes have no labels."""
+    if labels is None or labels.numel() == 0:
+        return ""
+    by_colour: dict[int, list[int]] = {}
+    for v in sorted({int(v) for v in labels.tolist()}):
+        by_colour.setdefault(v % len(PALETTE), []).append(v)
+    keys = [
+        f'<span class="key"><i style="background:{PALETTE[c]}"></i>'
+        f"{html.escape(', '.join(str(v) for v in values))}</span>"
+        for c, values in sorted(by_colour.items(), key=lambda item: item[1][0])
+    ]
+    return f'<div class="legend" id="pf-legend">label: {" ".join(keys)}</div>'
 
 
 def _portable(layers: list[DecoderLayer] | None) -> list[DecoderLayer] | None:
@@ -215,9 +238,13 @@ def _principal_plane(codes: Tensor) -> tuple[Tensor, Tensor]:
     n, k = codes.shape
     if k == 2 or n < k:  # too few codes to find k directions: the latent axes
         return torch.zeros(k), torch.eye(k)
-    # the project's own PCA: mean_ (k,), components_ (k, k)
-    pca = PCA(PCAConfig(latent=k)).fit(codes.double())
-    return pca.mean_.float(), pca.components_.float()
+    x = codes.double()
+    mean = x.mean(0)  # (k,)
+    _, _, vh = torch.linalg.svd(x - mean, full_matrices=False)  # (k, k), rows by singular value
+    # each direction's largest-|value| entry positive (scikit-learn's svd_flip), so the same
+    # codes always give the same plane
+    pivot = vh.abs().argmax(dim=1, keepdim=True)
+    return mean.float(), (vh * torch.sign(vh.gather(1, pivot))).float()
 
 
 def _project(codes: Tensor, center: Tensor, axes: Tensor) -> Tensor:
@@ -386,17 +413,19 @@ def explore_run(
 
 
 _CSS = """
-body{font-family:system-ui,sans-serif;max-width:1100px;margin:1em auto;padding:0 1em;color:#222}
-h1{font-size:1.3em}h2{font-size:1.1em;margin:1.2em 0 .4em}.row{display:flex;flex-wrap:wrap;gap:1em}
-figure{margin:0}canvas{border:1px solid #ccc;image-rendering:pixelated;touch-action:none}
-figcaption,.note{font-size:.85em;color:#555;max-width:520px}#latent{cursor:crosshair}
+body{margin:1em auto}h1{font-size:1.3em}h2{font-size:1.1em;margin:1.2em 0 .4em}
+.row{display:flex;flex-wrap:wrap;gap:1em}
+canvas{border:1px solid #ccc;image-rendering:pixelated;touch-action:none}
+figcaption,.note{font-size:.85em;color:#555;max-width:520px}#pf-latent{cursor:crosshair}
 label{font-size:.9em;margin-right:1em}input[type=range]{vertical-align:middle;width:260px}
+.legend{font-size:.85em;color:#555;max-width:420px}.key{white-space:nowrap;margin-right:.6em}
+.key i{display:inline-block;width:.8em;height:.8em;margin-right:.25em;vertical-align:-.05em}
 """
 
 _BODY = """<p class="note" id="pf-note"></p>
 <div class="row">
 <figure><canvas id="pf-latent" width="420" height="420"></canvas>
-<figcaption id="pf-latent-cap"></figcaption></figure>
+<figcaption id="pf-latent-cap"></figcaption><!--legend--></figure>
 <figure><canvas id="pf-out" width="420" height="420"></canvas>
 <figcaption id="pf-out-cap"></figcaption></figure>
 </div>

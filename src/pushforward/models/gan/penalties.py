@@ -20,8 +20,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from pushforward.train import Shard
-from pushforward.train.loop import draw_rows
+from pushforward.train import Shard, draw_rows
 
 __all__ = ["PENALTIES", "gradient_penalty", "r1_penalty"]
 

@@ -1,0 +1,121 @@
+"""``pushforward demo``: the lecture's figures regenerated from built-in data into one page.
+
+:func:`run_demo` writes ``report.html`` (every figure embedded) and each raw figure under
+``figures/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pushforward.core import ConfigError
+from pushforward.data import datasets
+from pushforward.gallery.chain import MIXTURES, Chain, mixture_chain, mixture_sections, threads
+from pushforward.gallery.page import Report, Section
+from pushforward.gallery.processes import Beside
+from pushforward.gallery.sections.data import data_section
+from pushforward.gallery.sections.encoders import encoders_section
+from pushforward.gallery.sections.flow import flow_digits
+from pushforward.gallery.sections.gan_digits import gan_digits_section
+from pushforward.gallery.sections.univariate import dice_section, univariate_section
+from pushforward.gallery.sections.vae_digits import vae_digits_section
+
+if TYPE_CHECKING:
+    from pushforward.train import Progress as TrainingProgress
+
+__all__ = ["run_demo"]
+
+log = logging.getLogger(__name__)
+
+
+def run_demo(
+    out: str | Path,
+    *,
+    quick: bool = False,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+    bars: Callable[[str], TrainingProgress] | None = None,
+    workers: int = 1,
+) -> Path:
+    """Regenerate the lecture's figures from built-in data into ``out``; return the report path.
+
+    ``quick`` uses fewer samples, points and epochs (BENCHMARKS.md gives its time). MNIST is shown
+    when its files are found (see :func:`pushforward.data.datasets.find_mnist_folder`).
+    ``progress`` is told each part's name as it starts (the library logs it otherwise); ``bars``
+    makes the progress reporter of each training run from its label. With ``workers`` = 2, the
+    sections on the Gaussian mixtures run grid25's part in a second process (spawned: a script
+    that calls this needs the ``if __name__ == "__main__":`` guard) while this one runs ring8's;
+    the page is the same either way, since both parts run on one thread.
+    """
+    if type(workers) is not int or workers not in (1, 2):
+        raise ConfigError(f"workers = {workers!r} is not allowed; use 1 or 2")
+    report = Report(Path(out), bars=bars)
+    say = progress or (lambda msg: log.info(msg))
+    begin = time.perf_counter()
+    total = _opening_sections(report, quick, seed, say) + 2
+    say(f"[{total - 1}/{total}] the Gaussian mixtures: {MIXTURES[0]} here, {MIXTURES[1]} "
+        + ("in a second process" if workers == 2 else "after it"))  # fmt: skip
+    chains, digits = _mixtures_and_digits(report, quick, seed, say, total, workers)
+    report.sections += mixture_sections(chains, digits, quick)
+    report.elapsed = time.perf_counter() - begin
+    log.info("the gallery's parts took: %s (beside: %s)", report.timings, report.beside)
+    return report.write()
+
+
+def _timed(report: Report, name: str, work: Callable[[], Any]) -> Any:
+    """Run ``work``, add its wall time to the report's footer as ``name`` and return its value."""
+    start = time.perf_counter()
+    out = work()
+    report.timings.append((name, time.perf_counter() - start))
+    return out
+
+
+def _opening_sections(report: Report, quick: bool, seed: int, say: Callable[[str], None]) -> int:
+    """Add the sections before the mixtures to ``report``, one after the other; return how many
+    steps they were."""
+    n = 20_000 if quick else 100_000
+    mnist_dir = datasets.find_mnist_folder()
+    mnist = f"mnist:{mnist_dir}" if mnist_dir is not None else None
+    trained: dict[str, Any] = {}  # the digits' VAE, compared with their GAN
+    steps: list[tuple[str, Callable[[], Section]]] = [
+        ("univariate pushforwards", lambda: univariate_section(report, n, seed)),
+        ("discrete pushforward", lambda: dice_section(report)),
+        ("datasets", lambda: data_section(report, n // 10, seed, mnist)),
+        ("PCA and autoencoders", lambda: encoders_section(report, quick, seed)),
+        ("VAE on digits", lambda: vae_digits_section(report, quick, seed, mnist, trained)),
+        ("GAN on digits", lambda: gan_digits_section(report, quick, seed, mnist, trained)),
+    ]
+    total = len(steps) + 2
+    for i, (name, step) in enumerate(steps, 1):
+        say(f"[{i}/{total}] {name}")
+        report.sections.append(_timed(report, name, step))
+    return len(steps)
+
+
+def _mixtures_and_digits(report: Report, quick: bool, seed: int, say: Callable[[str], None],
+                         total: int, workers: int) -> tuple[list[Chain], Section]:  # fmt: skip
+    """Run both mixtures' chains (the second beside this process when ``workers`` = 2, else
+    after the first) and the flow on digits; return the chains and the digits' part."""
+    first, second = MIXTURES
+    digits = Section("", "")
+    beside = Beside(report.folder, second, quick, seed) if workers == 2 else None
+    try:
+        chains = [mixture_chain(report, first, quick, seed, say)]
+        report.timings += chains[0].timings
+        say(f"[{total}/{total}] flows on digits")
+        with threads(1):  # beside the second process; on one thread either way
+            _timed(report, "MAF on digits", lambda: flow_digits(report, digits, quick, seed))
+        if beside is not None:
+            chains.append(_timed(report, f"waiting for {second}", beside.result))
+            report.beside = chains[1].timings
+        else:
+            chains.append(mixture_chain(report, second, quick, seed, say))
+            report.timings += chains[1].timings
+    finally:
+        if beside is not None:
+            beside.close()
+    return chains, digits
