@@ -102,7 +102,7 @@ def test_full_batch_takes_one_step_per_epoch():
             return super().training_step(x, optimizers, cfg, generator=generator, epoch=epoch)
 
     with seeded(0):
-        m = Counter(12, 2)
+        m = Counter(AutoencoderConfig(dim=12, latent=2))
     fit(m, data(), TrainConfig(epochs=3, batch_size=0))
     assert Counter.steps == 3
 
@@ -242,7 +242,9 @@ def test_a_signal_stops_between_steps_writes_a_checkpoint_and_resumes_exactly(tm
     full = make_ae()
     h_full = fit(full, x, cfg)
     with seeded(0):
-        stopped = SelfInterrupting(12, 2, net={"hidden": [16]}, at_step=8, signum=signum)
+        stopped = SelfInterrupting(
+            AutoencoderConfig(dim=12, latent=2, hidden=[16]), at_step=8, signum=signum
+        )
     with pytest.raises(Interrupted, match=r"at epoch 3, step 2 of 3; checkpoint written"):
         fit(stopped, x, cfg, run_dir=tmp_path)
     assert [r["epoch"] for r in read_metrics(tmp_path)] == [1, 2]
@@ -255,7 +257,9 @@ def test_a_signal_stops_between_steps_writes_a_checkpoint_and_resumes_exactly(tm
 
 def test_a_signal_without_a_run_folder_says_nothing_was_saved():
     with seeded(0):
-        m = SelfInterrupting(12, 2, net={"hidden": [16]}, at_step=2, signum=signal.SIGINT)
+        m = SelfInterrupting(
+            AutoencoderConfig(dim=12, latent=2, hidden=[16]), at_step=2, signum=signal.SIGINT
+        )
     with pytest.raises(Interrupted, match="nothing saved"):
         fit(m, data(), TrainConfig(epochs=2, batch_size=32))
 
@@ -327,12 +331,12 @@ class LrRecorder(Autoencoder):
 def test_cosine_schedule_takes_step_t_of_T_at_half_of_one_plus_cos_pi_t_over_T():
     x = data()  # 96 rows, batch 32: 3 steps per epoch, T = 12 steps
     with seeded(0):
-        model = LrRecorder(12, 2, net={"hidden": [16]})
+        model = LrRecorder(AutoencoderConfig(dim=12, latent=2, hidden=[16]))
     fit(model, x, TrainConfig(epochs=4, batch_size=32, lr=0.01, lr_schedule="cosine"))
     expected = [0.01 * 0.5 * (1 + math.cos(math.pi * t / 12)) for t in range(12)]
     assert model.lrs == pytest.approx(expected, rel=1e-12)
     with seeded(0):
-        constant = LrRecorder(12, 2, net={"hidden": [16]})
+        constant = LrRecorder(AutoencoderConfig(dim=12, latent=2, hidden=[16]))
     fit(constant, x, TrainConfig(epochs=4, batch_size=32, lr=0.01))
     assert constant.lrs == [0.01] * 12
     with pytest.raises(ConfigError, match="unknown learning-rate schedule 'step'; known: "):
@@ -345,7 +349,9 @@ def test_a_cosine_run_resumed_mid_schedule_ends_exactly_like_an_uninterrupted_on
     full = make_ae()
     h_full = fit(full, x, cfg)
     with seeded(0):  # stopped by Ctrl-C in the middle of epoch 3 (step 8 of 18)
-        stopper = SelfInterrupting(12, 2, net={"hidden": [16]}, at_step=8, signum=signal.SIGINT)
+        stopper = SelfInterrupting(
+            AutoencoderConfig(dim=12, latent=2, hidden=[16]), at_step=8, signum=signal.SIGINT
+        )
     with pytest.raises(Interrupted):
         fit(stopper, x, cfg, run_dir=tmp_path)
     half = make_ae(seed=7)
@@ -367,7 +373,7 @@ def test_prepare_sees_the_training_data_on_a_fresh_run_only(tmp_path):
     x = data()
     cfg = TrainConfig(epochs=2, batch_size=32)
     with seeded(0):
-        model = Preparing(12, 2, net={"hidden": [16]})
+        model = Preparing(AutoencoderConfig(dim=12, latent=2, hidden=[16]))
     fit(model, x, cfg, run_dir=tmp_path)
     assert len(model.prepared) == 1 and torch.equal(model.prepared[0], x)
     fit(model, x, TrainConfig(epochs=3, batch_size=32), run_dir=tmp_path, resume=True)
