@@ -292,7 +292,9 @@ def test_vae_gets_its_benchmarked_defaults_and_flags_override_them(capsys, tmp_p
     # on images the prior is the mixture fitted to the codes, and the run folder carries it
     assert settings["prior"] == "gmm" and settings["prior_components"] == 50
     model = load_model(tmp_path / "v")
-    assert model.config.prior == "gmm" and not torch.equal(model.prior_means, torch.zeros(50, 2).double())
+    assert model.config.prior == "gmm" and not torch.equal(
+        model.prior_means, torch.zeros(50, 2).double()
+    )
     code, _, err = run(capsys, "sample", tmp_path / "v", "-n", 8, "--seed", 3,
                        "--out", tmp_path / "s.npy")  # fmt: skip
     assert code == 0, err
