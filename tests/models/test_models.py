@@ -245,10 +245,10 @@ def test_the_readme_example_model_plugs_in_with_one_registry_line(capsys, tmp_pa
 # --- loading checks the weights file's header before it allocates -------------------------------
 
 
-def _edit_config(folder: Path, **net) -> None:
+def _edit_config(folder: Path, **settings) -> None:
     path = folder / "config.json"
     cfg = json.loads(path.read_text())
-    cfg["model"]["config"]["net"].update(net)
+    cfg["model"]["config"].update(settings)
     path.write_text(json.dumps(cfg))
 
 
