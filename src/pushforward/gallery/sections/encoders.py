@@ -76,3 +76,4 @@ def encoders_section(report: Report, quick: bool, seed: int) -> Section:
               f"{r.baseline_error:.3f}"]],
         )
     )  # fmt: skip
+    return sec
