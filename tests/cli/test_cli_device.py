@@ -154,11 +154,29 @@ def test_out_of_memory_names_the_batch_size_and_keeps_the_checkpoint(capsys, tmp
     *progress, line = err.strip().splitlines()  # the epoch trained before, then one line
     assert [p.startswith("epoch 1/3") for p in progress] == [True]
     assert line == (
-        "pushforward: error: out of memory on cpu training with batch size 256; try a smaller "
-        "one (e.g. --batch-size 128); the last checkpoint is intact: --resume continues it "
-        f"('{folder}')"
+        "pushforward: error: out of memory on cpu training with batch size 256; fit again with a "
+        "smaller one (e.g. --batch-size 128); the last checkpoint is intact: --resume continues "
+        f"it, on another --device ('{folder}')"
     )
     monkeypatch.setattr(loop, "_step", real)
     code, _, err = run(capsys, "fit", "--resume", folder)
     assert code == 0, err
     assert len((folder / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_resume_on_another_kind_of_device_continues(capsys, tmp_path, monkeypatch):
+    """A checkpoint whose random stream cannot continue here (written on another kind of
+    device: simulated by refusing its generator state) resumes from the seed and the epoch,
+    with the weights and optimiser state it holds."""
+    import pushforward.train.checkpoint as checkpoint
+
+    folder = tmp_path / "ae"
+    argv = ["fit", "ae", "--data", "digits", "--epochs", 1, "--hidden", 32, "--device", "cpu"]
+    assert run(capsys, *argv, "--out", folder)[0] == 0
+    before = load_model(folder).state_dict()
+    monkeypatch.setattr(checkpoint, "generator_fits", lambda generator, state: False)
+    code, _, err = run(capsys, "fit", "--resume", folder, "--epochs", 2, "--device", "cpu")
+    assert code == 0, err
+    assert len((folder / "metrics.jsonl").read_text().splitlines()) == 2
+    after = load_model(folder).state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # it trained on

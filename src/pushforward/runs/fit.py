@@ -70,12 +70,12 @@ def _state_bytes(rc: RunConfig, ds: datasets.Dataset) -> int | None:
     try:
         with seeded(rc.train.seed), torch.device("meta"):
             config = rc.settings.build(ds).get_config()
+        shapes = rc.spec.cls.state_shapes(config, tuple(ds.x.shape))
     except (NotImplementedError, RuntimeError):
-        # an operator without a meta kernel (zuko's masks): the model is built for real below
+        # an operator without a meta kernel (zuko's masks), or a model that cannot tell its
+        # shapes: it is built for real below, unchecked
         return None
-    numbers = sum(
-        math.prod(s) for s in rc.spec.cls.state_shapes(config, tuple(ds.x.shape)).values()
-    )
+    numbers = sum(math.prod(s) for s in shapes.values())
     if not rc.spec.trained:
         return numbers * 8  # float64 fitted state
     copies = 2 + OPTIMIZER_COPIES.get(rc.train.optimizer, 2)  # weights, gradients, optimiser
@@ -201,11 +201,11 @@ def _train(
     except torch.OutOfMemoryError:
         batch = rc.train.batch_size or ds.n
         kept = (
-            "the last checkpoint is intact: --resume continues it"
+            "the last checkpoint is intact: --resume continues it, on another --device"
             if (folder / CHECKPOINT).exists()
             else "no checkpoint was written yet"
         )
         raise TrainingError(
-            f"out of memory on {device} training with batch size {batch}; try a "
+            f"out of memory on {device} training with batch size {batch}; fit again with a "
             f"smaller one (e.g. --batch-size {max(batch // 2, 1)}); {kept} ('{folder}')"
         ) from None
