@@ -15,7 +15,14 @@ from pushforward.train import (
     resolve_device,
     to_model_device,
 )
-from pushforward.train.device import ddp_device_ids, leave_cores
+from pushforward.train.device import (
+    available_memory,
+    check_memory,
+    ddp_device_ids,
+    generator_fits,
+    leave_cores,
+    to_device,
+)
 
 
 def gpus(monkeypatch, count: int) -> None:
@@ -75,9 +82,9 @@ def test_under_torchrun_cuda_is_the_processs_own_device(monkeypatch):
     assert resolve_device("auto", local_rank=1) == torch.device("cpu")
 
 
-def test_the_config_checks_its_device_and_keeps_the_cpu_default(monkeypatch):
+def test_the_config_checks_its_device_and_asks_for_auto_by_default(monkeypatch):
     gpus(monkeypatch, 2)
-    assert TrainConfig().device == "cpu"
+    assert TrainConfig().device == "auto"
     assert TrainConfig(device="cuda:1").device == "cuda:1"
     with pytest.raises(ConfigError, match="cuda:5"):
         TrainConfig(device="cuda:5")
@@ -121,3 +128,51 @@ def test_leave_cores_takes_threads_away_and_gives_them_back():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
+
+
+class _ClosedForm:
+    """A model fitted in closed form: plain tensor attributes, no nn.Module."""
+
+    def __init__(self) -> None:
+        self.mean_ = torch.zeros(3, dtype=torch.float64)
+        self.components_ = torch.ones(2, 3, dtype=torch.float64)
+        self.n_samples_ = 5
+
+
+def test_a_closed_form_model_moves_with_its_fitted_tensors():
+    model = _ClosedForm()
+    assert model_device(model) == torch.device("cpu")
+    to_device(model, "meta")
+    assert model_device(model) == torch.device("meta")
+    assert model.mean_.device.type == model.components_.device.type == "meta"
+    assert model.n_samples_ == 5  # not a tensor: left alone
+    assert to_model_device(torch.rand(2, 3), model).device.type == "meta"
+
+
+def test_a_module_moves_with_its_weights():
+    model = to_device(nn.Linear(3, 2), "meta")
+    assert model_device(model) == torch.device("meta")
+
+
+def test_a_generator_state_of_another_kind_of_device_does_not_fit():
+    cpu = torch.Generator().manual_seed(0)
+    assert generator_fits(cpu, torch.Generator().manual_seed(1).get_state())
+    philox = torch.zeros(16, dtype=torch.uint8)  # CUDA's: a seed and an offset
+    assert not generator_fits(cpu, philox)
+
+
+def test_available_memory_reads_memavailable_on_the_cpu():
+    free = available_memory(torch.device("cpu"))
+    assert free is None or free > 0
+    assert available_memory(torch.device("meta")) is None
+
+
+def test_a_model_larger_than_the_memory_there_is_refused(monkeypatch):
+    import pushforward.train.device as device
+
+    monkeypatch.setattr(device, "available_memory", lambda d: 2**30)
+    check_memory(2**29, torch.device("cpu"), what="a vae")
+    with pytest.raises(ConfigError, match=r"a vae needs 16\.0 GiB but cpu has 1\.0 GiB available"):
+        check_memory(16 * 2**30, torch.device("cpu"), what="a vae")
+    monkeypatch.setattr(device, "available_memory", lambda d: None)
+    check_memory(2**60, torch.device("cpu"), what="a vae")  # unknown: no check

@@ -304,7 +304,8 @@ def _absurd_cases():
         return "--" + name.replace("_", "-")
 
     cases = [(m, flag(f.name)) for m, spec in MODELS.items() for f in fields(spec.config)]
-    # device names are tested in test_train; the seed is the one training setting PCA takes
+    # device names are tested in test_device and tests/cli; seed and device are the training
+    # settings PCA takes
     train = [flag(f.name) for f in fields(TrainConfig) if f.name != "device"]
     cases += [("ae", f) for f in [*train, "-n"]]
     cases += [(m, "--lr") for m, spec in MODELS.items() if not spec.trained]

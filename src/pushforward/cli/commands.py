@@ -107,6 +107,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         args.out, quick=args.quick, seed=args.seed, progress=say,
         bars=lambda label: BarProgress(label, lines=False),
         workers=args.workers if args.workers is not None else _demo_workers(),
+        device=args.device,
     )  # fmt: skip
     say(f"wrote {path} and its figures in {time.perf_counter() - start:.0f} s")
     return 0
@@ -125,19 +126,20 @@ def _demo_workers() -> int:
 
 
 def _refuse_training_settings(values: dict[str, Any]) -> None:
-    """Refuse training settings for a model fitted in closed form (all but the data's seed)."""
+    """Refuse training settings for a model fitted in closed form (all but the data's seed and
+    the device its closed form is computed on)."""
     from pushforward.models.registry import MODELS
     from pushforward.train import TrainConfig
 
     spec = MODELS.get(values.get("model", ""))
     if spec is None or spec.trained:
         return
-    train = {f.name for f in dataclasses.fields(TrainConfig)} - {"seed"}
+    train = {f.name for f in dataclasses.fields(TrainConfig)} - {"seed", "device"}
     given = sorted(set(values) & train)
     if given:
         raise ConfigError(
             f"{given[0]} is a training setting, but {values['model']} is fitted in closed form; "
-            "it takes none but seed"
+            "it takes none but seed and device"
         )
 
 
@@ -190,7 +192,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def cmd_encode(args: argparse.Namespace) -> int:
     from pushforward.runs import encode_run
 
-    z = encode_run(args.run, args.data, n=args.n, rows=args.rows, seed=args.seed)
+    z = encode_run(
+        args.run, args.data, n=args.n, rows=args.rows, seed=args.seed, device=args.device
+    )
     _write_array(z, args.out)
     return 0
 
@@ -200,7 +204,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     from pushforward.runs import decode_run
 
     z = datasets.load_data(args.latents).x
-    _write_array(decode_run(args.run, z), args.out)
+    _write_array(decode_run(args.run, z, device=args.device), args.out)
     return 0
 
 
@@ -211,7 +215,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (*FIGURE_SUFFIXES, ".npy", ".csv"):
         raise ConfigError(f"--out {args.out!r}: use .png, .svg or .pdf for a picture, .npy or .csv")
-    y, cost = sample_run(args.run, args.n, seed=args.seed, with_cost=True, **_sampling_args(args))
+    y, cost = sample_run(
+        args.run, args.n, seed=args.seed, with_cost=True, device=args.device,
+        **_sampling_args(args),
+    )  # fmt: skip
     if cost:
         say("sampling took " + ", ".join(f"{k} {v:,}" for k, v in cost.items()))
     if out.suffix.lower() in FIGURE_SUFFIXES:
@@ -233,7 +240,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
 
     path = explore_run(
         args.run, args.out, data=args.data, rows=args.rows, n=args.n, points=args.points,
-        seed=args.seed, precision=args.precision,
+        seed=args.seed, precision=args.precision, device=args.device,
     )  # fmt: skip
     say(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB); open it in a browser")
     return 0
@@ -246,7 +253,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     sampling = _sampling_args(args)
     result = evaluate_run(
         args.run, args.data, n=args.n, rows=args.rows, iwae_k=args.iwae_k, seed=args.seed,
-        **sampling,
+        device=args.device, **sampling,
     )  # fmt: skip
     if args.json:  # strict JSON: a value not defined here (NaN) is null
         print(json.dumps(strict_json(result), indent=2, allow_nan=False))

@@ -44,6 +44,13 @@ def _int_text(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
+DEVICE_HELP = "auto (CUDA when present, else the CPU; the default), cpu, cuda or cuda:N"
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+
+
 def _model_names() -> list[str]:
     from pushforward.models.registry import MODELS
 
@@ -86,6 +93,7 @@ def _add_demo(sub: Any) -> None:
         help="processes for the sections on the mixtures: 2 runs grid25's part beside ring8's "
         "(default: 2 on a machine with 2 or more CPUs); the page is the same either way",
     )  # fmt: skip
+    _add_device(p)
     p.set_defaults(func=cmd.cmd_demo)
 
 
@@ -135,6 +143,7 @@ def _add_run_commands(sub: Any, flags: list[SettingFlag]) -> None:
     p.add_argument("--rows", metavar="A:B", help="use only these rows of the data")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="FILE", default="latents.npy", help=".npy or .csv")
+    _add_device(p)
     p.set_defaults(func=cmd.cmd_encode)
 
     p = sub.add_parser("sample", help="draw samples of a run's generative model g#μ")
@@ -143,6 +152,7 @@ def _add_run_commands(sub: Any, flags: list[SettingFlag]) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="FILE", default="samples.png", help=".png/.svg/.pdf/.npy/.csv")
     add_sampling_flags(p, flags)
+    _add_device(p)
     p.set_defaults(func=cmd.cmd_sample, flags=flags)
 
     help_ = "likelihoods, errors and sample quality (with real-vs-real floors)"
@@ -155,6 +165,7 @@ def _add_run_commands(sub: Any, flags: list[SettingFlag]) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     add_sampling_flags(p, flags)
+    _add_device(p)
     p.set_defaults(func=cmd.cmd_evaluate, flags=flags)
 
     p = sub.add_parser(
@@ -171,12 +182,14 @@ def _add_run_commands(sub: Any, flags: list[SettingFlag]) -> None:
         "--precision", choices=("auto", "float16", "float32"), default="auto",
         help="decoder weights in the page (auto: float16 for large decoders)",
     )  # fmt: skip
+    _add_device(p)
     p.set_defaults(func=cmd.cmd_explore)
 
     p = sub.add_parser("decode", help="decode latent codes with a run's model")
     p.add_argument("run", metavar="RUN")
     p.add_argument("--latents", metavar="FILE", required=True, help=".npy, .npz or .csv (n, k)")
     p.add_argument("--out", metavar="FILE", default="decoded.npy", help=".npy or .csv")
+    _add_device(p)
     p.set_defaults(func=cmd.cmd_decode)
 
 

@@ -40,6 +40,7 @@ from pushforward.core import ConfigError, Model, atomic_write_bytes
 from pushforward.data import datasets
 from pushforward.nets import DecoderLayer
 from pushforward.pages import Page
+from pushforward.train import to_model_device
 
 __all__ = [
     "JS_ACTIVATIONS",
@@ -172,7 +173,7 @@ class Explorer:
         b, a = torch.meshgrid(cells[1], cells[0], indexing="ij")  # (side, side) each
         z = center + a.reshape(-1, 1) * axes[0] + b.reshape(-1, 1) * axes[1]  # (side², k)
         with torch.no_grad():
-            x = self.model.decode(z.float()).float()  # (side², d)
+            x = self.model.decode(to_model_device(z.float(), self.model)).float().cpu()
         return {"kind": "grid", "side": side, "lo": lo, "hi": hi, "values": _array(x, "f16")}
 
     def _frames(self, samples: Tensor) -> dict[str, Any]:
@@ -319,10 +320,11 @@ def explorer_page(
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         if model.has_encoder:
-            codes, label = model.encode(x).float(), f"{model.code_label} of {ds.name}"
+            codes = model.encode(to_model_device(x, model)).float().cpu()
+            label = f"{model.code_label} of {ds.name}"
             labels = ds.labels[:points] if ds.labels is not None else None
         elif model.latent_measure is not None:
-            codes = model.latent_measure.sample(points, generator=gen)
+            codes = model.latent_measure.sample(points, generator=gen).cpu()
             label, labels = "draws of μ", None
         else:
             codes, label, labels = torch.zeros(0, model.latent), "", None
@@ -331,8 +333,10 @@ def explorer_page(
         times = torch.linspace(0, 1, MOTION_TIMES)
         rows = FRAME_IMAGES if ds.image_shape is not None else FRAME_POINTS
         with torch.no_grad():
-            particles = model.motion(rows, times, generator=torch.Generator().manual_seed(seed))
-        motion = (times, particles.float())
+            particles = model.motion(
+                rows, to_model_device(times, model), generator=torch.Generator().manual_seed(seed)
+            )
+        motion = (times, particles.float().cpu())
     explorer = Explorer(
         model=model,
         title=title or f"pushforward explore: a {type(model).__name__} on {ds.name}",
@@ -371,8 +375,10 @@ def explore_run(
     points: int = 2000,
     seed: int | None = None,
     precision: str = "auto",
+    device: str = "auto",
 ) -> Path:
-    """Write the explorer page of the run in ``folder`` to ``out`` and return its path.
+    """Write the explorer page of the run in ``folder`` to ``out`` and return its path; the
+    model computes the page's codes, grid and particles on ``device``.
 
     The data default to the run's own held out: the rows it did not train on when it trained on
     one slice (``--rows :8000`` → ``8000:``), fresh draws (seed + 1) of sampled data (mixtures,
@@ -385,7 +391,7 @@ def explore_run(
     out = Path(out)
     if out.suffix.lower() not in (".html", ".htm"):
         raise ConfigError(f"out {str(out)!r}: the explorer is a web page; use a .html file")
-    model = load_model(folder)
+    model = load_model(folder, device=device)
     where = repr(str(folder))
     _check(model, where)
     run = load_run_config(folder).get("run", {})

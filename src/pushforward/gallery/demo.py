@@ -23,6 +23,7 @@ from pushforward.gallery.sections.flow import flow_digits
 from pushforward.gallery.sections.gan_digits import gan_digits_section
 from pushforward.gallery.sections.univariate import dice_section, univariate_section
 from pushforward.gallery.sections.vae_digits import vae_digits_section
+from pushforward.train import resolve_device
 
 if TYPE_CHECKING:
     from pushforward.train import Progress as TrainingProgress
@@ -40,6 +41,7 @@ def run_demo(
     progress: Callable[[str], None] | None = None,
     bars: Callable[[str], TrainingProgress] | None = None,
     workers: int = 1,
+    device: str = "auto",
 ) -> Path:
     """Regenerate the lecture's figures from built-in data into ``out``; return the report path.
 
@@ -49,11 +51,12 @@ def run_demo(
     makes the progress reporter of each training run from its label. With ``workers`` = 2, the
     sections on the Gaussian mixtures run grid25's part in a second process (spawned: a script
     that calls this needs the ``if __name__ == "__main__":`` guard) while this one runs ring8's;
-    the page is the same either way, since both parts run on one thread.
+    the page is the same either way, since both parts run on one thread. The models train on
+    ``device`` (a name :func:`~pushforward.train.resolve_device` takes) and are drawn on the CPU.
     """
     if type(workers) is not int or workers not in (1, 2):
         raise ConfigError(f"workers = {workers!r} is not allowed; use 1 or 2")
-    report = Report(Path(out), bars=bars)
+    report = Report(Path(out), bars=bars, device=str(resolve_device(device)))
     say = progress or (lambda msg: log.info(msg))
     begin = time.perf_counter()
     total = _opening_sections(report, quick, seed, say) + 2
@@ -102,7 +105,7 @@ def _mixtures_and_digits(report: Report, quick: bool, seed: int, say: Callable[[
     after the first) and the flow on digits; return the chains and the digits' part."""
     first, second = MIXTURES
     digits = Section("", "")
-    beside = Beside(report.folder, second, quick, seed) if workers == 2 else None
+    beside = Beside(report.folder, second, quick, seed, report.device) if workers == 2 else None
     try:
         chains = [mixture_chain(report, first, quick, seed, say)]
         report.timings += chains[0].timings

@@ -7,18 +7,20 @@ contents, the training bars of the runs behind it, and a footer with the time ea
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from matplotlib.figure import Figure
+from torch import Tensor
 
 from pushforward.core import atomic_write_bytes, save_figure
 from pushforward.pages import Page, embedded_figure, embedded_page, table
-from pushforward.train import Reporters
+from pushforward.train import Reporters, TrainConfig, fit, to_device
 
 if TYPE_CHECKING:
     from pushforward.train import Progress as TrainingProgress
@@ -79,6 +81,16 @@ class Report:
     """(part, wall seconds) of the parts that ran in a second process meanwhile."""
     elapsed: float | None = None
     """Wall seconds of the whole run (the sum of :attr:`timings` when None)."""
+    device: str = "cpu"
+    """Where the gallery's models train (a name :func:`~pushforward.train.resolve_device`
+    takes); they come back to the CPU for the figures, so the page is drawn there."""
+
+    def fit(self, model: Any, x: Tensor, cfg: TrainConfig, **kwargs: Any) -> list[dict[str, Any]]:
+        """Train ``model`` on x (n, d) with ``cfg`` on :attr:`device` (:func:`~pushforward.train.
+        fit`, whose keywords ``kwargs`` are), bring it back to the CPU and return its history."""
+        history = fit(model, x, dataclasses.replace(cfg, device=self.device), **kwargs)
+        to_device(model, "cpu")
+        return history
 
     def training(self, label: str, *also: TrainingProgress | None) -> TrainingProgress | None:
         """Return what one training run of the gallery reports to: a bar labelled ``label``

@@ -59,7 +59,7 @@ def _die_with(parent: int) -> None:
 
 
 def _chain_in_child(conn: Any, folder: str, name: str, quick: bool, seed: int, parent: int,
-                    level: int) -> None:  # fmt: skip
+                    level: int, device: str = "cpu") -> None:  # fmt: skip
     """Entry point of the second process: run one mixture's chain and send it back, with every
     log record of level ``level`` or above on the way.
 
@@ -73,7 +73,7 @@ def _chain_in_child(conn: Any, folder: str, name: str, quick: bool, seed: int, p
     logging.getLogger().addHandler(logging.handlers.QueueHandler(pipe))  # type: ignore[arg-type]
     logging.getLogger("pushforward").setLevel(level)
     try:
-        chain = mixture_chain(Report(Path(folder)), name, quick, seed)
+        chain = mixture_chain(Report(Path(folder), device=device), name, quick, seed)
     except BaseException as e:  # every failure goes back to the parent
         kind = type(e).__name__ if isinstance(e, PushforwardError) else None
         pipe.send("error", (kind, str(e)), traceback.format_exc())
@@ -92,7 +92,7 @@ class Beside:
     this process does. A thread here receives the child's log records as they come.
     """
 
-    def __init__(self, folder: Path, name: str, quick: bool, seed: int):
+    def __init__(self, folder: Path, name: str, quick: bool, seed: int, device: str = "cpu"):
         import multiprocessing
         import os
 
@@ -102,7 +102,7 @@ class Beside:
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe(duplex=False)
         level = logging.getLogger("pushforward").getEffectiveLevel()
-        args = (child, str(folder), name, quick, seed, os.getpid(), level)
+        args = (child, str(folder), name, quick, seed, os.getpid(), level, device)
         self.process = ctx.Process(target=_chain_in_child, args=args,
                                    name=f"pushforward-demo-{name}")  # fmt: skip
         start_with_sigint_blocked(self.process)  # POSIX; elsewhere Ctrl-C reaches both

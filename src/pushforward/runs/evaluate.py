@@ -15,6 +15,7 @@ from pushforward.metrics import sample_quality, truth_fidelity
 from pushforward.models.registry import MODELS
 from pushforward.runs.figures import codes
 from pushforward.runs.folder import load_model
+from pushforward.train import to_model_device
 
 __all__ = ["decode_run", "encode_run", "evaluate_run", "sample_run"]
 
@@ -39,23 +40,31 @@ def _needs(model: Model, folder: str | Path, what: str, can: Callable[[Any], boo
 
 
 def encode_run(
-    folder: str | Path, data: str, *, n: int | None = None, rows: str | None = None, seed: int = 0
+    folder: str | Path,
+    data: str,
+    *,
+    n: int | None = None,
+    rows: str | None = None,
+    seed: int = 0,
+    device: str = "auto",
 ) -> Tensor:
-    """Return the latent codes (n, k) of the run's model for the data set ``data``."""
-    model = load_model(folder)
+    """Return the latent codes (n, k), on the CPU, of the run's model for the data set
+    ``data``, computed on ``device`` (a name :func:`~pushforward.train.resolve_device` takes)."""
+    model = load_model(folder, device=device)
     _needs(model, folder, "has no encoder", lambda m: m.has_encoder)
     ds = _run_data(model, data, n, rows, seed)
     return codes(model, ds.x)
 
 
-def decode_run(folder: str | Path, z: Tensor) -> Tensor:
-    """Return the decoded points (n, d) of latents z (n, k) under the run's model."""
-    model = load_model(folder)
+def decode_run(folder: str | Path, z: Tensor, *, device: str = "auto") -> Tensor:
+    """Return the decoded points (n, d), on the CPU, of latents z (n, k) under the run's model,
+    computed on ``device``."""
+    model = load_model(folder, device=device)
     k = model.latent
     if z.dim() != 2 or z.shape[1] != k:
         raise ConfigError(f"latents must have shape (n, {k}) for this run, got {tuple(z.shape)}")
     with torch.no_grad():
-        return model.decode(z)
+        return model.decode(to_model_device(z, model)).cpu()
 
 
 def _sampling(model: Model, sampling: Mapping[str, Any]) -> Model:
@@ -65,17 +74,25 @@ def _sampling(model: Model, sampling: Mapping[str, Any]) -> Model:
 
 
 def sample_run(
-    folder: str | Path, n: int, *, seed: int = 0, with_cost: bool = False, **sampling: Any
+    folder: str | Path,
+    n: int,
+    *,
+    seed: int = 0,
+    with_cost: bool = False,
+    device: str = "auto",
+    **sampling: Any,
 ) -> Any:
-    """Return exactly n samples (n, d) of the run's generative model g#μ (with ``with_cost``,
-    also its :meth:`~pushforward.contract.Model.sampling_cost`); ``sampling`` changes the
-    model's sampling settings (its ``sampling_options``, e.g. a GAN's ``jacobian_truncation``)
-    from those it was fitted with."""
-    model = load_model(folder)
+    """Return exactly n samples (n, d), on the CPU, of the run's generative model g#μ (with
+    ``with_cost``, also its :meth:`~pushforward.contract.Model.sampling_cost`), drawn on
+    ``device``; ``sampling`` changes the model's sampling settings (its ``sampling_options``,
+    e.g. a GAN's ``jacobian_truncation``) from those it was fitted with. The noise comes from a
+    CPU generator seeded ``seed`` on every device, so the samples agree across devices up to
+    their arithmetic."""
+    model = load_model(folder, device=device)
     _needs(model, folder, "cannot sample", lambda m: m.generative)
     model = _sampling(model, sampling)
     with torch.no_grad():
-        y = model.sample(n, generator=torch.Generator().manual_seed(seed)).float()
+        y = model.sample(n, generator=torch.Generator().manual_seed(seed)).float().cpu()
     return (y, model.sampling_cost()) if with_cost else y
 
 
@@ -88,6 +105,7 @@ def evaluate_run(
     iwae_k: int = 1000,
     seed: int = 0,
     quality: bool = True,
+    device: str = "auto",
     **sampling: Any,
 ) -> dict[str, Any]:
     """Return the run's metrics on ``data`` (keys: :func:`~pushforward.runs.result_keys`): the
@@ -97,9 +115,10 @@ def evaluate_run(
     :mod:`pushforward.quality` with their real-vs-real floors, and where the data's true density
     is known (the built-in mixtures, ``mixture:FILE``) KL(p ‖ q) in nats
     (:func:`pushforward.fidelity.truth_fidelity`); ``sampling`` changes the model's
-    sampling settings as in :func:`sample_run` (the ones used are reported).
+    sampling settings as in :func:`sample_run` (the ones used are reported). The model computes
+    on ``device``; the data go there once.
     """
-    model = _sampling(load_model(folder), sampling)
+    model = _sampling(load_model(folder, device=device), sampling)
     full = datasets.load_data(data, n=n, generator=torch.Generator().manual_seed(seed))
     ds = datasets.select_rows(full, rows)
     _check_dim(model, ds.dim, f"data {data!r}")
@@ -113,11 +132,12 @@ def evaluate_run(
         "dim": ds.dim,
         **model.sampling_settings(),
     }
-    out.update(model.evaluate(ds.x, generator=gen, iwae_k=iwae_k))
+    out.update(model.evaluate(to_model_device(ds.x, model), generator=gen, iwae_k=iwae_k))
     if quality and model.generative:
 
         def draw(m: int, g: torch.Generator) -> Tensor:
-            return model.sample(m, generator=g)
+            with torch.no_grad():
+                return model.sample(m, generator=g).cpu()  # compared with the data on the CPU
 
         out.update(sample_quality(draw, ds, full, seed=seed))
         out.update({f"sampling_{k}": v for k, v in model.sampling_cost().items()})

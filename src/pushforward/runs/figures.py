@@ -12,30 +12,40 @@ from torch import Tensor
 from pushforward.core import FIGURES, Model, lookup, save_figure
 from pushforward.data import datasets
 from pushforward.runs import plots
-from pushforward.train import read_metrics
+from pushforward.train import read_metrics, to_model_device
 
 __all__ = ["codes", "manifold", "write_figures"]
 
 
 def codes(model: Model, x: Tensor) -> Tensor:
-    """Return the latent codes (n, k) of x (n, d) under a model with an encoder."""
+    """Return the latent codes (n, k) of x (n, d) under a model with an encoder, on the CPU (x
+    is moved to the model's device for the computation)."""
     with torch.no_grad():
-        return model.encode(x)
+        return model.encode(to_model_device(x, model)).cpu()
+
+
+def _decode(model: Model, z: Tensor) -> Tensor:
+    """Return the decoded points (n, d) of z (n, k), computed on the model's device, on the
+    CPU."""
+    with torch.no_grad():
+        return model.decode(to_model_device(z, model)).cpu()
 
 
 def write_figures(folder: Path, model: Model, ds: datasets.Dataset) -> list[Path]:
     """Draw the run's figures into ``folder/figures``: reconstructions and latents (models with
     an encoder), samples (generative models), the training error against PCA's for every latent
     size (encoders with a bottleneck, latent < d: a bijection's error is its solver's), the
-    training curves."""
+    training curves. The model computes on its own device; the data ``ds`` (on the CPU) go there
+    and the results come back for drawing."""
     out = []
     figs = folder / FIGURES
     if model.has_encoder:
         out += _encoder_figures(figs, model, ds)
     if model.generative:
-        samples = model.sample(
-            64 if ds.image_shape else 2500, generator=torch.Generator().manual_seed(0)
-        )
+        with torch.no_grad():
+            samples = model.sample(
+                64 if ds.image_shape else 2500, generator=torch.Generator().manual_seed(0)
+            ).cpu()
         label = model.sample_label
         if ds.image_shape is not None:
             fig = plots.image_grid(
@@ -68,8 +78,7 @@ def _encoder_figures(figs: Path, model: Model, ds: datasets.Dataset) -> list[Pat
     """Reconstructions (images, or 2-D points) and the latent codes coloured by label."""
     out = []
     x = ds.x[:16]
-    with torch.no_grad():
-        recon = model.decode(codes(model, x))
+    recon = _decode(model, codes(model, x))
     z = codes(model, ds.x[:5000])
     labels = ds.labels[:5000] if ds.labels is not None else None
     if ds.image_shape is not None:
@@ -79,8 +88,7 @@ def _encoder_figures(figs: Path, model: Model, ds: datasets.Dataset) -> list[Pat
         )
         out.append(save_figure(fig, figs / "reconstructions.png"))
     elif ds.dim == 2:
-        with torch.no_grad():
-            back = model.decode(z)
+        back = _decode(model, z)
         fig = plots.scatter_2d(ds.x[:5000], others=[(back, "g(f(x))")], title="reconstructions")
         out.append(save_figure(fig, figs / "reconstructions.png"))
     if z.shape[1] >= 2:
@@ -99,9 +107,8 @@ def manifold(model: Model, side: int = 15) -> Tensor:
     """
     u = torch.linspace(0.5 / side, 1 - 0.5 / side, side)
     uu = torch.stack(torch.meshgrid(u, u.flip(0), indexing="xy"), dim=-1).reshape(-1, 2)
-    grid = model.latent_measure.quantile(uu)  # (side², 2)
-    with torch.no_grad():
-        return model.decode(grid).clamp(0, 1)
+    grid = model.latent_measure.quantile(to_model_device(uu, model))  # (side², 2)
+    return _decode(model, grid).clamp(0, 1)
 
 
 def _error_vs_k_figure(model: Model, x: Tensor) -> Any:
@@ -111,8 +118,7 @@ def _error_vs_k_figure(model: Model, x: Tensor) -> Any:
     kmax = min(32, d, n - 1)
     ks = list(range(1, kmax + 1))
     pca = [float(s2[k:].sum()) / n for k in ks]
-    with torch.no_grad():
-        own = float((model.decode(codes(model, x)).to(x.dtype) - x).pow(2).sum(1).mean())
+    own = float((_decode(model, codes(model, x)).to(x.dtype) - x).pow(2).sum(1).mean())
     name = type(model).__name__
     curves = {"PCA (closed form)": (ks, pca), f"this {name}": ([model.latent], [own])}
     return plots.error_vs_k(curves, title="training error against latent size k")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from pushforward.core import (
     CheckpointError,
     ConfigError,
     Model,
+    TrainingError,
     check_tensor_header,
     save_json,
 )
@@ -29,16 +31,20 @@ from pushforward.train import (
     SampleSnapshots,
     TensorBoardLogger,
     check_batch,
+    check_memory,
     distributed,
     fit,
+    resolve_device,
     seeded,
 )
 
-__all__ = ["fit_run", "plan_run"]
+__all__ = ["OPTIMIZER_COPIES", "fit_run", "plan_run"]
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_IMAGES, SNAPSHOT_POINTS = 64, 1000  # samples per snapshot: an image grid, a scatter
+OPTIMIZER_COPIES = {"adam": 2, "adamw": 2, "sgd": 1}
+"""The copies of the weights each optimiser keeps as its state (Adam: the two moments)."""
 
 
 def _fresh_folder(rc: RunConfig, ds: datasets.Dataset) -> Path:
@@ -55,9 +61,36 @@ def _load(rc: RunConfig) -> datasets.Dataset:
     return datasets.select_rows(datasets.load_data(rc.data, n=rc.n, generator=gen), rc.rows)
 
 
-def _build(rc: RunConfig, ds: datasets.Dataset) -> tuple[Model, dict[str, Any]]:
-    """Return a fresh model for ``ds`` as ``rc`` describes, and the run record of config.json."""
+def _state_bytes(rc: RunConfig, ds: datasets.Dataset) -> int | None:
+    """Return the bytes fitting the model ``rc`` describes holds at once: its weights, and for
+    a trained model their gradients and the optimiser's state (Adam's two moments, SGD's
+    momentum), counted from the model's ``state_shapes`` without allocating anything (None where
+    the model cannot be built on the meta device)."""
     assert rc.settings is not None
+    try:
+        with seeded(rc.train.seed), torch.device("meta"):
+            config = rc.settings.build(ds).get_config()
+        shapes = rc.spec.cls.state_shapes(config, tuple(ds.x.shape))
+    except (NotImplementedError, RuntimeError):
+        # an operator without a meta kernel (zuko's masks), or a model that cannot tell its
+        # shapes: it is built for real below, unchecked
+        return None
+    numbers = sum(math.prod(s) for s in shapes.values())
+    if not rc.spec.trained:
+        return numbers * 8  # float64 fitted state
+    copies = 2 + OPTIMIZER_COPIES.get(rc.train.optimizer, 2)  # weights, gradients, optimiser
+    return numbers * 4 * copies
+
+
+def _build(
+    rc: RunConfig, ds: datasets.Dataset, device: torch.device
+) -> tuple[Model, dict[str, Any]]:
+    """Return a fresh model for ``ds`` as ``rc`` describes, and the run record of config.json;
+    a model too large for ``device``'s memory is refused before it is built."""
+    assert rc.settings is not None
+    needed = _state_bytes(rc, ds)
+    if needed is not None:
+        check_memory(needed, device, what=f"a {rc.model} of this size (weights and training state)")
     with seeded(rc.train.seed):
         model = rc.settings.build(ds)
     if model.trained:
@@ -74,14 +107,14 @@ def _build(rc: RunConfig, ds: datasets.Dataset) -> tuple[Model, dict[str, Any]]:
             f"{type(model).__name__} cannot sample; use 0 (off) or a generative model: "
             + ", ".join(k for k, s in MODELS.items() if s.cls.generative and s.trained)
         )
-    return model, run_record(rc, model, ds)
+    return model, run_record(rc, model, ds, device=device)
 
 
 def plan_run(rc: RunConfig) -> dict[str, Any]:
     """Return the record :func:`fit_run` would write to ``config.json`` (the resolved settings,
     the model's constructor arguments, the data's shape), loading the data and building the
     model but fitting and writing nothing: every setting is checked."""
-    _, record = _build(rc, _load(rc))
+    _, record = _build(rc, _load(rc), resolve_device(rc.train.device))
     return record
 
 
@@ -103,6 +136,7 @@ def fit_run(
     spec = rc.spec
     assert rc.settings is not None
     ctx = distributed.init(rc.train.device)
+    device = resolve_device(rc.train.device, local_rank=ctx.local_rank if ctx.active else None)
     if ctx.active and not spec.trained:
         raise ConfigError(f"{rc.model} is fitted in closed form; run it in one process")
     ds = _load(rc)
@@ -118,7 +152,7 @@ def fit_run(
         raise CheckpointError(
             f"'{folder}' already holds a run; use --resume to continue it or choose another --out"
         )
-    model, record = _build(rc, ds)
+    model, record = _build(rc, ds, device)
     if resume:
         # refuse a checkpoint these settings cannot hold before config.json is rewritten, so a
         # failed resume leaves the run as it was (in every process, so that all stop together)
@@ -138,9 +172,9 @@ def fit_run(
                 model, rows, every=rc.train.snapshot_every, seed=rc.train.seed, folder=folder
             )
             progress = Reporters(progress, snaps)
-        fit(model, ds.x, rc.train, run_dir=folder, resume=resume, progress=progress)
+        _train(model, ds, rc, folder, device, resume=resume, progress=progress)
     else:
-        model.fit(ds.x)
+        model.fit(ds.x.to(device))  # a closed form, computed on the device: its state stays there
     if ctx.main:
         save_model(folder, model)
         if figures:
@@ -148,3 +182,30 @@ def fit_run(
         log.info("run written to %s", folder)
     distributed.barrier()
     return folder
+
+
+def _train(
+    model: Model,
+    ds: datasets.Dataset,
+    rc: RunConfig,
+    folder: Path,
+    device: torch.device,
+    *,
+    resume: bool,
+    progress: Progress | None,
+) -> None:
+    """Train ``model`` (the loop moves it and the data to the run's device); running out of the
+    device's memory ends in one line naming the batch size, the last checkpoint left intact."""
+    try:
+        fit(model, ds.x, rc.train, run_dir=folder, resume=resume, progress=progress)
+    except torch.OutOfMemoryError:
+        batch = rc.train.batch_size or ds.n
+        kept = (
+            "the last checkpoint is intact: --resume continues it, on another --device"
+            if (folder / CHECKPOINT).exists()
+            else "no checkpoint was written yet"
+        )
+        raise TrainingError(
+            f"out of memory on {device} training with batch size {batch}; fit again with a "
+            f"smaller one (e.g. --batch-size {max(batch // 2, 1)}); {kept} ('{folder}')"
+        ) from None

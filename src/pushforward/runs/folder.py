@@ -29,6 +29,7 @@ from pushforward.core.version import __version__
 from pushforward.data import datasets
 from pushforward.models.registry import MODELS
 from pushforward.runs.config import RunConfig
+from pushforward.train import resolve_device, to_device
 
 __all__ = [
     "MAX_MODEL_BYTES",
@@ -48,13 +49,17 @@ MAX_MODEL_BYTES = 4 * 2**30
 hostile file, refused before anything is allocated."""
 
 
-def run_record(rc: RunConfig, model: Model, ds: datasets.Dataset) -> dict[str, Any]:
-    """Return what ``config.json`` records of a run: its format, the versions, the resolved
+def run_record(
+    rc: RunConfig, model: Model, ds: datasets.Dataset, *, device: torch.device | None = None
+) -> dict[str, Any]:
+    """Return what ``config.json`` records of a run: its format, the versions, the device it
+    was fitted on (``run.train.device`` keeps what was asked for, e.g. ``auto``), the resolved
     settings, the model's kind and config, and the data's spec, name and shape (n, d)."""
     return {
         "format": RUN_FORMAT,
         "pushforward": __version__,
         "torch": torch.__version__,
+        **({"device": str(device)} if device is not None else {}),
         "run": rc.to_dict(),
         "model": {"kind": rc.model, "config": model.get_config()},
         "data": {
@@ -87,8 +92,10 @@ def load_run_config(folder: str | Path) -> dict[str, Any]:
     return cfg
 
 
-def load_model(folder: str | Path) -> Model:
-    """Rebuild the model saved in a run folder (final weights, else the last checkpoint).
+def load_model(folder: str | Path, *, device: str | torch.device = "cpu") -> Model:
+    """Rebuild the model saved in a run folder (final weights, else the last checkpoint) on
+    ``device`` (a torch device, or a name :func:`~pushforward.train.resolve_device` takes): the
+    weights are stored from the CPU, so a run fitted on one device loads on any other.
 
     The weights file's header is checked against the shapes the run's config makes, and their
     total size against :data:`MAX_MODEL_BYTES`, before any tensor is allocated.
@@ -121,4 +128,4 @@ def load_model(folder: str | Path) -> Model:
     model = spec.cls.from_config(config)
     model.load_state(state, source=str(source))
     model.eval()
-    return model
+    return to_device(model, device if isinstance(device, torch.device) else resolve_device(device))

@@ -4,6 +4,7 @@ pickle)."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from torch import Tensor, nn
 
 from pushforward.core import CHECKPOINT
 from pushforward.core.errors import CheckpointError
+from pushforward.train.device import generator_fits
 
 __all__ = [
     "CHECKPOINT",
@@ -27,6 +29,8 @@ __all__ = [
 ]
 
 from pushforward.core.io import load_tensors, save_tensors
+
+log = logging.getLogger(__name__)
 
 # --- training checkpoints: state dicts as tensors + JSON (no pickle) -----------------------------
 
@@ -144,7 +148,17 @@ def load_checkpoint(
     for name, opt in optimizers.items():
         opt.load_state_dict(unflatten_state(saved[name], tensors))
         match_parameter_layout_(opt)
-    generator.set_state(tensors["rng.generator"])
+    state = tensors["rng.generator"]
+    if generator_fits(generator, state):
+        generator.set_state(state)
+    else:  # saved on another kind of device: its stream cannot continue here
+        log.warning(
+            "'%s' was written on another kind of device; its random stream restarts here from "
+            "the run's seed and epoch",
+            path,
+        )
+        generator.manual_seed(int(info.get("train_config", {}).get("seed", 0)) + int(info["epoch"]))
+        info["rng_restarted"] = True
     own = ("model.", "optim.", "rng.generator")
     return info, {k: v for k, v in tensors.items() if not k.startswith(own)}
 

@@ -33,7 +33,11 @@ class TrainConfig(Settings):
         0, "keep a fixed-seed sample set every K epochs in the run folder for `pushforward "
         "explore` (0 = off; generative models)", minimum=0,
     )  # fmt: skip
-    device: str = setting("cpu", "auto (CUDA when present, else the CPU), cpu, cuda or cuda:N")
+    device: str = setting(
+        "auto",
+        "auto (CUDA when present, else the CPU), cpu, cuda or cuda:N; config.json keeps this "
+        "request and, as the run's device, where it resolved",
+    )
     precision: str = setting(
         "float32", "float32, bfloat16 (matrix products) or auto (bfloat16 on CPUs with AMX)",
         choices=PRECISIONS, what="precision",

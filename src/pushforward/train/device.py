@@ -3,7 +3,11 @@ there, which dtype matrix products autocast to, and the levers that matter on th
 
 * :func:`resolve_device` turns a :class:`~pushforward.train.TrainConfig` ``device`` (``auto``,
   ``cpu``, ``cuda``, ``cuda:N``) into a ``torch.device``, refusing what this torch cannot see;
-* :func:`to_model_device` places data where a model's weights are;
+* :func:`to_model_device` places data where a model's weights are, :func:`to_device` moves a
+  model (its weights, or a closed-form model's fitted tensors) to a device, and
+  :func:`generator_fits` says whether a saved generator state can continue on another device;
+* :func:`available_memory` and :func:`check_memory` refuse a model too large for a device
+  before it is built;
 * :func:`autocast_dtype` and :func:`autocast` give the precision's autocast (bfloat16 on a CPU
   only where it is faster: AMX tiles, :func:`fast_bf16_flags`);
 * the CPU-only levers: :func:`flush_subnormal_state_` (x86 CPUs compute with subnormal numbers
@@ -35,14 +39,18 @@ __all__ = [
     "PRECISIONS",
     "autocast",
     "autocast_dtype",
+    "available_memory",
     "can_fork",
+    "check_memory",
     "ddp_device_ids",
     "fast_bf16_flags",
     "flush_subnormal_state_",
     "flush_threshold",
+    "generator_fits",
     "leave_cores",
     "model_device",
     "resolve_device",
+    "to_device",
     "to_model_device",
 ]
 
@@ -101,17 +109,78 @@ def ddp_device_ids(device: torch.device) -> list[int] | None:
     return [device.index] if device.type == "cuda" else None
 
 
-def model_device(model: nn.Module) -> torch.device:
-    """Return the device of the model's weights (its first parameter or buffer; the CPU for a
-    model with neither)."""
-    for t in (*model.parameters(), *model.buffers()):
+def _fitted_tensors(model: Any) -> dict[str, Tensor]:
+    """The tensors a model keeps: an nn.Module's weights and buffers, else (a model fitted in
+    closed form, such as PCA) its tensor attributes."""
+    if isinstance(model, nn.Module):
+        return dict(model.state_dict(keep_vars=True))
+    return {k: v for k, v in vars(model).items() if isinstance(v, Tensor)}
+
+
+def model_device(model: Any) -> torch.device:
+    """Return the device of the model's weights (its first parameter or buffer, or a closed-form
+    model's first fitted tensor; the CPU for a model with none)."""
+    for t in _fitted_tensors(model).values():
         return t.device
     return torch.device("cpu")
 
 
-def to_model_device(x: Tensor, model: nn.Module) -> Tensor:
+def to_model_device(x: Tensor, model: Any) -> Tensor:
     """Return x (any shape) on the device of ``model``'s weights (x itself when it is there)."""
     return x.to(model_device(model))
+
+
+def to_device(model: Any, device: torch.device | str) -> Any:
+    """Move ``model`` to ``device`` in place and return it: an nn.Module's weights and buffers,
+    or a closed-form model's fitted tensors (its tensor attributes)."""
+    if isinstance(model, nn.Module):
+        return model.to(device)
+    for name, t in _fitted_tensors(model).items():
+        setattr(model, name, t.to(device))
+    return model
+
+
+def generator_fits(generator: torch.Generator, state: Tensor) -> bool:
+    """Return whether ``state`` (a saved ``get_state()``) can be set into ``generator``: the
+    generators of each device type keep states of their own size (the CPU's Mersenne Twister:
+    5,056 bytes; CUDA's Philox: a seed and an offset), so a run resumed on another kind of device
+    cannot continue its random stream."""
+    return state.numel() == generator.get_state().numel()
+
+
+# --- memory -------------------------------------------------------------------------------------
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Return the bytes free for tensors on ``device``: CUDA's free memory, or the CPU's
+    ``MemAvailable`` (from /proc/meminfo); None where it cannot be known."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type != "cpu":
+        return None
+    try:
+        text = Path("/proc/meminfo").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024  # given in kB
+    return None
+
+
+def _size(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def check_memory(needed: int, device: torch.device, *, what: str) -> None:
+    """Refuse (ConfigError) to build ``what``, which needs ``needed`` bytes, on a device with
+    less memory available (:func:`available_memory`; unknown: no check)."""
+    free = available_memory(device)
+    if free is not None and needed > free:
+        raise ConfigError(
+            f"{what} needs {_size(needed)} but {device} has {_size(free)} available; "
+            "use a smaller model (e.g. narrower --hidden) or a device with more memory"
+        )
 
 
 # --- precision ----------------------------------------------------------------------------------

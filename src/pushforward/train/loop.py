@@ -249,6 +249,8 @@ def _restore(run: _Run) -> _Resume:
         raise CheckpointError(f"cannot resume: no {CHECKPOINT} in '{source}'")
     info, extra = load_checkpoint(source / CHECKPOINT, run.model, run.optimizers, run.generator)
     start = _Resume(epoch=int(info["epoch"]) + 1, step=int(info.get("step", 0)))
+    if info.get("rng_restarted"):  # another device's stream: its epoch's order is lost
+        start.step = 0
     if start.step:
         start.epoch_start_state = extra["rng.epoch_start"]
         start.sums = {k[len("progress.sum.") :]: to_model_device(v, run.model)

@@ -20,7 +20,7 @@ def encoders_section(report: Report, quick: bool, seed: int) -> Section:
         memorisation_experiment,
     )
     from pushforward.models.pca import PCA, PCAConfig
-    from pushforward.train import TrainConfig, fit, seeded
+    from pushforward.train import TrainConfig, seeded
 
     ds = datasets.load_data("digits")
     train, test = datasets.train_test_split(ds, 1500)
@@ -44,7 +44,7 @@ def encoders_section(report: Report, quick: bool, seed: int) -> Section:
         pca_err.append(pca.reconstruction_error(test.x) / test.n)
         with seeded(seed):
             ae = Autoencoder(AutoencoderConfig(dim=ds.dim, latent=k, loss="l2", hidden=[256, 128]))
-        fit(ae, train.x, TrainConfig(epochs=epochs, batch_size=64, seed=seed),
+        report.fit(ae, train.x, TrainConfig(epochs=epochs, batch_size=64, seed=seed),
             progress=report.training(f"autoencoder k = {k}"))  # fmt: skip
         ae_err.append(ae.reconstruction_error(test.x))
         ae_models[k] = ae

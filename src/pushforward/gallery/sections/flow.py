@@ -48,13 +48,13 @@ def flow_mixture(report: Report, sec: Section, name: str, ds: datasets.Dataset, 
     """Train the recommended spline flow on ``ds`` (n, 2); add its animation, exact density
     beside the truth's and its samples to ``sec``; return the flow."""
     from pushforward.models.flow import RECOMMENDED, Flow, FlowConfig
-    from pushforward.train import TrainConfig, fit, seeded
+    from pushforward.train import TrainConfig, seeded
 
     epochs = flow_epochs(quick)
     with seeded(seed):
         flow = Flow(FlowConfig(dim=2, **RECOMMENDED["model"]))
     snaps = SampleSnapshots(flow, 1000, every=every(epochs, quick), seed=seed)
-    fit(flow, ds.x, TrainConfig(**{**RECOMMENDED["train"], "epochs": epochs, "seed": seed}),
+    report.fit(flow, ds.x, TrainConfig(**{**RECOMMENDED["train"], "epochs": epochs, "seed": seed}),
         progress=report.training(f"flow on {name}", snaps))  # fmt: skip
     frames = mixture_frames(name, ds, snaps)
     report.animation(sec, plots.gif_bytes(frames), f"flow_train_{name}", f"{name}: training")
@@ -79,13 +79,13 @@ def flow_digits(report: Report, sec: Section, quick: bool, seed: int) -> None:
     """Train a masked autoregressive flow on dequantised 8×8 digits; add its samples and a table
     of its exact held-out likelihood (nats and bits/dim) to ``sec``."""
     from pushforward.models.flow import Flow, FlowConfig
-    from pushforward.train import TrainConfig, fit, seeded
+    from pushforward.train import TrainConfig, seeded
 
     train, test = datasets.train_test_split(datasets.load_digits(), 1500)
     digit_epochs = 10 if quick else 40
     with seeded(seed):
         flow = Flow(FlowConfig(dim=64, transform="maf", layers=5, hidden=[256], image_shape=(8, 8)))
-    fit(flow, train.x, TrainConfig(epochs=digit_epochs, batch_size=128, lr=1e-3, seed=seed),
+    report.fit(flow, train.x, TrainConfig(epochs=digit_epochs, batch_size=128, lr=1e-3, seed=seed),
         progress=report.training("MAF on 8×8 digits"))  # fmt: skip
     r = flow.evaluate(test.x, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():

@@ -50,7 +50,7 @@ def fm_mixture(report: Report, sec: Section, name: str, ds: datasets.Dataset, qu
     """Train flow matching on ``ds`` (n, 2); add its motion, paths and exact marginal densities
     at :data:`FM_TIMES` to ``sec``; return the model."""
     from pushforward.models.fm import RECOMMENDED, FlowMatching, FlowMatchingConfig
-    from pushforward.train import TrainConfig, fit, seeded
+    from pushforward.train import TrainConfig, seeded
 
     settings = RECOMMENDED["train"]
     with seeded(seed):
@@ -58,7 +58,7 @@ def fm_mixture(report: Report, sec: Section, name: str, ds: datasets.Dataset, qu
     batch = settings["batch_size"] if settings["batch_size"] < ds.n else 0  # 0: full batch
     cfg = TrainConfig(**{**settings, "epochs": fm_epochs(quick), "seed": seed,
                          "batch_size": batch})  # fmt: skip
-    fit(model, ds.x, cfg, progress=report.training(f"flow matching on {name}"))
+    report.fit(model, ds.x, cfg, progress=report.training(f"flow matching on {name}"))
     extent = extent_of(ds)
     steps = torch.linspace(0, 1, 9 if quick else 2 * FRAMES + 1)
     path = model.motion(1000, steps, generator=torch.Generator().manual_seed(seed))

@@ -48,7 +48,7 @@ def gan_digits_section(
     :func:`~pushforward.gallery.sections.vae_digits.vae_digits_section` beside the GAN's."""
     from pushforward.metrics import image_quality
     from pushforward.models.gan import RECOMMENDED_IMAGES, GANConfig
-    from pushforward.train import TrainConfig, fit, seeded
+    from pushforward.train import TrainConfig, seeded
 
     label, spec = ("MNIST", mnist) if mnist is not None else ("digits", "digits")
     ds = datasets.load_data(spec)
@@ -60,7 +60,7 @@ def gan_digits_section(
         gan = GANConfig().build(train)
     settings = RECOMMENDED_IMAGES["train"]
     start = time.perf_counter()
-    history = fit(gan, train.x, TrainConfig(**{**settings, "epochs": epochs, "seed": seed}),
+    history = report.fit(gan, train.x, TrainConfig(**{**settings, "epochs": epochs, "seed": seed}),
                   progress=report.training("GAN on digits"))  # fmt: skip
     seconds = time.perf_counter() - start
     sec = Section(

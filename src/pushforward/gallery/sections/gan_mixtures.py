@@ -56,14 +56,14 @@ def gan_mixture(report: Report, sec: Section, name: str, ds: datasets.Dataset, v
     the GAN and the table's rows: the VAE's and the GAN's PacGAN scores, then the real floor."""
     from pushforward.metrics import point_quality
     from pushforward.models.gan import GAN, RECOMMENDED, GANConfig
-    from pushforward.train import TrainConfig, fit, seeded
+    from pushforward.train import TrainConfig, seeded
 
     epochs = gan_epochs(quick)
     with seeded(seed):
         gan = GAN(GANConfig(dim=2, **RECOMMENDED["model"]))
     snaps = SampleSnapshots(gan, 1000, every=every(epochs, quick), seed=seed)
     cfg = TrainConfig(**{**RECOMMENDED["train"], "epochs": epochs, "seed": seed})
-    history = fit(gan, ds.x, cfg, progress=report.training(f"GAN on {name}", snaps))
+    history = report.fit(gan, ds.x, cfg, progress=report.training(f"GAN on {name}", snaps))
     frames = mixture_frames(name, ds, snaps)
     report.animation(sec, plots.gif_bytes(frames), f"gan_train_{name}", f"{name}: training")
     fig = plots.gan_curves(history, title=f"{name}: the GAN's losses and gradient norms")

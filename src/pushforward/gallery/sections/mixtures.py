@@ -36,7 +36,7 @@ def vae_mixture(report: Report, sec: Section, name: str, quick: bool, seed: int)
     """Train the 2-D VAE on mixture ``name``; add its animation, explorer page and heat map to
     ``sec``; return the data (n, 2) the chain's other parts train on, and the VAE."""
     from pushforward.models.vae import VAE, VAEConfig
-    from pushforward.train import TrainConfig, fit, seeded
+    from pushforward.train import TrainConfig, seeded
 
     epochs = 20 if quick else 60
     points = 2_500 if quick else 10_000  # the GAN, flow and fm parts train on these too
@@ -56,7 +56,7 @@ def vae_mixture(report: Report, sec: Section, name: str, quick: bool, seed: int)
             )
         )
     snaps = SampleSnapshots(vae, 1000, every=every(epochs, quick), seed=seed)
-    fit(
+    report.fit(
         vae,
         ds.x,
         TrainConfig(epochs=epochs, batch_size=128, lr=2e-3, seed=seed),

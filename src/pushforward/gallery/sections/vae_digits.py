@@ -61,7 +61,7 @@ def _vae_on(report: Report, sec: Section, label: str, spec: str, n_train: int, e
     from pushforward.metrics import image_quality
     from pushforward.models.vae import VAE, VAEConfig
     from pushforward.runs import codes, manifold
-    from pushforward.train import TrainConfig, fit, seeded
+    from pushforward.train import TrainConfig, seeded
 
     ds = datasets.load_data(spec)
     train, test = datasets.train_test_split(ds, n_train)
@@ -77,7 +77,7 @@ def _vae_on(report: Report, sec: Section, label: str, spec: str, n_train: int, e
                 activation="silu",
             )
         )
-    fit(vae, train.x, TrainConfig(epochs=epochs, batch_size=64, lr=3e-3, seed=seed),
+    report.fit(vae, train.x, TrainConfig(epochs=epochs, batch_size=64, lr=3e-3, seed=seed),
         progress=report.training(f"VAE on {label}"))  # fmt: skip
     fig = plots.scatter_2d(codes(vae, test.x), labels=test.labels, size=4.0,
                            title=f"{label}: posterior means of held-out images")  # fmt: skip
