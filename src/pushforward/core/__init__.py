@@ -37,6 +37,7 @@ from pushforward.core.settings import (
     check_setting,
     setting,
     setting_types,
+    user_settings,
 )
 from pushforward.core.validate import (
     MAX_N,
@@ -97,4 +98,5 @@ __all__ = [
     "save_tensors",
     "setting",
     "setting_types",
+    "user_settings",
 ]

@@ -21,6 +21,7 @@ __all__ = [
     "check_setting",
     "setting",
     "setting_types",
+    "user_settings",
 ]
 
 DATA_KINDS: dict[str, str] = {
@@ -69,6 +70,12 @@ def setting(
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def user_settings(cls: type) -> list[str]:
+    """Return the names of the fields of the settings dataclass ``cls`` a user chooses: every
+    field but the ``derived`` ones (filled from the data when the model is built)."""
+    return [f.name for f in fields(cls) if not f.metadata.get("derived")]
 
 
 def setting_types(cls: type) -> dict[str, Any]:

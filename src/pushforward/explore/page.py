@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pushforward.core import ConfigError, Model, atomic_write_bytes
+from pushforward.core import ConfigError, Model, a_or_an, atomic_write_bytes
 from pushforward.data import datasets
 from pushforward.nets import DecoderLayer
 from pushforward.pages import Page
@@ -276,14 +276,14 @@ def _check(model: Model, where: str) -> None:
     """Refuse a model the explorer cannot draw, naming what it needs."""
     if not model.has_decoder:
         raise ConfigError(
-            f"explore needs a decoder g: z ↦ x, but {where} holds a {type(model).__name__}, "
+            f"explore needs a decoder g: z ↦ x, but {where} holds {a_or_an(type(model).__name__)}, "
             "which has none"
         )
     if model.latent < 2:
         raise ConfigError(
             f"explore needs a latent space of at least 2 dimensions to draw on a plane, but "
-            f"{where} holds a {type(model).__name__} with latent k = {model.latent}; fit one "
-            "with a 2-D latent (e.g. --latent 2)"
+            f"{where} holds {a_or_an(type(model).__name__)} with latent k = {model.latent}; "
+            "fit one with a 2-D latent (e.g. --latent 2)"
         )
 
 
@@ -339,7 +339,7 @@ def explorer_page(
         motion = (times, particles.float().cpu())
     explorer = Explorer(
         model=model,
-        title=title or f"pushforward explore: a {type(model).__name__} on {ds.name}",
+        title=title or f"pushforward explore: {a_or_an(type(model).__name__)} on {ds.name}",
         codes=codes.float(),
         codes_label=label,
         labels=labels,

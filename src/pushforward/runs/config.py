@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from pushforward.core import ConfigError, ModelConfig, ModelSpec, lookup
+from pushforward.core import ConfigError, ModelConfig, ModelSpec, a_or_an, lookup, user_settings
 from pushforward.data import datasets
 from pushforward.models.registry import MODELS
 from pushforward.train import TrainConfig
@@ -42,8 +42,8 @@ class RunConfig:
             self.settings = spec.config()
         if type(self.settings) is not spec.config:
             raise ConfigError(
-                f"the settings of a {self.model} run must be a {spec.config.__name__}, "
-                f"got a {type(self.settings).__name__}"
+                f"the settings of {a_or_an(self.model)} run must be "
+                f"{a_or_an(spec.config.__name__)}, got {a_or_an(type(self.settings).__name__)}"
             )
         self.settings = self.settings.resolve(datasets.data_kind(self.data))
         bad = isinstance(self.n, bool) or not isinstance(self.n, int | None)
@@ -63,12 +63,12 @@ class RunConfig:
             if key not in values:
                 raise ConfigError(f"the setting {key!r} is required")
         spec = lookup(MODELS, values["model"], what="model")
-        model_keys = [f.name for f in fields(spec.config)]
+        model_keys = user_settings(spec.config)
         train_keys = [f.name for f in fields(TrainConfig)]
         unknown = sorted(set(values) - set(RUN_KEYS) - set(model_keys) - set(train_keys))
         if unknown:
             name, kind = unknown[0], values["model"]
-            others = [m for m, s in MODELS.items() if name in {f.name for f in fields(s.config)}]
+            others = [m for m, s in MODELS.items() if name in user_settings(s.config)]
             known = ", ".join(model_keys)
             if others:
                 raise ConfigError(
@@ -91,13 +91,19 @@ class RunConfig:
         """Return the run, model and training settings as one flat mapping (:meth:`from_flat`)."""
         assert self.settings is not None
         run = {k: getattr(self, k) for k in RUN_KEYS}
-        return {**run, **self.settings.to_dict(), **self.train.to_dict()}
+        return {**run, **self._user_settings(), **self.train.to_dict()}
 
     def to_dict(self) -> dict[str, Any]:
         """Return the settings as stored in a run folder: run keys, ``settings``, ``train``."""
         assert self.settings is not None
         run = {k: getattr(self, k) for k in RUN_KEYS}
-        return {**run, "settings": self.settings.to_dict(), "train": self.train.to_dict()}
+        return {**run, "settings": self._user_settings(), "train": self.train.to_dict()}
+
+    def _user_settings(self) -> dict[str, Any]:
+        """The model's settings a user chose (derived ones are the model's to record)."""
+        assert self.settings is not None
+        own = set(user_settings(type(self.settings)))
+        return {k: v for k, v in self.settings.to_dict().items() if k in own}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunConfig:
@@ -106,9 +112,13 @@ class RunConfig:
         train = d.get("train", {})
         if "settings" in d:
             run = {k: d[k] for k in RUN_KEYS if k in d}
-            stored = lookup(MODELS, d.get("model"), what="model").config.stored_defaults()
+            config = lookup(MODELS, d.get("model"), what="model").config
+            stored = config.stored_defaults()
             older = {k: v for k, v in stored.items() if k not in d["settings"]}
-            return cls.from_flat({**run, **older, **d["settings"], **train})
+            # derived settings (filled from the data) are the model's to record, not the run's
+            own = set(user_settings(config))
+            given = {k: v for k, v in d["settings"].items() if k in own or k not in _fields(config)}
+            return cls.from_flat({**run, **older, **given, **train})
         spec = lookup(MODELS, d.get("model"), what="model")
         own = {f.name for f in fields(spec.config)} | set(RUN_KEYS)
         flat = {k: v for k, v in d.items() if k in own and k != "train" and v is not None}
@@ -139,3 +149,7 @@ def read_settings_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ConfigError(f"config file '{p}' must hold a table of settings")
     return {k.replace("-", "_"): v for k, v in values.items()}
+
+
+def _fields(cls: type) -> set[str]:
+    return {f.name for f in fields(cls)}

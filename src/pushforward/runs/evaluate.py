@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pushforward.core import ConfigError, Model
+from pushforward.core import ConfigError, Model, a_or_an
 from pushforward.data import datasets
 from pushforward.metrics import sample_quality, truth_fidelity
 from pushforward.models.registry import MODELS
@@ -34,7 +34,7 @@ def _needs(model: Model, folder: str | Path, what: str, can: Callable[[Any], boo
     if not can(model):
         kinds = ", ".join(k for k, spec in MODELS.items() if can(spec.cls))
         raise ConfigError(
-            f"{str(folder)!r} holds a {type(model).__name__}, which {what}; "
+            f"{str(folder)!r} holds {a_or_an(type(model).__name__)}, which {what}; "
             f"models that can: {kinds}"
         )
 

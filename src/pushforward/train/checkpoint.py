@@ -13,7 +13,7 @@ import torch
 from safetensors import safe_open
 from torch import Tensor, nn
 
-from pushforward.core import CHECKPOINT
+from pushforward.core import CHECKPOINT, a_or_an
 from pushforward.core.errors import CheckpointError
 from pushforward.train.device import generator_fits
 
@@ -55,7 +55,7 @@ def flatten_state(obj: Any, prefix: str, tensors: dict[str, Tensor]) -> Any:
         return [flatten_state(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]
     if obj is None or isinstance(obj, bool | int | float | str):
         return obj
-    raise CheckpointError(f"cannot store a {type(obj).__name__} in a checkpoint ({prefix})")
+    raise CheckpointError(f"cannot store {a_or_an(type(obj).__name__)} in a checkpoint ({prefix})")
 
 
 def unflatten_state(skeleton: Any, tensors: Mapping[str, Tensor]) -> Any:
