@@ -40,7 +40,7 @@ from pushforward.core import (
     as_float64_rows,
     setting,
 )
-from pushforward.measures import LOG_2PI, StandardNormal
+from pushforward.measures import LOG_2PI, StandardNormal, draw
 from pushforward.nets import MAX_LATENT
 
 __all__ = ["PCA", "PCAConfig", "PPCAConfig", "ProbabilisticPCA"]
@@ -169,6 +169,14 @@ class _LinearModel(Model, ABC):
     ) -> dict[str, Any]:
         """Return the contract's measures on x (n, d), computed in float64."""
         return super().evaluate(self._data(x), generator=generator, iwae_k=iwae_k)
+
+    def to(self, device: torch.device | str) -> _LinearModel:
+        """Move the fitted tensors to ``device`` (as ``nn.Module.to``); return ``self``. Inputs
+        then go to the same device, and outputs come back on it."""
+        for key, value in list(vars(self).items()):
+            if isinstance(value, Tensor):
+                setattr(self, key, value.to(device))
+        return self
 
     def _check_fitted(self) -> None:
         if "mean_" not in self.__dict__:
@@ -462,8 +470,8 @@ class ProbabilisticPCA(_LinearModel):
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ConfigError(f"n must be a non-negative integer, got {n!r}")
         opts = {"generator": generator, "dtype": F64, "device": self.W_.device}
-        z = torch.randn(n, self.n_components, **opts)  # (n, k)
-        eps = torch.randn(n, self.n_features_, **opts) * self.noise_variance_.sqrt()  # (n, d)
+        z = draw(torch.randn, n, self.n_components, **opts)  # (n, k)
+        eps = draw(torch.randn, n, self.n_features_, **opts) * self.noise_variance_.sqrt()  # (n, d)
         return (z @ self.W_.T + self.mean_ + eps).to(dtype)
 
     def posterior(self, X: Tensor) -> tuple[Tensor, Tensor]:
