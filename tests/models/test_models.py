@@ -292,16 +292,23 @@ def test_weights_that_do_not_fit_the_config_are_refused_from_the_header_alone(
 
 # --- every method on the model's device ---------------------------------------------------------
 
-# Small nets, and no value-driven sampling: on ``meta`` every value reads as zero, so the GAN's
-# truncation by rejection would accept nothing and the VAE's fitted mixture prior would have
-# zero weights; their placement is checked on a real device (``--device cuda``).
 DEVICE_SETTINGS: dict[str, dict] = {
     "ae": {"hidden": [16]},
-    "vae": {"hidden": [16], "prior": "normal"},
-    "gan": {"hidden": [16], "critic_hidden": [16], "jacobian_truncation": 0.0},
+    "vae": {"hidden": [16]},
+    "gan": {"hidden": [16], "critic_hidden": [16]},
     "flow": {"layers": 2, "hidden": [16], "bins": 4},
-    "fm": {"hidden": [16, 16], "solver": "euler", "steps": 2},
+    "fm": {"hidden": [16, 16]},
 }
+"""Small nets for the device tests."""
+
+META_SETTINGS: dict[str, dict] = {
+    "vae": {"prior": "normal"},
+    "gan": {"jacobian_truncation": 0.0},
+    "fm": {"solver": "euler", "steps": 2},
+}
+"""What changes on ``meta``, where every value reads as zero: the VAE's fitted mixture prior would
+have zero weights, the GAN's truncation by rejection would accept nothing, an adaptive ODE solver
+would never finish; these paths are checked on a real device (``--device cuda``)."""
 
 
 def _one_step(self, rhs, y0, times, what):
@@ -318,15 +325,17 @@ def _one_step(self, rhs, y0, times, what):
     return torch.stack(ys), len(t) - 1
 
 
-def device_model(name: str, data: str) -> tuple[Model, Tensor]:
-    """A small model ``name`` built, prepared (or fitted) on CPU data ``data``, and those data."""
+def device_model(name: str, data: str, *, meta: bool = False) -> tuple[Model, Tensor]:
+    """A small model ``name`` built, prepared (or fitted) on CPU data ``data``, and those data;
+    ``meta``: with :data:`META_SETTINGS`."""
     ds = load_data(data, n=200)
-    settings = dict(DEVICE_SETTINGS.get(name, {}))
+    settings = {**DEVICE_SETTINGS.get(name, {}), **(META_SETTINGS.get(name, {}) if meta else {})}
     if not MODELS[name].trained and ds.dim == 2:
         settings["latent"] = 1  # PPCA needs k < d
     model = MODELS[name].config(**settings).build(ds)
     if MODELS[name].trained:
         model.prepare(ds.x)
+        model.finish(ds.x)  # e.g. the VAE's mixture prior, fitted to its codes
     else:
         model.fit(ds.x)
     model.eval()
@@ -363,7 +372,7 @@ def test_every_method_runs_on_the_models_device(name, data, device, meta_guard, 
     """Every method the model declares, with inputs on the model's device, makes nothing on
     another device: on the CPU the model is moved to ``meta`` and a stray CPU tensor (noise, a
     constant, a mask) fails under the guard; with ``--device cuda`` it runs on the GPU."""
-    model, x = device_model(name, data)
+    model, x = device_model(name, data, meta=device.type == "cpu")
     if device.type == "cpu":
         device, guard = META, meta_guard
         monkeypatch.setattr(Solver, "solve", _one_step)
@@ -385,7 +394,7 @@ def test_every_method_runs_on_the_models_device(name, data, device, meta_guard, 
 )
 @pytest.mark.parametrize("name", [n for n in MODELS if n in ("ppca", "vae", "fm")])
 def test_the_decoded_manifold_is_drawn_on_the_models_device(name, device, meta_guard):
-    model, _ = device_model(name, "digits")
+    model, _ = device_model(name, "digits", meta=device.type == "cpu")
     if model.latent_measure is None or not model.latent_measure.has_quantile:
         pytest.skip(f"{name} has no quantile function")
     device, guard = (
