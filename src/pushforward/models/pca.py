@@ -171,11 +171,8 @@ class _LinearModel(Model, ABC):
         return super().evaluate(self._data(x), generator=generator, iwae_k=iwae_k)
 
     def to(self, device: torch.device | str) -> _LinearModel:
-        """Move the fitted tensors to ``device`` (as ``nn.Module.to``); return ``self``. Inputs
-        then go to the same device, and outputs come back on it."""
-        for key, value in list(vars(self).items()):
-            if isinstance(value, Tensor):
-                setattr(self, key, value.to(device))
+        """Move the fitted tensors to ``device`` (as ``nn.Module.to``); return ``self``."""
+        vars(self).update({k: v.to(device) for k, v in vars(self).items() if isinstance(v, Tensor)})
         return self
 
     def _check_fitted(self) -> None:
@@ -240,8 +237,7 @@ class _LinearModel(Model, ABC):
         """Return the fitted model that :meth:`get_config` and :meth:`get_state` describe.
 
         The round trip is bit-exact. A config or state that does not fit raises
-        :class:`~pushforward.errors.CheckpointError` naming what is wrong.
-        """
+        :class:`~pushforward.errors.CheckpointError` naming what is wrong."""
         model = cls.from_config(config)
         model.load_state(state, source=f"{cls.__name__} state")
         return model
@@ -357,8 +353,7 @@ class PCA(_LinearModel):
         """Return ‖X − decode(encode(X))‖²_F, the sum (not mean) of squares over all n·d entries.
 
         On the training data this equals :attr:`discarded_energy_` = Σ_{i>k} s_i², up to
-        rounding; computed in float64 whatever X's dtype.
-        """
+        rounding; computed in float64 whatever X's dtype."""
         xc = self._data(X) - self.mean_
         residual = xc - (xc @ self.components_.T) @ self.components_
         return float(residual.square().sum())
