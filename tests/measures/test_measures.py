@@ -18,6 +18,7 @@ from pushforward.measures import (
     Restricted,
     StandardNormal,
     Uniform,
+    draw,
     empirical_quantile,
     example,
     inverse_cdf,
@@ -348,3 +349,28 @@ def test_mixture_measure_density_draws_and_marginal_quantiles():
     expected = torch.tensor([0.5, -1.0]) + torch.tensor([2.0, 0.5]) * Normal(0, 1).icdf(u.float())
     torch.testing.assert_close(one.quantile(u.float()), expected, atol=1e-5, rtol=0)
     assert MixtureMeasure.has_quantile and not MixtureMeasure.product
+
+
+# --- the device of the draws --------------------------------------------------------------------
+
+
+def test_draw_depends_on_the_generator_alone_and_lands_on_the_device(device):
+    here = draw(torch.randn, 4, 3, generator=gen(5), device=device, dtype=torch.float64)
+    assert here.device.type == device.type and here.dtype == torch.float64
+    expected = torch.randn(4, 3, generator=gen(5), dtype=torch.float64)
+    torch.testing.assert_close(here.cpu(), expected, rtol=0, atol=0)
+
+
+def test_a_pushforward_through_a_modules_method_samples_on_the_modules_device(meta_guard):
+    class Decoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(2, 3)
+
+        def decode(self, z):
+            return self.layer(z)
+
+    net = Decoder().to("meta")
+    with meta_guard:
+        y = Pushforward(net.decode, StandardNormal(2)).sample(5, generator=gen(0))
+    assert y.device.type == "meta" and y.shape == (5, 3)

@@ -9,6 +9,7 @@ from pushforward.measures.base import (
     StandardNormal,
     Uniform,
     as_measure,
+    draw,
 )
 from pushforward.measures.discrete import DiscreteMeasure, die, product, two_dice_sum
 from pushforward.measures.examples import EXAMPLES, Example, example
@@ -30,6 +31,7 @@ __all__ = [
     "Uniform",
     "as_measure",
     "die",
+    "draw",
     "empirical_quantile",
     "example",
     "inverse_cdf",

@@ -29,6 +29,7 @@ __all__ = [
     "StandardNormal",
     "Uniform",
     "as_measure",
+    "draw",
 ]
 
 Fn = Callable[[Tensor], Tensor]
@@ -37,20 +38,31 @@ Fn = Callable[[Tensor], Tensor]
 Device = torch.device | str | None
 
 
+def draw(
+    fn: Callable[..., Tensor], *args: Any, generator: torch.Generator | None = None,
+    device: Device = None, **kwargs: Any,
+) -> Tensor:  # fmt: skip
+    """Return ``fn(*args, **kwargs)`` (``torch.randn``, ``rand``, ``randint``, ``randperm``) on
+    ``device``: drawn where ``generator`` lives, so that the numbers depend on the generator
+    alone (a CPU generator gives the same draws to a model on any device), then moved; with no
+    generator, drawn on ``device`` directly. ``kwargs`` (``dtype``) apply to the draw itself."""
+    where = generator.device if generator is not None else device
+    z = fn(*args, generator=generator, device=where, **kwargs)
+    return z if device is None else z.to(device)
+
+
 def _draw(
     fn: Callable[..., Tensor], shape: tuple[int, ...], generator: torch.Generator | None,
     device: Device,
 ) -> Tensor:  # fmt: skip
-    """Return fn(*shape) (torch.rand or torch.randn) on ``device``: drawn where ``generator``
-    lives, so that the numbers depend on the generator alone, then moved; with no generator,
-    drawn on ``device`` directly."""
-    where = generator.device if generator is not None else device
-    z = fn(*shape, generator=generator, device=where)
-    return z if device is None else z.to(device)
+    """Return fn(*shape) (torch.rand or torch.randn) on ``device``, as :func:`draw`."""
+    return draw(fn, *shape, generator=generator, device=device)
 
 
 def _device_of(g: Any) -> torch.device | None:
-    """Return the device of a module's first parameter or buffer, None for anything else."""
+    """Return the device of a module's first parameter or buffer (a module's bound method, such
+    as a model's ``decode``, counts as its module), None for anything else."""
+    g = getattr(g, "__self__", g)
     if isinstance(g, torch.nn.Module):
         for t in itertools.chain(g.parameters(), g.buffers()):
             return t.device

@@ -206,7 +206,8 @@ def _median_distance(x: Tensor, y: Tensor) -> float:
     the pooled sample, falling back to the largest distance, then 1, when it is 0."""
     pooled = torch.cat([x, y])  # (n + m, d)
     take = min(pooled.shape[0], MEDIAN_SUBSAMPLE)
-    rows = torch.linspace(0, pooled.shape[0] - 1, take, dtype=torch.float64).round().long()
+    rows = torch.linspace(0, pooled.shape[0] - 1, take, dtype=torch.float64, device=pooled.device)
+    rows = rows.round().long()
     dist = torch.nn.functional.pdist(pooled[rows])  # (take (take − 1) / 2,)
     for h in (float(dist.median()), float(dist.max())):
         if h > 0:

@@ -152,7 +152,7 @@ def _kth_distances(a: Tensor, b: Tensor, k: int, *, skip_self: bool) -> Tensor:
     for i0 in range(0, a.shape[0], step):
         block = torch.cdist(a[i0 : i0 + step], b, compute_mode=metrics._EXACT)  # (rows, m)
         if skip_self:
-            r = torch.arange(block.shape[0])
+            r = torch.arange(block.shape[0], device=block.device)
             block[r, i0 + r] = math.inf
         out.append(block.kthvalue(k, dim=1).values)
     return torch.cat(out)

@@ -86,7 +86,7 @@ from pushforward.measures import (
     likelihood_summary,
     standard_normal_log_prob,
 )
-from pushforward.nets import MAX_LATENT, MAX_WIDTH
+from pushforward.nets import MAX_LATENT, MAX_WIDTH, full_precision
 from pushforward.train import Trainable
 
 __all__ = [
@@ -377,7 +377,7 @@ class Flow(Trainable):
     def _latent(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Return z = g⁻¹(x) (n, d) and log |det ∂g⁻¹/∂x| (n,) in the weights' precision, even
         under bfloat16 autocast: a log-determinant summed over many layers needs it."""
-        with torch.autocast(x.device.type, enabled=False):
+        with full_precision(x.device):
             return self.to_latent().call_and_ladj(x.to(self.data_loc.dtype))
 
     def encode(self, x: Tensor) -> Tensor:
@@ -388,7 +388,7 @@ class Flow(Trainable):
         """Return x = g(z), shape (n, d), for latents z (n, d) (for images the dequantised
         y ∈ (0, 1), before binning)."""
         z = check_rows(z, "z", dim=self.dim)
-        with torch.autocast(z.device.type, enabled=False):
+        with full_precision(z.device):
             return self.to_latent().inv(z.to(self.data_loc.dtype))
 
     def _noise(self, n: int, generator: torch.Generator | None) -> Tensor:
@@ -405,7 +405,7 @@ class Flow(Trainable):
         """Return n draws x = g(z) (n, d) and their log-densities (n,), walked forward:
         log p(x) = log N(z) − log |det ∂g/∂z| (zuko's ``rsample_and_log_prob``, seeded)."""
         z = self._noise(n, generator)
-        with torch.autocast(z.device.type, enabled=False):
+        with full_precision(z.device):
             x, ladj = self.to_latent().inv.call_and_ladj(z)
         return x, standard_normal_log_prob(z) - ladj
 

@@ -40,7 +40,7 @@ from pushforward.core import (
     as_float64_rows,
     setting,
 )
-from pushforward.measures import LOG_2PI, StandardNormal
+from pushforward.measures import LOG_2PI, StandardNormal, draw
 from pushforward.nets import MAX_LATENT
 
 __all__ = ["PCA", "PCAConfig", "PPCAConfig", "ProbabilisticPCA"]
@@ -170,6 +170,11 @@ class _LinearModel(Model, ABC):
         """Return the contract's measures on x (n, d), computed in float64."""
         return super().evaluate(self._data(x), generator=generator, iwae_k=iwae_k)
 
+    def to(self, device: torch.device | str) -> _LinearModel:
+        """Move the fitted tensors to ``device`` (as ``nn.Module.to``); return ``self``."""
+        vars(self).update({k: v.to(device) for k, v in vars(self).items() if isinstance(v, Tensor)})
+        return self
+
     def _check_fitted(self) -> None:
         if "mean_" not in self.__dict__:
             raise ConfigError(f"{type(self).__name__} is not fitted; call fit(X) first")
@@ -232,8 +237,7 @@ class _LinearModel(Model, ABC):
         """Return the fitted model that :meth:`get_config` and :meth:`get_state` describe.
 
         The round trip is bit-exact. A config or state that does not fit raises
-        :class:`~pushforward.errors.CheckpointError` naming what is wrong.
-        """
+        :class:`~pushforward.errors.CheckpointError` naming what is wrong."""
         model = cls.from_config(config)
         model.load_state(state, source=f"{cls.__name__} state")
         return model
@@ -349,8 +353,7 @@ class PCA(_LinearModel):
         """Return ‖X − decode(encode(X))‖²_F, the sum (not mean) of squares over all n·d entries.
 
         On the training data this equals :attr:`discarded_energy_` = Σ_{i>k} s_i², up to
-        rounding; computed in float64 whatever X's dtype.
-        """
+        rounding; computed in float64 whatever X's dtype."""
         xc = self._data(X) - self.mean_
         residual = xc - (xc @ self.components_.T) @ self.components_
         return float(residual.square().sum())
@@ -462,8 +465,8 @@ class ProbabilisticPCA(_LinearModel):
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ConfigError(f"n must be a non-negative integer, got {n!r}")
         opts = {"generator": generator, "dtype": F64, "device": self.W_.device}
-        z = torch.randn(n, self.n_components, **opts)  # (n, k)
-        eps = torch.randn(n, self.n_features_, **opts) * self.noise_variance_.sqrt()  # (n, d)
+        z = draw(torch.randn, n, self.n_components, **opts)  # (n, k)
+        eps = draw(torch.randn, n, self.n_features_, **opts) * self.noise_variance_.sqrt()  # (n, d)
         return (z @ self.W_.T + self.mean_ + eps).to(dtype)
 
     def posterior(self, X: Tensor) -> tuple[Tensor, Tensor]:

@@ -33,6 +33,7 @@ from pushforward.nets.losses import (
     output_mean,
     reconstruction,
 )
+from pushforward.nets.precision import full_precision
 
 __all__ = [
     "ACTIVATIONS",
@@ -58,6 +59,7 @@ __all__ = [
     "check_sizes",
     "cutout",
     "decoder_program",
+    "full_precision",
     "gaussian_kl",
     "gaussian_kl_terms",
     "negative_log_likelihood",

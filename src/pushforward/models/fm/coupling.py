@@ -10,6 +10,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from pushforward.core import ConfigError, check_int
+from pushforward.nets import full_precision
 
 __all__ = ["COUPLINGS", "MAX_REFERENCE", "OT_BLOCK", "ot_pairing", "stable_target"]
 
@@ -83,7 +84,7 @@ def stable_target(x1: Tensor, x0: Tensor, t: Tensor, sigma: float, reference: in
     reference set, in float64 (the expanded square cancels), shifted by their row maximum before
     the exponential in the data's precision. Shapes: x1, x0 (B, d); t (B,). No gradient.
     """
-    with torch.no_grad(), torch.autocast(x1.device.type, enabled=False):
+    with torch.no_grad(), full_precision(x1.device):
         s = 1 - (1 - sigma) * t  # (B,)
         target = x1 - (1 - sigma) * x0  # the conditional target
         # below this width the posterior is the row itself to float precision

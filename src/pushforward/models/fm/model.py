@@ -39,7 +39,7 @@ from pushforward.models.fm.config import (
 from pushforward.models.fm.coupling import OT_BLOCK, ot_pairing, stable_target
 from pushforward.models.fm.fields import UNetField, VelocityField
 from pushforward.models.fm.ode import divergence_rhs
-from pushforward.nets import square_side
+from pushforward.nets import full_precision, square_side
 from pushforward.train import Trainable
 
 __all__ = ["HUTCHINSON_ESTIMATE", "SPEC", "TIME_POWER", "FlowMatching"]
@@ -249,7 +249,7 @@ class FlowMatching(Trainable):
         precision (never under autocast), by blocks of :data:`EVAL_BATCH` rows."""
         times = torch.tensor([t0, t1])
         nfe, out = 0, []
-        with torch.autocast(u.device.type, enabled=False), torch.no_grad():
+        with full_precision(u.device), torch.no_grad():
             for ub in u.to(self.data_loc.dtype).split(EVAL_BATCH):
                 out.append(self._solve(self.velocity, ub, times, what)[-1])
                 nfe += self.last_nfe
@@ -294,7 +294,7 @@ class FlowMatching(Trainable):
                 f"times = {times.tolist()} are not allowed; use increasing times in [0, 1]"
             )
         z = self._noise(n, generator)
-        with torch.autocast(z.device.type, enabled=False), torch.no_grad():
+        with full_precision(z.device), torch.no_grad():
             if times.numel() == 1 and float(times[0]) == 0.0:
                 path = z[None]
             else:
@@ -324,7 +324,7 @@ class FlowMatching(Trainable):
             a0, u0 = torch.zeros_like(u[None, :, 0]), u[None]
         else:
             times = torch.tensor([t, 0.0])
-            with torch.autocast(y.device.type, enabled=False):
+            with full_precision(y.device):
                 rhs = divergence_rhs(self.velocity, probe)
                 u0, a0 = self._solve(rhs, (u, torch.zeros_like(u[:, 0])), times, "log_prob")
         # a(0) = −∫₀ᵗ tr ∂v/∂u ds, so log p_t(u) = log μ(u₀) + a(0)

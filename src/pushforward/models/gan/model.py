@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from pushforward.core import ConfigError, ModelSpec, ResultKey, check_share
-from pushforward.measures import BaseMeasure, Pushforward, Restricted
+from pushforward.measures import BaseMeasure, Pushforward, Restricted, draw
 from pushforward.models.gan.config import (
     NOISES,
     OUTPUTS,
@@ -292,7 +292,7 @@ class GAN(Trainable):
             return x
         b = x.shape[0]
         p = -(-b // m)
-        order = torch.randperm(b, generator=generator, device=x.device)
+        order = draw(torch.randperm, b, generator=generator, device=x.device)
         order = order.repeat(-(-p * m // b))[: p * m]
         return x[order].reshape(p, m * self.dim)
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from pushforward.measures import draw
 from pushforward.train import Shard, draw_rows
 
 __all__ = ["PENALTIES", "gradient_penalty", "r1_penalty"]
@@ -50,7 +51,7 @@ def gradient_penalty(
     """
 
     def uniform(m: int) -> Tensor:
-        return torch.rand(m, 1, generator=generator, device=real.device, dtype=real.dtype)
+        return draw(torch.rand, m, 1, generator=generator, device=real.device, dtype=real.dtype)
 
     eps = draw_rows(uniform, real.shape[0], shard)
     x_hat = eps * real.detach() + (1 - eps) * fake.detach()  # (P, c)

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from pushforward.core import ConfigError
+from pushforward.measures import draw
 from pushforward.models.vae.posterior import posterior_log_prob
 
 __all__ = ["LogLikelihood", "iwae_log_likelihood"]
@@ -63,7 +64,7 @@ def iwae_log_likelihood(
         done = 0
         while done < k:
             s = min(chunk, k - done)
-            eps = torch.randn((s, b, vae.latent), generator=generator, device=xb.device)
+            eps = draw(torch.randn, (s, b, vae.latent), generator=generator, device=xb.device)
             z = mu + std * eps  # (s, b, k)
             out = vae.decoder(z.reshape(s * b, vae.latent))
             log_px_z = -vae._nll(xb.repeat(s, 1), out).reshape(s, b)

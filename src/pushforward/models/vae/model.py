@@ -38,6 +38,7 @@ from pushforward.measures import (
     MixtureMeasure,
     Pushforward,
     StandardNormal,
+    draw,
     likelihood_summary,
 )
 from pushforward.models.vae.fused import fusable, vae_loss_and_gradients
@@ -298,7 +299,7 @@ class VAE(Trainable):
         self, mu: Tensor, logvar: Tensor, *, generator: torch.Generator | None = None
     ) -> Tensor:
         """Return z = μ + exp(ξ/2)·ε with ε ~ N(0, I) drawn from ``generator``, shape of μ."""
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        eps = draw(torch.randn, mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         return mu + torch.exp(0.5 * logvar) * eps
 
     def decode(self, z: Tensor) -> Tensor:
@@ -357,9 +358,8 @@ class VAE(Trainable):
         if not (self.fused_step and _plain_loss(type(self)) and fusable(self, x)):
             return None
         # the draw reparameterize makes in the autograd loss: the run's random stream is the same
-        eps = torch.randn(
-            (x.shape[0], self.latent), generator=generator, device=x.device, dtype=x.dtype
-        )
+        shape = (x.shape[0], self.latent)
+        eps = draw(torch.randn, shape, generator=generator, device=x.device, dtype=x.dtype)
         lam = self.current_kl_weight(epoch)
         return vae_loss_and_gradients(self, x, eps, lam)
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from pushforward.measures import standard_normal_log_prob
+from pushforward.measures import draw, standard_normal_log_prob
 from pushforward.nets import gaussian_kl_terms
 
 __all__ = [
@@ -57,7 +57,7 @@ def posterior_diagnostics(
     ``generator``).
     """
     if x.shape[0] > DIAGNOSTIC_ROWS:
-        pick = torch.randperm(x.shape[0], generator=generator, device=x.device)
+        pick = draw(torch.randperm, x.shape[0], generator=generator, device=x.device)
         x = x[pick[:DIAGNOSTIC_ROWS]]
     mus, kls = [], []
     for xb in x.split(2048):
