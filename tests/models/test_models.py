@@ -389,9 +389,6 @@ def test_every_method_runs_on_the_models_device(name, data, device, meta_guard, 
         torch.testing.assert_close(out["sample"], again)
 
 
-@pytest.mark.xfail(
-    reason="the runs layer's manifold makes its grid on the CPU; fixed where runs place data"
-)
 @pytest.mark.parametrize("name", list(MODELS))
 def test_the_decoded_manifold_is_drawn_on_the_models_device(name, device, meta_guard):
     model, _ = device_model(name, "digits", meta=device.type == "cpu")

@@ -41,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from pushforward.core import ConfigError, ModelSpec, ResultKey, check_share
+from pushforward.data import fit_standardize
 from pushforward.measures import BaseMeasure, Pushforward, Restricted, draw
 from pushforward.models.gan.config import (
     NOISES,
@@ -171,12 +172,10 @@ class GAN(Trainable):
         when ``standardize`` is on; a coordinate that does not vary keeps scale 1."""
         if not self.standardize:
             return
-        x = x.detach().to(self.data_loc.dtype)
-        scale = x.std(0) if x.shape[0] > 1 else torch.ones_like(self.data_loc)
-        scale = torch.where(scale > 1e-8 * scale.max().clamp_min(1e-30), scale, 1.0)
+        fitted = fit_standardize(x.detach().to(self.data_loc.dtype))
         with torch.no_grad():
-            self.data_loc.copy_(x.mean(0))
-            self.data_scale.copy_(scale)
+            self.data_loc.copy_(fitted.loc)
+            self.data_scale.copy_(fitted.scale)
 
     # --- the pushforward -----------------------------------------------------------------------
 
