@@ -176,3 +176,16 @@ def test_a_model_larger_than_the_memory_there_is_refused(monkeypatch):
         check_memory(16 * 2**30, torch.device("cpu"), what="a vae")
     monkeypatch.setattr(device, "available_memory", lambda d: None)
     check_memory(2**60, torch.device("cpu"), what="a vae")  # unknown: no check
+
+
+def test_autocast_is_seen_where_it_is_on_and_switched_off_where_a_device_has_it():
+    from pushforward.train import autocast_enabled, full_precision
+
+    assert not autocast_enabled("cpu")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert autocast_enabled(torch.device("cpu"))
+        with full_precision("cpu"):
+            assert not autocast_enabled("cpu")
+            assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+        with full_precision("meta"):  # meta has no autocast: nothing to switch off
+            assert autocast_enabled("cpu")

@@ -86,8 +86,8 @@ from pushforward.measures import (
     likelihood_summary,
     standard_normal_log_prob,
 )
-from pushforward.nets import MAX_LATENT, MAX_WIDTH, full_precision
-from pushforward.train import Trainable
+from pushforward.nets import MAX_LATENT, MAX_WIDTH
+from pushforward.train import Trainable, full_precision
 
 __all__ = [
     "AFFINE_SLOPE",

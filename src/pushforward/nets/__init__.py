@@ -33,7 +33,6 @@ from pushforward.nets.losses import (
     output_mean,
     reconstruction,
 )
-from pushforward.nets.precision import full_precision
 
 __all__ = [
     "ACTIVATIONS",
@@ -59,7 +58,6 @@ __all__ = [
     "check_sizes",
     "cutout",
     "decoder_program",
-    "full_precision",
     "gaussian_kl",
     "gaussian_kl_terms",
     "negative_log_likelihood",

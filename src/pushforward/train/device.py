@@ -39,6 +39,7 @@ __all__ = [
     "PRECISIONS",
     "autocast",
     "autocast_dtype",
+    "autocast_enabled",
     "available_memory",
     "can_fork",
     "check_memory",
@@ -46,6 +47,7 @@ __all__ = [
     "fast_bf16_flags",
     "flush_subnormal_state_",
     "flush_threshold",
+    "full_precision",
     "generator_fits",
     "leave_cores",
     "model_device",
@@ -324,3 +326,25 @@ def leave_cores(n: int = 1) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def full_precision(device: torch.device | str) -> contextlib.AbstractContextManager:
+    """Return a context in which products on ``device`` run in the weights' precision even
+    inside an autocast region: ``torch.autocast(..., enabled=False)`` for a device type that has
+    autocast, nothing for one that has none (``meta``, which the device tests run on)."""
+    kind = torch.device(device).type
+    if torch.amp.is_autocast_available(kind):
+        return torch.autocast(kind, enabled=False)
+    return contextlib.nullcontext()
+
+
+def autocast_enabled(device: torch.device | str) -> bool:
+    """Return whether an autocast region is active for ``device``'s type (on torch < 2.4,
+    whose check takes no device type, through the CPU's or the default check)."""
+    kind = torch.device(device).type
+    try:
+        return torch.is_autocast_enabled(kind)
+    except TypeError:  # torch < 2.4 takes no device type
+        if kind == "cpu":
+            return torch.is_autocast_cpu_enabled()
+        return torch.is_autocast_enabled()

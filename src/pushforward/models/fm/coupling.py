@@ -10,7 +10,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from pushforward.core import ConfigError, check_int
-from pushforward.nets import full_precision
+from pushforward.train import full_precision
 
 __all__ = ["COUPLINGS", "MAX_REFERENCE", "OT_BLOCK", "ot_pairing", "stable_target"]
 

@@ -39,8 +39,8 @@ from pushforward.models.fm.config import (
 from pushforward.models.fm.coupling import OT_BLOCK, ot_pairing, stable_target
 from pushforward.models.fm.fields import UNetField, VelocityField
 from pushforward.models.fm.ode import divergence_rhs
-from pushforward.nets import full_precision, square_side
-from pushforward.train import Trainable
+from pushforward.nets import square_side
+from pushforward.train import Trainable, full_precision
 
 __all__ = ["HUTCHINSON_ESTIMATE", "SPEC", "TIME_POWER", "FlowMatching"]
 

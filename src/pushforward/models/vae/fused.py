@@ -37,6 +37,7 @@ from torch import Tensor
 
 from pushforward.models.vae.posterior import LOGVAR_RANGE
 from pushforward.nets import MLP, gaussian_kl_terms, negative_log_likelihood, reconstruction
+from pushforward.train import autocast_enabled
 
 __all__ = ["FUSED_ACTIVATIONS", "fusable", "parameters", "vae_loss_and_gradients"]
 
@@ -64,15 +65,6 @@ FUSED_ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[..., Ten
     "sigmoid": (torch.sigmoid_, lambda g, a, h: aten.sigmoid_backward(g, h), False),
     "identity": (lambda a: a, lambda g, a, h: g, False),
 }
-
-
-def _autocast(device_type: str) -> bool:
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:  # torch < 2.4 takes no device type
-        if device_type == "cpu":
-            return torch.is_autocast_cpu_enabled()
-        return torch.is_autocast_enabled()
 
 
 def _hooked(module: torch.nn.Module) -> bool:
@@ -108,7 +100,7 @@ def fusable(vae: Any, x: Tensor) -> bool:
     if not (type(enc) is MLP and type(dec) is MLP and enc.activation == dec.activation
             and enc.activation in FUSED_ACTIVATIONS):  # fmt: skip
         return False
-    if _autocast(x.device.type) or _hooked(vae):
+    if autocast_enabled(x.device) or _hooked(vae):
         return False
     seen = 0
     for net in (enc, dec):
