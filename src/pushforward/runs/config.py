@@ -112,13 +112,9 @@ class RunConfig:
         train = d.get("train", {})
         if "settings" in d:
             run = {k: d[k] for k in RUN_KEYS if k in d}
-            config = lookup(MODELS, d.get("model"), what="model").config
-            stored = config.stored_defaults()
+            stored = lookup(MODELS, d.get("model"), what="model").config.stored_defaults()
             older = {k: v for k, v in stored.items() if k not in d["settings"]}
-            # derived settings (filled from the data) are the model's to record, not the run's
-            own = set(user_settings(config))
-            given = {k: v for k, v in d["settings"].items() if k in own or k not in _fields(config)}
-            return cls.from_flat({**run, **older, **given, **train})
+            return cls.from_flat({**run, **older, **d["settings"], **train})
         spec = lookup(MODELS, d.get("model"), what="model")
         own = {f.name for f in fields(spec.config)} | set(RUN_KEYS)
         flat = {k: v for k, v in d.items() if k in own and k != "train" and v is not None}
@@ -149,7 +145,3 @@ def read_settings_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ConfigError(f"config file '{p}' must hold a table of settings")
     return {k.replace("-", "_"): v for k, v in values.items()}
-
-
-def _fields(cls: type) -> set[str]:
-    return {f.name for f in fields(cls)}
