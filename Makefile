@@ -3,12 +3,17 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= demo-output
 
-.PHONY: setup demo test test-slow test-all lint bench clean
+.PHONY: setup setup-run demo test test-slow test-all lint bench clean
 
+# everything, test tools included
 setup:
 	@bash scripts/setup.sh test
 
-demo: setup
+# what the commands need, without the test tools (the gallery needs neither pytest nor ruff)
+setup-run:
+	@bash scripts/setup.sh ""
+
+demo: setup-run
 	$(VENV)/bin/pushforward demo --out $(OUT)
 
 test: setup

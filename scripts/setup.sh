@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 VENV=${PUSHFORWARD_VENV:-.venv}
 PY=${PYTHON:-python3}
-EXTRAS=${1:-test}
+EXTRAS=${1-test}  # "" installs what the commands need; "test" adds the test tools
 
 if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
@@ -19,8 +19,12 @@ fi
 pip=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 
 stamp="$VENV/.pushforward-installed"
-want="$(cat pyproject.toml scripts/setup.sh | cksum)-$EXTRAS"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+sum="$(cat pyproject.toml scripts/setup.sh | cksum)"
+want="$sum-$EXTRAS"
+have="$(cat "$stamp" 2>/dev/null || true)"
+# nothing to do when the same files were installed with these extras, or with the test extras
+# (a superset) when none are asked for
+if [ "$have" = "$want" ] || { [ -z "$EXTRAS" ] && [ "$have" = "$sum-test" ]; }; then
     exit 0
 fi
 
@@ -29,6 +33,6 @@ if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
         && echo "setup: installed the local CPU build of torch" \
         || echo "setup: no local torch build found; pip will resolve torch>=2.2"
 fi
-"${pip[@]}" install -e ".[$EXTRAS]" 2> >(grep -v "^WARNING: Location" >&2)
+"${pip[@]}" install -e ".${EXTRAS:+[$EXTRAS]}" 2> >(grep -v "^WARNING: Location" >&2)
 echo "$want" > "$stamp"
 echo "setup: ready in $VENV ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"
