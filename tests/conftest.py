@@ -1,10 +1,16 @@
 """Shared test fixtures, the ``--device`` option and the ``cuda`` marker, and the reliability
 counts printed at the end of the test run.
 
-``pytest --device cuda`` runs the device-aware tests (those that take the ``device`` fixture) on
-that device; the default is the CPU, where the model template's device test still finds stray CPU
-tensors by running the models on ``meta`` under :class:`device_guard.MetaGuard`. A test marked
-``cuda`` needs a CUDA device and is skipped where this torch sees none.
+``pytest --device NAME`` chooses the device of the whole run, as ``--device`` does for every
+command: ``auto`` (the default: CUDA where this torch sees it, else the CPU), ``cpu``, ``cuda`` or
+``cuda:N``. Every ``auto`` of the library (the default of :class:`~pushforward.train.TrainConfig`
+and of every command, in-process or run as a subprocess) resolves to that device, and the
+device-aware tests (those that take the ``device`` fixture) put their models there too.
+``--device cpu`` hides CUDA from the run (``CUDA_VISIBLE_DEVICES`` is emptied before torch first
+looks for it), so a GPU machine can run the CPU suite as CI does. Without a GPU, the model
+template's device test still finds stray CPU tensors by running the models on ``meta`` under
+:class:`device_guard.MetaGuard`. A test marked ``cuda`` needs a CUDA device and is skipped where
+this torch sees none.
 """
 
 import os
@@ -14,6 +20,7 @@ import pytest
 import torch
 
 from device_guard import MetaGuard
+from pushforward.train import resolve_device
 
 RELIABILITY: Counter = Counter()
 
@@ -39,9 +46,17 @@ def _private_cache(tmp_path_factory):
 def pytest_addoption(parser):
     parser.addoption(
         "--device",
-        default="cpu",
-        help="device of the device-aware tests: cpu (default), cuda or cuda:N",
+        default="auto",
+        help="device of the whole run: auto (default: CUDA where present), cpu, cuda or cuda:N",
     )
+
+
+def pytest_configure(config):
+    name = config.getoption("--device")
+    if name == "cpu":  # before torch first asks for CUDA, so that nothing of this run sees it
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    elif name.startswith("cuda:"):  # the library's "auto" and "cuda" resolve to this one
+        os.environ["CUDA_VISIBLE_DEVICES"] = name.split(":", 1)[1]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -55,12 +70,13 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def device(request) -> torch.device:
-    """The device named by ``--device`` (default the CPU); a CUDA device this torch cannot see
-    fails the tests that ask for it rather than testing the CPU in its place."""
-    dev = torch.device(request.config.getoption("--device"))
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        pytest.fail(f"--device {dev} was given, but this torch sees no CUDA device")
-    return dev
+    """The device named by ``--device``, as the library resolves ``auto``; a CUDA device this
+    torch cannot see fails the tests that ask for it rather than testing the CPU in its place."""
+    name = request.config.getoption("--device")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        pytest.fail(f"--device {name} was given, but this torch sees no CUDA device")
+    # cuda:N was made the only visible device in pytest_configure: it is cuda:0 in this process
+    return resolve_device("cuda" if name.startswith("cuda") else name)
 
 
 @pytest.fixture
