@@ -180,3 +180,46 @@ def test_resume_on_another_kind_of_device_continues(capsys, tmp_path, monkeypatc
     assert len((folder / "metrics.jsonl").read_text().splitlines()) == 2
     after = load_model(folder).state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)  # it trained on
+
+
+def _cuda_oom(*args, **kwargs):
+    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+
+def _cpu_oom(*args, **kwargs):
+    torch.empty(2**50, dtype=torch.uint8)  # the CPU allocator's own failure, a RuntimeError
+
+
+@pytest.mark.parametrize("fail", [_cuda_oom, _cpu_oom], ids=["cuda", "cpu"])
+@pytest.mark.parametrize(
+    ("name", "where"),
+    [
+        ("sample", "pushforward.runs.sample_run"),
+        ("evaluate", "pushforward.runs.evaluate_run"),
+        ("encode", "pushforward.runs.encode_run"),
+        ("decode", "pushforward.runs.decode_run"),
+        ("explore", "pushforward.explore.explore_run"),
+    ],
+)
+def test_running_out_of_memory_outside_training_is_one_line(
+    capsys, tmp_path, monkeypatch, ppca_run, name, where, fail
+):
+    np = pytest.importorskip("numpy")
+    np.save(tmp_path / "z.npy", np.zeros((3, 2), dtype=np.float32))
+    monkeypatch.setattr(where, fail)
+    code, _, err = run(capsys, *_commands(ppca_run, tmp_path)[name], "--device", "cpu")
+    assert code == 2
+    assert error_line(err) == (
+        f"pushforward: error: out of memory in '{name}' (--device cpu): ask for less at once (a "
+        "smaller -n or --batch-size) or use a device with more memory; nothing was written"
+    )
+    assert not any(tmp_path.glob("[sex].*")), "an output was written"
+
+
+def test_other_runtime_errors_are_not_taken_for_memory(capsys, tmp_path, monkeypatch, ppca_run):
+    def broken(*args, **kwargs):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr("pushforward.runs.sample_run", broken)
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        main([str(a) for a in _commands(ppca_run, tmp_path)["sample"]])

@@ -199,6 +199,16 @@ def _add_dice(sub: Any) -> None:
     p.set_defaults(func=cmd.cmd_dice)
 
 
+def _out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` is an allocation that failed: CUDA's OutOfMemoryError, or the CPU
+    allocator's RuntimeError ("DefaultCPUAllocator: can't allocate memory")."""
+    import torch
+
+    if isinstance(e, torch.OutOfMemoryError):
+        return True
+    return isinstance(e, RuntimeError) and "can't allocate memory" in str(e)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = build_parser()
@@ -214,6 +224,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except PushforwardError as e:
         print(f"pushforward: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Exception as e:
+        if not _out_of_memory(e):
+            raise
+        device = getattr(args, "device", None) or "auto"
+        kept = ("what was written before is kept" if args.command in ("fit", "demo")
+                else "nothing was written")  # fmt: skip
+        print(f"pushforward: error: out of memory in '{args.command}' (--device {device}): ask "
+              f"for less at once (a smaller -n or --batch-size) or use a device with more "
+              f"memory; {kept}", file=sys.stderr)  # fmt: skip
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("pushforward: interrupted", file=sys.stderr)
