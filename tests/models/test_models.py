@@ -30,7 +30,9 @@ from pushforward.runs import (
     load_run_config,
     manifold,
     sample_run,
+    write_figures,
 )
+from pushforward.train import TrainConfig
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 QUICK = ["--data", "digits"]
@@ -387,6 +389,40 @@ def test_every_method_runs_on_the_models_device(name, data, device, meta_guard, 
     if device.type != "meta" and model.generative:  # draws come from the CPU generator alone
         again = model.sample(4, generator=torch.Generator().manual_seed(0))
         torch.testing.assert_close(out["sample"], again)
+
+
+@pytest.mark.parametrize("data", ["ring8", "digits"])
+@pytest.mark.parametrize("name", list(MODELS))
+def test_a_training_step_and_the_figures_run_on_the_models_device(
+    name, data, device, meta_guard, monkeypatch, tmp_path
+):
+    """The fit → figures path: one training step (the loop's optimisers, the prepared batch,
+    the model's own noise) and the run folder's figures, with the model on its device and the
+    data handed over on the CPU, as the runs layer hands them. On the CPU the model is on
+    ``meta`` (its noise comes from the default generator there: ``meta`` has no generator of
+    its own; the loop's generator lives on the run's device)."""
+    model, _ = device_model(name, data, meta=device.type == "cpu")
+    ds = load_data(data, n=200)
+    if device.type == "cpu":
+        device, guard, noise = META, meta_guard, None
+        monkeypatch.setattr(Solver, "solve", _one_step)
+    else:
+        guard, noise = contextlib.nullcontext(), torch.Generator(device).manual_seed(0)
+    model.to(device)
+    with guard:
+        if MODELS[name].trained:
+            cfg = TrainConfig(batch_size=8, device="cpu")
+            optimizers = model.configure_optimizers(cfg)
+            xb = ds.x[:8].to(device)
+            extra = {}
+            if model.prepares_batches:
+                extra["prepared"] = model.prepare_batch(
+                    xb, generator=torch.Generator().manual_seed(0)
+                )
+            terms = model.training_step(xb, optimizers, cfg, generator=noise, epoch=0.5, **extra)
+            assert terms["loss"].device.type == device.type
+        drawn = write_figures(tmp_path, model, ds)
+    assert drawn and all(path.is_file() for path in drawn)
 
 
 @pytest.mark.parametrize("name", list(MODELS))

@@ -48,7 +48,9 @@ __all__ = [
     "flush_subnormal_state_",
     "flush_threshold",
     "full_precision",
+    "fused_optimizer",
     "generator_fits",
+    "has_autocast",
     "leave_cores",
     "model_device",
     "resolve_device",
@@ -328,20 +330,40 @@ def leave_cores(n: int = 1) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+def has_autocast(kind: str) -> bool:
+    """Return whether device type ``kind`` has autocast (``meta`` has none; torch < 2.4 cannot
+    say, and has it on the CPU and CUDA)."""
+    available = getattr(torch.amp, "is_autocast_available", None)
+    return available(kind) if available is not None else kind in ("cpu", "cuda")
+
+
+FUSED_OPTIMIZER_DEVICES = ("cpu", "cuda")
+"""The device types whose parameters get the fused Adam kernel (one call updates them all)."""
+
+
+def fused_optimizer(params: list[torch.nn.Parameter]) -> bool:
+    """Return whether an optimiser of ``params`` should ask for the fused kernel: every one is
+    on a device type that has it (``meta``, which the device tests run on, has none)."""
+    return all(p.device.type in FUSED_OPTIMIZER_DEVICES for p in params)
+
+
 def full_precision(device: torch.device | str) -> contextlib.AbstractContextManager:
     """Return a context in which products on ``device`` run in the weights' precision even
     inside an autocast region: ``torch.autocast(..., enabled=False)`` for a device type that has
     autocast, nothing for one that has none (``meta``, which the device tests run on)."""
     kind = torch.device(device).type
-    if torch.amp.is_autocast_available(kind):
+    if has_autocast(kind):
         return torch.autocast(kind, enabled=False)
     return contextlib.nullcontext()
 
 
 def autocast_enabled(device: torch.device | str) -> bool:
     """Return whether an autocast region is active for ``device``'s type (on torch < 2.4,
-    whose check takes no device type, through the CPU's or the default check)."""
+    whose check takes no device type, through the CPU's or the default check); never for a
+    device type that has no autocast (``meta``)."""
     kind = torch.device(device).type
+    if not has_autocast(kind):
+        return False
     try:
         return torch.is_autocast_enabled(kind)
     except TypeError:  # torch < 2.4 takes no device type

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from pushforward.train.device import fused_optimizer
+
 if TYPE_CHECKING:
     from pushforward.train.config import TrainConfig
 
@@ -22,10 +24,12 @@ def _fused_adam(cls: type, params: Params, cfg: TrainConfig) -> torch.optim.Opti
     # releases before 2.4 lack it on the CPU, so fall back to the default implementation there
     params = list(params)
     kwargs = {"lr": cfg.lr, "betas": cfg.betas, "weight_decay": cfg.weight_decay}
-    try:
-        return cls(params, fused=True, **kwargs)
-    except (RuntimeError, TypeError):
-        return cls(params, **kwargs)
+    if fused_optimizer(params):
+        try:
+            return cls(params, fused=True, **kwargs)
+        except (RuntimeError, TypeError):
+            pass
+    return cls(params, **kwargs)
 
 
 def _adam(params: Params, cfg: TrainConfig) -> torch.optim.Optimizer:
