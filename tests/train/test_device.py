@@ -178,6 +178,17 @@ def test_a_model_larger_than_the_memory_there_is_refused(monkeypatch):
     check_memory(2**60, torch.device("cpu"), what="a vae")  # unknown: no check
 
 
+def test_processes_of_one_host_share_its_cpu_memory_but_not_their_gpus(monkeypatch):
+    """Under torchrun every process holds the whole model: on the CPU they share one memory."""
+    import pushforward.train.device as device
+
+    monkeypatch.setattr(device, "available_memory", lambda d: 2**30)
+    check_memory(2**29, torch.device("cpu"), what="a vae", processes=2)
+    with pytest.raises(ConfigError, match=r"needs 512\.0 MiB in each of 4 processes but cpu has"):
+        check_memory(2**29, torch.device("cpu"), what="a vae", processes=4)
+    check_memory(2**29, torch.device("cuda", 1), what="a vae", processes=4)  # one GPU each
+
+
 def test_autocast_is_seen_where_it_is_on_and_switched_off_where_a_device_has_it():
     from pushforward.train import autocast_enabled, full_precision
 

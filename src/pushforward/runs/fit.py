@@ -90,7 +90,10 @@ def _build(
     assert rc.settings is not None
     needed = _state_bytes(rc, ds)
     if needed is not None:
-        check_memory(needed, device, what=f"a {rc.model} of this size (weights and training state)")
+        check_memory(
+            needed, device, what=f"a {rc.model} of this size (weights and training state)",
+            processes=distributed.context().local_world,
+        )
     with seeded(rc.train.seed):
         model = rc.settings.build(ds)
     if model.trained:

@@ -176,13 +176,17 @@ def _size(n: float) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
-def check_memory(needed: int, device: torch.device, *, what: str) -> None:
-    """Refuse (ConfigError) to build ``what``, which needs ``needed`` bytes, on a device with
-    less memory available (:func:`available_memory`; unknown: no check)."""
+def check_memory(needed: int, device: torch.device, *, what: str, processes: int = 1) -> None:
+    """Refuse (ConfigError) to build ``what``, which needs ``needed`` bytes in each of
+    ``processes`` processes of this host (torchrun's local world), on a device with less memory
+    available (:func:`available_memory`; unknown: no check). The processes share a CPU's memory;
+    each CUDA process has a device of its own."""
     free = available_memory(device)
-    if free is not None and needed > free:
+    shared = processes if device.type == "cpu" else 1
+    if free is not None and needed * shared > free:
+        each = f" in each of {shared} processes" if shared > 1 else ""
         raise ConfigError(
-            f"{what} needs {_size(needed)} but {device} has {_size(free)} available; "
+            f"{what} needs {_size(needed)}{each} but {device} has {_size(free)} available; "
             "use a smaller model (e.g. narrower --hidden) or a device with more memory"
         )
 

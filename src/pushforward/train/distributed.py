@@ -53,6 +53,7 @@ class Context:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    local_world: int = 1  # the processes on this host (torchrun's LOCAL_WORLD_SIZE)
 
     @property
     def active(self) -> bool:
@@ -117,7 +118,10 @@ def shutdown() -> None:
 def context() -> Context:
     """Return the current context (one process unless a process group is initialised)."""
     if dist.is_available() and dist.is_initialized():
-        return Context(dist.get_rank(), dist.get_world_size(), _env_int("LOCAL_RANK", 0))
+        world = dist.get_world_size()
+        return Context(
+            dist.get_rank(), world, _env_int("LOCAL_RANK", 0), _env_int("LOCAL_WORLD_SIZE", world)
+        )
     return Context()
 
 
