@@ -91,7 +91,9 @@ def _build(
     needed = _state_bytes(rc, ds)
     if needed is not None:
         check_memory(
-            needed, device, what=f"a {rc.model} of this size (weights and training state)",
+            needed,
+            device,
+            what=f"a {rc.model} of this size (weights and training state)",
             processes=distributed.context().local_world,
         )
     with seeded(rc.train.seed):
