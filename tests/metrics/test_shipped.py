@@ -1,8 +1,11 @@
 """The shipped digit classifier: its pinned hash, refusal of a tampered file, its accuracy on the
 held-out MNIST digits, and a rebuild that reaches the same accuracy."""
 
+import fnmatch
 import json
 import logging
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -52,6 +55,19 @@ def test_the_shipped_file_has_the_pinned_hash_and_the_protocol_settings():
     model = features.new_classifier(784, 10, features.classifier_settings((28, 28)))
     load_state_checked(model, tensors, "shipped")
     assert float(meta["accuracy"]) >= 0.985
+
+
+def test_the_shipped_file_is_package_data():
+    """A non-editable install copies only the package data pyproject.toml declares."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:
+        import tomli as tomllib
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    declared = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["package-data"]
+    name = f"weights/{shipped.SHIPPED_NAME}"
+    assert any(fnmatch.fnmatch(name, g) for g in declared["pushforward.metrics"])
+    assert shipped.shipped_path().relative_to(Path(features.__file__).parent) == Path(name)
 
 
 def test_a_tampered_shipped_file_is_refused_and_the_cache_or_training_take_over(
