@@ -6,8 +6,10 @@ least :data:`MIN_CONV_SIDE` pixels a side (two 3×3 conv layers of 32 and 64 cha
 max-pooling, then 128 features; trained on randomly shifted copies of the digits, up to 2 pixels
 each way on 28×28 images), an MLP on other rows (8×8 digits: there the conv net scored 90.9%
 held out, the MLP 91%), trained deterministically (fixed seed, full determinism on the CPU) on a
-training split, cached on disk by a hash of its training data and settings, and reported with its
-held-out accuracy. Its penultimate activations (B, 128) are the feature space in which
+training split, cached on disk by a hash of its training data and settings
+(:func:`feature_key`), and reported with its held-out accuracy. The shared MNIST protocol's
+classifier ships with the package (:mod:`pushforward.metrics.shipped`): where its hash checks,
+it is not trained at all. Its penultimate activations (B, 128) are the feature space in which
 :func:`pushforward.metrics.frechet_distance_from_samples` compares real and generated images.
 On the shared MNIST protocol (8,000 digits to train, 2,000 held out) the conv classifier reaches
 99.1% held-out accuracy after 20 epochs (98.9% after 12) where the MLP reached 96.1%
@@ -29,10 +31,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pushforward.core import CheckpointError, ConfigError, check_rows, load_tensors, save_tensors
+from pushforward.metrics.shipped import read_shipped
 from pushforward.nets import MLP
 from pushforward.train import Trainable, TrainConfig, fit, load_state_checked, seeded
 
-__all__ = ["DigitClassifier", "FeatureNet", "digit_features", "feature_cache_dir"]
+__all__ = [
+    "DigitClassifier",
+    "FeatureNet",
+    "accuracy",
+    "classifier_settings",
+    "digit_features",
+    "feature_cache_dir",
+    "feature_key",
+    "new_classifier",
+    "train_classifier",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +61,10 @@ training image, as a share of its side."""
 
 MIN_CONV_SIDE = 16
 """The smallest side of square images that get the conv classifier."""
+
+TRAIN_SHARE = 0.8
+"""The share of a data set, its first rows, that image quality trains the classifier on (the
+shared MNIST protocol: 8,000 of the 10,000 official test digits); the rest is held out."""
 
 
 class DigitClassifier(Trainable):
@@ -136,12 +153,56 @@ def feature_cache_dir() -> Path:
     return Path(base) / "pushforward" / "features"
 
 
-def _key(x: Tensor, labels: Tensor, settings: dict[str, Any]) -> str:
+def classifier_settings(image_shape: tuple[int, int] | None) -> dict[str, Any]:
+    """Return the settings of the classifier for images of ``image_shape``: the conv net's
+    (:data:`CONV_SETTINGS` with the side) for square images of at least :data:`MIN_CONV_SIDE`
+    pixels a side, else the MLP's (:data:`SETTINGS`)."""
+    square = (
+        image_shape is not None
+        and image_shape[0] == image_shape[1]
+        and image_shape[0] >= MIN_CONV_SIDE
+    )
+    return {**CONV_SETTINGS, "side": image_shape[0]} if square else dict(SETTINGS)
+
+
+def feature_key(x_train: Tensor, labels_train: Tensor, settings: dict[str, Any]) -> str:
+    """Return the 24 hex digits that name a classifier: a SHA-256 of its training rows x (n, d),
+    labels (n,) and settings."""
     h = hashlib.sha256()
-    h.update(x.detach().cpu().contiguous().numpy().tobytes())
-    h.update(labels.detach().cpu().contiguous().numpy().tobytes())
+    h.update(x_train.detach().cpu().contiguous().numpy().tobytes())
+    h.update(labels_train.detach().cpu().contiguous().numpy().tobytes())
     h.update(json.dumps(settings, sort_keys=True).encode())
     return h.hexdigest()[:24]
+
+
+def new_classifier(dim: int, classes: int, settings: dict[str, Any]) -> DigitClassifier:
+    """Return an untrained classifier of rows (B, dim) into ``classes``, initialised from
+    ``settings["seed"]`` (the conv net when the settings have a ``side``)."""
+    with seeded(settings["seed"]):
+        if "side" in settings:
+            return DigitClassifier(dim, classes, hidden=settings["hidden"],
+                                   side=settings["side"], channels=settings["channels"],
+                                   shift=settings["shift"])  # fmt: skip
+        return DigitClassifier(dim, classes, hidden=settings["hidden"])
+
+
+def train_classifier(
+    model: DigitClassifier, x_train: Tensor, labels_train: Tensor, settings: dict[str, Any]
+) -> None:
+    """Train ``model`` in place on x (n, d) with labels (n,): seeded and on the CPU, so the same
+    data and settings give the same weights on one machine (other CPUs' kernels may differ in
+    the last bits)."""
+    rows = torch.cat([x_train.float(), labels_train.float().unsqueeze(1)], dim=1)
+    train_keys = ("epochs", "batch_size", "lr", "lr_schedule", "seed")
+    cfg = TrainConfig(**{k: settings[k] for k in train_keys if k in settings}, device="cpu")
+    fit(model, rows, cfg)
+
+
+@torch.no_grad()
+def accuracy(model: DigitClassifier, x: Tensor, labels: Tensor) -> float:
+    """Return the share of rows x (n, d) that ``model`` classifies as ``labels`` (n,)."""
+    model.eval()
+    return float((model(x.float()).argmax(1) == labels).float().mean())
 
 
 def digit_features(
@@ -153,48 +214,49 @@ def digit_features(
     image_shape: tuple[int, int] | None = None,
     cache_dir: str | Path | None = None,
 ) -> FeatureNet:
-    """Return the feature network for this training split, trained once and then cached.
+    """Return the feature network for this training split: shipped, cached or trained once.
 
     x (n, d) in [0, 1], labels (n,) in 0..classes−1; with a square ``image_shape`` (h, w) the
     network is the conv classifier (:data:`CONV_SETTINGS`) when its side is at least
-    :data:`MIN_CONV_SIDE`, else the MLP (:data:`SETTINGS`).
-    Training is deterministic (seeded, CPU), so the cache only saves time: a missing or
-    unreadable cache file is simply rebuilt.
+    :data:`MIN_CONV_SIDE`, else the MLP (:data:`SETTINGS`). Its weights come from, in order:
+    the file shipped in the package (:mod:`pushforward.metrics.shipped`: the shared MNIST
+    protocol's classifier) when it was trained on this data with these settings and its SHA-256
+    is the pinned one; the cache (:func:`feature_cache_dir`); else training (seeded, on the CPU),
+    whose result is cached. A missing or unreadable cache file is simply rebuilt. The accuracy is
+    measured on (x_test, labels_test).
     """
     check_rows(x_train, "x_train")
     check_rows(x_test, "x_test", dim=x_train.shape[1])
     if labels_train.shape != (x_train.shape[0],) or labels_test.shape != (x_test.shape[0],):
         raise ConfigError("labels must have one entry per row of x_train and x_test")
     classes = int(max(labels_train.max(), labels_test.max())) + 1
-    square = (
-        image_shape is not None
-        and image_shape[0] == image_shape[1]
-        and image_shape[0] >= MIN_CONV_SIDE
-    )
-    settings = {**CONV_SETTINGS, "side": image_shape[0]} if square else SETTINGS
-    key = _key(x_train, labels_train, settings)
-    path = Path(cache_dir or feature_cache_dir()) / f"digits-{key}.safetensors"
-    with seeded(settings["seed"]):
-        if square:
-            model = DigitClassifier(x_train.shape[1], classes, hidden=settings["hidden"],
-                                    side=settings["side"], channels=settings["channels"],
-                                    shift=settings["shift"])  # fmt: skip
-        else:
-            model = DigitClassifier(x_train.shape[1], classes)
-    try:
-        load_state_checked(model, load_tensors(path), str(path))
-        log.info("feature network loaded from %s", path)
-    except CheckpointError:
-        log.info("training the digit feature network (cached at %s)", path)
-        rows = torch.cat([x_train.float(), labels_train.float().unsqueeze(1)], dim=1)
-        train_keys = ("epochs", "batch_size", "lr", "lr_schedule", "seed")
-        cfg = TrainConfig(**{k: settings[k] for k in train_keys if k in settings})
-        fit(model, rows, cfg)
+    settings = classifier_settings(image_shape)
+    key = feature_key(x_train, labels_train, settings)
+    model = new_classifier(x_train.shape[1], classes, settings)
+    if not _load_shipped(model, key):
+        path = Path(cache_dir or feature_cache_dir()) / f"digits-{key}.safetensors"
         try:
-            save_tensors(path, model.state_dict())
-        except CheckpointError as e:  # an unwritable cache costs time, not correctness
-            log.warning("could not cache the feature network: %s", e)
-    model.eval()
-    with torch.no_grad():
-        accuracy = float((model(x_test.float()).argmax(1) == labels_test).float().mean())
-    return FeatureNet(model, accuracy, key)
+            load_state_checked(model, load_tensors(path), str(path))
+            log.info("feature network loaded from %s", path)
+        except CheckpointError:
+            log.info("training the digit feature network (cached at %s)", path)
+            train_classifier(model, x_train, labels_train, settings)
+            try:
+                save_tensors(path, model.state_dict())
+            except CheckpointError as e:  # an unwritable cache costs time, not correctness
+                log.warning("could not cache the feature network: %s", e)
+    return FeatureNet(model, accuracy(model, x_test, labels_test), key)
+
+
+def _load_shipped(model: DigitClassifier, key: str) -> bool:
+    """Load the shipped weights into ``model`` when they are this key's; return whether it did."""
+    shipped = read_shipped(key)
+    if shipped is None:
+        return False
+    try:
+        load_state_checked(model, shipped[0], "the shipped digit classifier")
+    except CheckpointError as e:
+        log.warning("%s", e)
+        return False
+    log.info("feature network loaded from the shipped weights (key %s)", key)
+    return True

@@ -26,7 +26,7 @@ from torch import Tensor
 from pushforward.core import ConfigError
 from pushforward.data import datasets
 from pushforward.metrics import distances as metrics
-from pushforward.metrics.features import digit_features
+from pushforward.metrics.features import TRAIN_SHARE, digit_features
 
 __all__ = ["MAX_POINTS", "MODE_SAMPLES", "image_quality", "point_quality", "sample_quality"]
 
@@ -112,7 +112,7 @@ def image_quality(
         raise ConfigError(f"{ds.name!r} has no labels; the digit feature network needs them")
     if ds.n < 4:
         raise ConfigError(f"{ds.name!r} has {ds.n} rows; the Fréchet distance needs at least 4")
-    train, test = datasets.train_test_split(full, int(0.8 * full.n))
+    train, test = datasets.train_test_split(full, int(TRAIN_SHARE * full.n))
     net = digit_features(train.x, train.labels, test.x, test.labels, image_shape=ds.image_shape)
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(ds.n, generator=gen)
