@@ -19,7 +19,7 @@ demo: setup-run
 test: setup
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n auto
 
 # the tests marked slow (multi-process runs, kills, the quick gallery, quality runs): CI runs them
 test-slow: setup

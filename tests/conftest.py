@@ -52,6 +52,9 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:  # a worker of pytest -n N: the cores are shared out, not oversubscribed
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
     name = config.getoption("--device")
     if name == "cpu":  # before torch first asks for CUDA, so that nothing of this run sees it
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
@@ -84,6 +87,17 @@ def meta_guard() -> MetaGuard:
     """A fresh :class:`device_guard.MetaGuard`: ``with meta_guard: ...`` fails on the first
     operation that meets a model on ``meta`` with a stray CPU tensor."""
     return MetaGuard()
+
+
+def pytest_sessionfinish(session):
+    if hasattr(session.config, "workeroutput"):  # a worker of pytest -n N: counts go up
+        session.config.workeroutput["reliability"] = dict(RELIABILITY)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """pytest-xdist's controller: add each worker's reliability counts to this run's."""
+    RELIABILITY.update(getattr(node, "workeroutput", {}).get("reliability", {}))
 
 
 def pytest_terminal_summary(terminalreporter):
