@@ -124,7 +124,7 @@ def test_a_model_too_large_for_the_memory_is_refused_before_it_is_built(
     line = error_line(err)
     # two 65,536² layers (encoder, decoder: 16 GiB each in float32), with their gradients and
     # Adam's two moments: 4 copies
-    assert "a vae of this size (weights and training state) needs 128.0 GiB" in line
+    assert "a VAE of this size (weights and training state) needs 128.0 GiB" in line
     assert "but cpu has 8.0 GiB available" in line
     assert not folder.exists()
 

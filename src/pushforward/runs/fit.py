@@ -17,6 +17,7 @@ from pushforward.core import (
     ConfigError,
     Model,
     TrainingError,
+    a_or_an,
     check_tensor_header,
     save_json,
 )
@@ -93,7 +94,7 @@ def _build(
         check_memory(
             needed,
             device,
-            what=f"a {rc.model} of this size (weights and training state)",
+            what=f"{a_or_an(rc.spec.cls.__name__)} of this size (weights and training state)",
             processes=distributed.context().local_world,
         )
     with seeded(rc.train.seed):
