@@ -48,10 +48,11 @@ def run_demo(
     ``quick`` uses fewer samples, points and epochs (BENCHMARKS.md gives its time). MNIST is shown
     when its files are found (see :func:`pushforward.data.datasets.find_mnist_folder`).
     ``progress`` is told each part's name as it starts (the library logs it otherwise); ``bars``
-    makes the progress reporter of each training run from its label. With ``workers`` = 2, the
-    sections on the Gaussian mixtures run grid25's part in a second process (spawned: a script
-    that calls this needs the ``if __name__ == "__main__":`` guard) while this one runs ring8's;
-    the page is the same either way, since both parts run on one thread. The models train on
+    makes the progress reporter of each training run from its label. With ``workers`` = 2, a
+    second process (spawned: a script that calls this needs the ``if __name__ == "__main__":``
+    guard) makes the encoders' section and grid25's part of the mixture sections from the start,
+    while this one makes the others; the page is the same either way, since every part runs on
+    one thread. The models train on
     ``device`` (a name :func:`~pushforward.train.resolve_device` takes) and are drawn on the CPU.
     """
     if type(workers) is not int or workers not in (1, 2):
@@ -59,10 +60,17 @@ def run_demo(
     report = Report(Path(out), bars=bars, device=str(resolve_device(device)))
     say = progress or (lambda msg: log.info(msg))
     begin = time.perf_counter()
-    total = _opening_sections(report, quick, seed, say) + 2
-    say(f"[{total - 1}/{total}] the Gaussian mixtures: {MIXTURES[0]} here, {MIXTURES[1]} "
-        + ("in a second process" if workers == 2 else "after it"))  # fmt: skip
-    chains, digits = _mixtures_and_digits(report, quick, seed, say, total, workers)
+    # the second process starts first: the encoders' section and grid25's chain are its share
+    beside = (
+        Beside(report.folder, MIXTURES[1], quick, seed, report.device) if workers == 2 else None
+    )
+    try:
+        with threads(1):  # every part on one thread, here and beside: the same page either way
+            opening = _opening_sections(report, quick, seed, say, beside is not None)
+            chains, digits = _mixtures_and_digits(report, quick, seed, say, opening, beside)
+    finally:
+        if beside is not None:
+            beside.close()
     report.sections += mixture_sections(chains, digits, quick)
     report.elapsed = time.perf_counter() - begin
     log.info("the gallery's parts took: %s (beside: %s)", report.timings, report.beside)
@@ -77,48 +85,63 @@ def _timed(report: Report, name: str, work: Callable[[], Any]) -> Any:
     return out
 
 
-def _opening_sections(report: Report, quick: bool, seed: int, say: Callable[[str], None]) -> int:
-    """Add the sections before the mixtures to ``report``, one after the other; return how many
-    steps they were."""
+def _opening_sections(report: Report, quick: bool, seed: int, say: Callable[[str], None],
+                      beside: bool) -> int:  # fmt: skip
+    """Add the sections before the mixtures to ``report``, one after the other (the encoders'
+    is left to the second process when ``beside``: :func:`_mixtures_and_digits` puts it in
+    its place); return how many steps the gallery has in all."""
     n = 20_000 if quick else 100_000
     mnist_dir = datasets.find_mnist_folder()
     mnist = f"mnist:{mnist_dir}" if mnist_dir is not None else None
     trained: dict[str, Any] = {}  # the digits' VAE, compared with their GAN
-    steps: list[tuple[str, Callable[[], Section]]] = [
+    encoders: Callable[[], Section] = lambda: encoders_section(report, quick, seed)  # noqa: E731
+    steps: list[tuple[str, Callable[[], Section] | None]] = [
         ("univariate pushforwards", lambda: univariate_section(report, n, seed)),
         ("discrete pushforward", lambda: dice_section(report)),
         ("datasets", lambda: data_section(report, n // 10, seed, mnist)),
-        ("PCA and autoencoders", lambda: encoders_section(report, quick, seed)),
+        ("PCA and autoencoders", None if beside else encoders),
         ("VAE on digits", lambda: vae_digits_section(report, quick, seed, mnist, trained)),
         ("GAN on digits", lambda: gan_digits_section(report, quick, seed, mnist, trained)),
     ]
     total = len(steps) + 2
     for i, (name, step) in enumerate(steps, 1):
+        if step is None:
+            say(f"[{i}/{total}] {name}: in the second process")
+            continue
         say(f"[{i}/{total}] {name}")
         report.sections.append(_timed(report, name, step))
-    return len(steps)
+    return total
 
 
-def _mixtures_and_digits(report: Report, quick: bool, seed: int, say: Callable[[str], None],
-                         total: int, workers: int) -> tuple[list[Chain], Section]:  # fmt: skip
-    """Run both mixtures' chains (the second beside this process when ``workers`` = 2, else
-    after the first) and the flow on digits; return the chains and the digits' part."""
+ENCODERS_AT = 3
+"""Where the encoders' section stands among the opening sections (after the data sets)."""
+
+
+def _mixtures_and_digits(
+    report: Report,
+    quick: bool,
+    seed: int,
+    say: Callable[[str], None],
+    total: int,
+    beside: Beside | None,
+) -> tuple[list[Chain], Section]:
+    """Run both mixtures' chains (the second one's, with the encoders' section, in the second
+    process ``beside`` when there is one, else after the first) and the flow on digits; return
+    the chains and the digits' part."""
     first, second = MIXTURES
+    say(f"[{total - 1}/{total}] the Gaussian mixtures: {first} here, {second} "
+        + ("in the second process" if beside is not None else "after it"))  # fmt: skip
+    chains = [mixture_chain(report, first, quick, seed, say)]
+    report.timings += chains[0].timings
+    say(f"[{total}/{total}] flows on digits")
     digits = Section("", "")
-    beside = Beside(report.folder, second, quick, seed, report.device) if workers == 2 else None
-    try:
-        chains = [mixture_chain(report, first, quick, seed, say)]
-        report.timings += chains[0].timings
-        say(f"[{total}/{total}] flows on digits")
-        with threads(1):  # beside the second process; on one thread either way
-            _timed(report, "MAF on digits", lambda: flow_digits(report, digits, quick, seed))
-        if beside is not None:
-            chains.append(_timed(report, f"waiting for {second}", beside.result))
-            report.beside = chains[1].timings
-        else:
-            chains.append(mixture_chain(report, second, quick, seed, say))
-            report.timings += chains[1].timings
-    finally:
-        if beside is not None:
-            beside.close()
+    _timed(report, "MAF on digits", lambda: flow_digits(report, digits, quick, seed))
+    if beside is not None:
+        encoders, chain = _timed(report, "waiting for the second process", beside.result)
+        report.sections.insert(ENCODERS_AT, encoders)
+        chains.append(chain)
+        report.beside = chain.timings
+    else:
+        chains.append(mixture_chain(report, second, quick, seed, say))
+        report.timings += chains[1].timings
     return chains, digits

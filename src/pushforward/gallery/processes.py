@@ -1,4 +1,5 @@
-"""The gallery's second process: one mixture's chain run beside this process, and its answer.
+"""The gallery's second process: the encoders' section and one mixture's chain, run beside this
+process from the start, and its answer.
 
 The child is spawned (no state shared), started with SIGINT blocked so that a Ctrl-C in the
 terminal reaches only the parent, and ends when the parent ends, even by SIGKILL (Linux's
@@ -11,14 +12,15 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any, NoReturn
 
-from pushforward.gallery.chain import Chain, mixture_chain
-from pushforward.gallery.page import Report
+from pushforward.gallery.chain import Chain, mixture_chain, threads
+from pushforward.gallery.page import Report, Section
 
-__all__ = ["Beside"]
+__all__ = ["Beside", "second_part"]
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +60,28 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
+def second_part(report: Report, name: str, quick: bool, seed: int) -> tuple[Section, Chain]:
+    """Return the encoders' section and mixture ``name``'s chain, made one after the other on
+    one thread: the share of the gallery's work the second process takes (the first makes the
+    other sections meanwhile). The encoders' time leads the chain's timings."""
+    import torch
+
+    from pushforward.data import datasets
+    from pushforward.gallery.sections.encoders import encoders_section
+
+    datasets.load_data(name, n=1, generator=torch.Generator())  # a bad name fails before the work
+    with threads(1):
+        start = time.perf_counter()
+        encoders = encoders_section(report, quick, seed)
+        took = time.perf_counter() - start
+        chain = mixture_chain(report, name, quick, seed)
+    chain.timings.insert(0, ("PCA and autoencoders", took))
+    return encoders, chain
+
+
 def _chain_in_child(conn: Any, folder: str, name: str, quick: bool, seed: int, parent: int,
                     level: int, device: str = "cpu") -> None:  # fmt: skip
-    """Entry point of the second process: run one mixture's chain and send it back, with every
+    """Entry point of the second process: make :func:`second_part` and send it back, with every
     log record of level ``level`` or above on the way.
 
     The parent started this process with SIGINT blocked, and it stays blocked here (training
@@ -73,18 +94,18 @@ def _chain_in_child(conn: Any, folder: str, name: str, quick: bool, seed: int, p
     logging.getLogger().addHandler(logging.handlers.QueueHandler(pipe))  # type: ignore[arg-type]
     logging.getLogger("pushforward").setLevel(level)
     try:
-        chain = mixture_chain(Report(Path(folder), device=device), name, quick, seed)
+        answer = second_part(Report(Path(folder), device=device), name, quick, seed)
     except BaseException as e:  # every failure goes back to the parent
         kind = type(e).__name__ if isinstance(e, PushforwardError) else None
         pipe.send("error", (kind, str(e)), traceback.format_exc())
     else:
-        pipe.send("ok", chain, "")
+        pipe.send("ok", answer, "")
     finally:
         conn.close()
 
 
 class Beside:
-    """One mixture's chain in a second, spawned process (one thread); :meth:`result` waits for it.
+    """:func:`second_part` in a second, spawned process (one thread); :meth:`result` waits for it.
 
     The child is started with SIGINT blocked, so a Ctrl-C in the terminal reaches only this
     process, which ends the child in :meth:`close`. A child that dies without answering (killed,
@@ -127,9 +148,10 @@ class Beside:
         finally:
             self._answered.set()
 
-    def result(self) -> Chain:
-        """Wait for the child's chain and return it; raise the child's error, the same kind for
-        an error of the library's own, or a RuntimeError when the child died."""
+    def result(self) -> tuple[Section, Chain]:
+        """Wait for the child's encoders' section and chain and return them; raise the child's
+        error, the same kind for an error of the library's own, or a RuntimeError when the
+        child died."""
         while not self._answered.wait(0.5):
             # the pipe's end is not enough: a process the child forked may still hold it
             if not self.process.is_alive() and not self._answered.wait(5):
