@@ -106,8 +106,8 @@ class FlowMatchingConfig(ModelConfig):
         0.0, "σ, the conditional path's width at t = 1 (standardised units)", minimum=0, below=1
     )
     frequencies: int | None = setting(
-        None, "Fourier features sin/cos(2ᵏx), k < F, of the field's input (default 6 on points, "
-        "0 on images)", minimum=0, maximum=MAX_FREQUENCIES,
+        None, "octaves 2ᵏ, k < F, of the Fourier features of the field's input (default 6 on "
+        "points, 0 on images)", minimum=0, maximum=MAX_FREQUENCIES,
     )  # fmt: skip
     features: str = setting(
         "isotropic", "directions of the Fourier features: isotropic (fixed random directions) or "
