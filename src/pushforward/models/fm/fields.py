@@ -36,7 +36,7 @@ On ring8 (seed 0, 100 epochs) it lowered KL(p ‖ q) from 0.35 to 0.22 nats and 
 high-quality share from 79% to 85%."""
 
 MAX_FREQUENCIES = 16
-"""The most Fourier features per coordinate (2¹⁵ is past float32's resolution of sin)."""
+"""The most octaves 2ᵏ of Fourier features (2¹⁵ is past float32's resolution of sin)."""
 
 FIELD_NETS: dict[str, str] = {
     "mlp": "a time-conditioned MLP on x and its Fourier features (VelocityField)",
