@@ -186,13 +186,18 @@ def run_truth(name: str, seed: int) -> Result:
 
 
 def fit_as_cli(
-    model: str, data: str, seed: int, epochs: int | None = None
+    model: str,
+    data: str,
+    seed: int,
+    epochs: int | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> tuple[Any, RunConfig, float, float]:
     """Fit ``model`` as ``pushforward fit MODEL --data DATA -n 10000 --seed s`` would, with its
-    defaults (``epochs`` overrides them) and one checkpoint, at the end, in a temporary run
-    folder; return the loaded model, its run config, and the wall and CPU seconds of fitting."""
+    defaults (``epochs`` and the model's ``settings`` override them) and one checkpoint, at the
+    end, in a temporary run folder; return the loaded model, its run config, and the wall and
+    CPU seconds of fitting."""
     flat = {"model": model, "data": data, "n": TRAINING_POINTS, "seed": seed,
-            **OTHER_SETTINGS.get(model, {})}  # fmt: skip
+            **OTHER_SETTINGS.get(model, {}), **(settings or {})}  # fmt: skip
     if epochs is not None:
         flat["epochs"] = epochs
     rc = RunConfig.from_flat(flat)
@@ -204,12 +209,15 @@ def fit_as_cli(
         return load_model(folder), rc, seconds, cpu_seconds
 
 
-def run_registered(name: str, seed: int, model: str, epochs: int | None) -> list[Result]:
+def run_registered(
+    name: str, seed: int, model: str, epochs: int | None, settings: dict[str, Any] | None = None
+) -> list[Result]:
     """Fit a registered model as ``pushforward fit MODEL`` would, with its defaults (``epochs``
-    overrides them), on the seed's training data; score each of its :data:`OTHER_MODELS` rows.
+    and ``settings`` override them), on the seed's training data; score each of its
+    :data:`OTHER_MODELS` rows.
     The KL is exact, an IWAE upper bound (the VAE: :data:`IWAE_K` importance samples on
     :data:`~pushforward.fidelity.BOUND_KL_SAMPLES` draws), or absent (the GAN)."""
-    m, rc, seconds, cpu_seconds = fit_as_cli(model, name, seed, epochs)
+    m, rc, seconds, cpu_seconds = fit_as_cli(model, name, seed, epochs, settings)
     assert rc.settings is not None
     used_epochs = rc.train.epochs if MODELS[model].trained else 0
     results = []
@@ -294,7 +302,7 @@ def run_task(task: tuple[str, int, str, int, dict[str, Any], dict[str, Any]]) ->
         return [run_truth(name, seed)]
     if what == "flow":
         return [run_flow(name, seed, model_options, train_options)]
-    return run_registered(name, seed, what, train_options.get("epochs"))
+    return run_registered(name, seed, what, train_options.get("epochs"), model_options)
 
 
 def report(r: Result) -> Result:
@@ -426,6 +434,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--other-epochs", type=int, default=None, help="epochs of the --others (default theirs)"
     )
     parser.add_argument(
+        "--other-model", nargs="*", default=[], metavar="KEY=VALUE",
+        help="override a setting of the --others (e.g. features=axes for fm)",
+    )  # fmt: skip
+    parser.add_argument(
         "--merge",
         nargs="*",
         default=[],
@@ -448,7 +460,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     other_seeds = seeds if args.other_seeds is None else list(range(args.other_seeds))
     other_train = {} if args.other_epochs is None else {"epochs": args.other_epochs}
     others = sorted(args.others, key=lambda m: m != "gan")  # the longest runs first
-    tasks = [(n, s, m, args.threads, {}, other_train)
+    other_model = _options(args.other_model, "other-model")
+    tasks = [(n, s, m, args.threads, other_model, other_train)
              for m in others for n in args.data for s in other_seeds] + tasks  # fmt: skip
     if not args.no_truth:
         tasks += [(n, s, "truth", args.threads, {}, {}) for n in args.data for s in seeds]

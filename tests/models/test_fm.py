@@ -25,7 +25,6 @@ from pushforward.models.fm import (
     FlowMatching,
     FlowMatchingConfig,
     UNetField,
-    VelocityField,
     ot_pairing,
     stable_target,
 )
@@ -254,22 +253,6 @@ def test_stable_target_is_closer_to_the_marginal_field_than_the_conditional_one(
     conditional = (x1 - x0 - field).square().mean()
     stable = (stable_target(x1, x0, t, 0.0, 512) - field).square().mean()
     assert float(stable) < 0.05 * float(conditional), (float(stable), float(conditional))
-
-
-def test_fourier_features_are_the_fields_input():
-    field = VelocityField(2, [8], frequencies=3)
-    assert field.net.linears[0].in_features == 2 * (1 + 2 * 3) + 2 + 4 * 8
-    assert "x_frequencies" not in field.state_dict()  # derived from the setting
-    torch.testing.assert_close(field.x_frequencies, torch.tensor([1.0, 2.0, 4.0]))
-    # the field reads sin/cos(2ᵏx): shifting x by 2π moves only the raw-x input
-    with torch.no_grad():
-        field.net.linears[0].weight[:, :2] = 0
-        field.net.linears[-1].weight.normal_()
-    x = torch.randn(5, 2)
-    torch.testing.assert_close(
-        field(torch.tensor(0.3), x), field(torch.tensor(0.3), x + 2 * math.pi)
-    )
-    assert VelocityField(2, [8]).net.linears[0].in_features == 2 + 2 + 4 * 8
 
 
 def test_defaults_follow_the_kind_of_data():

@@ -21,12 +21,14 @@ by default, in standardised units). The pairing of x₀ with x₁ is the ``coupl
 The regression's target may be averaged over the posterior of x₁ given x_t among ``reference``
 rows of the batch, the *stable target* (:func:`stable_target`; Xu et al., 2023): the same
 minimiser, far less noise where paths from several modes cross. The field also reads Fourier
-features sin/cos(2ᵏx) of its input (``frequencies``, :class:`VelocityField`), which let a small
-MLP draw the sharp basins of narrow modes. Both are on by default on points and off on images
-(:data:`RECOMMENDED`, :data:`RECOMMENDED_IMAGES`). Square images may take a small time-conditioned
-U-Net instead of the MLP (``net="unet"``, :class:`UNetField`). With the OT coupling,
-:func:`~pushforward.train.fit` pairs the next batches in a second process while the current step
-trains (:meth:`FlowMatching.prepare_batch`, :mod:`pushforward.prefetch`).
+features sin/cos(2ᵏ ω·x) of its input (``frequencies``, :class:`VelocityField`), which let a small
+MLP draw the sharp basins of narrow modes, along fixed random directions ω
+(``features="isotropic"``, :mod:`~pushforward.models.fm.features`): features per coordinate
+drew ridges along the axes through every mode of the density. Both levers are on by default on
+points and off on images (:data:`RECOMMENDED`, :data:`RECOMMENDED_IMAGES`). Square images may
+take a small time-conditioned U-Net instead of the MLP (``net="unet"``, :class:`UNetField`). With
+the OT coupling, :func:`~pushforward.train.fit` pairs the next batches in a second process while
+the current step trains (:meth:`FlowMatching.prepare_batch`, :mod:`pushforward.prefetch`).
 
 The log-likelihood is exact, by the instantaneous change of variables (Chen et al., 2018):
 
@@ -48,7 +50,8 @@ Data are standardised per coordinate to unit spread first (the log-Jacobian is c
 densities are in the data's units); images are dequantised and sent through RealNVP's logit as
 for the normalizing flows (the shared :mod:`pushforward.data.preprocess`).
 
-The modules: :mod:`~pushforward.models.fm.fields` (the networks v_θ),
+The modules: :mod:`~pushforward.models.fm.features` (the Fourier features of x),
+:mod:`~pushforward.models.fm.fields` (the networks v_θ),
 :mod:`~pushforward.models.fm.coupling` (the OT pairing and the stable target),
 :mod:`~pushforward.models.fm.ode` (solving under a budget), :mod:`~pushforward.models.fm.config`
 (the settings) and :mod:`~pushforward.models.fm.model` (the model).
@@ -64,6 +67,7 @@ from pushforward.models.fm.config import (
     FlowMatchingConfig,
 )
 from pushforward.models.fm.coupling import COUPLINGS, OT_BLOCK, ot_pairing, stable_target
+from pushforward.models.fm.features import FEATURES, FourierFeatures
 from pushforward.models.fm.fields import FIELD_NETS, UNetField, VelocityField
 from pushforward.models.fm.model import HUTCHINSON_ESTIMATE, FlowMatching
 from pushforward.models.fm.ode import SOLVERS
@@ -71,6 +75,7 @@ from pushforward.models.fm.ode import SOLVERS
 __all__ = [
     "COUPLINGS",
     "EXACT_TRACE_MAX_DIM",
+    "FEATURES",
     "FIELD_NETS",
     "HUTCHINSON_ESTIMATE",
     "OT_BLOCK",
@@ -80,6 +85,7 @@ __all__ = [
     "TRACES",
     "FlowMatching",
     "FlowMatchingConfig",
+    "FourierFeatures",
     "UNetField",
     "VelocityField",
     "ot_pairing",

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from pushforward.core import ConfigError, ModelConfig, setting
 from pushforward.data import Dataset
 from pushforward.models.fm.coupling import COUPLINGS, MAX_REFERENCE
+from pushforward.models.fm.features import FEATURES
 from pushforward.models.fm.fields import FIELD_NETS, MAX_FREQUENCIES, UNET_CHANNELS
 from pushforward.models.fm.ode import SOLVERS, Solver
 from pushforward.nets import ACTIVATIONS, MAX_LATENT, MAX_WIDTH
@@ -70,7 +71,10 @@ class FlowMatchingConfig(ModelConfig):
         activation: its activation (:data:`pushforward.nets.ACTIVATIONS`).
         coupling: ``independent`` or ``ot`` (:data:`~pushforward.models.fm.COUPLINGS`).
         sigma: the conditional path's width σ ≥ 0, in standardised units.
-        frequencies: F, the Fourier features sin/cos(2ᵏx), k < F, of the field's input.
+        frequencies: F, the octaves 2ᵏ, k < F, of the Fourier features of the field's input.
+        features: their directions (:data:`~pushforward.models.fm.features.FEATURES`):
+            ``isotropic`` (fixed random directions) or ``axes`` (per coordinate, as runs stored
+            before this setting were built).
         reference: rows of each stable target's reference set
             (:func:`~pushforward.models.fm.stable_target`); 0 or 1: the conditional target
             x₁ − (1 − σ)x₀.
@@ -102,8 +106,12 @@ class FlowMatchingConfig(ModelConfig):
         0.0, "σ, the conditional path's width at t = 1 (standardised units)", minimum=0, below=1
     )
     frequencies: int | None = setting(
-        None, "Fourier features sin/cos(2ᵏx), k < F, of the field's input (default 6 on points, "
-        "0 on images)", minimum=0, maximum=MAX_FREQUENCIES,
+        None, "octaves 2ᵏ, k < F, of the Fourier features of the field's input (default 6 on "
+        "points, 0 on images)", minimum=0, maximum=MAX_FREQUENCIES,
+    )  # fmt: skip
+    features: str = setting(
+        "isotropic", "directions of the Fourier features: isotropic (fixed random directions) or "
+        "axes (sin/cos(2ᵏxᵢ) per coordinate)", choices=FEATURES, what="Fourier features",
     )  # fmt: skip
     reference: int | None = setting(
         None, "rows of the stable target's reference set (0 = the conditional target x₁ − x₀; "
@@ -136,15 +144,16 @@ class FlowMatchingConfig(ModelConfig):
     @classmethod
     def from_stored(cls, stored: Mapping[str, Any]) -> FlowMatchingConfig:
         """Return the config of a stored run's ``model.config``; one stored before the field's
-        network, Fourier features and stable target were settings loads as it was built
-        (:meth:`stored_defaults`)."""
+        network, Fourier features, their directions and stable target were settings loads as it
+        was built (:meth:`stored_defaults`)."""
         older = {k: v for k, v in cls.stored_defaults().items() if k not in stored}
         return cls.from_dict({**older, **stored})
 
     @classmethod
     def stored_defaults(cls) -> dict[str, Any]:
-        """A run stored before these settings existed was built with an MLP and neither lever."""
-        return {"net": "mlp", "frequencies": 0, "reference": 0}
+        """A run stored before these settings existed was built with an MLP and neither lever;
+        one stored before ``features`` with features along the axes."""
+        return {"net": "mlp", "frequencies": 0, "features": "axes", "reference": 0}
 
     def check(self) -> None:
         if self.dim is not None and self.image_shape is not None:

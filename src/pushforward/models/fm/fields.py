@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from pushforward.models.fm.features import FourierFeatures
 from pushforward.nets import MLP
 
 __all__ = [
@@ -35,7 +36,7 @@ On ring8 (seed 0, 100 epochs) it lowered KL(p ‖ q) from 0.35 to 0.22 nats and 
 high-quality share from 79% to 85%."""
 
 MAX_FREQUENCIES = 16
-"""The most Fourier features per coordinate (2¹⁵ is past float32's resolution of sin)."""
+"""The most octaves 2ᵏ of Fourier features (2¹⁵ is past float32's resolution of sin)."""
 
 FIELD_NETS: dict[str, str] = {
     "mlp": "a time-conditioned MLP on x and its Fourier features (VelocityField)",
@@ -49,8 +50,10 @@ UNET_CHANNELS = (32, 64)
 class VelocityField(nn.Module):
     """A time-conditioned MLP v(t, x): (B,) or scalar t and x (B, d) → (B, d).
 
-    The input is x, its Fourier features sin(2ᵏx) and cos(2ᵏx) for k = 0 … F − 1 per coordinate
-    (``frequencies`` F, in standardised units; none when F = 0), and the time embedding [s,
+    The input is x, its Fourier features sin(2ᵏ ω·x) and cos(2ᵏ ω·x) for k = 0 … F − 1
+    (``frequencies`` F, in standardised units; none when F = 0) along the directions ω that
+    ``features`` names (:class:`~pushforward.models.fm.features.FourierFeatures`: the axes, or
+    fixed random directions), and the time embedding [s,
     sin(πfs), cos(πfs)] for f = 1 … :data:`TIME_FREQUENCIES`, for s = t and s = τ(t), the
     log-time (:data:`LOG_TIME_EPS`). The last layer starts at zero, so the untrained field is 0
     (the identity flow).
@@ -61,17 +64,21 @@ class VelocityField(nn.Module):
     """
 
     def __init__(
-        self, dim: int, hidden: Sequence[int], *, activation: str = "silu", frequencies: int = 0
+        self,
+        dim: int,
+        hidden: Sequence[int],
+        *,
+        activation: str = "silu",
+        frequencies: int = 0,
+        features: str = "isotropic",
     ):
         super().__init__()
         self.register_buffer(
             "frequencies", math.pi * torch.arange(1, TIME_FREQUENCIES + 1, dtype=torch.float32)
         )
-        # derived from the setting, so not part of the weights a checkpoint holds
-        self.register_buffer(
-            "x_frequencies", 2.0 ** torch.arange(frequencies, dtype=torch.float32), persistent=False
-        )
-        width = dim * (1 + 2 * frequencies) + 2 + 4 * TIME_FREQUENCIES
+        self.features = FourierFeatures(dim, frequencies, features) if frequencies else None
+        fourier = self.features.out_features if self.features is not None else 0
+        width = dim + fourier + 2 + 4 * TIME_FREQUENCIES
         self.net = MLP(width, list(hidden), dim, activation=activation)
         last = self.net.linears[-1]
         nn.init.zeros_(last.weight)
@@ -80,10 +87,7 @@ class VelocityField(nn.Module):
     def forward(self, t: Tensor, x: Tensor) -> Tensor:
         """Return v(t, x) (B, d) for t (B,) or a scalar and x (B, d)."""
         t = t.to(x.dtype).expand(x.shape[0]) if t.dim() == 0 else t.to(x.dtype)
-        feats = [x]
-        if self.x_frequencies.numel():
-            kx = (x[:, :, None] * self.x_frequencies.to(x.dtype)).flatten(1)  # (B, d·F)
-            feats += [kx.sin(), kx.cos()]
+        feats = [x] if self.features is None else [x, self.features(x)]
         feats.append(time_features(t, self.frequencies))
         return self.net(torch.cat(feats, dim=1))
 

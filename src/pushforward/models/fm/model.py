@@ -109,7 +109,7 @@ class FlowMatching(Trainable):
         else:
             self.field = VelocityField(
                 config.dim, config.hidden, activation=config.activation,
-                frequencies=config.frequencies,
+                frequencies=config.frequencies, features=config.features,
             )  # fmt: skip
         self.register_buffer("data_loc", torch.zeros(config.dim))
         self.register_buffer("data_scale", torch.ones(config.dim))
