@@ -55,17 +55,22 @@ def test_demo_writes_one_self_contained_report(demo):
                   "Fidelity to the truth"):  # fmt: skip
         assert any(words in h for h in parser.headings), words
     assert "Pr[Y = 3] = 1/18" in page
-    # the encoders' section, made in the second process, stands in its place: before the VAE's
-    at = {w: next(i for i, h in enumerate(parser.headings) if w in h) for w in ("PCA", "The VAE")}
-    assert at["PCA"] == 3 and at["PCA"] < at["The VAE"]
-    # the footer says how long each part took: ring8's here; the encoders' and grid25's in the
-    # second process
+    # the encoders' and the image GAN's sections, made in the second process, stand in their
+    # places: the encoders' before the VAE's on digits, the GAN's after it
+    words = ("PCA", "The VAE: digits", "The GAN on digits")
+    at = [next(i for i, h in enumerate(parser.headings) if w in h) for w in words]
+    assert at == [3, 4, 5], parser.headings[:7]
+    # the footer says how long each part took: ring8's here; the encoders', the image GAN's and
+    # grid25's in the second process
     took = re.search(r"It took (\d+) s: (.*?)\. Meanwhile, in a second process: (.*?)\.</footer>",
                      page)  # fmt: skip
-    assert took is not None and len(took.group(2).split(", ")) == 12
+    assert took is not None and len(took.group(2).split(", ")) == 11
     assert "GAN on the mixtures (ring8) " in took.group(2)
-    assert len(took.group(3).split(", ")) == 6 and "flows (grid25) " in took.group(3)
+    assert len(took.group(3).split(", ")) == 7 and "flows (grid25) " in took.group(3)
     assert took.group(3).startswith("PCA and autoencoders ")
+    # the image GAN's table has the VAEs' rows (made here) above the GAN's (made beside)
+    assert "VAE (k = 2, MLP), z ~ N(0, I)" in page and "GAN (k = " in page
+    assert page.index("VAE (k = 2, MLP), mixture prior") < page.index("GAN (k = ")
     # the fidelity table: every model against the truth, whose own KL is 0
     table = page[page.rindex("Fidelity to the truth") :]
     for cell in ("KL(p ‖ q) nats", "— (no density)", "≤ ", "0.000 ± 0.000</td>", "flow matching"):
@@ -96,19 +101,21 @@ def _cells(page: str, first: str) -> list[str]:
 
 
 def test_the_second_process_makes_what_this_one_would(demo, tmp_path):
-    """The encoders' section and grid25's chain ran in a spawned process: made here, they give
+    """Two opening sections and grid25's chain ran in a spawned process: made here, they give
     the same table rows, cell for cell, and the same pictures, byte for byte."""
     from pushforward.gallery import Report
-    from pushforward.gallery.processes import second_part
+    from pushforward.gallery.processes import BESIDE, second_part
 
-    encoders, chain = second_part(Report(tmp_path), "grid25", quick=True, seed=0)
+    made, chain = second_part(Report(tmp_path), "grid25", quick=True, seed=0)
+    assert tuple(made) == BESIDE
     page = (demo / "report.html").read_text(encoding="utf-8")
     shown = [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", page)]
-    for _, rows in encoders.tables:
-        for row in rows:
-            assert [html.escape(c) for c in row] in shown, row
-    for _, path in encoders.figures:
-        assert path.read_bytes() == (demo / "figures" / path.name).read_bytes(), path.name
+    for sec in made.values():
+        for _, rows in sec.tables:
+            for row in rows:
+                assert [html.escape(c) for c in row] in shown, row
+        for _, path in sec.figures:
+            assert path.read_bytes() == (demo / "figures" / path.name).read_bytes(), path.name
     here = [html.escape(c) for key in ("gan", "fidelity") for row in chain.rows[key] for c in row]
     there = _cells(page[page.index("<h2>The GAN: the same g") :], "grid25")
     assert len(here) == len(there) > 40

@@ -16,11 +16,11 @@ from pushforward.core import ConfigError
 from pushforward.data import datasets
 from pushforward.gallery.chain import MIXTURES, Chain, mixture_chain, mixture_sections, threads
 from pushforward.gallery.page import Report, Section
-from pushforward.gallery.processes import Beside
+from pushforward.gallery.processes import BESIDE, Beside
 from pushforward.gallery.sections.data import data_section
 from pushforward.gallery.sections.encoders import encoders_section
 from pushforward.gallery.sections.flow import flow_digits
-from pushforward.gallery.sections.gan_digits import gan_digits_section
+from pushforward.gallery.sections.gan_digits import gan_digits_section, with_vae_rows
 from pushforward.gallery.sections.univariate import dice_section, univariate_section
 from pushforward.gallery.sections.vae_digits import vae_digits_section
 from pushforward.train import resolve_device
@@ -50,7 +50,8 @@ def run_demo(
     ``progress`` is told each part's name as it starts (the library logs it otherwise); ``bars``
     makes the progress reporter of each training run from its label. With ``workers`` = 2, a
     second process (spawned: a script that calls this needs the ``if __name__ == "__main__":``
-    guard) makes the encoders' section and grid25's part of the mixture sections from the start,
+    guard) makes the encoders' section, the GAN on digits and grid25's part of the mixture
+    sections from the start,
     while this one makes the others; the page is the same either way, since every part runs on
     one thread. The models train on
     ``device`` (a name :func:`~pushforward.train.resolve_device` takes) and are drawn on the CPU.
@@ -60,14 +61,14 @@ def run_demo(
     report = Report(Path(out), bars=bars, device=str(resolve_device(device)))
     say = progress or (lambda msg: log.info(msg))
     begin = time.perf_counter()
-    # the second process starts first: the encoders' section and grid25's chain are its share
+    # the second process starts first: two opening sections and grid25's chain are its share
     beside = (
         Beside(report.folder, MIXTURES[1], quick, seed, report.device) if workers == 2 else None
     )
     try:
         with threads(1):  # every part on one thread, here and beside: the same page either way
-            opening = _opening_sections(report, quick, seed, say, beside is not None)
-            chains, digits = _mixtures_and_digits(report, quick, seed, say, opening, beside)
+            total, *vae = _opening_sections(report, quick, seed, say, beside is not None)
+            chains, digits = _mixtures_and_digits(report, quick, seed, say, total, vae, beside)
     finally:
         if beside is not None:
             beside.close()
@@ -86,35 +87,33 @@ def _timed(report: Report, name: str, work: Callable[[], Any]) -> Any:
 
 
 def _opening_sections(report: Report, quick: bool, seed: int, say: Callable[[str], None],
-                      beside: bool) -> int:  # fmt: skip
-    """Add the sections before the mixtures to ``report``, one after the other (the encoders'
-    is left to the second process when ``beside``: :func:`_mixtures_and_digits` puts it in
-    its place); return how many steps the gallery has in all."""
+                      beside: bool) -> tuple[int, str | None, dict[str, Any]]:  # fmt: skip
+    """Add the sections before the mixtures to ``report``, one after the other (those
+    :data:`BESIDE` names are left to the second process when ``beside``:
+    :func:`_mixtures_and_digits` puts them in their places); return how many steps the gallery
+    has in all, the MNIST data spec (None without its files) and what the digits' VAE left for
+    the GAN's table."""
     n = 20_000 if quick else 100_000
     mnist_dir = datasets.find_mnist_folder()
     mnist = f"mnist:{mnist_dir}" if mnist_dir is not None else None
     trained: dict[str, Any] = {}  # the digits' VAE, compared with their GAN
-    encoders: Callable[[], Section] = lambda: encoders_section(report, quick, seed)  # noqa: E731
-    steps: list[tuple[str, Callable[[], Section] | None]] = [
+    steps: list[tuple[str, Callable[[], Section]]] = [
         ("univariate pushforwards", lambda: univariate_section(report, n, seed)),
         ("discrete pushforward", lambda: dice_section(report)),
         ("datasets", lambda: data_section(report, n // 10, seed, mnist)),
-        ("PCA and autoencoders", None if beside else encoders),
+        ("PCA and autoencoders", lambda: encoders_section(report, quick, seed)),
         ("VAE on digits", lambda: vae_digits_section(report, quick, seed, mnist, trained)),
-        ("GAN on digits", lambda: gan_digits_section(report, quick, seed, mnist, trained)),
-    ]
+        ("GAN on digits", lambda: with_vae_rows(
+            gan_digits_section(report, quick, seed, mnist), mnist, trained)),
+    ]  # fmt: skip
     total = len(steps) + 2
     for i, (name, step) in enumerate(steps, 1):
-        if step is None:
+        if beside and name in BESIDE:
             say(f"[{i}/{total}] {name}: in the second process")
             continue
         say(f"[{i}/{total}] {name}")
         report.sections.append(_timed(report, name, step))
-    return total
-
-
-ENCODERS_AT = 3
-"""Where the encoders' section stands among the opening sections (after the data sets)."""
+    return total, mnist, trained
 
 
 def _mixtures_and_digits(
@@ -123,11 +122,14 @@ def _mixtures_and_digits(
     seed: int,
     say: Callable[[str], None],
     total: int,
+    vae: list[Any],
     beside: Beside | None,
 ) -> tuple[list[Chain], Section]:
-    """Run both mixtures' chains (the second one's, with the encoders' section, in the second
-    process ``beside`` when there is one, else after the first) and the flow on digits; return
-    the chains and the digits' part."""
+    """Run both mixtures' chains (the second one's, with the sections :data:`BESIDE` names, in
+    the second process ``beside`` when there is one, else after the first) and the flow on
+    digits; put the second process's sections in their places (the GAN's with the rows of
+    ``vae``: the MNIST spec and what the digits' VAE left); return the chains and the digits'
+    part."""
     first, second = MIXTURES
     say(f"[{total - 1}/{total}] the Gaussian mixtures: {first} here, {second} "
         + ("in the second process" if beside is not None else "after it"))  # fmt: skip
@@ -137,8 +139,11 @@ def _mixtures_and_digits(
     digits = Section("", "")
     _timed(report, "MAF on digits", lambda: flow_digits(report, digits, quick, seed))
     if beside is not None:
-        encoders, chain = _timed(report, "waiting for the second process", beside.result)
-        report.sections.insert(ENCODERS_AT, encoders)
+        made, chain = _timed(report, "waiting for the second process", beside.result)
+        encoders, gan = made["PCA and autoencoders"], made["GAN on digits"]
+        # the page's order: the data sets, the encoders, the VAE on digits, the GAN on digits
+        report.sections[3:3] = [encoders]
+        report.sections[5:5] = [with_vae_rows(gan, *vae)]
         chains.append(chain)
         report.beside = chain.timings
     else:

@@ -1,5 +1,5 @@
-"""The gallery's second process: the encoders' section and one mixture's chain, run beside this
-process from the start, and its answer.
+"""The gallery's second process: two of the opening sections and one mixture's chain, run beside
+this process from the start, and its answer.
 
 The child is spawned (no state shared), started with SIGINT blocked so that a Ctrl-C in the
 terminal reaches only the parent, and ends when the parent ends, even by SIGKILL (Linux's
@@ -20,9 +20,16 @@ from typing import Any, NoReturn
 from pushforward.gallery.chain import Chain, mixture_chain, threads
 from pushforward.gallery.page import Report, Section
 
-__all__ = ["Beside", "second_part"]
+__all__ = ["BESIDE", "Beside", "second_part"]
 
 log = logging.getLogger(__name__)
+
+BESIDE = ("PCA and autoencoders", "GAN on digits")
+"""The opening sections the second process makes before its mixture's chain: with it, the two
+processes' shares of the gallery's work were closest (BENCHMARKS.md, "the slow host")."""
+
+Parts = dict[str, Section]
+"""Sections by the name of their part."""
 
 
 class _PipeQueue:
@@ -60,23 +67,32 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
-def second_part(report: Report, name: str, quick: bool, seed: int) -> tuple[Section, Chain]:
-    """Return the encoders' section and mixture ``name``'s chain, made one after the other on
-    one thread: the share of the gallery's work the second process takes (the first makes the
-    other sections meanwhile). The encoders' time leads the chain's timings."""
+def second_part(report: Report, name: str, quick: bool, seed: int) -> tuple[Parts, Chain]:
+    """Return the sections :data:`BESIDE` names (by name) and mixture ``name``'s chain, made one
+    after the other on one thread: the share of the gallery's work the second process takes (the
+    first makes the other sections meanwhile). Their times lead the chain's timings."""
     import torch
 
     from pushforward.data import datasets
     from pushforward.gallery.sections.encoders import encoders_section
+    from pushforward.gallery.sections.gan_digits import gan_digits_section
 
     datasets.load_data(name, n=1, generator=torch.Generator())  # a bad name fails before the work
+    mnist_dir = datasets.find_mnist_folder()
+    mnist = f"mnist:{mnist_dir}" if mnist_dir is not None else None
+    work = {
+        "PCA and autoencoders": lambda: encoders_section(report, quick, seed),
+        "GAN on digits": lambda: gan_digits_section(report, quick, seed, mnist),
+    }
+    sections, took = {}, []
     with threads(1):
-        start = time.perf_counter()
-        encoders = encoders_section(report, quick, seed)
-        took = time.perf_counter() - start
+        for part in BESIDE:
+            start = time.perf_counter()
+            sections[part] = work[part]()
+            took.append((part, time.perf_counter() - start))
         chain = mixture_chain(report, name, quick, seed)
-    chain.timings.insert(0, ("PCA and autoencoders", took))
-    return encoders, chain
+    chain.timings[:0] = took
+    return sections, chain
 
 
 def _chain_in_child(conn: Any, folder: str, name: str, quick: bool, seed: int, parent: int,
@@ -148,8 +164,8 @@ class Beside:
         finally:
             self._answered.set()
 
-    def result(self) -> tuple[Section, Chain]:
-        """Wait for the child's encoders' section and chain and return them; raise the child's
+    def result(self) -> tuple[Parts, Chain]:
+        """Wait for the child's sections and chain and return them; raise the child's
         error, the same kind for an error of the library's own, or a RuntimeError when the
         child died."""
         while not self._answered.wait(0.5):

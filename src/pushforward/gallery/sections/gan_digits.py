@@ -13,7 +13,7 @@ from pushforward.data import datasets
 from pushforward.gallery.page import Report, Section
 from pushforward.runs import plots
 
-__all__ = ["GALLERY_GAN", "gan_digits_section", "interpolation"]
+__all__ = ["GALLERY_GAN", "gan_digits_section", "interpolation", "with_vae_rows"]
 
 
 GALLERY_GAN: dict[str, Any] = {"epochs": 3, "quick_epochs": 1, "rows": 8000}
@@ -40,12 +40,10 @@ def interpolation(model: Any, pairs: int, steps: int, seed: int) -> Tensor:
         return model.decode(z.reshape(pairs * steps, -1)).clamp(0, 1)
 
 
-def gan_digits_section(
-    report: Report, quick: bool, seed: int, mnist: str | None, trained: dict[str, Any]
-) -> Section:
+def gan_digits_section(report: Report, quick: bool, seed: int, mnist: str | None) -> Section:
     """Return the section on the image GAN, trained on MNIST when ``mnist`` names its data spec
-    (else on the 8×8 digits); its table sets the VAEs' Fréchet distances left in ``trained`` by
-    :func:`~pushforward.gallery.sections.vae_digits.vae_digits_section` beside the GAN's."""
+    (else on the 8×8 digits); its table has the GAN's row, which :func:`with_vae_rows` sets the
+    VAEs' beside (the two sections may be made in different processes)."""
     from pushforward.metrics import image_quality
     from pushforward.models.gan import RECOMMENDED_IMAGES, GANConfig
     from pushforward.train import TrainConfig, seeded
@@ -88,17 +86,25 @@ def gan_digits_section(
     fig = plots.gan_curves(history, title=f"{label}: the GAN's losses and gradient norms")
     report.figure(sec, fig, f"gan_curves_{label.lower()}", f"{label}: training health")
     fd = image_quality(lambda n, g: gan.sample(n, generator=g), test, ds, seed=seed)
-    rows = []
-    if f"vae_{label}" in trained:
-        vae_fd, vae_mix, vae_epochs = trained[f"vae_{label}"]
-        for name, q in (("z ~ N(0, I)", vae_fd), ("mixture prior", vae_mix)):
-            rows.append([f"VAE (k = 2, MLP), {name}", str(vae_epochs),
-                         f"{q['frechet_distance']:.1f}", f"{q['frechet_distance_floor']:.1f}",
-                         f"{100 * q['feature_accuracy']:.1f}"])  # fmt: skip
-    rows.append([f"GAN (k = {gan.latent}, conv {gan.net.hidden})", str(epochs),
-                 f"{fd['frechet_distance']:.1f}", f"{fd['frechet_distance_floor']:.1f}",
-                 f"{100 * fd['feature_accuracy']:.1f}"])  # fmt: skip
+    rows = [_row(f"GAN (k = {gan.latent}, conv {gan.net.hidden})", epochs, fd)]
     header = [f"{label}: {train.n:,} to train, {test.n:,} held out", "epochs",
               "Fréchet distance", "real floor", "feature net accuracy %"]  # fmt: skip
     sec.tables.append((header, rows))
+    return sec
+
+
+def _row(model: str, epochs: int, q: dict[str, Any]) -> list[str]:
+    return [model, str(epochs), f"{q['frechet_distance']:.1f}",
+            f"{q['frechet_distance_floor']:.1f}", f"{100 * q['feature_accuracy']:.1f}"]  # fmt: skip
+
+
+def with_vae_rows(sec: Section, mnist: str | None, trained: dict[str, Any]) -> Section:
+    """Return the GAN's section ``sec`` with the VAEs' Fréchet distances, left in ``trained`` by
+    :func:`~pushforward.gallery.sections.vae_digits.vae_digits_section`, above the GAN's row."""
+    label = "MNIST" if mnist is not None else "digits"
+    if f"vae_{label}" in trained:
+        vae_fd, vae_mix, vae_epochs = trained[f"vae_{label}"]
+        _, rows = sec.tables[0]
+        priors = (("z ~ N(0, I)", vae_fd), ("mixture prior", vae_mix))
+        rows[:0] = [_row(f"VAE (k = 2, MLP), {name}", vae_epochs, q) for name, q in priors]
     return sec
