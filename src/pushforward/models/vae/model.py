@@ -13,11 +13,16 @@ negative ELBO in nats; :meth:`VAE.elbo` and :meth:`VAE.log_likelihood` always re
 quantities, with every normalising constant. Every term is summed over data dimensions and averaged
 over examples; nothing is ever averaged over dimensions.
 
-The generative model is the pushforward g#p(z) (:meth:`VAE.as_pushforward`) with p(z) the prior:
+The model is scored under the prior it was trained with (the MLE view): :meth:`VAE.elbo`,
+:meth:`VAE.log_likelihood` and :meth:`VAE.evaluate` bound log p(x) = log ∫ p(x | z) p(z) dz with
+p(z) = :attr:`VAE.training_prior`. It samples from :attr:`VAE.latent_measure`, the pushforward
+g#p(z) (:meth:`VAE.as_pushforward`), by the ``prior`` setting:
 
-* ``prior="normal"``: p(z) = N(0, I), the lecture's;
-* ``prior="gmm"``: a Gaussian mixture fitted to the codes after training
-  (:mod:`~pushforward.models.vae.prior`).
+* ``prior="normal"``: trained with, scored under and sampled from N(0, I), the lecture's;
+* ``prior="gmm"``: trained with and scored under N(0, I), sampled from a Gaussian mixture fitted
+  to the codes after training (:mod:`~pushforward.models.vae.prior`): an ex-post *sampler*
+  (Pythae's ``GaussianMixtureSampler``), not the prior of the likelihood. :meth:`VAE.evaluate`
+  reports the likelihood under the sampler beside, in keys ending ``_sampler``.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from pushforward.measures import (
     likelihood_summary,
 )
 from pushforward.models.vae.fused import fusable, vae_loss_and_gradients
-from pushforward.models.vae.iwae import LogLikelihood, iwae_log_likelihood
+from pushforward.models.vae.iwae import LogLikelihood, iwae_log_likelihood, iwae_log_likelihoods
 from pushforward.models.vae.likelihoods import KL_SCHEDULES, LIKELIHOODS
 from pushforward.models.vae.posterior import (
     LOGVAR_RANGE,
@@ -214,6 +219,25 @@ class VAE(Trainable):
             "E_q log p(x | z)", ".3f", "the ELBO's reconstruction term", unit="nats"
         ),
         "kl": ResultKey("KL(q ‖ p)", ".3f", "the ELBO's KL term", unit="nats"),
+        "elbo_sampler": ResultKey(
+            "ELBO (sampler)", ".3f", "VAE: the ELBO with p(z) the ex-post sampler (gmm)", "nats"
+        ),
+        "neg_elbo_sampler": ResultKey(
+            "−ELBO (sampler)", ".3f", "VAE: minus the ELBO under the ex-post sampler", "nats"
+        ),
+        "kl_sampler": ResultKey(
+            "KL(q ‖ sampler)", ".3f", "VAE: KL to the ex-post sampler (one draw)", "nats"
+        ),
+        "log_likelihood_sampler": ResultKey(
+            "log p(x) (sampler)",
+            ".3f",
+            "VAE: IWAE log-likelihood under the ex-post sampler",
+            unit="nats",
+            stderr="log_likelihood_sampler_stderr",
+        ),
+        "log_likelihood_sampler_stderr": ResultKey(
+            "", ".3f", "standard error of log_likelihood_sampler", "nats"
+        ),
         "iwae_k": ResultKey("importance samples k", ",", "k of the IWAE estimate"),
         "iwae_stderr": ResultKey("IWAE error", ".3f", "VAE: Monte Carlo error of the IWAE", "nats"),
         "active_units": ResultKey(
@@ -274,10 +298,23 @@ class VAE(Trainable):
         return self.encoder(x).chunk(2, dim=1)[0]
 
     @property
+    def training_prior(self) -> BaseMeasure:
+        """The prior p(z) the model was trained with and its likelihood is scored under: N(0, I_k)
+        (for ``prior="gmm"`` too: the mixture is only a sampler)."""
+        return StandardNormal(self.latent)
+
+    @property
+    def has_sampler(self) -> bool:
+        """Whether the model samples from an ex-post sampler (``prior="gmm"``) rather than from
+        :attr:`training_prior`."""
+        return self.config.prior == "gmm"
+
+    @property
     def latent_measure(self) -> BaseMeasure:
-        """The prior p(z) of z: N(0, I_k), or the fitted Gaussian mixture (``prior="gmm"``)."""
-        if self.config.prior == "normal":
-            return StandardNormal(self.latent)
+        """The measure z is drawn from to sample: :attr:`training_prior`, or the Gaussian mixture
+        fitted to the codes (``prior="gmm"``, the sampler)."""
+        if not self.has_sampler:
+            return self.training_prior
         mixture = GaussianMixture(
             self.prior_weights.cpu(), self.prior_means.cpu(), self.prior_covariances.cpu()
         )
@@ -387,29 +424,40 @@ class VAE(Trainable):
 
     @torch.no_grad()
     def elbo(
-        self, x: Tensor, *, generator: torch.Generator | None = None, batch_size: int = 1000
+        self,
+        x: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        batch_size: int = 1000,
+        sampler: bool = False,
     ) -> dict[str, Tensor]:
         """Return the per-example ELBO in nats and its two terms, each (n,), for x (n, d).
 
-        ELBO(x) = E_q[log p(x | z)] − KL(q(z | x) ‖ p(z)), the expectation estimated with
-        one reparameterised draw, every normalising constant included; the KL is in closed form
-        for p(z) = N(0, I), and estimated from the same draw, log q(z | x) − log p(z), for the
-        ``gmm`` prior.
+        ELBO(x) = E_q[log p(x | z)] − KL(q(z | x) ‖ p(z)) with p(z) the
+        :attr:`training_prior`, the expectation estimated with one reparameterised draw, every
+        normalising constant included; the KL in closed form for N(0, I). With ``sampler`` and
+        an ex-post sampler (:attr:`has_sampler`), also ``elbo_sampler`` and ``kl_sampler``: the
+        same with p(z) the sampler, its KL estimated from the same draw as
+        log q(z | x) − log p(z).
         """
         check_rows(x, "x", dim=self.dim)
-        prior = self.latent_measure if self.config.prior != "normal" else None
-        parts: dict[str, list[Tensor]] = {"elbo": [], "log_px_given_z": [], "kl": []}
+        priors = {"": None}
+        if sampler and self.has_sampler:
+            priors["_sampler"] = self.latent_measure
+        parts: dict[str, list[Tensor]] = {}
         for xb in x.split(batch_size):
             mu, logvar = self.posterior(xb)
             z = self.reparameterize(mu, logvar, generator=generator)
             log_px_z = -self._nll(xb, self.decoder(z))
-            if prior is None:
-                kl = gaussian_kl_terms(mu, logvar).sum(1)
-            else:
-                kl = posterior_log_prob(standardise(z, mu, logvar), logvar) - prior.log_prob(z)
-            parts["elbo"].append(log_px_z - kl)
-            parts["log_px_given_z"].append(log_px_z)
-            parts["kl"].append(kl)
+            parts.setdefault("log_px_given_z", []).append(log_px_z)
+            for suffix, prior in priors.items():
+                if prior is None:
+                    kl = gaussian_kl_terms(mu, logvar).sum(1)
+                else:
+                    log_qz = posterior_log_prob(standardise(z, mu, logvar), logvar)
+                    kl = log_qz - prior.log_prob(z)
+                parts.setdefault(f"elbo{suffix}", []).append(log_px_z - kl)
+                parts.setdefault(f"kl{suffix}", []).append(kl)
         return {k: torch.cat(v) for k, v in parts.items()}
 
     @torch.no_grad()
@@ -421,18 +469,23 @@ class VAE(Trainable):
         generator: torch.Generator | None = None,
         batch_size: int = 100,
         max_elements: int = 2**24,
+        sampler: bool = False,
     ) -> LogLikelihood:
         """Return the importance-weighted estimate log (1/k) Σ_j p(x, z_j)/q(z_j | x), z_j ~ q.
 
-        Per example, with its Monte Carlo standard error. Memory stays bounded: rows go
-        ``batch_size`` at a time and samples in chunks of at most ``max_elements`` decoder
-        outputs; weights are combined with running log-sum-exp sums. The estimate never
-        exceeds log p(x) in expectation and rises to it as k grows (Burda et al., 2016).
+        Per example (n,) for x (n, d), with its Monte Carlo standard error; p(z) the
+        :attr:`training_prior`, or with ``sampler`` the measure samples are drawn from
+        (:attr:`latent_measure`). Memory stays bounded: rows go ``batch_size`` at a time and
+        samples in chunks of at most ``max_elements`` decoder outputs; weights are combined with
+        running log-sum-exp sums. The estimate never exceeds log p(x) in expectation and rises
+        to it as k grows (Burda et al., 2016).
         """
         check_rows(x, "x", dim=self.dim)
+        prior = self.latent_measure if sampler else self.training_prior
         return iwae_log_likelihood(
-            self, x, k, generator=generator, batch_size=batch_size, max_elements=max_elements
-        )
+            self, x, k, prior=prior, generator=generator, batch_size=batch_size,
+            max_elements=max_elements,
+        )  # fmt: skip
 
     likelihood_kind = LOWER_BOUND  # type: ignore[assignment]  # IWAE bounds log p(x) below
 
@@ -452,10 +505,13 @@ class VAE(Trainable):
         log-likelihood with ``iwae_k`` importance samples (summarised over rows as every
         likelihood is, :func:`~pushforward.measures.likelihood_summary`, with its Monte Carlo
         standard error beside), bits per dimension, and the latent diagnostics, for x (n, d);
-        nats per example."""
+        nats per example. The likelihoods are under the :attr:`training_prior`; with an ex-post
+        sampler, the ELBO, KL and IWAE likelihood under the sampler are beside, their keys ending
+        ``_sampler`` (from the same draws)."""
         out = super().evaluate(x, generator=generator)
-        e = self.elbo(x, generator=generator)
-        ll = self.log_likelihood(x, k=iwae_k, generator=generator)
+        e = self.elbo(x, generator=generator, sampler=True)
+        priors = [self.training_prior] + ([self.latent_measure] if self.has_sampler else [])
+        ll, *ll_sampler = iwae_log_likelihoods(self, x, iwae_k, priors, generator=generator)
         out.update(
             elbo=float(e["elbo"].mean()),
             neg_elbo=-float(e["elbo"].mean()),
@@ -465,6 +521,15 @@ class VAE(Trainable):
             iwae_stderr=ll.mean_stderr,
             **likelihood_summary(ll.log_px, dim=self.dim, exact=False),
         )
+        if ll_sampler:
+            summary = likelihood_summary(ll_sampler[0].log_px, dim=self.dim, exact=False)
+            out.update(
+                elbo_sampler=float(e["elbo_sampler"].mean()),
+                neg_elbo_sampler=-float(e["elbo_sampler"].mean()),
+                kl_sampler=float(e["kl_sampler"].mean()),
+                log_likelihood_sampler=summary["log_likelihood"],
+                log_likelihood_sampler_stderr=summary["log_likelihood_stderr"],
+            )
         diagnostics = self.diagnostics(x, generator=generator)
         out.update({k: v for k, v in diagnostics.items() if k != "posterior_collapse"})
         return out
