@@ -436,8 +436,8 @@ def test_the_prior_defaults_by_data_kind_and_old_runs_keep_n01():
     few = dataclasses.replace(digits, x=digits.x[:20], labels=digits.labels[:20])
     small = VAEConfig(latent=2).build(few)
     assert small.config.prior_components == 20  # never more components than rows
-    with pytest.raises(ConfigError, match="unknown prior 'flow'"):
-        VAE(VAEConfig(dim=4, latent=2, prior="flow"))
+    with pytest.raises(ConfigError, match="unknown prior 'bogus'"):
+        VAE(VAEConfig(dim=4, latent=2, prior="bogus"))
     with pytest.raises(ConfigError, match="prior_components = 0"):
         VAE(VAEConfig(dim=4, latent=2, prior="gmm", prior_components=0))
 
@@ -477,3 +477,64 @@ def test_a_vae_keeps_its_config_and_reads_what_earlier_releases_stored():
         VAE(VAEConfig(latent=2))
     with pytest.raises(ConfigError, match="unknown setting 'width'"):
         VAEConfig.from_stored({**stored, "width": 3})
+
+
+@pytest.mark.parametrize("prior", ["vamp", "flow"])
+def test_a_trained_prior_is_the_prior_of_the_elbo_the_iwae_and_the_samples(prior):
+    """A VampPrior is (1/K) Σ_k q(z | u_k) (MixtureSameFamily of the posteriors at the
+    pseudo-inputs); a flow prior is zuko's flow. Either is the prior of training (its parameters
+    get gradients, the KL from the same draw: no hand-written step), of the ELBO and the IWAE
+    (independent computations), and of sampling."""
+    from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
+
+    x = grid25().sample(200, generator=gen(0))
+    with seeded(0):
+        vae = VAE(VAEConfig(dim=2, latent=2, loss="gaussian", sigma=0.3, learn_sigma=True,
+                            prior=prior, prior_components=7, hidden=[16]))  # fmt: skip
+    vae.prepare(x)
+    assert vae.prior_is_trained and not vae.has_sampler
+    with torch.no_grad():
+        mu, logvar = vae.posterior(x[:30])
+        std = (0.5 * logvar).exp()
+        if prior == "vamp":
+            torch.testing.assert_close(
+                vae.prior_net.pseudo_inputs, x[torch.randperm(200, generator=gen(0))[:7]]
+            )
+            m, lv = vae.posterior(vae.prior_net.pseudo_inputs)
+            p_z = MixtureSameFamily(Categorical(logits=torch.zeros(7)),
+                                    Independent(Normal(m, (0.5 * lv).exp()), 1))  # fmt: skip
+        else:
+            p_z = vae.prior_net.flow()
+        q = Independent(Normal(mu, std), 1)
+        z = mu + std * torch.randn(30, 2, generator=gen(3))
+        log_px_z = Independent(Normal(vae.decoder(z), vae.log_scale.exp()), 1).log_prob(x[:30])
+        e = vae.elbo(x[:30], generator=gen(3))
+        torch.testing.assert_close(e["kl"], q.log_prob(z) - p_z.log_prob(z), atol=1e-4, rtol=1e-4)
+        want = log_px_z + p_z.log_prob(z) - q.log_prob(z)
+        torch.testing.assert_close(e["elbo"], want, atol=1e-4, rtol=1e-4)
+        k = 8
+        zs = mu + std * torch.randn(k, 30, 2, generator=gen(4))
+        lw = (Independent(Normal(vae.decoder(zs), vae.log_scale.exp()), 1).log_prob(x[:30])
+              + p_z.log_prob(zs) - q.log_prob(zs))  # fmt: skip
+        ll = vae.log_likelihood(x[:30], k=k, generator=gen(4))
+        torch.testing.assert_close(ll.log_px.float(), torch.logsumexp(lw, 0) - math.log(k),
+                                   atol=1e-4, rtol=1e-4)  # fmt: skip
+        z = vae.latent_measure.sample(5, generator=gen(5))
+        torch.testing.assert_close(vae.sample(5, generator=gen(5)), vae.decode(z))
+        z = vae.latent_measure.sample(4000, generator=gen(5))
+    # the draws follow p(z): their mean log-density is p's entropy's negative, by p's own draws
+    with torch.no_grad(), seeded(8):  # torch.distributions draw from the global generator
+        lp = vae.training_prior.log_prob(z)
+        ref = p_z.log_prob(p_z.sample((4000,)))
+    assert abs(float(lp.mean() - ref.mean())) < 5 * float(ref.std()) / math.sqrt(2000)
+    assert vae.manual_gradients(x[:64], generator=gen(6)) is None  # autograd: a sampled KL
+    terms = vae.loss(x[:64], generator=gen(6))
+    terms["loss"].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in vae.prior_net.parameters())
+    again = VAE.from_config(vae.get_config())
+    again.load_state_dict(vae.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(again.elbo(x, generator=gen(7))["elbo"],
+                                   vae.elbo(x, generator=gen(7))["elbo"])  # fmt: skip
+    with pytest.raises(ConfigError, match="free_bits"):
+        VAE(VAEConfig(dim=2, latent=2, prior=prior, free_bits=0.5))

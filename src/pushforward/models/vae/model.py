@@ -22,7 +22,10 @@ g#p(z) (:meth:`VAE.as_pushforward`), by the ``prior`` setting:
 * ``prior="gmm"``: trained with and scored under N(0, I), sampled from a Gaussian mixture fitted
   to the codes after training (:mod:`~pushforward.models.vae.prior`): an ex-post *sampler*
   (Pythae's ``GaussianMixtureSampler``), not the prior of the likelihood. :meth:`VAE.evaluate`
-  reports the likelihood under the sampler beside, in keys ending ``_sampler``.
+  reports the likelihood under the sampler beside, in keys ending ``_sampler``;
+* ``prior="vamp"`` or ``"flow"``: a prior trained jointly with the nets
+  (:mod:`~pushforward.models.vae.trained_prior`), so trained with, scored under and sampled from
+  that prior; step 4's KL is then estimated from the draw zᵢ, log q(zᵢ | xᵢ) − log p(zᵢ).
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ from pushforward.models.vae.prior import (
     fit_rows,
     standard_mixture,
 )
+from pushforward.models.vae.trained_prior import TRAINED_PRIORS, TrainedPriorMeasure
 from pushforward.nets import (
     ACTIVATIONS,
     CONV_WIDTHS,
@@ -135,13 +139,15 @@ class VAEConfig(NetSettings):
     kl_warmup: float = setting(10.0, "KL warm-up (or cycle) length in epochs", above=0)
     free_bits: float = setting(0.0, "free bits per latent dimension, in nats", minimum=0)
     prior: str | None = setting(
-        None, "prior p(z) to sample from: normal (N(0, I)) or gmm (a Gaussian mixture fitted to "
-        "the codes after training; default: gmm on images, normal on points)", choices=PRIORS,
+        None, "prior p(z): normal (N(0, I)), gmm (trained with N(0, I), sampled from a Gaussian "
+        "mixture fitted to the codes after training), vamp (VampPrior) or flow (a spline flow), "
+        "both trained with the nets (default: gmm on images, normal on points)", choices=PRIORS,
         what="prior",
     )  # fmt: skip
     prior_components: int = setting(
-        50, "components of the gmm prior", minimum=1, maximum=MAX_PRIOR_COMPONENTS
-    )
+        50, "components of the gmm sampler, or pseudo-inputs of the vamp prior", minimum=1,
+        maximum=MAX_PRIOR_COMPONENTS,
+    )  # fmt: skip
     image_shape: tuple[int, int] | None = setting(
         None, "(h, w) of image data (conv nets, figures)", minimum=1, derived=True
     )
@@ -164,6 +170,11 @@ class VAEConfig(NetSettings):
         return {**super().kind_defaults(kind), "prior": "gmm" if kind == "images" else "normal"}
 
     def check(self) -> None:
+        if self.free_bits > 0 and self.prior in TRAINED_PRIORS:
+            raise ConfigError(
+                f"free_bits apply to the KL per latent unit to N(0, I), which prior "
+                f"{self.prior!r} has not; use free_bits = 0 or prior 'normal' or 'gmm'"
+            )
         if (self.sigma is not None or self.learn_sigma) and self.loss is not None:
             if not LIKELIHOODS[self.loss].trains_on_nll:
                 raise ConfigError(
@@ -264,6 +275,8 @@ class VAE(Trainable):
             mixture = standard_mixture(config.prior_components, k)
             for name, tensor in zip(PRIOR_BUFFERS, mixture, strict=True):
                 self.register_buffer(name, tensor)
+        if self.prior_is_trained:
+            self.prior_net = TRAINED_PRIORS[config.prior](config.prior_components, config.dim, k)
         # one encoder with a fused (μ, ξ) head: (B, d) → (B, 2k)
         self.encoder = build_encoder(self.net, config.dim, 2 * k, image_shape)
         self.decoder = build_decoder(self.net, k, config.dim, image_shape)
@@ -298,10 +311,23 @@ class VAE(Trainable):
         return self.encoder(x).chunk(2, dim=1)[0]
 
     @property
+    def prior_is_trained(self) -> bool:
+        """Whether p(z) is trained with the nets (``prior="vamp"`` or ``"flow"``)."""
+        return self.config.prior in TRAINED_PRIORS
+
+    @property
     def training_prior(self) -> BaseMeasure:
         """The prior p(z) the model was trained with and its likelihood is scored under: N(0, I_k)
-        (for ``prior="gmm"`` too: the mixture is only a sampler)."""
+        (for ``prior="gmm"`` too: the mixture is only a sampler), or the trained prior."""
+        if self.prior_is_trained:
+            return TrainedPriorMeasure(self.prior_net, self.posterior, self.latent)
         return StandardNormal(self.latent)
+
+    def prepare(self, x: Tensor) -> None:
+        """Start a trained prior from the training data x (n, d) (the VampPrior's pseudo-inputs
+        at training rows); nothing for the others."""
+        if self.prior_is_trained:
+            self.prior_net.prepare(x)
 
     @property
     def has_sampler(self) -> bool:
@@ -391,8 +417,10 @@ class VAE(Trainable):
     def manual_gradients(
         self, x: Tensor, *, generator: torch.Generator | None = None, epoch: float | None = None
     ) -> tuple[dict[str, Tensor], list[tuple[Tensor, Tensor]]] | None:
-        # a subclass that changes the loss or a piece of it trains through autograd
-        if not (self.fused_step and _plain_loss(type(self)) and fusable(self, x)):
+        # a subclass that changes the loss or a piece of it trains through autograd, and so does a
+        # trained prior, whose KL is not the closed form written out by hand
+        fused = self.fused_step and not self.prior_is_trained and _plain_loss(type(self))
+        if not (fused and fusable(self, x)):
             return None
         # the draw reparameterize makes in the autograd loss: the run's random stream is the same
         shape = (x.shape[0], self.latent)
@@ -413,12 +441,20 @@ class VAE(Trainable):
             rec = self._nll(x, out).mean()
         else:
             rec = reconstruction(self.likelihood.family, x, out).mean()
+        lam = self.current_kl_weight(epoch)
+        if self.prior_is_trained:  # from the same draw: log q(z | x) − log p(z)
+            kl = self._sampled_kl(z, mu, logvar, self.training_prior).mean()
+            return {"loss": rec + lam * kl, "reconstruction": rec, "kl": kl}
         kl_dims = gaussian_kl_terms(mu, logvar).mean(0)  # (k,) batch-mean KL per dimension
         kl = kl_dims.sum()
         free_bits = self.config.free_bits
         kl_penalty = kl_dims.clamp_min(free_bits).sum() if free_bits > 0 else kl
-        lam = self.current_kl_weight(epoch)
         return {"loss": rec + lam * kl_penalty, "reconstruction": rec, "kl": kl}
+
+    @staticmethod
+    def _sampled_kl(z: Tensor, mu: Tensor, logvar: Tensor, prior: BaseMeasure) -> Tensor:
+        """Return log q(z | x) − log p(z) (n,) at the draws z (n, k) of q = N(μ, e^ξ)."""
+        return posterior_log_prob(standardise(z, mu, logvar), logvar) - prior.log_prob(z)
 
     # --- the MLE view ------------------------------------------------------------------------
 
@@ -435,13 +471,14 @@ class VAE(Trainable):
 
         ELBO(x) = E_q[log p(x | z)] − KL(q(z | x) ‖ p(z)) with p(z) the
         :attr:`training_prior`, the expectation estimated with one reparameterised draw, every
-        normalising constant included; the KL in closed form for N(0, I). With ``sampler`` and
+        normalising constant included; the KL in closed form for N(0, I), estimated from the
+        same draw as log q(z | x) − log p(z) for a trained prior. With ``sampler`` and
         an ex-post sampler (:attr:`has_sampler`), also ``elbo_sampler`` and ``kl_sampler``: the
         same with p(z) the sampler, its KL estimated from the same draw as
         log q(z | x) − log p(z).
         """
         check_rows(x, "x", dim=self.dim)
-        priors = {"": None}
+        priors = {"": self.training_prior if self.prior_is_trained else None}
         if sampler and self.has_sampler:
             priors["_sampler"] = self.latent_measure
         parts: dict[str, list[Tensor]] = {}
@@ -454,8 +491,7 @@ class VAE(Trainable):
                 if prior is None:
                     kl = gaussian_kl_terms(mu, logvar).sum(1)
                 else:
-                    log_qz = posterior_log_prob(standardise(z, mu, logvar), logvar)
-                    kl = log_qz - prior.log_prob(z)
+                    kl = self._sampled_kl(z, mu, logvar, prior)
                 parts.setdefault(f"elbo{suffix}", []).append(log_px_z - kl)
                 parts.setdefault(f"kl{suffix}", []).append(kl)
         return {k: torch.cat(v) for k, v in parts.items()}

@@ -33,7 +33,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-PRIORS = ("normal", "gmm")
+PRIORS = ("normal", "gmm", "vamp", "flow")
 """The priors p(z) a VAE can sample from (see :mod:`pushforward.models.vae.model`)."""
 MAX_PRIOR_COMPONENTS = 1000
 PRIOR_FIT_ROWS = 20_000
