@@ -429,7 +429,14 @@ def test_the_prior_defaults_by_data_kind_and_old_runs_keep_n01():
     from pushforward.models.vae import VAEConfig
 
     assert VAEConfig().resolve("images").prior == "gmm"
-    assert VAEConfig().resolve("points").prior == "normal"
+    points = VAEConfig().resolve("points")
+    assert (points.prior, points.hidden) == ("vamp", [256, 256])  # RECOMMENDED_POINTS
+    assert VAEConfig(prior="normal", hidden=[8]).resolve("points").prior == "normal"
+    from pushforward.models.registry import MODELS
+
+    train = MODELS["vae"].train_defaults_for("points")
+    assert (train["epochs"], train["lr_schedule"], train["lr"]) == (60, "cosine", 3e-3)
+    assert "epochs" not in MODELS["vae"].train_defaults_for("images")
     assert VAEConfig(prior="normal").resolve("images").prior == "normal"
     assert VAEConfig.stored_defaults() == {"prior": "normal"}
     digits = load_data("digits")

@@ -30,6 +30,7 @@ g#p(z) (:meth:`VAE.as_pushforward`), by the ``prior`` setting:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
@@ -86,7 +87,7 @@ from pushforward.nets import (
 from pushforward.nets.losses import output_activation
 from pushforward.train import Optimization, Trainable
 
-__all__ = ["VAE", "VAEConfig"]
+__all__ = ["RECOMMENDED_POINTS", "VAE", "VAEConfig"]
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,15 @@ def _plain_loss(cls: type) -> bool:
 
 def _in_unit_interval(x: Tensor) -> bool:
     return bool(x.min() >= 0) and bool(x.max() <= 1)
+
+
+RECOMMENDED_POINTS: dict[str, dict[str, Any]] = {
+    "model": {"prior": "vamp", "hidden": [256, 256]},
+    "train": {"epochs": 60, "lr_schedule": "cosine"},
+}
+"""The benchmarked setting on points (ring8 and grid25, ``benchmarks/fidelity.py``; BENCHMARKS.md,
+"The VAE on points", has what each lever gave): a VampPrior, two hidden layers of 256, 60 epochs
+with the learning rate decaying to 0 on a cosine."""
 
 
 @dataclass
@@ -123,8 +133,8 @@ class VAEConfig(NetSettings):
         "[0, 1], else gaussian with learned σ)", choices=LIKELIHOODS, what="reconstruction loss",
     )  # fmt: skip
     hidden: list[int] | None = setting(
-        None, "hidden widths, e.g. 512,256 (default 512; conv: channel counts, default "
-        + ",".join(map(str, CONV_WIDTHS)) + ")", minimum=1, maximum=MAX_WIDTH,
+        None, "hidden widths, e.g. 512,256 (default 512, on points 256,256; conv: channel "
+        "counts, default " + ",".join(map(str, CONV_WIDTHS)) + ")", minimum=1, maximum=MAX_WIDTH,
     )  # fmt: skip
     activation: str = setting(
         "silu", "relu, elu, gelu, silu, tanh, ...", choices=ACTIVATIONS, what="activation"
@@ -141,7 +151,7 @@ class VAEConfig(NetSettings):
     prior: str | None = setting(
         None, "prior p(z): normal (N(0, I)), gmm (trained with N(0, I), sampled from a Gaussian "
         "mixture fitted to the codes after training), vamp (VampPrior) or flow (a spline flow), "
-        "both trained with the nets (default: gmm on images, normal on points)", choices=PRIORS,
+        "both trained with the nets (default: gmm on images, vamp on points)", choices=PRIORS,
         what="prior",
     )  # fmt: skip
     prior_components: int = setting(
@@ -164,10 +174,12 @@ class VAEConfig(NetSettings):
         return super().from_stored({**cls.stored_defaults(), **stored})
 
     def kind_defaults(self, kind: str) -> dict[str, Any]:
-        """Return the network (:meth:`NetSettings.kind_defaults`) and the prior: the fitted
-        mixture on images, where it is measured to give much better samples (BENCHMARKS.md,
-        "Images"), N(0, I) on points."""
-        return {**super().kind_defaults(kind), "prior": "gmm" if kind == "images" else "normal"}
+        """Return the network (:meth:`NetSettings.kind_defaults`) and the prior: on images the
+        fitted mixture as the sampler, where it is measured to give much better samples
+        (BENCHMARKS.md, "Images"); on points :data:`RECOMMENDED_POINTS` (a VampPrior)."""
+        if kind == "images":
+            return {**super().kind_defaults(kind), "prior": "gmm"}
+        return {**super().kind_defaults(kind), **copy.deepcopy(RECOMMENDED_POINTS["model"])}
 
     def check(self) -> None:
         if self.free_bits > 0 and self.prior in TRAINED_PRIORS:
@@ -594,4 +606,5 @@ SPEC = ModelSpec(
     VAEConfig,
     "the variational autoencoder: encoder (μ, ξ), decoder g, loss R + λ·KL",
     train_defaults={"lr": 3e-3, "batch_size": 64, "precision": "auto"},
+    kind_train_defaults={"points": RECOMMENDED_POINTS["train"]},
 )
