@@ -96,7 +96,6 @@ class FlowPrior(nn.Module):
     def __init__(self, components: int, dim: int, latent: int):
         super().__init__()
         self.latent = latent
-        # zuko's autoregressive NSF needs k ≥ 2 to condition on anything; k = 1 is one spline
         self.flow = zuko.flows.NSF(latent, **FLOW_PRIOR)
 
     def prepare(self, x: Tensor) -> None:
