@@ -273,10 +273,11 @@ def test_a_conv_vae_takes_channel_widths_of_its_own_not_the_mlp_widths():
     assert model.get_config()["hidden"] == CONV_WIDTHS
 
 
-def test_a_mixture_prior_gives_the_linear_gaussian_marginal_likelihood():
-    """With a linear decoder x = Wz + b + σε and a one-component prior N(m, S), the model is
-    N(Wm + b, WSWᵀ + σ²I): the IWAE estimate reaches its log-density and the ELBO stays below,
-    its Monte Carlo KL averaging to the closed-form KL(q ‖ N(m, S))."""
+def test_a_mixture_sampler_gives_the_linear_gaussian_marginal_likelihood():
+    """With a linear decoder x = Wz + b + σε and a one-component sampler N(m, S), the model it
+    samples is N(Wm + b, WSWᵀ + σ²I): the IWAE estimate under the sampler reaches its log-density
+    and the sampler's ELBO stays below, its Monte Carlo KL averaging to the closed-form
+    KL(q ‖ N(m, S))."""
     from torch.distributions import MultivariateNormal, kl_divergence
 
     vae, _, x = linear_gaussian_vae()
@@ -301,18 +302,91 @@ def test_a_mixture_prior_gives_the_linear_gaussian_marginal_likelihood():
     w, b = vae.decoder[0].weight, vae.decoder[0].bias
     cov = w @ s.double() @ w.T + vae.log_scale.exp().square() * torch.eye(5, dtype=torch.float64)
     exact = MultivariateNormal(w @ m + b, covariance_matrix=cov).log_prob(x[:50])
-    ll = gmm.log_likelihood(x[:50], k=4000, generator=gen(1))
+    ll = gmm.log_likelihood(x[:50], k=4000, generator=gen(1), sampler=True)
     assert (ll.log_px - exact).abs().max() < 5 * ll.stderr.max() + 1e-3
     rows = x[:50].repeat(200, 1)
-    e = gmm.elbo(rows, generator=gen(2))
+    e = gmm.elbo(rows, generator=gen(2), sampler=True)
     mu, logvar = gmm.posterior(x[:50])
     q = MultivariateNormal(mu, covariance_matrix=torch.diag_embed(logvar.exp()))
     kl = kl_divergence(q, MultivariateNormal(m, covariance_matrix=s.double()))  # (50,)
-    mc = e["kl"].reshape(200, 50)
+    mc = e["kl_sampler"].reshape(200, 50)
     assert ((mc.mean(0) - kl).abs() < 5 * mc.std(0) / math.sqrt(200) + 1e-6).all()
-    elbo = e["elbo"].reshape(200, 50)
+    elbo = e["elbo_sampler"].reshape(200, 50)
     assert (elbo.mean(0) <= exact + 5 * elbo.std(0) / math.sqrt(200)).all()
     assert elbo.mean() < exact.mean()  # q is not this prior's exact posterior: a strict gap
+
+
+def test_a_gmm_vae_is_scored_under_n01_and_its_sampler_beside():
+    """prior="gmm" trains with N(0, I) and only samples from the fitted mixture: the ELBO and IWAE
+    that evaluate reports are those under N(0, I) (an independent computation with
+    torch.distributions, closed-form KL), the keys ending _sampler those under the mixture
+    (MixtureSameFamily), each from the same draw."""
+    from torch.distributions import (
+        Categorical,
+        Independent,
+        MixtureSameFamily,
+        MultivariateNormal,
+        Normal,
+        kl_divergence,
+    )
+
+    digits = load_data("digits")
+    x = digits.x[:300]
+    with seeded(0):
+        vae = VAE(
+            VAEConfig(
+                dim=64, latent=3, prior="gmm", prior_components=4, hidden=[32], activation="relu"
+            )
+        )
+    fit(vae, x, TrainConfig(epochs=2, batch_size=64, lr=3e-3, seed=0))
+    mixture = MixtureSameFamily(
+        Categorical(probs=vae.prior_weights),
+        MultivariateNormal(vae.prior_means, covariance_matrix=vae.prior_covariances),
+    )
+    assert vae.has_sampler
+    rows = x[:40]
+    e = vae.elbo(rows, generator=gen(5), sampler=True)
+    with torch.no_grad():
+        mu, logvar = vae.posterior(rows)
+        q = Independent(Normal(mu, (0.5 * logvar).exp()), 1)
+        z = mu + (0.5 * logvar).exp() * torch.randn(40, 3, generator=gen(5))
+        logits = vae.decoder(z)
+    log_px_z = torch.distributions.Bernoulli(logits=logits).log_prob(rows).sum(1)
+    n01 = Independent(Normal(torch.zeros(3), torch.ones(3)), 1)
+    kl = kl_divergence(q, n01)
+    torch.testing.assert_close(e["log_px_given_z"], log_px_z, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(e["kl"], kl, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(e["elbo"], log_px_z - kl, atol=1e-4, rtol=1e-5)
+    kl_mix = q.log_prob(z).double() - mixture.log_prob(z.double())
+    torch.testing.assert_close(e["kl_sampler"].double(), kl_mix, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(
+        e["elbo_sampler"].double(), log_px_z.double() - kl_mix, atol=1e-4, rtol=1e-5
+    )
+    assert not torch.allclose(e["elbo"], e["elbo_sampler"].float(), atol=0.1)  # they differ
+    assert "elbo_sampler" not in vae.elbo(rows, generator=gen(5))
+
+    # the IWAE: one set of draws, log (1/k) Σ p(x | z) p(z) / q(z | x) under each prior
+    k = 16
+    ll = vae.log_likelihood(rows, k=k, generator=gen(6))
+    ll_mix = vae.log_likelihood(rows, k=k, generator=gen(6), sampler=True)
+    with torch.no_grad():
+        eps = torch.randn(k, 40, 3, generator=gen(6))
+        zs = mu + (0.5 * logvar).exp() * eps  # (k, 40, 3)
+        lpx = torch.distributions.Bernoulli(logits=vae.decoder(zs)).log_prob(rows).sum(-1)
+    lq = q.log_prob(zs)
+    for got, log_pz in ((ll, n01.log_prob(zs)), (ll_mix, mixture.log_prob(zs.double()))):
+        want = torch.logsumexp((lpx + log_pz - lq).double(), 0) - math.log(k)
+        torch.testing.assert_close(got.log_px, want, atol=1e-4, rtol=1e-5)
+    out = vae.evaluate(rows, generator=gen(7), iwae_k=k)
+    assert out["log_likelihood"] != out["log_likelihood_sampler"]
+    assert out["neg_elbo"] == -out["elbo"] and out["neg_elbo_sampler"] == -out["elbo_sampler"]
+    assert math.isfinite(out["log_likelihood_sampler_stderr"])
+    plain = VAE.from_config({**vae.get_config(), "prior": "normal"})
+    plain.load_state_dict(vae.state_dict(), strict=False)
+    same = plain.evaluate(rows, generator=gen(7), iwae_k=k)
+    for key in ("elbo", "kl", "log_likelihood"):  # the same network under the same prior
+        assert abs(same[key] - out[key]) < 1e-4, key
+    assert "log_likelihood_sampler" not in same
 
 
 def test_finish_fits_the_mixture_prior_to_the_codes_of_the_training_data():
@@ -355,15 +429,22 @@ def test_the_prior_defaults_by_data_kind_and_old_runs_keep_n01():
     from pushforward.models.vae import VAEConfig
 
     assert VAEConfig().resolve("images").prior == "gmm"
-    assert VAEConfig().resolve("points").prior == "normal"
+    points = VAEConfig().resolve("points")
+    assert (points.prior, points.hidden) == ("vamp", [256, 256])  # RECOMMENDED_POINTS
+    assert VAEConfig(prior="normal", hidden=[8]).resolve("points").prior == "normal"
+    from pushforward.models.registry import MODELS
+
+    train = MODELS["vae"].train_defaults_for("points")
+    assert (train["epochs"], train["lr_schedule"], train["lr"]) == (60, "cosine", 3e-3)
+    assert "epochs" not in MODELS["vae"].train_defaults_for("images")
     assert VAEConfig(prior="normal").resolve("images").prior == "normal"
     assert VAEConfig.stored_defaults() == {"prior": "normal"}
     digits = load_data("digits")
     few = dataclasses.replace(digits, x=digits.x[:20], labels=digits.labels[:20])
     small = VAEConfig(latent=2).build(few)
     assert small.config.prior_components == 20  # never more components than rows
-    with pytest.raises(ConfigError, match="unknown prior 'flow'"):
-        VAE(VAEConfig(dim=4, latent=2, prior="flow"))
+    with pytest.raises(ConfigError, match="unknown prior 'bogus'"):
+        VAE(VAEConfig(dim=4, latent=2, prior="bogus"))
     with pytest.raises(ConfigError, match="prior_components = 0"):
         VAE(VAEConfig(dim=4, latent=2, prior="gmm", prior_components=0))
 
@@ -403,3 +484,64 @@ def test_a_vae_keeps_its_config_and_reads_what_earlier_releases_stored():
         VAE(VAEConfig(latent=2))
     with pytest.raises(ConfigError, match="unknown setting 'width'"):
         VAEConfig.from_stored({**stored, "width": 3})
+
+
+@pytest.mark.parametrize("prior", ["vamp", "flow"])
+def test_a_trained_prior_is_the_prior_of_the_elbo_the_iwae_and_the_samples(prior):
+    """A VampPrior is (1/K) Σ_k q(z | u_k) (MixtureSameFamily of the posteriors at the
+    pseudo-inputs); a flow prior is zuko's flow. Either is the prior of training (its parameters
+    get gradients, the KL from the same draw: no hand-written step), of the ELBO and the IWAE
+    (independent computations), and of sampling."""
+    from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
+
+    x = grid25().sample(200, generator=gen(0))
+    with seeded(0):
+        vae = VAE(VAEConfig(dim=2, latent=2, loss="gaussian", sigma=0.3, learn_sigma=True,
+                            prior=prior, prior_components=7, hidden=[16]))  # fmt: skip
+    vae.prepare(x)
+    assert vae.prior_is_trained and not vae.has_sampler
+    with torch.no_grad():
+        mu, logvar = vae.posterior(x[:30])
+        std = (0.5 * logvar).exp()
+        if prior == "vamp":
+            torch.testing.assert_close(
+                vae.prior_net.pseudo_inputs, x[torch.randperm(200, generator=gen(0))[:7]]
+            )
+            m, lv = vae.posterior(vae.prior_net.pseudo_inputs)
+            p_z = MixtureSameFamily(Categorical(logits=torch.zeros(7)),
+                                    Independent(Normal(m, (0.5 * lv).exp()), 1))  # fmt: skip
+        else:
+            p_z = vae.prior_net.flow()
+        q = Independent(Normal(mu, std), 1)
+        z = mu + std * torch.randn(30, 2, generator=gen(3))
+        log_px_z = Independent(Normal(vae.decoder(z), vae.log_scale.exp()), 1).log_prob(x[:30])
+        e = vae.elbo(x[:30], generator=gen(3))
+        torch.testing.assert_close(e["kl"], q.log_prob(z) - p_z.log_prob(z), atol=1e-4, rtol=1e-4)
+        want = log_px_z + p_z.log_prob(z) - q.log_prob(z)
+        torch.testing.assert_close(e["elbo"], want, atol=1e-4, rtol=1e-4)
+        k = 8
+        zs = mu + std * torch.randn(k, 30, 2, generator=gen(4))
+        lw = (Independent(Normal(vae.decoder(zs), vae.log_scale.exp()), 1).log_prob(x[:30])
+              + p_z.log_prob(zs) - q.log_prob(zs))  # fmt: skip
+        ll = vae.log_likelihood(x[:30], k=k, generator=gen(4))
+        torch.testing.assert_close(ll.log_px.float(), torch.logsumexp(lw, 0) - math.log(k),
+                                   atol=1e-4, rtol=1e-4)  # fmt: skip
+        z = vae.latent_measure.sample(5, generator=gen(5))
+        torch.testing.assert_close(vae.sample(5, generator=gen(5)), vae.decode(z))
+        z = vae.latent_measure.sample(4000, generator=gen(5))
+    # the draws follow p(z): their mean log-density is p's entropy's negative, by p's own draws
+    with torch.no_grad(), seeded(8):  # torch.distributions draw from the global generator
+        lp = vae.training_prior.log_prob(z)
+        ref = p_z.log_prob(p_z.sample((4000,)))
+    assert abs(float(lp.mean() - ref.mean())) < 5 * float(ref.std()) / math.sqrt(2000)
+    assert vae.manual_gradients(x[:64], generator=gen(6)) is None  # autograd: a sampled KL
+    terms = vae.loss(x[:64], generator=gen(6))
+    terms["loss"].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in vae.prior_net.parameters())
+    again = VAE.from_config(vae.get_config())
+    again.load_state_dict(vae.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(again.elbo(x, generator=gen(7))["elbo"],
+                                   vae.elbo(x, generator=gen(7))["elbo"])  # fmt: skip
+    with pytest.raises(ConfigError, match="free_bits"):
+        VAE(VAEConfig(dim=2, latent=2, prior=prior, free_bits=0.5))

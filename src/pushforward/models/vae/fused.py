@@ -22,8 +22,8 @@ sets them as the parameters' ``.grad`` and steps the optimiser: no autograd grap
 (nor are module or gradient hooks run: a hooked model takes autograd).
 The noise ε is drawn from the run's generator where the autograd loss draws it, so a run takes
 the same random numbers either way, and the two agree to rounding (the tests compare every
-gradient with autograd's). Conv nets, free bits, autocast, torchrun and subclasses that change
-the loss take autograd.
+gradient with autograd's). Conv nets, free bits, trained priors, autocast, torchrun and subclasses
+that change the loss take autograd.
 """
 
 from __future__ import annotations

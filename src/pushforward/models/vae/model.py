@@ -13,25 +13,31 @@ negative ELBO in nats; :meth:`VAE.elbo` and :meth:`VAE.log_likelihood` always re
 quantities, with every normalising constant. Every term is summed over data dimensions and averaged
 over examples; nothing is ever averaged over dimensions.
 
-The generative model is the pushforward g#p(z) (:meth:`VAE.as_pushforward`) with p(z) the prior:
+The model is scored under the prior it was trained with (the MLE view): :meth:`VAE.elbo`,
+:meth:`VAE.log_likelihood` and :meth:`VAE.evaluate` bound log p(x) = log ∫ p(x | z) p(z) dz with
+p(z) = :attr:`VAE.training_prior`. It samples from :attr:`VAE.latent_measure`, the pushforward
+g#p(z) (:meth:`VAE.as_pushforward`), by the ``prior`` setting:
 
-* ``prior="normal"``: p(z) = N(0, I), the lecture's;
-* ``prior="gmm"``: a Gaussian mixture fitted to the codes after training
-  (:mod:`~pushforward.models.vae.prior`).
+* ``prior="normal"``: trained with, scored under and sampled from N(0, I), the lecture's;
+* ``prior="gmm"``: trained with and scored under N(0, I), sampled from a Gaussian mixture fitted
+  to the codes after training (:mod:`~pushforward.models.vae.prior`): an ex-post *sampler*
+  (Pythae's ``GaussianMixtureSampler``), not the prior of the likelihood. :meth:`VAE.evaluate`
+  reports the likelihood under the sampler beside, in keys ending ``_sampler``;
+* ``prior="vamp"`` or ``"flow"``: a prior trained jointly with the nets
+  (:mod:`~pushforward.models.vae.trained_prior`), so trained with, scored under and sampled from
+  that prior; step 4's KL is then estimated from the draw zᵢ, log q(zᵢ | xᵢ) − log p(zᵢ).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from pushforward.core import LOWER_BOUND, ConfigError, ModelSpec, ResultKey, check_rows, setting
+from pushforward.core import LOWER_BOUND, ModelSpec, ResultKey, check_rows
 from pushforward.data import GaussianMixture
 from pushforward.measures import (
     BaseMeasure,
@@ -41,8 +47,9 @@ from pushforward.measures import (
     draw,
     likelihood_summary,
 )
+from pushforward.models.vae.config import RECOMMENDED_POINTS, VAEConfig
 from pushforward.models.vae.fused import fusable, vae_loss_and_gradients
-from pushforward.models.vae.iwae import LogLikelihood, iwae_log_likelihood
+from pushforward.models.vae.iwae import LogLikelihood, iwae_log_likelihood, iwae_log_likelihoods
 from pushforward.models.vae.likelihoods import KL_SCHEDULES, LIKELIHOODS
 from pushforward.models.vae.posterior import (
     LOGVAR_RANGE,
@@ -51,20 +58,14 @@ from pushforward.models.vae.posterior import (
     standardise,
 )
 from pushforward.models.vae.prior import (
-    MAX_PRIOR_COMPONENTS,
     PRIOR_BUFFERS,
-    PRIORS,
     fit_mixture_prior,
     fit_rows,
     standard_mixture,
 )
+from pushforward.models.vae.trained_prior import TRAINED_PRIORS, TrainedPriorMeasure
 from pushforward.nets import (
-    ACTIVATIONS,
-    CONV_WIDTHS,
-    MAX_LATENT,
-    MAX_WIDTH,
     NetConfig,
-    NetSettings,
     build_decoder,
     build_encoder,
     check_sizes,
@@ -89,114 +90,6 @@ def _plain_loss(cls: type) -> bool:
     return all(getattr(cls, name) is getattr(VAE, name) for name in _LOSS_PARTS)
 
 
-def _in_unit_interval(x: Tensor) -> bool:
-    return bool(x.min() >= 0) and bool(x.max() <= 1)
-
-
-@dataclass
-class VAEConfig(NetSettings):
-    """Settings of a :class:`VAE` (``pushforward fit vae``), the benchmarked defaults
-    (BENCHMARKS.md, "VAE quality"); :meth:`build` fills ``dim``, ``image_shape`` and the loss,
-    σ and prior left open from the data.
-
-    ``kl_schedule``: ``constant``, ``linear`` (warm up from 0 over ``kl_warmup`` epochs) or
-    ``cyclical`` (that warm-up every ``kl_warmup`` epochs, ramping over its first half);
-    ``free_bits``: the batch-mean KL per latent unit below which it is not penalised (Kingma et
-    al., 2016; reported KL terms are always the true ones).
-    """
-
-    mlp_widths = (512,)
-
-    dim: int | None = setting(None, "data dimension d", minimum=1, derived=True)
-    latent: int = setting(2, "latent dimension k", minimum=1, maximum=MAX_LATENT)
-    loss: str | None = setting(
-        None, "reconstruction term: bce, l2, l1, gaussian, laplace (default: bce for data in "
-        "[0, 1], else gaussian with learned σ)", choices=LIKELIHOODS, what="reconstruction loss",
-    )  # fmt: skip
-    hidden: list[int] | None = setting(
-        None, "hidden widths, e.g. 512,256 (default 512; conv: channel counts, default "
-        + ",".join(map(str, CONV_WIDTHS)) + ")", minimum=1, maximum=MAX_WIDTH,
-    )  # fmt: skip
-    activation: str = setting(
-        "silu", "relu, elu, gelu, silu, tanh, ...", choices=ACTIVATIONS, what="activation"
-    )
-    sigma: float | None = setting(None, "σ (or b) of the gaussian/laplace likelihood", above=0)
-    learn_sigma: bool = setting(False, "learn σ per data dimension (gaussian/laplace)")
-    kl_weight: float = setting(1.0, "λ, the weight of the KL term", minimum=0)
-    kl_schedule: str = setting(
-        "constant", "constant, linear (warm-up) or cyclical", choices=KL_SCHEDULES,
-        what="KL schedule",
-    )  # fmt: skip
-    kl_warmup: float = setting(10.0, "KL warm-up (or cycle) length in epochs", above=0)
-    free_bits: float = setting(0.0, "free bits per latent dimension, in nats", minimum=0)
-    prior: str | None = setting(
-        None, "prior p(z) to sample from: normal (N(0, I)) or gmm (a Gaussian mixture fitted to "
-        "the codes after training; default: gmm on images, normal on points)", choices=PRIORS,
-        what="prior",
-    )  # fmt: skip
-    prior_components: int = setting(
-        50, "components of the gmm prior", minimum=1, maximum=MAX_PRIOR_COMPONENTS
-    )
-    image_shape: tuple[int, int] | None = setting(
-        None, "(h, w) of image data (conv nets, figures)", minimum=1, derived=True
-    )
-
-    @classmethod
-    def stored_defaults(cls) -> dict[str, Any]:
-        """Runs stored before the prior existed sampled from N(0, I)."""
-        return {"prior": "normal"}
-
-    @classmethod
-    def from_stored(cls, stored: Any) -> VAEConfig:
-        """Return the config a stored ``model.config`` describes: this class's dict, or what
-        earlier releases wrote (the network as a nested dict; format 1 without a prior)."""
-        return super().from_stored({**cls.stored_defaults(), **stored})
-
-    def kind_defaults(self, kind: str) -> dict[str, Any]:
-        """Return the network (:meth:`NetSettings.kind_defaults`) and the prior: the fitted
-        mixture on images, where it is measured to give much better samples (BENCHMARKS.md,
-        "Images"), N(0, I) on points."""
-        return {**super().kind_defaults(kind), "prior": "gmm" if kind == "images" else "normal"}
-
-    def check(self) -> None:
-        if (self.sigma is not None or self.learn_sigma) and self.loss is not None:
-            if not LIKELIHOODS[self.loss].trains_on_nll:
-                raise ConfigError(
-                    f"sigma and learn_sigma apply to the 'gaussian' and 'laplace' losses, "
-                    f"not {self.loss!r}"
-                )
-
-    def filled(self) -> VAEConfig:
-        """Return a copy with the settings left open that do not depend on the data filled with
-        the lecture's: the Bernoulli likelihood ``bce``, the prior N(0, I), an MLP of the
-        model's widths."""
-        net = self.net_config()
-        fill = {"loss": self.loss or "bce", "prior": self.prior or "normal"}
-        return dataclasses.replace(self, **fill, net=net["kind"], hidden=net["hidden"])
-
-    def for_data(self, ds: Any) -> VAEConfig:
-        """Return a copy filled for the data set ``ds``: its dimension and image shape, the
-        kind's defaults, and, left open, the likelihood (Bernoulli for data in [0, 1], else a
-        Gaussian of learned σ started at a tenth of the data's spread) and the prior."""
-        cfg = self.resolve(ds.kind)
-        loss = cfg.loss or ("bce" if _in_unit_interval(ds.x) else "gaussian")
-        learn_sigma = cfg.learn_sigma or (
-            cfg.loss is None and loss == "gaussian" and cfg.sigma is None
-        )
-        sigma = cfg.sigma
-        if sigma is None and learn_sigma:
-            # started at 1, a Gaussian of learned σ explains low-dimensional data (ring8,
-            # grid25) before the latent does, and the posterior collapses onto the prior
-            sigma = 0.1 * max(float(ds.x.std(0).mean()), 1e-3)
-        return dataclasses.replace(
-            cfg, dim=ds.dim, image_shape=ds.image_shape, loss=loss, sigma=sigma,
-            learn_sigma=learn_sigma, prior_components=min(cfg.prior_components, ds.x.shape[0]),
-        )  # fmt: skip
-
-    def build(self, ds: Any) -> VAE:
-        return VAE(self.for_data(ds))
-
-
 class VAE(Trainable):
     """Variational autoencoder: encoder f (B, d) → (μ, ξ) each (B, k), decoder g (B, k) → (B, d).
 
@@ -214,6 +107,25 @@ class VAE(Trainable):
             "E_q log p(x | z)", ".3f", "the ELBO's reconstruction term", unit="nats"
         ),
         "kl": ResultKey("KL(q ‖ p)", ".3f", "the ELBO's KL term", unit="nats"),
+        "elbo_sampler": ResultKey(
+            "ELBO (sampler)", ".3f", "VAE: the ELBO with p(z) the ex-post sampler (gmm)", "nats"
+        ),
+        "neg_elbo_sampler": ResultKey(
+            "−ELBO (sampler)", ".3f", "VAE: minus the ELBO under the ex-post sampler", "nats"
+        ),
+        "kl_sampler": ResultKey(
+            "KL(q ‖ sampler)", ".3f", "VAE: KL to the ex-post sampler (one draw)", "nats"
+        ),
+        "log_likelihood_sampler": ResultKey(
+            "log p(x) (sampler)",
+            ".3f",
+            "VAE: IWAE log-likelihood under the ex-post sampler",
+            unit="nats",
+            stderr="log_likelihood_sampler_stderr",
+        ),
+        "log_likelihood_sampler_stderr": ResultKey(
+            "", ".3f", "standard error of log_likelihood_sampler", "nats"
+        ),
         "iwae_k": ResultKey("importance samples k", ",", "k of the IWAE estimate"),
         "iwae_stderr": ResultKey("IWAE error", ".3f", "VAE: Monte Carlo error of the IWAE", "nats"),
         "active_units": ResultKey(
@@ -240,6 +152,8 @@ class VAE(Trainable):
             mixture = standard_mixture(config.prior_components, k)
             for name, tensor in zip(PRIOR_BUFFERS, mixture, strict=True):
                 self.register_buffer(name, tensor)
+        if self.prior_is_trained:
+            self.prior_net = TRAINED_PRIORS[config.prior](config.prior_components, config.dim, k)
         # one encoder with a fused (μ, ξ) head: (B, d) → (B, 2k)
         self.encoder = build_encoder(self.net, config.dim, 2 * k, image_shape)
         self.decoder = build_decoder(self.net, k, config.dim, image_shape)
@@ -274,10 +188,36 @@ class VAE(Trainable):
         return self.encoder(x).chunk(2, dim=1)[0]
 
     @property
+    def prior_is_trained(self) -> bool:
+        """Whether p(z) is trained with the nets (``prior="vamp"`` or ``"flow"``)."""
+        return self.config.prior in TRAINED_PRIORS
+
+    @property
+    def training_prior(self) -> BaseMeasure:
+        """The prior p(z) the model was trained with and its likelihood is scored under: N(0, I_k)
+        (for ``prior="gmm"`` too: the mixture is only a sampler), or the trained prior."""
+        if self.prior_is_trained:
+            return TrainedPriorMeasure(self.prior_net, self.posterior, self.latent)
+        return StandardNormal(self.latent)
+
+    def prepare(self, x: Tensor) -> None:
+        """Start a trained prior from the training data x (n, d) (the VampPrior's pseudo-inputs
+        at training rows); nothing for the others."""
+        if self.prior_is_trained:
+            self.prior_net.prepare(x)
+
+    @property
+    def has_sampler(self) -> bool:
+        """Whether the model samples from an ex-post sampler (``prior="gmm"``) rather than from
+        :attr:`training_prior`."""
+        return self.config.prior == "gmm"
+
+    @property
     def latent_measure(self) -> BaseMeasure:
-        """The prior p(z) of z: N(0, I_k), or the fitted Gaussian mixture (``prior="gmm"``)."""
-        if self.config.prior == "normal":
-            return StandardNormal(self.latent)
+        """The measure z is drawn from to sample: :attr:`training_prior`, or the Gaussian mixture
+        fitted to the codes (``prior="gmm"``, the sampler)."""
+        if not self.has_sampler:
+            return self.training_prior
         mixture = GaussianMixture(
             self.prior_weights.cpu(), self.prior_means.cpu(), self.prior_covariances.cpu()
         )
@@ -354,8 +294,10 @@ class VAE(Trainable):
     def manual_gradients(
         self, x: Tensor, *, generator: torch.Generator | None = None, epoch: float | None = None
     ) -> tuple[dict[str, Tensor], list[tuple[Tensor, Tensor]]] | None:
-        # a subclass that changes the loss or a piece of it trains through autograd
-        if not (self.fused_step and _plain_loss(type(self)) and fusable(self, x)):
+        # a subclass that changes the loss or a piece of it trains through autograd, and so does a
+        # trained prior, whose KL is not the closed form written out by hand
+        fused = self.fused_step and not self.prior_is_trained and _plain_loss(type(self))
+        if not (fused and fusable(self, x)):
             return None
         # the draw reparameterize makes in the autograd loss: the run's random stream is the same
         shape = (x.shape[0], self.latent)
@@ -376,40 +318,59 @@ class VAE(Trainable):
             rec = self._nll(x, out).mean()
         else:
             rec = reconstruction(self.likelihood.family, x, out).mean()
+        lam = self.current_kl_weight(epoch)
+        if self.prior_is_trained:  # from the same draw: log q(z | x) − log p(z)
+            kl = self._sampled_kl(z, mu, logvar, self.training_prior).mean()
+            return {"loss": rec + lam * kl, "reconstruction": rec, "kl": kl}
         kl_dims = gaussian_kl_terms(mu, logvar).mean(0)  # (k,) batch-mean KL per dimension
         kl = kl_dims.sum()
         free_bits = self.config.free_bits
         kl_penalty = kl_dims.clamp_min(free_bits).sum() if free_bits > 0 else kl
-        lam = self.current_kl_weight(epoch)
         return {"loss": rec + lam * kl_penalty, "reconstruction": rec, "kl": kl}
+
+    @staticmethod
+    def _sampled_kl(z: Tensor, mu: Tensor, logvar: Tensor, prior: BaseMeasure) -> Tensor:
+        """Return log q(z | x) − log p(z) (n,) at the draws z (n, k) of q = N(μ, e^ξ)."""
+        return posterior_log_prob(standardise(z, mu, logvar), logvar) - prior.log_prob(z)
 
     # --- the MLE view ------------------------------------------------------------------------
 
     @torch.no_grad()
     def elbo(
-        self, x: Tensor, *, generator: torch.Generator | None = None, batch_size: int = 1000
+        self,
+        x: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        batch_size: int = 1000,
+        sampler: bool = False,
     ) -> dict[str, Tensor]:
         """Return the per-example ELBO in nats and its two terms, each (n,), for x (n, d).
 
-        ELBO(x) = E_q[log p(x | z)] − KL(q(z | x) ‖ p(z)), the expectation estimated with
-        one reparameterised draw, every normalising constant included; the KL is in closed form
-        for p(z) = N(0, I), and estimated from the same draw, log q(z | x) − log p(z), for the
-        ``gmm`` prior.
+        ELBO(x) = E_q[log p(x | z)] − KL(q(z | x) ‖ p(z)) with p(z) the
+        :attr:`training_prior`, the expectation estimated with one reparameterised draw, every
+        normalising constant included; the KL in closed form for N(0, I), estimated from the
+        same draw as log q(z | x) − log p(z) for a trained prior. With ``sampler`` and
+        an ex-post sampler (:attr:`has_sampler`), also ``elbo_sampler`` and ``kl_sampler``: the
+        same with p(z) the sampler, its KL estimated from the same draw as
+        log q(z | x) − log p(z).
         """
         check_rows(x, "x", dim=self.dim)
-        prior = self.latent_measure if self.config.prior != "normal" else None
-        parts: dict[str, list[Tensor]] = {"elbo": [], "log_px_given_z": [], "kl": []}
+        priors = {"": self.training_prior if self.prior_is_trained else None}
+        if sampler and self.has_sampler:
+            priors["_sampler"] = self.latent_measure
+        parts: dict[str, list[Tensor]] = {}
         for xb in x.split(batch_size):
             mu, logvar = self.posterior(xb)
             z = self.reparameterize(mu, logvar, generator=generator)
             log_px_z = -self._nll(xb, self.decoder(z))
-            if prior is None:
-                kl = gaussian_kl_terms(mu, logvar).sum(1)
-            else:
-                kl = posterior_log_prob(standardise(z, mu, logvar), logvar) - prior.log_prob(z)
-            parts["elbo"].append(log_px_z - kl)
-            parts["log_px_given_z"].append(log_px_z)
-            parts["kl"].append(kl)
+            parts.setdefault("log_px_given_z", []).append(log_px_z)
+            for suffix, prior in priors.items():
+                if prior is None:
+                    kl = gaussian_kl_terms(mu, logvar).sum(1)
+                else:
+                    kl = self._sampled_kl(z, mu, logvar, prior)
+                parts.setdefault(f"elbo{suffix}", []).append(log_px_z - kl)
+                parts.setdefault(f"kl{suffix}", []).append(kl)
         return {k: torch.cat(v) for k, v in parts.items()}
 
     @torch.no_grad()
@@ -421,18 +382,23 @@ class VAE(Trainable):
         generator: torch.Generator | None = None,
         batch_size: int = 100,
         max_elements: int = 2**24,
+        sampler: bool = False,
     ) -> LogLikelihood:
         """Return the importance-weighted estimate log (1/k) Σ_j p(x, z_j)/q(z_j | x), z_j ~ q.
 
-        Per example, with its Monte Carlo standard error. Memory stays bounded: rows go
-        ``batch_size`` at a time and samples in chunks of at most ``max_elements`` decoder
-        outputs; weights are combined with running log-sum-exp sums. The estimate never
-        exceeds log p(x) in expectation and rises to it as k grows (Burda et al., 2016).
+        Per example (n,) for x (n, d), with its Monte Carlo standard error; p(z) the
+        :attr:`training_prior`, or with ``sampler`` the measure samples are drawn from
+        (:attr:`latent_measure`). Memory stays bounded: rows go ``batch_size`` at a time and
+        samples in chunks of at most ``max_elements`` decoder outputs; weights are combined with
+        running log-sum-exp sums. The estimate never exceeds log p(x) in expectation and rises
+        to it as k grows (Burda et al., 2016).
         """
         check_rows(x, "x", dim=self.dim)
+        prior = self.latent_measure if sampler else self.training_prior
         return iwae_log_likelihood(
-            self, x, k, generator=generator, batch_size=batch_size, max_elements=max_elements
-        )
+            self, x, k, prior=prior, generator=generator, batch_size=batch_size,
+            max_elements=max_elements,
+        )  # fmt: skip
 
     likelihood_kind = LOWER_BOUND  # type: ignore[assignment]  # IWAE bounds log p(x) below
 
@@ -452,10 +418,13 @@ class VAE(Trainable):
         log-likelihood with ``iwae_k`` importance samples (summarised over rows as every
         likelihood is, :func:`~pushforward.measures.likelihood_summary`, with its Monte Carlo
         standard error beside), bits per dimension, and the latent diagnostics, for x (n, d);
-        nats per example."""
+        nats per example. The likelihoods are under the :attr:`training_prior`; with an ex-post
+        sampler, the ELBO, KL and IWAE likelihood under the sampler are beside, their keys ending
+        ``_sampler`` (from the same draws)."""
         out = super().evaluate(x, generator=generator)
-        e = self.elbo(x, generator=generator)
-        ll = self.log_likelihood(x, k=iwae_k, generator=generator)
+        e = self.elbo(x, generator=generator, sampler=True)
+        priors = [self.training_prior] + ([self.latent_measure] if self.has_sampler else [])
+        ll, *ll_sampler = iwae_log_likelihoods(self, x, iwae_k, priors, generator=generator)
         out.update(
             elbo=float(e["elbo"].mean()),
             neg_elbo=-float(e["elbo"].mean()),
@@ -465,6 +434,15 @@ class VAE(Trainable):
             iwae_stderr=ll.mean_stderr,
             **likelihood_summary(ll.log_px, dim=self.dim, exact=False),
         )
+        if ll_sampler:
+            summary = likelihood_summary(ll_sampler[0].log_px, dim=self.dim, exact=False)
+            out.update(
+                elbo_sampler=float(e["elbo_sampler"].mean()),
+                neg_elbo_sampler=-float(e["elbo_sampler"].mean()),
+                kl_sampler=float(e["kl_sampler"].mean()),
+                log_likelihood_sampler=summary["log_likelihood"],
+                log_likelihood_sampler_stderr=summary["log_likelihood_stderr"],
+            )
         diagnostics = self.diagnostics(x, generator=generator)
         out.update({k: v for k, v in diagnostics.items() if k != "posterior_collapse"})
         return out
@@ -493,4 +471,5 @@ SPEC = ModelSpec(
     VAEConfig,
     "the variational autoencoder: encoder (μ, ξ), decoder g, loss R + λ·KL",
     train_defaults={"lr": 3e-3, "batch_size": 64, "precision": "auto"},
+    kind_train_defaults={"points": RECOMMENDED_POINTS["train"]},
 )

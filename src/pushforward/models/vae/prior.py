@@ -1,16 +1,19 @@
-"""The VAE's prior p(z): N(0, I), or a Gaussian mixture fitted to the codes after training.
+"""The VAE's priors by name, and the ``gmm`` sampler: a Gaussian mixture fitted to the codes after
+training.
 
 * ``prior="normal"``: p(z) = N(0, I), the lecture's;
-* ``prior="gmm"``: after training, p(z) is a Gaussian mixture of ``prior_components``
-  full-covariance components fitted by EM (scikit-learn) to the posterior means μ(x) of the
-  training data: the ex-post density estimate of Ghosh et al. (2020), the idea behind Pythae's
-  ``GaussianMixtureSampler``. The aggregate posterior the decoder was trained on is not N(0, I),
-  and draws from N(0, I) land where few codes were: on MNIST the mixture takes the Fréchet
-  distance of the samples from 321 to 105 (BENCHMARKS.md, "Images"). Training is unchanged: the KL
-  term still regularises q(z | x) towards N(0, I); sampling, the ELBO (whose KL to the mixture is
-  then estimated from the same draw) and the IWAE likelihood use the fitted prior. The prior is
+* ``prior="gmm"``: the model is trained with and scored under N(0, I), and after training it
+  *samples* from a Gaussian mixture of ``prior_components`` full-covariance components fitted by
+  EM (scikit-learn) to the posterior means μ(x) of the training data: the ex-post density
+  estimate of Ghosh et al. (2020), Pythae's ``GaussianMixtureSampler``. The aggregate posterior
+  the decoder was trained on is not N(0, I), and draws from N(0, I) land where few codes were: on
+  MNIST the mixture takes the Fréchet distance of the samples from 321 to 105 (BENCHMARKS.md,
+  "Images"). Training is unchanged, and so are the ELBO and the IWAE likelihood (under N(0, I));
+  the same under the mixture are reported beside, labelled as the sampler's. The mixture is
   fitted by :meth:`VAE.finish`, which :func:`~pushforward.train.fit` calls after the last epoch;
-  before that it is N(0, I) written as a mixture.
+  before that it is N(0, I) written as a mixture;
+* ``prior="vamp"``, ``"flow"``: priors trained with the nets
+  (:mod:`~pushforward.models.vae.trained_prior`).
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-PRIORS = ("normal", "gmm")
-"""The priors p(z) a VAE can sample from (see :mod:`pushforward.models.vae.model`)."""
+PRIORS = ("normal", "gmm", "vamp", "flow")
+"""The priors p(z) of a VAE by name (see :mod:`pushforward.models.vae.model`)."""
 MAX_PRIOR_COMPONENTS = 1000
 PRIOR_FIT_ROWS = 20_000
 """The most training rows whose codes the ``gmm`` prior is fitted to (a seeded subset beyond):

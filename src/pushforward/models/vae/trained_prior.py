@@ -1,0 +1,140 @@
+"""Priors p(z) trained with the VAE, so that the prior can match the aggregate posterior.
+
+The KL term of the ELBO pulls each q(z | x) towards p(z); with p(z) = N(0, I) fixed, the codes of
+data with separated modes still leave gaps that N(0, I) puts mass on, and samples decoded there
+fall between the modes. A trained prior closes the gap from the other side: it is a parameter of
+the ELBO like the decoder, fitted jointly by maximum likelihood, so it is the prior the model is
+scored under *and* sampled from. Its KL term has no closed form: it is estimated from the same
+reparameterised draw as the reconstruction, log q(z | x) − log p(z).
+
+* :class:`VampPrior` (``prior="vamp"``): the mixture of the posteriors at K learned pseudo-inputs,
+  p(z) = (1/K) Σ_k q(z | u_k) (Tomczak & Welling, 2018, "VAE with a VampPrior"); the
+  pseudo-inputs start at K training rows (:meth:`VampPrior.prepare`).
+* :class:`FlowPrior` (``prior="flow"``): a neural spline flow on ℝ^k (zuko's NSF) pushing N(0, I)
+  forward.
+
+Every prior takes the VAE's posterior map x ↦ (μ, ξ) in its calls (the VampPrior needs it; the
+flow ignores it), so that it holds no second reference to the encoder.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import zuko
+from torch import Tensor, nn
+
+from pushforward.measures import BaseMeasure, draw, standard_normal_log_prob
+
+__all__ = [
+    "FLOW_PRIOR",
+    "TRAINED_PRIORS",
+    "FlowPrior",
+    "TrainedPriorMeasure",
+    "VampPrior",
+]
+
+Posterior = Callable[[Tensor], tuple[Tensor, Tensor]]
+"""The VAE's x (n, d) ↦ (μ, ξ), each (n, k)."""
+
+
+class VampPrior(nn.Module):
+    """p(z) = (1/K) Σ_k N(z; μ(u_k), diag e^{ξ(u_k)}) with K learned pseudo-inputs u (K, d).
+
+    Args:
+        components: K.
+        dim: d, the data dimension.
+        latent: k (unused: the posterior gives it).
+    """
+
+    def __init__(self, components: int, dim: int, latent: int):
+        super().__init__()
+        self.pseudo_inputs = nn.Parameter(torch.zeros(components, dim))
+
+    @torch.no_grad()
+    def prepare(self, x: Tensor) -> None:
+        """Start the pseudo-inputs at K rows of the training data x (n, d), drawn with a fixed
+        seed (with replacement when n < K)."""
+        k, n = self.pseudo_inputs.shape[0], x.shape[0]
+        g = torch.Generator().manual_seed(0)
+        pick = torch.randperm(n, generator=g)[:k] if n >= k else torch.randint(n, (k,), generator=g)
+        self.pseudo_inputs.copy_(x[pick.to(x.device)].to(self.pseudo_inputs))
+
+    def log_prob(self, z: Tensor, posterior: Posterior) -> Tensor:
+        """Return log p(z) (m,) for z (m, k)."""
+        mu, logvar = posterior(self.pseudo_inputs)  # (K, k)
+        eps = (z.unsqueeze(1) - mu) * torch.exp(-0.5 * logvar)  # (m, K, k)
+        log_comp = standard_normal_log_prob(eps) - 0.5 * logvar.sum(-1)  # (m, K)
+        return torch.logsumexp(log_comp, dim=1) - math.log(mu.shape[0])
+
+    def sample(
+        self, n: int, posterior: Posterior, *, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Return n draws (n, k): a pseudo-input uniformly, then z ~ q(z | u)."""
+        mu, logvar = posterior(self.pseudo_inputs)
+        dev = mu.device
+        pick = draw(torch.randint, mu.shape[0], (n,), generator=generator, device=dev)
+        eps = draw(torch.randn, (n, mu.shape[1]), generator=generator, device=dev, dtype=mu.dtype)
+        return mu[pick] + torch.exp(0.5 * logvar[pick]) * eps
+
+
+FLOW_PRIOR = {"transforms": 3, "hidden_features": (64, 64), "bins": 8}
+"""The flow prior's zuko NSF: coupling layers, conditioner widths, spline bins."""
+
+
+class FlowPrior(nn.Module):
+    """p(z) = T#N(0, I_k) with T a neural spline flow (zuko's NSF, :data:`FLOW_PRIOR`).
+
+    Args:
+        components: unused.
+        dim: unused.
+        latent: k.
+    """
+
+    def __init__(self, components: int, dim: int, latent: int):
+        super().__init__()
+        self.latent = latent
+        self.flow = zuko.flows.NSF(latent, **FLOW_PRIOR)
+
+    def prepare(self, x: Tensor) -> None:
+        """Nothing: the flow starts near the identity, p(z) near N(0, I)."""
+
+    def log_prob(self, z: Tensor, posterior: Posterior) -> Tensor:
+        """Return log p(z) (m,) for z (m, k)."""
+        return self.flow().log_prob(z)
+
+    def sample(
+        self, n: int, posterior: Posterior, *, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Return n draws (n, k): T(ε), ε ~ N(0, I) drawn from ``generator``."""
+        p = next(self.parameters())
+        eps = draw(torch.randn, (n, self.latent), generator=generator, device=p.device)
+        return self.flow().transform.inv(eps.to(p.dtype))
+
+
+TRAINED_PRIORS: dict[str, type[nn.Module]] = {"vamp": VampPrior, "flow": FlowPrior}
+"""The priors trained with the VAE, by the name of the ``prior`` setting."""
+
+
+class TrainedPriorMeasure(BaseMeasure):
+    """A trained prior (with the VAE's posterior map) as a base measure: draws (n, k)."""
+
+    def __init__(self, prior: nn.Module, posterior: Posterior, latent: int):
+        self.prior, self.posterior = prior, posterior
+        self.event_shape = torch.Size([latent])
+
+    def sample(
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
+        z = self.prior.sample(n, self.posterior, generator=generator)
+        return z if device is None else z.to(device)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        p = next(self.prior.parameters())
+        return self.prior.log_prob(x.to(p), self.posterior).to(x.dtype)
