@@ -827,3 +827,70 @@ def test_a_conv_gan_trains_and_samples_digits_through_the_command_line(tmp_path)
     y = np.load(tmp_path / "s.npy")
     assert y.shape == (12, 64) and y.min() >= 0 and y.max() <= 1  # sigmoid images
     assert (run / "figures" / "samples.png").exists()
+
+
+# --- the minibatch-standard-deviation feature ----------------------------------------------------
+
+
+def test_the_minibatch_std_feature_is_the_batchs_mean_feature_std_computed_independently():
+    from pushforward.models.gan.minibatch_std import EPS, minibatch_std
+
+    h = torch.randn(9, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    a = h.numpy()
+    expected = np.mean(np.sqrt(a.var(axis=0, ddof=0) + EPS))  # numpy: population variance
+    s = minibatch_std(h)
+    assert s.shape == (9, 1)
+    np.testing.assert_allclose(s.numpy(), np.full((9, 1), expected), rtol=1e-12)
+    # identical rows: only ε is left, and the gradient stays finite
+    flat = torch.ones(4, 3, requires_grad=True)
+    minibatch_std(flat).sum().backward()
+    assert float(minibatch_std(flat.detach())[0, 0]) == pytest.approx(math.sqrt(EPS))
+    assert torch.isfinite(flat.grad).all()
+    with pytest.raises(ConfigError, match="at least 2 rows"):
+        minibatch_std(torch.zeros(1, 3))
+
+
+def test_the_minibatch_std_critic_scores_its_last_features_with_the_batchs_spread():
+    with seeded(0):
+        m = GAN(config(minibatch_std=True, critic_hidden=[16, 8]))
+    critic = m.critic
+    x = torch.randn(6, 2, generator=torch.Generator().manual_seed(1))
+    h = critic.body(x)
+    assert h.shape == (6, 8) and critic.head.in_features == 9
+    s = h.detach().numpy().std(axis=0).mean()  # ddof 0; ε is far below the spread
+    w, b = critic.head.weight.detach(), critic.head.bias.detach()
+    expected = h.detach() @ w[0, :8] + w[0, 8] * s + b
+    torch.testing.assert_close(
+        critic(x).squeeze(1).detach(), expected.float(), rtol=1e-4, atol=1e-5
+    )
+    # a row's score depends on the rest of its batch: the same row in a wider batch scores
+    # differently by exactly w·Δs
+    wide = torch.cat([x[:1], 10 * x[1:]])
+    hw = critic.body(wide).detach().numpy()
+    delta = float(w[0, 8]) * (hw.std(axis=0).mean() - s)
+    assert float(critic(wide)[0] - critic(x)[0]) == pytest.approx(delta, rel=1e-3, abs=1e-5)
+    assert abs(delta) > 1e-3
+
+
+def test_the_minibatch_std_feature_trains_and_round_trips_and_refuses_a_conv_critic(tmp_path):
+    assert GANConfig().minibatch_std is False  # off unless asked for
+    x = datasets.ring8().sample(64, generator=torch.Generator().manual_seed(0))
+    with seeded(0):
+        m = GAN(config(minibatch_std=True, penalty="r1", gp_weight=0.1))
+    fit(m, x, TrainConfig(epochs=2, batch_size=32, seed=0))
+    clone = GAN(GANConfig.from_dict(json.loads(json.dumps(m.config.to_dict()))))
+    clone.load_state_dict(m.state_dict())
+    assert clone.config.minibatch_std is True
+    z = torch.randn(5, 2, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(clone.critic(z), m.critic(z))
+    with pytest.raises(ConfigError, match="minibatch_std = True needs an MLP critic"):
+        image_config(minibatch_std=True).resolve("images")
+
+
+def test_the_minibatch_std_critic_runs_on_the_models_device(meta_guard):
+    with torch.device("meta"):
+        m = GAN(config(minibatch_std=True, penalty="r1", gp_weight=0.1))
+    x = torch.empty(8, 2, device="meta")
+    with meta_guard:
+        terms = m.loss(x)
+    assert all(v.device.type == "meta" and v.shape == () for v in terms.values())

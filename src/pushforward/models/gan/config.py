@@ -160,6 +160,10 @@ class GANConfig(NetSettings):
     * ``penalty_every`` = K: the penalty is taken on every K-th critic step only, weighted K×
       (lazy regularisation, Karras et al., 2020, StyleGAN2), so that its expected weight per
       step stays λ = ``gp_weight`` while the critic's double backward runs K times less often.
+    * ``minibatch_std``: the critic's last layer also sees one number per batch, the mean over
+      its last hidden features of their standard deviation over the batch (Karras et al., 2018,
+      ProGAN; :mod:`~pushforward.models.gan.minibatch_std`), so that batches of generated
+      samples spread less than the data's can be told apart; it needs an MLP critic.
     * ``jacobian_truncation`` = q in [0, 1): sampling rejects the share q of latent draws where g
       stretches the latent space most (:mod:`~pushforward.models.gan.truncation`); 0 is off.
     * ``augment``: a policy of :data:`~pushforward.nets.AUGMENTS` (square images, pack 1): the
@@ -204,6 +208,10 @@ class GANConfig(NetSettings):
     )
     critic_lr: float | None = setting(None, "critic learning rate (default: --lr)", above=0)
     pack: int = setting(1, "PacGAN: samples the critic judges at once", minimum=1, maximum=MAX_PACK)
+    minibatch_std: bool = setting(
+        False, "append the batch's mean feature standard deviation to the critic's last hidden "
+        "layer (ProGAN's minibatch-std feature; MLP critic)",
+    )  # fmt: skip
     gp_weight: float | None = setting(
         None, "weight of the gradient penalty (0 = off; default 0.1 on points, "
         f"{RECOMMENDED_IMAGES['model']['gp_weight']:g} on images)", minimum=0,
@@ -264,12 +272,17 @@ class GANConfig(NetSettings):
         return cls.from_dict(stored)
 
     def check(self) -> None:
-        """Refuse packing with a conv critic, and augmentation of anything but square images
-        judged one at a time."""
+        """Refuse packing or the minibatch-std feature with a conv critic, and augmentation of
+        anything but square images judged one at a time."""
         if self.pack > 1 and self.net not in (None, "mlp"):
             raise ConfigError(
                 f"pack = {self.pack} needs an MLP critic (packing concatenates samples into one "
                 "row); use pack = 1 or net = mlp"
+            )
+        if self.minibatch_std and self.net not in (None, "mlp"):
+            raise ConfigError(
+                f"minibatch_std = True needs an MLP critic, got net = {self.net!r}; use "
+                "minibatch_std = False or net = mlp"
             )
         if self.augment in (None, "none") or self.dim is None:
             return

@@ -50,6 +50,7 @@ from pushforward.models.gan.config import (
     RECOMMENDED_IMAGES,
     GANConfig,
 )
+from pushforward.models.gan.minibatch_std import MinibatchStdCritic
 from pushforward.models.gan.objectives import GAN_LOSSES
 from pushforward.models.gan.penalties import PENALTIES
 from pushforward.models.gan.truncation import stretch, stretch_threshold, weights_digest
@@ -139,7 +140,12 @@ class GAN(Trainable):
         self.generator_net = nn.Sequential(
             build_decoder(self.net, cfg.latent, cfg.dim, cfg.image_shape), out_act()
         )
-        self.critic = build_encoder(self.critic_config, cfg.dim * cfg.pack, 1, cfg.image_shape)
+        n_in = cfg.dim * cfg.pack
+        if cfg.minibatch_std:
+            c = self.critic_config
+            self.critic = MinibatchStdCritic(n_in, list(c.hidden), activation=c.activation)
+        else:
+            self.critic = build_encoder(self.critic_config, n_in, 1, cfg.image_shape)
         # the running average of g's weights, which sampling uses when ema > 0
         self.generator_ema = (
             copy.deepcopy(self.generator_net).requires_grad_(False) if cfg.ema > 0 else None
