@@ -17,10 +17,14 @@ CPU tensor silently), so the guard looks at every ATen operation:
   back to the CPU for files and figures.
 
 Values computed under the guard are meaningless; only the devices and the shapes are checked.
+Each such read of a ``meta`` value (a value read, a check, a copy to the CPU) is one the host
+would wait for on a GPU: :attr:`MetaGuard.reads` lists them, so that a test can count the host
+synchronisations of a training step.
 """
 
 from __future__ import annotations
 
+import traceback
 from typing import Any
 
 import torch
@@ -67,7 +71,17 @@ def _to_cpu(func: Any, args: tuple, kwargs: dict) -> bool:
 class MetaGuard(TorchDispatchMode):
     """Raise :class:`StrayTensorError` when an operation mixes ``meta`` tensors with a CPU tensor
     of one dimension or more; read ``meta`` values as zeros and copy ``meta`` tensors to the CPU
-    as zeros (see the module's docstring)."""
+    as zeros (see the module's docstring). :attr:`reads` lists the operations that read a
+    ``meta`` value back to the host, each with the innermost line of pushforward that asked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[str] = []
+
+    def _read(self, func: Any) -> None:
+        frames = [f for f in traceback.extract_stack() if "pushforward" in f.filename]
+        where = f"{frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else "?"
+        self.reads.append(f"{func} at {where}")
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -89,13 +103,16 @@ class MetaGuard(TorchDispatchMode):
                     "meta tensors (it would be on the wrong device on a GPU)"
                 )
             if func in _CHECKS:  # a check such as bool(torch.isfinite(x).all()) passes
+                self._read(func)
                 return torch.tensor(_CHECKS[func])
             if func is _aten._local_scalar_dense.default:
+                self._read(func)
                 t = tensors[0]
                 if t.dtype == torch.bool:
                     return False
                 return 0.0 if t.is_floating_point() or t.is_complex() else 0
             if _to_cpu(func, args, kwargs):
+                self._read(func)
                 dtype = kwargs.get("dtype") or args[0].dtype
                 return torch.zeros(args[0].shape, dtype=dtype)
         return func(*args, **kwargs)

@@ -32,7 +32,7 @@ from pushforward.runs import (
     sample_run,
     write_figures,
 )
-from pushforward.train import TrainConfig
+from pushforward.train import DeferredChecks, TrainConfig, deferring
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 QUICK = ["--data", "digits"]
@@ -423,6 +423,40 @@ def test_a_training_step_and_the_figures_run_on_the_models_device(
             assert terms["loss"].device.type == device.type
         drawn = write_figures(tmp_path, model, ds)
     assert drawn and all(path.is_file() for path in drawn)
+
+
+@pytest.mark.parametrize("data", ["ring8", "digits"])
+@pytest.mark.parametrize("name", [name for name in MODELS if MODELS[name].trained])
+def test_a_training_step_reads_nothing_back_from_the_device(
+    name, data, meta_guard, monkeypatch
+):  # fmt: skip
+    """With the finite checks deferred (as ``fit`` does on a GPU), a training step makes the host
+    wait for nothing: on ``meta`` every value read back (``.item()``, ``bool``, a copy to the
+    CPU) is counted, and the steps after the first read none (the first may read a count the
+    model keeps on the device once)."""
+    model, _ = device_model(name, data, meta=True)
+    ds = load_data(data, n=200)
+    monkeypatch.setattr(Solver, "solve", _one_step)
+    model.to(META)
+    cfg = TrainConfig(batch_size=8, device="cpu")
+    optimizers = model.configure_optimizers(cfg)
+    reads = []
+    with meta_guard, deferring(DeferredChecks()):
+        for step in range(3):
+            xb = ds.x[8 * step : 8 * step + 8].to(META)
+            extra = {}
+            if model.prepares_batches:
+                extra["prepared"] = model.prepare_batch(
+                    xb, generator=torch.Generator().manual_seed(step)
+                )
+            before = len(meta_guard.reads)
+            model.training_step(xb, optimizers, cfg, generator=None, epoch=step / 3, **extra)
+            reads.append(meta_guard.reads[before:])
+    assert reads[1:] == [[], []], reads
+    with meta_guard:  # the same step checking on the spot reads its terms: the count can fail
+        before = len(meta_guard.reads)
+        model.training_step(ds.x[:8].to(META), optimizers, cfg, epoch=0.0, **extra)
+        assert len(meta_guard.reads) > before
 
 
 @pytest.mark.parametrize("name", list(MODELS))

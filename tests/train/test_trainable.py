@@ -7,7 +7,7 @@ from torch import nn
 
 from pushforward.core import ConfigError
 from pushforward.train import Optimization, Trainable, TrainConfig, fit
-from pushforward.train import loop as train_loop
+from pushforward.train.forward import loss_forward
 
 CFG = TrainConfig(epochs=2, batch_size=8, lr=0.1, seed=0)  # 4 steps an epoch on 32 rows
 STEPS = 8
@@ -131,9 +131,12 @@ def test_several_processes_are_set_up_as_the_model_declares():
     """A model with its own step trains in several processes only if it keeps them in lock-step
     itself (the GAN); otherwise it is refused before the first step."""
     with pytest.raises(ConfigError, match="OwnStep takes its own training steps and cannot yet"):
-        train_loop._ddp_loss_forward(OwnStep(), torch.device("cpu"))
+        loss_forward(OwnStep(), TrainConfig(), torch.device("cpu"), several=True)
 
     class Syncing(OwnStep):
         syncs_gradients = True
 
-    assert train_loop._ddp_loss_forward(Syncing(), torch.device("cpu")) is None
+    assert loss_forward(Syncing(), TrainConfig(), torch.device("cpu"), several=True) is None
+    # nor is a model's own step compiled: it calls its loss itself
+    compiled = TrainConfig(compile="default")
+    assert loss_forward(Syncing(), compiled, torch.device("cpu"), several=False) is None

@@ -1,6 +1,7 @@
 """The training layer: the loop, its settings, optimisers and schedules, the device policy,
 checkpoints, prefetching, distributed set-up, reporters."""
 
+from pushforward.train.capture import CompiledLoss, DeferredChecks, deferring
 from pushforward.train.checkpoint import (
     CHECKPOINT,
     CHECKPOINT_FORMAT,
@@ -12,7 +13,9 @@ from pushforward.train.checkpoint import (
 )
 from pushforward.train.config import TrainConfig, check_batch
 from pushforward.train.device import (
+    COMPILE_MODES,
     DEVICES,
+    FINITE_CHECKS,
     FLUSH_EVERY,
     PRECISIONS,
     autocast_dtype,
@@ -20,6 +23,8 @@ from pushforward.train.device import (
     available_memory,
     can_fork,
     check_memory,
+    compile_mode,
+    defers_finite_checks,
     flush_subnormal_state_,
     flush_threshold,
     full_precision,
@@ -70,14 +75,18 @@ from pushforward.train.trainable import (
 __all__ = [
     "CHECKPOINT",
     "CHECKPOINT_FORMAT",
+    "COMPILE_MODES",
     "DEVICES",
+    "FINITE_CHECKS",
     "FLUSH_EVERY",
     "LR_SCHEDULES",
     "METRICS",
     "OPTIMIZERS",
     "PRECISIONS",
     "SNAPSHOTS",
+    "CompiledLoss",
     "Context",
+    "DeferredChecks",
     "ForkedPrefetcher",
     "Optimization",
     "Prefetcher",
@@ -102,7 +111,10 @@ __all__ = [
     "check_batch",
     "check_finite",
     "check_memory",
+    "compile_mode",
     "context",
+    "deferring",
+    "defers_finite_checks",
     "draw_rows",
     "fit",
     "flatten_state",

@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pushforward.core import ConfigError, Settings, setting
-from pushforward.train.device import FLUSH_EVERY, PRECISIONS, resolve_device
+from pushforward.train.device import (
+    COMPILE_MODES,
+    FINITE_CHECKS,
+    FLUSH_EVERY,
+    PRECISIONS,
+    resolve_device,
+)
 from pushforward.train.optim import LR_SCHEDULES, OPTIMIZERS
 
 __all__ = ["PRECISIONS", "TrainConfig", "check_batch"]
@@ -15,8 +21,9 @@ __all__ = ["PRECISIONS", "TrainConfig", "check_batch"]
 class TrainConfig(Settings):
     """Settings of one training run. ``batch_size=0`` is full batch; ``grad_clip=0`` is off.
 
-    ``prefetch``, ``prefetch_depth`` and ``flush_every`` change how fast training runs, not what
-    it computes; a run stored before they existed takes their defaults."""
+    ``prefetch``, ``prefetch_depth``, ``flush_every``, ``compile`` and ``finite_checks`` change
+    how fast training runs, not what it computes (``compile``: to rounding); a run stored before
+    they existed takes their defaults."""
 
     epochs: int = setting(20, "training epochs", minimum=0)
     batch_size: int = setting(128, "minibatch size; 0 = full batch", minimum=0)
@@ -59,6 +66,16 @@ class TrainConfig(Settings):
         FLUSH_EVERY, "every how many steps the optimisers' first moments too small to move a "
         "weight are set to zero before they turn subnormal, which x86 CPUs compute with slowly "
         "(0 = never)", minimum=0,
+    )  # fmt: skip
+    compile: str = setting(
+        "auto", "capture the loss and its gradient with torch.compile: auto (reduce-overhead, "
+        "CUDA graphs, on CUDA; off elsewhere), off, default or reduce-overhead; the GAN's own "
+        "step stays eager", choices=COMPILE_MODES, what="compile mode",
+    )  # fmt: skip
+    finite_checks: str = setting(
+        "auto", "when each step's terms are checked for NaN and infinity: step (before the "
+        "update; one host sync a step), epoch (a flag on the device, read each epoch) or auto "
+        "(step on the CPU, epoch on accelerators)", choices=FINITE_CHECKS, what="finite check",
     )  # fmt: skip
 
     def check(self) -> None:

@@ -10,6 +10,8 @@ there, which dtype matrix products autocast to, and the levers that matter on th
   before it is built;
 * :func:`autocast_dtype` and :func:`autocast` give the precision's autocast (bfloat16 on a CPU
   only where it is faster: AMX tiles, :func:`fast_bf16_flags`);
+* :func:`compile_mode` and :func:`defers_finite_checks` say how a step is captured and when its
+  terms are checked for non-finite values (:mod:`pushforward.train.capture` does both);
 * the CPU-only levers: :func:`flush_subnormal_state_` (x86 CPUs compute with subnormal numbers
   slowly; GPUs do not), :func:`can_fork` (a forked child cannot use CUDA) and
   :func:`leave_cores` (intra-op threads for a worker beside training).
@@ -34,7 +36,9 @@ from pushforward.core import ConfigError, lookup
 
 __all__ = [
     "AUTO_BF16_MIN_DIM",
+    "COMPILE_MODES",
     "DEVICES",
+    "FINITE_CHECKS",
     "FLUSH_EVERY",
     "PRECISIONS",
     "autocast",
@@ -43,7 +47,9 @@ __all__ = [
     "available_memory",
     "can_fork",
     "check_memory",
+    "compile_mode",
     "ddp_device_ids",
+    "defers_finite_checks",
     "fast_bf16_flags",
     "flush_subnormal_state_",
     "flush_threshold",
@@ -254,6 +260,49 @@ def autocast(
     if low is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=low)
+
+
+# --- capturing the step ------------------------------------------------------------------------
+
+COMPILE_MODES: dict[str, str] = {
+    "auto": "reduce-overhead on CUDA, off elsewhere (compiling costs seconds a shape, which a "
+    "CPU run of a few thousand small steps does not win back)",
+    "off": "the loss runs op by op (eager)",
+    "default": "the loss and its gradient through torch.compile: fused kernels",
+    "reduce-overhead": "as default, and on CUDA the fused kernels replayed as CUDA graphs "
+    "(one launch a step; the same as default on the CPU)",
+}
+"""How :func:`~pushforward.train.fit` captures a model's loss (``TrainConfig.compile``)."""
+
+FINITE_CHECKS: dict[str, str] = {
+    "auto": "step on the CPU, epoch on accelerators",
+    "step": "each step's terms before it updates the weights (one host synchronisation a step; "
+    "the weights never take a non-finite step)",
+    "epoch": "a flag kept on the device, read at the end of each epoch and before each "
+    "checkpoint (no synchronisation in a step; the epoch that failed is not saved)",
+}
+"""When :func:`~pushforward.train.fit` looks at each step's terms for non-finite values
+(``TrainConfig.finite_checks``)."""
+
+
+def compile_mode(request: str, device: torch.device) -> str | None:
+    """Return the ``torch.compile`` mode a run's loss is compiled with on ``device``, None for
+    none; ``request`` is a key of :data:`COMPILE_MODES`."""
+    lookup(COMPILE_MODES, request, what="compile mode")
+    if request == "auto":
+        return "reduce-overhead" if device.type == "cuda" else None
+    return None if request == "off" else request
+
+
+def defers_finite_checks(request: str, device: torch.device) -> bool:
+    """Return whether a run on ``device`` checks its terms once an epoch (on the device) rather
+    than at every step (on the host); ``request`` is a key of :data:`FINITE_CHECKS`. On the CPU
+    a step's check costs nothing (nothing runs ahead of the host); on an accelerator it makes
+    the host wait for the step's last kernel, every step."""
+    lookup(FINITE_CHECKS, request, what="finite check")
+    if request == "auto":
+        return device.type != "cpu"
+    return request == "epoch"
 
 
 # --- levers that matter on the CPU only ---------------------------------------------------------

@@ -11,7 +11,11 @@ A model subclasses :class:`~pushforward.train.Trainable` and declares how it tak
   atomically as one safetensors file, so a run resumed from epoch k ends bit-exactly where an
   uninterrupted run would (on the CPU, with the same thread count);
 * a non-finite loss stops training with :class:`~pushforward.core.TrainingError` naming the
-  term, the epoch and the step; the last good checkpoint is left intact;
+  term, the epoch and the step; the last good checkpoint is left intact. Where the device runs
+  ahead of the host (``finite_checks``), the terms are checked on the device and read once an
+  epoch, so that no step waits for the device;
+* ``compile`` captures the loss and its gradient with ``torch.compile``
+  (:mod:`pushforward.train.capture`): on CUDA as CUDA graphs, one launch a step;
 * a model's weight-free work on a batch (:meth:`Trainable.prepare_batch`, e.g. flow matching's
   optimal-transport pairing) runs for the next batches while the current step trains
   (:mod:`pushforward.train.prefetch`), with its own generator per step, so that prefetching
@@ -35,61 +39,31 @@ from typing import Any, NoReturn
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from pushforward.core import CheckpointError, ConfigError, Interrupted, TrainingError
 from pushforward.train import distributed
+from pushforward.train.capture import DeferredChecks, deferring
 from pushforward.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from pushforward.train.config import TrainConfig, check_batch
 from pushforward.train.device import (
     autocast,
-    ddp_device_ids,
+    defers_finite_checks,
     flush_subnormal_state_,
     leave_cores,
     resolve_device,
     to_model_device,
 )
+from pushforward.train.forward import loss_forward
 from pushforward.train.optim import LR_SCHEDULES, set_lr
 from pushforward.train.prefetch import Prefetcher, make_prefetcher
 from pushforward.train.records import EpochSums, Progress, read_metrics, write_metrics
 from pushforward.train.stopping import StopRequest, deferred_stop
-from pushforward.train.trainable import Optimization, Shard, Terms, Trainable
+from pushforward.train.trainable import Shard, Terms, Trainable
 
 __all__ = ["fit"]
 
 log = logging.getLogger(__name__)
-
-
-# --- several processes --------------------------------------------------------------------------
-
-
-class _LossForward(nn.Module):
-    """Routes a model's loss through ``forward``, so that DistributedDataParallel can wrap it."""
-
-    def __init__(self, model: Trainable):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: Tensor, *, generator=None, epoch=None, **extra) -> Terms:
-        return self.model.loss(x, generator=generator, epoch=epoch, **extra)
-
-
-def _ddp_loss_forward(model: Trainable, device: torch.device) -> Callable[..., Terms] | None:
-    """Set ``model`` up to train in several processes as its :attr:`~Trainable.optimization`
-    says: return its loss wrapped in DistributedDataParallel for the autograd patterns, or None
-    for a model whose own step keeps the processes in lock-step (started from rank 0's weights
-    and buffers, as DistributedDataParallel starts)."""
-    from torch.nn.parallel import DistributedDataParallel
-
-    if model.optimization is Optimization.OWN_STEP:
-        if not model.syncs_gradients:
-            raise ConfigError(
-                f"{type(model).__name__} takes its own training steps and cannot yet train in "
-                "several processes; run it in one process"
-            )
-        distributed.broadcast_(list(model.state_dict().values()))
-        return None
-    return DistributedDataParallel(_LossForward(model), device_ids=ddp_device_ids(device))
 
 
 # --- the loop -----------------------------------------------------------------------------------
@@ -117,7 +91,8 @@ class _Run:
     folder: Path | None  # the run folder written to: the main process only
     progress: Progress | None  # the main process only
     prefetch: Prefetcher | None = None  # prepares the next batch (``prepares_batches``)
-    loss_forward: Callable[..., Terms] | None = None  # the loss through DDP, under torchrun
+    loss_forward: Callable[..., Terms] | None = None  # the loss through DDP or compiled
+    checks: DeferredChecks | None = None  # non-finite terms, read once an epoch
     history: list[dict[str, Any]] = field(default_factory=list)
     last_good: str = "none"  # the last checkpoint written, for error messages
 
@@ -166,9 +141,9 @@ def fit(
     start = _restore(run) if resume else _Resume()
     if run.folder is not None:
         run.folder.mkdir(parents=True, exist_ok=True)
-    if run.ctx.active:
-        run.loss_forward = _ddp_loss_forward(model, run.device)
+    run.loss_forward = loss_forward(model, cfg, run.device, several=run.ctx.active)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(deferring(run.checks))
         if run.progress is not None:
             run.progress.start(cfg.epochs, run.steps_per_epoch, start.epoch)
             stack.callback(run.progress.close)
@@ -235,6 +210,7 @@ def _prepare_run(
             else generator
         ),
         optimizers=model.configure_optimizers(cfg),
+        checks=DeferredChecks() if defers_finite_checks(cfg.finite_checks, device) else None,
         source=folder,
         folder=folder if ctx.main else None,
         progress=progress if ctx.main else None,
@@ -271,6 +247,8 @@ def _epoch(run: _Run, epoch: int, mid_epoch: _Resume | None, stop: StopRequest) 
     sums = EpochSums(mid_epoch.sums if mid_epoch is not None else None)
     first_step = mid_epoch.step if mid_epoch is not None else 0
     rows = min(run.n, first_step * run.batch)
+    if run.checks is not None:
+        run.checks.reset()
     if run.noise is not run.generator:  # each process's own noise, reseeded every epoch
         run.noise.manual_seed(run.cfg.seed * 1_000_003 + run.ctx.rank * 7919 + epoch)
 
@@ -364,17 +342,15 @@ def _step(
     elapsed_epochs = epoch - 1 + step / run.steps_per_epoch
     if run.schedule is not None:
         set_lr(run.optimizers, run.schedule(elapsed_epochs / max(run.cfg.epochs, 1)))
+    if run.checks is not None:
+        run.checks.step = step
     try:
         with run.autocast:
             terms = run.model.training_step(
                 xb, run.optimizers, run.cfg, generator=run.noise, epoch=elapsed_epochs, **extra
             )
     except TrainingError as e:
-        where = f"'{run.folder / CHECKPOINT}'" if run.folder is not None else "no run folder"
-        raise TrainingError(
-            f"{e} at epoch {epoch}, step {step + 1}; training stopped "
-            f"(last good checkpoint: {run.last_good}, {where})"
-        ) from None
+        _stopped(run, str(e), epoch, step)
     every = run.cfg.flush_every
     if every and ((epoch - 1) * run.steps_per_epoch + step + 1) % every == 0:
         flush_subnormal_state_(run.optimizers)
@@ -382,6 +358,33 @@ def _step(
     if run.progress is not None:
         run.progress.step(terms["loss"])
     return rows
+
+
+def _stopped(run: _Run, what: str, epoch: int, step: int) -> NoReturn:
+    """Raise the :class:`TrainingError` of a term that became non-finite: ``what`` ("the kl
+    term became nan") at ``step`` (from 0) of ``epoch``, and where the last good checkpoint is."""
+    where = f"'{run.folder / CHECKPOINT}'" if run.folder is not None else "no run folder"
+    raise TrainingError(
+        f"{what} at epoch {epoch}, step {step + 1}; training stopped "
+        f"(last good checkpoint: {run.last_good}, {where})"
+    ) from None
+
+
+def _read_checks(run: _Run, epoch: int) -> None:
+    """Raise the :class:`TrainingError` of the first non-finite term the epoch's deferred checks
+    recorded, in every process when any process recorded one; nothing without deferred checks."""
+    if run.checks is None:
+        return
+    failure = run.checks.failure()
+    if not distributed.any_true(failure is not None, run.device):
+        return
+    if failure is None:
+        raise TrainingError(
+            f"a loss term became non-finite in another process in epoch {epoch}; training "
+            f"stopped (last good checkpoint: {run.last_good})"
+        )
+    name, step = failure
+    _stopped(run, f"the {name} term became non-finite", epoch, step)
 
 
 def _stop(
@@ -395,6 +398,7 @@ def _stop(
     """Write a mid-epoch checkpoint after ``step`` (with a run folder) and raise
     :class:`Interrupted`."""
     stop.signal = stop.signal or "a signal to another process"
+    _read_checks(run, epoch)  # never a checkpoint of non-finite weights
     where = "nothing saved (no run folder)"
     if run.folder is not None:
         path = _checkpoint(run, epoch - 1, step + 1, start_state, sums)
@@ -415,6 +419,7 @@ def _end_of_epoch(
 ) -> None:
     """Record the epoch's metrics (means over its rows, the validation loss, the model's
     diagnostics), report them, and write metrics.jsonl and, when one is due, a checkpoint."""
+    _read_checks(run, epoch)
     record: dict[str, Any] = {"epoch": epoch}
     if run.ctx.active:  # metrics are means over every process's rows
         keys = sorted(sums)

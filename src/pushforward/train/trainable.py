@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from pushforward.core import Model, TrainingError
 from pushforward.train import distributed
+from pushforward.train.capture import deferred_checks
 from pushforward.train.checkpoint import load_state_checked
 from pushforward.train.optim import OPTIMIZERS
 
@@ -99,7 +100,13 @@ def check_finite(terms: Mapping[str, Tensor]) -> None:
     """Raise a bare TrainingError naming the first non-finite term; :func:`fit` adds when.
 
     Under torchrun every process learns whether any process failed, so all stop together.
+    Inside :func:`~pushforward.train.capture.deferring` it only records the terms on the device
+    (no host synchronisation); :func:`fit` then reads them once an epoch.
     """
+    deferred = deferred_checks()
+    if deferred is not None:
+        deferred.record(terms)
+        return
     values = torch.stack([v.detach().reshape(()) for v in terms.values()])
     ok = bool(torch.isfinite(values).all())  # one host synchronisation in the common case
     if distributed.any_true(not ok, values.device):
@@ -137,6 +144,9 @@ class Trainable(nn.Module, Model):
     syncs_gradients: ClassVar[bool] = False
     """Whether a model's own :meth:`training_step` keeps several processes in lock-step itself
     (see above); it may train under torchrun only then."""
+    compiles: ClassVar[bool] = True
+    """Whether :meth:`loss` may be compiled (``TrainConfig.compile``): False where the compiler
+    is known to get it wrong; the model then trains op by op."""
 
     def get_state(self) -> dict[str, Tensor]:
         """Return the weights and buffers (the ``state_dict``)."""

@@ -152,6 +152,9 @@ class GAN(Trainable):
         )
         # generator steps taken, for the average's warm-up (a buffer: checkpoints carry it)
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+        # the same count on the host, read from the buffer once (no device sync in a step)
+        self._updates: int | None = None
+        self.register_load_state_dict_post_hook(_forget_updates)
 
     @property
     def dim(self) -> int:
@@ -409,7 +412,9 @@ class GAN(Trainable):
         weight = shard.weight if shard is not None else 1.0
         sums: dict[str, Tensor] = {}
         steps = self.config.critic_steps
-        first = int(self.ema_updates) * steps  # this step's first critic step
+        if self._updates is None:
+            self._updates = int(self.ema_updates)
+        first = self._updates * steps  # this step's first critic step
         for i in range(steps):
             real = self._view(self._packs(x, generator), generator, shard)
             with torch.no_grad():
@@ -446,7 +451,7 @@ class GAN(Trainable):
         if self.generator_ema is not None:
             # decay min(ema, (1 + t)/(10 + t)) after t steps: early on the average follows g
             # closely instead of dragging the random initial weights through a short run
-            t = float(self.ema_updates)
+            t = float(self._updates)
             decay = min(self.config.ema, (1 + t) / (10 + t))
             with torch.no_grad():
                 torch._foreach_lerp_(
@@ -455,7 +460,13 @@ class GAN(Trainable):
                     1 - decay,
                 )
         self.ema_updates += 1
+        self._updates += 1
         return {"loss": gen_terms["gen_loss"], **sums, **gen_terms}
+
+
+def _forget_updates(module: nn.Module, _keys: object) -> None:
+    """After ``load_state_dict``: the host's count of generator steps is read again."""
+    module._updates = None
 
 
 SPEC = ModelSpec(

@@ -280,7 +280,7 @@ class VAE(Trainable):
     def current_kl_weight(self, epoch: float | None) -> float:
         """Return λ at ``epoch`` elapsed epochs under the schedule (the final λ when None)."""
         cfg = self.config
-        if epoch is None:
+        if cfg.kl_schedule == "constant" or epoch is None:  # (compiled: epoch not looked at)
             return cfg.kl_weight
         return KL_SCHEDULES[cfg.kl_schedule](cfg.kl_weight, epoch, cfg.kl_warmup)
 
@@ -305,9 +305,19 @@ class VAE(Trainable):
         lam = self.current_kl_weight(epoch)
         return vae_loss_and_gradients(self, x, eps, lam)
 
+    @torch.compiler.disable
+    def _kl_weight_tensor(self, epoch: float | Tensor | None, device: torch.device) -> Tensor:
+        """Return λ at ``epoch`` (a compiled loss's 0-d tensor) as a 0-d tensor on ``device``."""
+        at = float(epoch) if isinstance(epoch, Tensor) else epoch
+        return torch.tensor(self.current_kl_weight(at), device=device)
+
     def loss(
         self, x: Tensor, *, generator: torch.Generator | None = None, epoch: float | None = None
     ) -> dict[str, Tensor]:
+        if self.config.kl_schedule == "constant" or not torch.compiler.is_compiling():
+            lam: float | Tensor = self.current_kl_weight(epoch)
+        else:  # a tensor: a compiled loss whose λ changes every step is compiled once
+            lam = self._kl_weight_tensor(epoch, x.device)
         mu, logvar = self.posterior(x)
         # under bfloat16 autocast the products come back in bfloat16; the noise, the KL and the
         # likelihood are computed in float32 all the same
@@ -318,7 +328,6 @@ class VAE(Trainable):
             rec = self._nll(x, out).mean()
         else:
             rec = reconstruction(self.likelihood.family, x, out).mean()
-        lam = self.current_kl_weight(epoch)
         if self.prior_is_trained:  # from the same draw: log q(z | x) − log p(z)
             kl = self._sampled_kl(z, mu, logvar, self.training_prior).mean()
             return {"loss": rec + lam * kl, "reconstruction": rec, "kl": kl}
