@@ -200,3 +200,13 @@ def test_autocast_is_seen_where_it_is_on_and_switched_off_where_a_device_has_it(
             assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
         with full_precision("meta"):  # meta has no autocast: nothing to switch off
             assert autocast_enabled("cpu")
+
+
+def test_cudnn_searches_its_fastest_convolutions_on_cuda_only(monkeypatch):
+    from pushforward.train import accelerator_levers
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    accelerator_levers(torch.device("cpu"))
+    assert torch.backends.cudnn.benchmark is False
+    accelerator_levers(torch.device("cuda"))
+    assert torch.backends.cudnn.benchmark is True

@@ -281,13 +281,19 @@ def test_auto_precision_takes_bfloat16_only_with_amx_tiles():
     assert not fast_bf16_flags("")
 
 
-def test_precision_names_the_autocast_dtype_and_refuses_unknown_names():
+def test_precision_names_the_autocast_dtype_and_refuses_unknown_names(monkeypatch):
     from pushforward.train import autocast_dtype
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert autocast_dtype("float32", cpu) is None
     assert autocast_dtype("bfloat16", cpu) is torch.bfloat16
-    assert autocast_dtype("auto", cuda) is None
+    for native in (False, True):  # a GPU with bfloat16 tensor cores takes it for images only
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda **_: native)  # noqa: B023
+        assert autocast_dtype("auto", cuda, dim=784) is (torch.bfloat16 if native else None)
+        assert autocast_dtype("auto", cuda, dim=2) is None
+        assert autocast_dtype("float32", cuda, dim=784) is None
+    monkeypatch.undo()
     assert autocast_dtype("auto", cpu) in (None, torch.bfloat16)
     assert autocast_dtype("auto", cpu, dim=784) is autocast_dtype("auto", cpu)
     assert autocast_dtype("auto", cpu, dim=2) is None  # 2-D mixtures stay float32

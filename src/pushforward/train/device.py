@@ -41,6 +41,7 @@ __all__ = [
     "FINITE_CHECKS",
     "FLUSH_EVERY",
     "PRECISIONS",
+    "accelerator_levers",
     "autocast",
     "autocast_dtype",
     "autocast_enabled",
@@ -202,8 +203,8 @@ def check_memory(needed: int, device: torch.device, *, what: str, processes: int
 PRECISIONS: dict[str, str] = {
     "float32": "every product in float32",
     "bfloat16": "matrix products in bfloat16 (autocast); weights, optimiser and losses in float32",
-    "auto": "bfloat16 on a CPU with AMX tiles (where it is faster) for data of ≥ 64 dimensions, "
-    "else float32",
+    "auto": "bfloat16 for data of ≥ 64 dimensions on a CPU with AMX tiles (where it is faster) "
+    "and on a GPU with bfloat16 tensor cores, else float32",
 }
 
 AUTO_BF16_MIN_DIM = 64
@@ -237,18 +238,34 @@ def autocast_dtype(
 
     ``precision`` is a key of :data:`PRECISIONS`. ``auto`` picks bfloat16 only on a CPU with AMX
     tiles (:func:`fast_bf16_flags`), where the MNIST VAE trains faster to the same test ELBO
-    (BENCHMARKS.md), and only for data of ``dim`` ≥ :data:`AUTO_BF16_MIN_DIM` dimensions (None:
+    (BENCHMARKS.md), or on a CUDA GPU that computes bfloat16 natively (Ampere and later: its
+    tensor cores), and only for data of ``dim`` ≥ :data:`AUTO_BF16_MIN_DIM` dimensions (None:
     unknown, counted as large): on low-dimensional data the products are too small to gain, and
     bfloat16's 8-bit mantissa (relative error up to 2⁻⁹) is coarse beside fine structure such as
-    ring8's σ = 0.01 at radius 1. Elsewhere, and on GPUs, it stays float32.
+    ring8's σ = 0.01 at radius 1. Elsewhere it stays float32.
     """
     lookup(PRECISIONS, precision, what="precision")
     if precision == "bfloat16":
         return torch.bfloat16
-    small = dim is not None and dim < AUTO_BF16_MIN_DIM
-    if precision == "auto" and device.type == "cpu" and not small and _native_bf16_cpu():
+    if precision != "auto" or (dim is not None and dim < AUTO_BF16_MIN_DIM):
+        return None
+    if device.type == "cpu" and _native_bf16_cpu():
+        return torch.bfloat16
+    if device.type == "cuda" and _native_bf16_cuda():
         return torch.bfloat16
     return None
+
+
+def _native_bf16_cuda() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def accelerator_levers(device: torch.device) -> None:
+    """Set the process-wide levers a run on ``device`` gains from: on CUDA, cuDNN's search for
+    the fastest convolution algorithm of each shape (``cudnn.benchmark``; a training run meets
+    the same few shapes thousands of times). Nothing elsewhere."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
 
 
 def autocast(

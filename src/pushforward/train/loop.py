@@ -47,6 +47,7 @@ from pushforward.train.capture import DeferredChecks, deferring
 from pushforward.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from pushforward.train.config import TrainConfig, check_batch
 from pushforward.train.device import (
+    accelerator_levers,
     autocast,
     defers_finite_checks,
     flush_subnormal_state_,
@@ -184,6 +185,7 @@ def _prepare_run(
     if batch < ctx.world:
         raise ConfigError(f"batch_size {batch} is smaller than the {ctx.world} processes")
     model.to(device)
+    accelerator_levers(device)
     data = to_model_device(x, model)
     if not resume:
         model.prepare(data)  # data-dependent set-up; a resumed model has it in its checkpoint
