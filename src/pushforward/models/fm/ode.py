@@ -2,10 +2,17 @@
 counts its evaluations, one that needs more than its budget stops with a
 :class:`~pushforward.core.SolverError` naming t and the step size (a stiff field, tolerances too
 tight), and so do non-finite values of the field. The likelihood's augmented field
-(:func:`divergence_rhs`) carries tr ∂v/∂x beside x."""
+(:func:`divergence_rhs`) carries tr ∂v/∂x beside x.
+
+On an accelerator a fixed-step solve runs :func:`fixed_step_solve` instead of torchdiffeq's
+loop, which reads t from the device at every step (``t1 >= t[j]``) and, through the evaluation
+counter's checks, every value of the field: the same steps (torchdiffeq's Euler, midpoint and
+3/8-rule RK4, its time grid and its linear interpolation), with the times kept on the host and
+one finiteness check at the end, so that the host never waits for the device within a solve."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +24,7 @@ from torch import Tensor
 
 from pushforward.core import SolverError
 
-__all__ = ["SOLVERS", "Solver", "divergence_rhs"]
+__all__ = ["SOLVERS", "Solver", "divergence_rhs", "fixed_step_solve"]
 
 SOLVERS: dict[str, str] = {
     "dopri5": "adaptive Dormand–Prince 5(4), to rtol and atol",
@@ -83,6 +90,8 @@ class Solver:
             stack = lambda y: y.expand(len(times), *y.shape)  # noqa: E731
             return (tuple(map(stack, y0)) if isinstance(y0, tuple) else stack(y0)), 0
         adaptive = self.method == "dopri5"
+        if not adaptive and first.device.type != "cpu":
+            return self._fixed(rhs, y0, times, what)
         options = {} if adaptive else {"step_size": 1.0 / self.steps}
         kwargs = {"rtol": self.rtol, "atol": self.atol} if adaptive else {}
         try:
@@ -104,6 +113,98 @@ class Solver:
                 f"size of about {counted.step():.2g}: {e}"
             ) from None
         return out, counted.nfe
+
+    def _fixed(self, rhs: Callable, y0: Any, times: Tensor, what: str) -> tuple[Any, int]:
+        """:func:`fixed_step_solve` under the budget, with one check of the result."""
+        host_times = times.tolist()
+        nfe = _EVALUATIONS[self.method] * _grid_steps(host_times, 1.0 / self.steps)
+        if nfe > self.max_nfe:
+            raise SolverError(
+                f"{what}: the ODE solver ({self.method}, {self.steps} steps) would take "
+                f"{nfe:,} evaluations, over its budget of {self.max_nfe:,}; raise max_nfe or "
+                "take fewer steps"
+            )
+        out = fixed_step_solve(rhs, y0, host_times, self.method, self.steps)
+        parts = out if isinstance(out, tuple) else (out,)
+        if not bool(torch.stack([torch.isfinite(p).all() for p in parts]).all()):
+            raise SolverError(
+                f"{what}: the velocity field or the state became non-finite between t = "
+                f"{host_times[0]:.4g} and {host_times[-1]:.4g} ({self.method}, {self.steps} "
+                "steps): the weights or the state hold NaN or infinite values"
+            )
+        return out, nfe
+
+
+_EVALUATIONS = {"euler": 1, "midpoint": 2, "rk4": 4}
+"""Field evaluations per step of each fixed-step method."""
+
+
+def _grid(times: list[float], step: float) -> list[float]:
+    """torchdiffeq's grid of a fixed-step solve over ``times``: t₀ + k·step, the last point set
+    to the last time."""
+    n = math.ceil((times[-1] - times[0]) / step + 1)
+    grid = [times[0] + k * step for k in range(n)]
+    grid[-1] = times[-1]
+    return grid
+
+
+def _grid_steps(times: list[float], step: float) -> int:
+    return len(_grid(times, step)) - 1
+
+
+def _map(fn: Callable[..., Tensor], *ys: Any) -> Any:
+    """``fn`` on tensors, or part by part on tuples of them."""
+    if isinstance(ys[0], tuple):
+        return tuple(fn(*parts) for parts in zip(*ys, strict=True))
+    return fn(*ys)
+
+
+def fixed_step_solve(
+    rhs: Callable, y0: Any, times: list[float], method: str, steps: int
+) -> Any:  # fmt: skip
+    """Return y at each of ``times`` (T, …) of dy/dt = rhs(t, y) from y0 (a tensor (n, …) or a
+    tuple of them), in fixed steps of 1/``steps`` of ``method`` (euler, midpoint or rk4, the
+    3/8 rule), as torchdiffeq takes them; t reaches rhs as a 0-d tensor on y0's device, made
+    from a host number (no read from the device)."""
+    first = y0[0] if isinstance(y0, tuple) else y0
+
+    def at(t: float) -> Tensor:
+        return torch.full((), t, dtype=first.dtype, device=first.device)
+
+    def f(t: float, y: Any) -> Any:
+        return rhs(at(t), y)
+
+    def step(t0: float, t1: float, y: Any) -> Any:
+        dt = t1 - t0
+        k1 = f(t0, y)
+        if method == "euler":
+            return _map(lambda a, b: a + dt * b, y, k1)
+        if method == "midpoint":
+            mid = _map(lambda a, b: a + b * (0.5 * dt), y, k1)
+            return _map(lambda a, b: a + dt * b, y, f(t0 + 0.5 * dt, mid))
+        third = 1.0 / 3.0
+        k2 = f(t0 + dt * third, _map(lambda a, b: a + dt * b * third, y, k1))
+        k3 = f(t0 + dt * (2.0 * third), _map(lambda a, b, c: a + dt * (c - b * third), y, k1, k2))
+        k4 = f(t1, _map(lambda a, b, c, d: a + dt * (b - c + d), y, k1, k2, k3))
+        return _map(lambda a, b, c, d, e: a + (b + 3 * (c + d) + e) * dt * 0.125, y, k1, k2, k3, k4)
+
+    grid = _grid(times, 1.0 / steps)
+    out = [y0]
+    j, y = 1, y0
+    for t0, t1 in itertools.pairwise(grid):
+        y1 = step(t0, t1, y)
+        while j < len(times) and t1 >= times[j]:  # host numbers: no read from the device
+            t = times[j]
+            if t == t1:
+                out.append(y1)
+            else:
+                w = (t - t0) / (t1 - t0)
+                out.append(_map(lambda a, b, w=w: a + w * (b - a), y, y1))
+            j += 1
+        y = y1
+    if isinstance(y0, tuple):
+        return tuple(torch.stack(parts) for parts in zip(*out, strict=True))
+    return torch.stack(out)
 
 
 def divergence_rhs(velocity: Callable[[Tensor, Tensor], Tensor], probe: Tensor | None) -> Callable:
