@@ -52,6 +52,8 @@ class CompiledLoss:
             return self.eager(x, generator=generator, **kw)
         if kw.get("epoch") is not None:  # a value the compiler would specialise on, every step
             kw["epoch"] = torch.tensor(kw["epoch"], dtype=torch.float64)
+        if self.mode == "reduce-overhead":  # a new step: the last step's graph outputs are free
+            torch.compiler.cudagraph_mark_step_begin()
         if self.ready:
             return self.compiled(x, generator=generator, **kw)
         state = generator.get_state() if generator is not None else None
