@@ -50,15 +50,16 @@ class CompiledLoss:
     def __call__(self, x: Tensor, *, generator: torch.Generator | None = None, **kw: Any):
         if self.compiled is None:
             return self.eager(x, generator=generator, **kw)
+        traced = dict(kw)
         if kw.get("epoch") is not None:  # a value the compiler would specialise on, every step
-            kw["epoch"] = torch.tensor(kw["epoch"], dtype=torch.float64)
+            traced["epoch"] = torch.tensor(kw["epoch"], dtype=torch.float64)
         if self.mode == "reduce-overhead":  # a new step: the last step's graph outputs are free
             torch.compiler.cudagraph_mark_step_begin()
         if self.ready:
-            return self.compiled(x, generator=generator, **kw)
+            return self.compiled(x, generator=generator, **traced)
         state = generator.get_state() if generator is not None else None
         try:
-            out = self.compiled(x, generator=generator, **kw)
+            out = self.compiled(x, generator=generator, **traced)
         except Exception as e:  # compiling failed: train eagerly from the same draws
             log.warning("torch.compile(mode=%r) failed, training op by op: %s",
                         self.mode, " ".join(str(e).split())[:300])  # fmt: skip
@@ -92,11 +93,11 @@ class DeferredChecks:
         """Return (the term's name, its step) of the first non-finite term recorded, a term
         other than 'loss' where both failed at once; None when all were finite. One host
         synchronisation."""
-        found: list[tuple[int, bool, str]] = []
-        for keys, first in self.first.items():
-            for name, step in zip(keys, first.tolist(), strict=True):
-                if step >= 0:
-                    found.append((step, name == "loss", name))
+        if not self.first:
+            return None
+        names = [name for keys in self.first for name in keys]
+        steps = torch.cat(list(self.first.values())).tolist()  # the one read
+        found = [(s, n == "loss", n) for n, s in zip(names, steps, strict=True) if s >= 0]
         if not found:
             return None
         step, _, name = min(found)

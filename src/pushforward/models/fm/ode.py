@@ -117,7 +117,7 @@ class Solver:
     def _fixed(self, rhs: Callable, y0: Any, times: Tensor, what: str) -> tuple[Any, int]:
         """:func:`fixed_step_solve` under the budget, with one check of the result."""
         host_times = times.tolist()
-        nfe = _EVALUATIONS[self.method] * _grid_steps(host_times, 1.0 / self.steps)
+        nfe = _EVALUATIONS[self.method] * (len(_grid(host_times, 1.0 / self.steps)) - 1)
         if nfe > self.max_nfe:
             raise SolverError(
                 f"{what}: the ODE solver ({self.method}, {self.steps} steps) would take "
@@ -146,10 +146,6 @@ def _grid(times: list[float], step: float) -> list[float]:
     grid = [times[0] + k * step for k in range(n)]
     grid[-1] = times[-1]
     return grid
-
-
-def _grid_steps(times: list[float], step: float) -> int:
-    return len(_grid(times, step)) - 1
 
 
 def _map(fn: Callable[..., Tensor], *ys: Any) -> Any:
