@@ -189,13 +189,31 @@ def test_a_compiled_run_trains_like_an_eager_one_and_compiles_once_per_batch_sha
                                   kl_schedule="linear", kl_warmup=3.0))  # fmt: skip
         history = fit(model, data(n=90), TrainConfig(epochs=epochs, batch_size=32, seed=0,
                                                     compile=compile_))  # fmt: skip
-        return [r["loss"] for r in history], dynamo_utils.counters["frames"]["total"]
+        counts = dynamo_utils.counters
+        return [r["loss"] for r in history], counts["frames"]["total"], counts["stats"]
 
-    eager, _ = run("off", 3)
-    compiled, compiles = run("default", 3)
+    eager, _, _ = run("off", 3)
+    compiled, compiles, stats = run("default", 3)
     assert compiled == pytest.approx(eager, rel=1e-4)
-    _, compiles_in_one_epoch = run("default", 1)
+    _, compiles_in_one_epoch, _ = run("default", 1)
     assert 0 < compiles == compiles_in_one_epoch
+    # the noise is drawn and λ looked up before the first weight is read, so the step is one
+    # graph per batch shape (two: 32 rows and the last 26), not a graph on each side of a draw
+    assert stats["unique_graphs"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prior", ["vamp", "gmm"])
+def test_a_compiled_vae_step_is_one_graph_with_a_trained_prior_too(prior):
+    """The VampPrior's and the mixture's KL are sampled from the same ε: still one graph."""
+    import torch._dynamo.utils as dynamo_utils
+
+    torch._dynamo.reset()
+    dynamo_utils.counters.clear()
+    with seeded(0):
+        model = VAE(VAEConfig(dim=12, latent=2, hidden=[16], prior=prior))
+    fit(model, data(n=64), TrainConfig(epochs=2, batch_size=32, seed=0, compile="default"))
+    assert dynamo_utils.counters["stats"]["unique_graphs"] == 1
 
 
 def test_a_loss_that_fails_to_compile_trains_eagerly_with_a_warning(monkeypatch, caplog):

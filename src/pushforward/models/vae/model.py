@@ -236,10 +236,17 @@ class VAE(Trainable):
             getattr(self, name).copy_(tensor)
 
     def reparameterize(
-        self, mu: Tensor, logvar: Tensor, *, generator: torch.Generator | None = None
+        self,
+        mu: Tensor,
+        logvar: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        eps: Tensor | None = None,
     ) -> Tensor:
-        """Return z = μ + exp(ξ/2)·ε with ε ~ N(0, I) drawn from ``generator``, shape of μ."""
-        eps = draw(torch.randn, mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        """Return z = μ + exp(ξ/2)·ε, shape of μ, with ε ~ N(0, I) drawn from ``generator``, or
+        ``eps`` (shape of μ) where the caller drew it."""
+        if eps is None:
+            eps = draw(torch.randn, mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         return mu + torch.exp(0.5 * logvar) * eps
 
     def decode(self, z: Tensor) -> Tensor:
@@ -314,15 +321,20 @@ class VAE(Trainable):
     def loss(
         self, x: Tensor, *, generator: torch.Generator | None = None, epoch: float | None = None
     ) -> dict[str, Tensor]:
+        # λ and the noise come first, before any weight is read. Compiled, a draw from a
+        # torch.Generator and λ's lookup run outside the graph, and at the start they split
+        # nothing: the rest of the step is one graph (one CUDA graph under reduce-overhead).
+        # Eagerly the draws are the same, since the encoder draws nothing.
         if self.config.kl_schedule == "constant" or not torch.compiler.is_compiling():
             lam: float | Tensor = self.current_kl_weight(epoch)
         else:  # a tensor: a compiled loss whose λ changes every step is compiled once
             lam = self._kl_weight_tensor(epoch, x.device)
+        # (float32 whatever the autocast: the noise, the KL and the likelihood are float32)
+        shape = (x.shape[0], self.latent)
+        eps = draw(torch.randn, shape, generator=generator, device=x.device, dtype=torch.float32)
         mu, logvar = self.posterior(x)
-        # under bfloat16 autocast the products come back in bfloat16; the noise, the KL and the
-        # likelihood are computed in float32 all the same
-        mu, logvar = mu.float(), logvar.float()
-        z = self.reparameterize(mu, logvar, generator=generator)
+        mu, logvar = mu.float(), logvar.float()  # under bfloat16 autocast they come back bfloat16
+        z = self.reparameterize(mu, logvar, eps=eps)
         out = self.decoder(z).float()
         if self.likelihood.trains_on_nll:
             rec = self._nll(x, out).mean()
