@@ -70,10 +70,12 @@ def plain_critic() -> nn.Module:
 class PlainDCGAN:
     """The plain loop's state: networks, EMA copy, optimisers, data loader."""
 
-    def __init__(self, images: torch.Tensor, seed: int):
+    def __init__(self, images: torch.Tensor, seed: int, device: torch.device | str = "cpu"):
         torch.manual_seed(seed)
-        self.generator, self.critic = plain_generator(), plain_critic()
-        self.ema = plain_generator()
+        self.device = torch.device(device)
+        self.generator = plain_generator().to(self.device)
+        self.critic = plain_critic().to(self.device)
+        self.ema = plain_generator().to(self.device)
         self.ema.load_state_dict(self.generator.state_dict())
         betas = tuple(TRAIN["betas"])
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=TRAIN["lr"], betas=betas)
@@ -85,12 +87,14 @@ class PlainDCGAN:
 
     def epoch(self) -> None:
         for (imgs,) in self.loader:
+            imgs = imgs.to(self.device)  # the classic loop: batches from the host
             b = imgs.shape[0]
-            valid, fake = torch.ones(b, 1), torch.zeros(b, 1)
+            valid = torch.ones(b, 1, device=self.device)
+            fake = torch.zeros(b, 1, device=self.device)
             # critic: real against fresh fakes, plus R1 at the real images every EVERY steps,
             # weighted EVERY× (lazy regularisation, as StyleGAN2's training loop does it)
             self.opt_d.zero_grad()
-            z = torch.randn(b, LATENT)
+            z = torch.randn(b, LATENT, device=self.device)
             gen_imgs = self.generator(z).detach()
             lazy = self.steps % EVERY == 0
             self.steps += 1
@@ -106,7 +110,7 @@ class PlainDCGAN:
             self.opt_d.step()
             # generator: fool the critic on fresh fakes (the non-saturating loss)
             self.opt_g.zero_grad()
-            z = torch.randn(b, LATENT)
+            z = torch.randn(b, LATENT, device=self.device)
             g_loss = self.adversarial(self.critic(self.generator(z)), valid)
             g_loss.backward()
             self.opt_g.step()
@@ -118,11 +122,12 @@ class PlainDCGAN:
             _ = (d_loss.item(), g_loss.item())  # the per-batch log line
 
 
-def ours(ds, seed: int):
-    """pushforward's default image GAN for ``ds`` and its default training settings."""
+def ours(ds, seed: int, device: str = "cpu"):
+    """pushforward's default image GAN for ``ds`` and its default training settings (one epoch
+    on ``device``)."""
     with seeded(seed):
         model = GANConfig().build(ds)
-    return model, TrainConfig(**{**TRAIN, "epochs": 1, "seed": seed})
+    return model, TrainConfig(**{**TRAIN, "epochs": 1, "seed": seed, "device": device})
 
 
 def check_same_networks(model) -> None:

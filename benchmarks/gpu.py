@@ -2,8 +2,9 @@
 
 Produces the "On a GPU" section of BENCHMARKS.md (the GPU's name is printed beside the table):
 
-    .venv/bin/python benchmarks/gpu.py                      # about 8 minutes on one GPU
-    .venv/bin/python benchmarks/gpu.py --device cpu --quick  # a smoke check of the script
+    .venv/bin/python benchmarks/gpu.py                      # all four parts on one GPU
+    .venv/bin/python benchmarks/gpu.py --parts gan,gallery  # some of them
+    .venv/bin/python benchmarks/gpu.py --device cpu --quick  # a smoke check (30 s on 2 cores)
 
 Two parts, each alternating the contenders round by round (medians: shared machines are noisy):
 
@@ -18,14 +19,23 @@ Two parts, each alternating the contenders round by round (medians: shared machi
 * **The mixtures** (ring8): the recommended flow and flow matching, fitted as ``pushforward fit``
   fits them, on the device and on the CPU with ``--threads`` threads; wall seconds and the exact
   KL(p ‖ q) to the truth on fresh draws (``benchmarks/fidelity.py``'s scorer).
+* **The conv GAN on digits**: one epoch of ``pushforward fit gan --data mnist`` (its default
+  networks, batch and R1) against ``benchmarks/dcgan.py``'s plain DCGAN loop of the same
+  networks and batch on the same device, after a warm-up epoch each (cudnn's autotuning);
+  seconds an epoch and samples a second.
+* **The gallery**: ``pushforward demo --device <device>`` in a fresh process, into a temporary
+  folder, with an empty cache folder (``XDG_CACHE_HOME``): its wall seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,10 +46,15 @@ from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from dcgan import TRAIN as GAN_TRAIN
+from dcgan import PlainDCGAN, check_same_networks, ours
 from fidelity import IWAE_K, N_SAMPLES, SAMPLE_SEED, fit_as_cli, score
-from pushforward.data import find_mnist_folder, load_mnist, train_test_split
-from pushforward.train import resolve_device
+from pushforward.data import find_mnist_folder, load_data, load_mnist, select_rows, train_test_split
+from pushforward.train import fit, resolve_device
 from vae_mnist import ClassicVAE, as_pushforward, train_pushforward
+
+PARTS = ("vae", "mixtures", "gan", "gallery")
+"""The benchmark's parts, in the order they run."""
 
 CLASSIC = {"hidden": [400], "activation": "relu", "lr": 1e-3, "batch_size": 128}
 """The classic network and budget, for pushforward's like-for-like run."""
@@ -166,31 +181,100 @@ def mixtures(device: torch.device, threads: int, epochs: int | None) -> list[str
     return rows
 
 
+def conv_gan(device: torch.device, rounds: int, rows: int) -> list[str] | None:
+    """One epoch of the plain DCGAN loop against one of ``pushforward fit gan`` on the digits,
+    alternating, after a warm-up epoch each; the table's rows (medians)."""
+    if find_mnist_folder() is None:
+        print("MNIST not found: the conv GAN part is skipped")
+        return None
+    ds = select_rows(load_data("mnist"), f":{rows}")
+    model, cfg = ours(ds, 0, str(device))
+    check_same_networks(model)
+    plain = PlainDCGAN(ds.x, 0, device)
+    x = ds.x.to(device)  # the data set on the device, as `fit` keeps it
+    times: dict[str, list[float]] = {"plain": [], "pushforward": []}
+    for i in range(rounds + 1):
+        order = ["plain", "pushforward"] if i % 2 == 0 else ["pushforward", "plain"]
+        for who in order:
+            synchronize(device)
+            start = time.perf_counter()
+            if who == "plain":
+                plain.epoch()
+            else:
+                fit(model, x, cfg)  # one epoch of `pushforward fit`: metrics and checks
+            synchronize(device)
+            seconds = time.perf_counter() - start
+            if i:  # the first epoch of each warms up (autotuning, allocations)
+                times[who].append(seconds)
+            print(f"  epoch {i}{' (warm-up)' if not i else ''} {who:<12} {seconds:6.2f} s",
+                  flush=True)  # fmt: skip
+    med = {k: statistics.median(v) for k, v in times.items()}
+    batch = GAN_TRAIN["batch_size"]
+    return [
+        f"| {k} (batch {batch}) | {med[k]:.2f} | {rows / med[k]:,.0f} | "
+        f"{med[k] / med['plain']:.2f}× |"
+        for k in ("plain", "pushforward")
+    ]
+
+
+def gallery(device: torch.device, quick: bool) -> float:
+    """Wall seconds of ``pushforward demo`` on ``device`` in a fresh process, cold caches."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "XDG_CACHE_HOME": str(Path(tmp) / "cache")}
+        command = [sys.executable, "-m", "pushforward", "demo", "--out", str(Path(tmp) / "demo"),
+                   "--device", str(device)] + (["--quick"] if quick else [])  # fmt: skip
+        start = time.perf_counter()
+        subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+        return time.perf_counter() - start
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--rounds", type=int, default=3, help="alternations of each part")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of the CPU runs")
     parser.add_argument("--quick", action="store_true", help="1 epoch each: a smoke check")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"some of {','.join(PARTS)}")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     epochs = 1 if args.quick else 10
     print(f"device: {device_name(device)}; torch {torch.__version__}", flush=True)
-    print("MNIST protocol", flush=True)
-    vae_rows = mnist_protocol(device, 1 if args.quick else args.rounds, epochs)
-    print("mixtures", flush=True)
-    mix_rows = mixtures(device, args.threads, 1 if args.quick else None)
+    parts = set(args.parts.split(","))
+    if parts - set(PARTS):
+        parser.error(f"--parts: unknown {sorted(parts - set(PARTS))}; choose from {PARTS}")
+    vae_rows = mix_rows = gan_rows = demo_seconds = None
+    if "vae" in parts:
+        print("MNIST protocol", flush=True)
+        vae_rows = mnist_protocol(device, 1 if args.quick else args.rounds, epochs)
+    if "mixtures" in parts:
+        print("mixtures", flush=True)
+        mix_rows = mixtures(device, args.threads, 1 if args.quick else None)
+    if "gan" in parts:
+        print("conv GAN on digits", flush=True)
+        rows = 1000 if args.quick else 8000
+        gan_rows = conv_gan(device, 1 if args.quick else args.rounds, rows)
+    if "gallery" in parts:
+        print("gallery", flush=True)
+        demo_seconds = gallery(device, args.quick)
     print(f"\nOn {device_name(device)}, torch {torch.__version__}\n")
     if vae_rows:
         print(f"| MNIST protocol, {epochs} epochs | seconds | samples/s | test −ELBO | speed-up |")
         print("|---|---|---|---|---|")
         print("\n".join(vae_rows))
-    print(
-        f"\n| model | seconds on {device.type} | seconds on the CPU | speed-up | KL on "
-        f"{device.type} | KL on the CPU |"
-    )
-    print("|---|---|---|---|---|---|")
-    print("\n".join(mix_rows))
+    if mix_rows:
+        print(
+            f"\n| model | seconds on {device.type} | seconds on the CPU | speed-up | KL on "
+            f"{device.type} | KL on the CPU |"
+        )
+        print("|---|---|---|---|---|---|")
+        print("\n".join(mix_rows))
+    if gan_rows:
+        print("\n| conv GAN on digits, one epoch | seconds | samples/s | × plain |")
+        print("|---|---|---|---|")
+        print("\n".join(gan_rows))
+    if demo_seconds is not None:
+        what = "demo --quick" if args.quick else "demo"
+        print(f"\n`pushforward {what} --device {device}`, cold caches: {demo_seconds:.0f} s")
     return 0
 
 
