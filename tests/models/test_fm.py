@@ -621,3 +621,68 @@ def test_a_fixed_step_solve_over_its_budget_or_not_finite_is_a_solver_error():
     blows_up = lambda t, y: y * float("inf")  # noqa: E731
     with pytest.raises(SolverError, match=r"x: the velocity field or the state became non-finite"):
         Solver("euler", 4, 1e-5, 1e-5, 50)._fixed(blows_up, y0, torch.tensor([0.0, 1.0]), "x")
+
+
+@pytest.mark.parametrize("method", ["euler", "midpoint", "rk4"])
+def test_a_compiled_fixed_step_solve_is_the_eager_one_in_one_graph(method):
+    """Each step through torch.compile (on CUDA: reduce-overhead, a CUDA graph replayed step
+    after step): the same states as the eager solve at every time, and one graph for all seven
+    steps, since the step's times are inputs, not constants it would recompile for."""
+    import torch._dynamo.utils as dynamo_utils
+
+    from pushforward.models.fm import ode
+
+    y0 = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    times = [0.0, 0.13, 0.5, 1.0]
+    eager = fixed_step_solve(nonlinear, y0, times, method, 7)
+    torch._dynamo.reset()
+    ode._CAPTURED.clear()
+    dynamo_utils.counters.clear()
+    compiled = fixed_step_solve(nonlinear, y0, times, method, 7, compile_mode="default")
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
+    assert dynamo_utils.counters["stats"]["unique_graphs"] == 1
+    again = fixed_step_solve(nonlinear, -y0, times, method, 7, compile_mode="default")
+    assert dynamo_utils.counters["stats"]["unique_graphs"] == 1  # and none for the next solve
+    torch.testing.assert_close(again, fixed_step_solve(nonlinear, -y0, times, method, 7))
+
+
+def test_a_fixed_step_solve_whose_step_fails_to_compile_goes_on_op_by_op(monkeypatch, caplog):
+    import logging
+
+    from pushforward.models.fm import ode
+
+    def broken(fn, **kwargs):
+        def call(*args, **kw):
+            raise RuntimeError("no C++ compiler")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setattr(ode, "_CAPTURED", {})
+    y0 = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    with caplog.at_level(logging.WARNING, logger="pushforward"):
+        out = fixed_step_solve(nonlinear, y0, [0.0, 1.0], "rk4", 7, compile_mode="default")
+    assert "no C++ compiler" in caplog.text and "op by op" in caplog.text
+    torch.testing.assert_close(out, fixed_step_solve(nonlinear, y0, [0.0, 1.0], "rk4", 7))
+
+
+@pytest.mark.parametrize("state", ["tensor", "tuple"])
+@pytest.mark.parametrize("grad", [False, True])
+def test_sampling_solves_are_captured_where_the_training_step_is(monkeypatch, state, grad):
+    """A fixed-step solve of a tensor without gradients (sampling) takes the device's compile
+    mode (CUDA graphs on CUDA); the likelihood's augmented state, or a solve under autograd,
+    runs op by op."""
+    from pushforward.models.fm import ode
+
+    asked, passed = [], []
+    monkeypatch.setattr(ode, "compile_mode", lambda request, device: asked.append(device) or "x")
+    monkeypatch.setattr(ode, "fixed_step_solve",
+                        lambda *a, compile_mode: passed.append(compile_mode) or a[1])  # fmt: skip
+    y = torch.zeros(4, 2)
+    with torch.set_grad_enabled(grad):
+        Solver("rk4", 5, 1e-5, 1e-5, 100)._fixed(
+            nonlinear, y if state == "tensor" else (y, y[:, 0]), torch.tensor([0.0, 1.0]), "x"
+        )
+    captured = state == "tensor" and not grad
+    assert passed == ["x" if captured else None]
+    assert asked == ([y.device] if captured else [])

@@ -8,11 +8,14 @@ On an accelerator a fixed-step solve runs :func:`fixed_step_solve` instead of to
 loop, which reads t from the device at every step (``t1 >= t[j]``) and, through the evaluation
 counter's checks, every value of the field: the same steps (torchdiffeq's Euler, midpoint and
 3/8-rule RK4, its time grid and its linear interpolation), with the times kept on the host and
-one finiteness check at the end, so that the host never waits for the device within a solve."""
+one finiteness check at the end, so that the host never waits for the device within a solve. On
+CUDA a sampling solve's step is captured as one CUDA graph (``torch.compile``'s
+``reduce-overhead``) and replayed step after step."""
 
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,8 +26,11 @@ import torchdiffeq
 from torch import Tensor
 
 from pushforward.core import SolverError
+from pushforward.train import compile_mode
 
 __all__ = ["SOLVERS", "Solver", "divergence_rhs", "fixed_step_solve"]
+
+log = logging.getLogger(__name__)
 
 SOLVERS: dict[str, str] = {
     "dopri5": "adaptive Dormand–Prince 5(4), to rtol and atol",
@@ -124,7 +130,11 @@ class Solver:
                 f"{nfe:,} evaluations, over its budget of {self.max_nfe:,}; raise max_nfe or "
                 "take fewer steps"
             )
-        out = fixed_step_solve(rhs, y0, host_times, self.method, self.steps)
+        # sampling (a tensor state, no gradient) is captured where the training step would be
+        # (CUDA graphs on CUDA); the likelihood's state carries autograd's trace: op by op
+        captures = isinstance(y0, Tensor) and not torch.is_grad_enabled()
+        mode = compile_mode("auto", y0.device) if captures else None
+        out = fixed_step_solve(rhs, y0, host_times, self.method, self.steps, compile_mode=mode)
         parts = out if isinstance(out, tuple) else (out,)
         if not bool(torch.stack([torch.isfinite(p).all() for p in parts]).all()):
             raise SolverError(
@@ -155,40 +165,74 @@ def _map(fn: Callable[..., Tensor], *ys: Any) -> Any:
     return fn(*ys)
 
 
+def _step(rhs: Callable, method: str, at: Tensor, y: Any) -> Any:
+    """One fixed step of ``method`` from y (a tensor or a tuple of them); ``at`` (6,) holds t₀,
+    the step dt, t₀ + dt/3, t₀ + 2dt/3, t₀ + dt/2 and t₁ on y's device (:func:`_time_table`)."""
+    t0, dt, third, two_thirds, mid, t1 = at.unbind()
+    k1 = rhs(t0, y)
+    if method == "euler":
+        return _map(lambda a, b: a + dt * b, y, k1)
+    if method == "midpoint":
+        half = _map(lambda a, b: a + b * (0.5 * dt), y, k1)
+        return _map(lambda a, b: a + dt * b, y, rhs(mid, half))
+    k2 = rhs(third, _map(lambda a, b: a + dt * b * (1.0 / 3.0), y, k1))
+    k3 = rhs(two_thirds, _map(lambda a, b, c: a + dt * (c - b * (1.0 / 3.0)), y, k1, k2))
+    k4 = rhs(t1, _map(lambda a, b, c, d: a + dt * (b - c + d), y, k1, k2, k3))
+    return _map(lambda a, b, c, d, e: a + (b + 3 * (c + d) + e) * dt * 0.125, y, k1, k2, k3, k4)
+
+
+def _time_table(grid: list[float], like: Tensor) -> Tensor:
+    """Return the times of every step of ``grid`` (S, 6) (see :func:`_step`), computed on the
+    host and moved to ``like``'s device in one copy."""
+    rows = [(t0, t1 - t0, t0 + (t1 - t0) / 3, t0 + 2 * (t1 - t0) / 3, t0 + (t1 - t0) / 2, t1)
+            for t0, t1 in itertools.pairwise(grid)]  # fmt: skip
+    return torch.tensor(rows, dtype=like.dtype).to(like.device)
+
+
+_CAPTURED: dict[str, Callable] = {}
+""":func:`_step` through ``torch.compile`` by mode, compiled once for every solve (one graph
+per method, field and batch shape)."""
+
+
+def _captured_step(mode: str) -> Callable:
+    if mode not in _CAPTURED:
+        _CAPTURED[mode] = torch.compile(_step, mode=mode, dynamic=False)
+    return _CAPTURED[mode]
+
+
 def fixed_step_solve(
-    rhs: Callable, y0: Any, times: list[float], method: str, steps: int
+    rhs: Callable, y0: Any, times: list[float], method: str, steps: int, *,
+    compile_mode: str | None = None,
 ) -> Any:  # fmt: skip
     """Return y at each of ``times`` (T, …) of dy/dt = rhs(t, y) from y0 (a tensor (n, …) or a
     tuple of them), in fixed steps of 1/``steps`` of ``method`` (euler, midpoint or rk4, the
-    3/8 rule), as torchdiffeq takes them; t reaches rhs as a 0-d tensor on y0's device, made
-    from a host number (no read from the device)."""
+    3/8 rule), as torchdiffeq takes them; t reaches rhs as a 0-d tensor on y0's device, from a
+    table of every step's times made on the host and copied once (no read from the device).
+
+    With ``compile_mode`` (a ``torch.compile`` mode; ``reduce-overhead``: a CUDA graph), each
+    step is one compiled graph, replayed step after step: the times are its inputs, not
+    constants, so it is compiled once. Should compiling fail, the solve goes on op by op."""
     first = y0[0] if isinstance(y0, tuple) else y0
-
-    def at(t: float) -> Tensor:
-        return torch.full((), t, dtype=first.dtype, device=first.device)
-
-    def f(t: float, y: Any) -> Any:
-        return rhs(at(t), y)
-
-    def step(t0: float, t1: float, y: Any) -> Any:
-        dt = t1 - t0
-        k1 = f(t0, y)
-        if method == "euler":
-            return _map(lambda a, b: a + dt * b, y, k1)
-        if method == "midpoint":
-            mid = _map(lambda a, b: a + b * (0.5 * dt), y, k1)
-            return _map(lambda a, b: a + dt * b, y, f(t0 + 0.5 * dt, mid))
-        third = 1.0 / 3.0
-        k2 = f(t0 + dt * third, _map(lambda a, b: a + dt * b * third, y, k1))
-        k3 = f(t0 + dt * (2.0 * third), _map(lambda a, b, c: a + dt * (c - b * third), y, k1, k2))
-        k4 = f(t1, _map(lambda a, b, c, d: a + dt * (b - c + d), y, k1, k2, k3))
-        return _map(lambda a, b, c, d, e: a + (b + 3 * (c + d) + e) * dt * 0.125, y, k1, k2, k3, k4)
-
     grid = _grid(times, 1.0 / steps)
+    table = _time_table(grid, first)
+    step = _step if compile_mode is None else _captured_step(compile_mode)
     out = [y0]
     j, y = 1, y0
-    for t0, t1 in itertools.pairwise(grid):
-        y1 = step(t0, t1, y)
+    for i, (t0, t1) in enumerate(itertools.pairwise(grid)):
+        if step is not _step:
+            if compile_mode == "reduce-overhead":  # the last replay's outputs are ours now
+                torch.compiler.cudagraph_mark_step_begin()
+            try:
+                y1 = _map(torch.clone, step(rhs, method, table[i], y))
+            except Exception as e:  # compiling failed: no C++ compiler, an operation it lacks
+                if i:
+                    raise
+                log.warning("torch.compile(mode=%r) of the ODE step failed, solving op by op: %s",
+                            compile_mode, " ".join(str(e).split())[:300])  # fmt: skip
+                step = _step
+                y1 = step(rhs, method, table[i], y)
+        else:
+            y1 = step(rhs, method, table[i], y)
         while j < len(times) and t1 >= times[j]:  # host numbers: no read from the device
             t = times[j]
             if t == t1:
