@@ -25,7 +25,7 @@ from pushforward.models.registry import MODELS
 from pushforward.models.vae import VAE, VAEConfig
 from pushforward.nets import ACTIVATIONS, MLP, apply_layers
 from pushforward.runs import RunConfig, fit_run, load_model
-from pushforward.train import read_snapshots, seeded
+from pushforward.train import TrainConfig, fit, read_snapshots, seeded
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
@@ -514,3 +514,111 @@ def test_snapshots_need_a_model_that_samples(tmp_path):
     with pytest.raises(ConfigError, match=r"snapshot_every = 1 .* cannot sample; use 0"):
         fit_run(rc, out=tmp_path / "run", figures=False)
     assert read_snapshots(tmp_path) is None
+
+
+# --- μ's mass under the codes -------------------------------------------------------------------
+
+
+def _cells(lo, hi, side):
+    """Cell centres (side², 2) of a side × side grid over [lo, hi], row iy·side + ix."""
+    a = lo[0] + (np.arange(side) + 0.5) * (hi[0] - lo[0]) / side
+    b = lo[1] + (np.arange(side) + 0.5) * (hi[1] - lo[1]) / side
+    bb, aa = np.meshgrid(b, a, indexing="ij")
+    return np.stack([aa.ravel(), bb.ravel()], 1)
+
+
+def test_the_canvas_shades_the_standard_normal_prior_where_it_puts_its_mass():
+    """k = 2 and μ = N(0, I): the share of μ's mass less dense than z is Pr[|Z|² > |z|²] =
+    exp(−|z|²/2) (|Z|² is χ² with 2 degrees of freedom), the closed form, to the Monte Carlo
+    error of the page's seeded draws and its byte rounding."""
+    ring = datasets.load_data("ring8", n=500, generator=torch.Generator().manual_seed(0))
+    with seeded(0):
+        vae = MODELS["vae"].config(latent=2, hidden=[16], prior="normal").build(ring)
+    fit(vae, ring.x, TrainConfig(epochs=30, batch_size=100, seed=0))  # codes spread over N(0, I)
+    p = payload(explorer_page(vae, ring, points=500))
+    mass = p["mass"]
+    assert mass["planes"] == [[0, 1]]
+    with torch.no_grad():
+        codes = vae.encode(ring.x).numpy()
+    lo, hi = mass["boxes"][0]
+    span = codes.max(0) - codes.min(0)  # the codes' box, padded 5% a side, as the page pads it
+    np.testing.assert_allclose(lo, codes.min(0) - 0.05 * span, atol=1e-5)
+    np.testing.assert_allclose(hi, codes.max(0) + 0.05 * span, atol=1e-5)
+    z = _cells(lo, hi, mass["side"])
+    expected = np.exp(-0.5 * (z**2).sum(1))
+    assert expected.max() - expected.min() > 0.5  # a shade with structure to get wrong
+    np.testing.assert_allclose(unpack(mass["values"])[0], expected, atol=0.02)
+
+
+def test_the_shade_of_a_mixture_sampler_is_its_density_on_each_plane_of_the_codes():
+    """k = 3 and the `gmm` sampler (a full-covariance mixture fitted to the codes): on each
+    plane of two principal directions through the codes' centre, the share of the mixture's
+    mass less dense than z, from torch.distributions' density and its own independent draws."""
+    from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
+
+    digits = datasets.load_data("digits")
+    with seeded(0):
+        vae = MODELS["vae"].config(latent=3, hidden=[32], prior="gmm").build(digits)
+    vae.finish(digits.x)
+    p = payload(explorer_page(vae, digits, points=600))
+    mass = p["mass"]
+    assert mass["planes"] == [[0, 1], [0, 2], [1, 2]]
+    mixture = MixtureSameFamily(
+        Categorical(probs=vae.prior_weights.double()),
+        MultivariateNormal(vae.prior_means.double(), vae.prior_covariances.double()),
+    )
+    torch.manual_seed(1)
+    reference = np.sort(mixture.log_prob(mixture.sample((20_000,))).numpy())
+    center, axes = unpack(p["plane"]["center"]), unpack(p["plane"]["axes"])
+    values = unpack(mass["values"])
+    for n, ((i, j), (lo, hi)) in enumerate(zip(mass["planes"], mass["boxes"], strict=True)):
+        ab = _cells(lo, hi, mass["side"])
+        z = center + ab[:, :1] * axes[i] + ab[:, 1:] * axes[j]
+        log_p = mixture.log_prob(torch.from_numpy(z)).numpy()
+        expected = np.searchsorted(reference, log_p, side="left") / reference.size
+        assert expected.max() - expected.min() > 0.5  # a shade with structure to get wrong
+        np.testing.assert_allclose(values[n], expected, atol=0.03)
+
+
+def test_a_model_without_a_latent_density_gets_no_shade():
+    ring = datasets.load_data("ring8", n=300, generator=torch.Generator().manual_seed(0))
+    with seeded(0):
+        ae = MODELS["ae"].config(latent=2, hidden=[16]).build(ring)
+    assert payload(explorer_page(ae, ring, points=300))["mass"] is None
+
+
+def test_the_shade_follows_the_plane_in_the_browser(browser, tmp_path):
+    """Drawn: dark where μ's density peaks, clear far from it; the plane of directions (2, 1) is
+    the plane (1, 2) mirrored, so its shade at (b, a) is the first one's at (a, b); a plane past
+    the shaded directions is drawn without a shade, and the caption says which it is."""
+    digits = datasets.load_data("digits")
+    with seeded(0):
+        vae = MODELS["vae"].config(latent=7, hidden=[32], prior="gmm").build(digits)
+    vae.finish(digits.x)
+    path = tmp_path / "page.html"
+    path.write_text(explorer_page(vae, digits, points=600), encoding="utf-8")
+    mass = payload(path.read_text(encoding="utf-8"))["mass"]
+    assert len(mass["planes"]) == 15  # any two of the first 6 directions
+    lo, hi = mass["boxes"][0]
+    z = _cells(lo, hi, mass["side"])
+    values = unpack(mass["values"])[0]
+    peak, low = z[values.argmax()], z[values.argmin()]
+    page, seen = _open(browser, path)
+    at = lambda a, b: page.evaluate(f"() => window.pushforward.shadeAt({a}, {b})")  # noqa: E731
+    assert at(*peak) >= 120 and at(*low) <= 10
+    assert "densest 50%, 90% and 99% of mass lie (this plane's slice)" in page.inner_text(
+        "#pf-latent-cap"
+    )
+    before = [at(*q) for q in (peak, low)]
+    page.evaluate("() => window.pushforward.setPlane(1, 0)")
+    mirrored = [at(b, a) for a, b in (peak, low)]
+    assert all(abs(m - q) <= 12 for m, q in zip(mirrored, before, strict=True)), (mirrored, before)
+    if abs(peak[0] - peak[1]) > 0.2 * (hi[0] - lo[0]):  # unmirrored, the peak lies elsewhere
+        assert at(*peak) < before[0] - 30
+    page.evaluate("() => window.pushforward.setPlane(0, 6)")  # direction 7: not shaded
+    assert page.evaluate("() => window.pushforward.shadeAt(0, 0)") is None
+    assert "mass is shaded on the planes of the first 6 directions" in page.inner_text(
+        "#pf-latent-cap"
+    )
+    page.close()
+    assert seen["errors"] == [] and seen["requests"] == []

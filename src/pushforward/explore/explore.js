@@ -109,13 +109,44 @@ function toPx(a, b) {
 function fromPx(x, y) {
   return [ext.lo[0] + x / W * (ext.hi[0] - ext.lo[0]), ext.hi[1] - y / H * (ext.hi[1] - ext.lo[1])];
 }
-let base = null;
+const mass = P.mass ? { ...P.mass, v: arr(P.mass.values) } : null;
+function massLayer() {  // a W x H canvas shading mu's mass on the current plane, or null
+  if (!mass) return null;
+  const swap = plane[0] > plane[1], a = Math.min(...plane), b = Math.max(...plane);
+  const i = mass.planes.findIndex((q) => q[0] === a && q[1] === b);
+  if (i < 0) return null;
+  const S = mass.side, off = i * S * S, [lo, hi] = mass.boxes[i];
+  const cell = (ix, iy) => mass.v[off + Math.min(S - 1, Math.max(0, iy)) * S + Math.min(S - 1, Math.max(0, ix))];
+  const c = document.createElement("canvas");
+  c.width = W; c.height = H;
+  const g = c.getContext("2d"), im = g.createImageData(W, H);
+  for (let y = 0; y < H; y++) {
+    for (let x = 0; x < W; x++) {
+      const ab = fromPx(x + 0.5, y + 0.5), u = swap ? [ab[1], ab[0]] : ab;
+      if (u[0] < lo[0] || u[0] > hi[0] || u[1] < lo[1] || u[1] > hi[1]) continue;
+      // m between the cell centres (stored: cell (ix, iy) at iy * S + ix), bilinear
+      const fx = (u[0] - lo[0]) / (hi[0] - lo[0]) * S - 0.5, fy = (u[1] - lo[1]) / (hi[1] - lo[1]) * S - 0.5;
+      const ix = Math.floor(fx), iy = Math.floor(fy), tx = fx - ix, ty = fy - iy;
+      const v = (1 - ty) * ((1 - tx) * cell(ix, iy) + tx * cell(ix + 1, iy))
+        + ty * ((1 - tx) * cell(ix, iy + 1) + tx * cell(ix + 1, iy + 1));
+      // m >= 0.5, 0.1, 0.01: inside the regions of mu's densest 50%, 90%, 99% of mass
+      const o = 4 * (y * W + x);
+      im.data[o] = 110; im.data[o + 1] = 90; im.data[o + 2] = 170;
+      im.data[o + 3] = v >= 0.5 ? 150 : v >= 0.1 ? 85 : v >= 0.01 ? 35 : 0;
+    }
+  }
+  g.putImageData(im, 0, 0);
+  return c;
+}
+let base = null, shade = null;
 function drawCodes() {
   ext = extent();
   const c = document.createElement("canvas");
   c.width = W; c.height = H;
   const g = c.getContext("2d");
   g.fillStyle = "#fff"; g.fillRect(0, 0, W, H);
+  shade = massLayer();
+  if (shade) g.drawImage(shade, 0, 0);
   for (let n = 0; n < nCodes; n++) {
     const ab = project(Z.subarray(n * k, n * k + k)), px = toPx(ab[0], ab[1]);
     g.fillStyle = P.labels ? COLORS[((P.labels[n] % COLORS.length) + COLORS.length) % COLORS.length] : "#4477aa";
@@ -124,7 +155,11 @@ function drawCodes() {
   base = c;
   const dirs = k > 2 ? ` (principal directions ${plane[0] + 1} and ${plane[1] + 1} of the codes)` : "";
   $("pf-latent-cap").textContent = `${P.codes.label || "the latent plane"}${dirs}`
-    + (P.labels ? ", coloured by label" : "") + "; "
+    + (P.labels ? ", coloured by label" : "")
+    + (shade ? "; shaded, darkest first: where μ's densest 50%, 90% and 99% of mass lie"
+      + (k > 2 ? " (this plane's slice)" : "")
+      : mass ? "; μ's mass is shaded on the planes of the first 6 directions" : "")
+    + "; "
     + "move the pointer to decode z, click two points to interpolate"
     + (grid ? `; the decoder is a precomputed ${grid.side} × ${grid.side} grid` : "");
   drawLatent(null);
@@ -300,6 +335,17 @@ function scrubber(key, slider, label, canvas, text) {
 }
 scrubber("snapshots", "pf-epoch", "pf-epoch-v", "pf-epoch-canvas", (F, i) => `epoch ${F.epochs[i]}`);
 scrubber("motion", "pf-time", "pf-time-v", "pf-time-canvas", (F, i) => `t = ${F.times[i].toFixed(2)}`);
+api.shadeAt = (a, b) => {  // the shade's opacity (0-255) drawn at plane coordinates (a, b)
+  if (!shade) return null;
+  const px = toPx(a, b);
+  return shade.getContext("2d").getImageData(Math.floor(px[0]), Math.floor(px[1]), 1, 1).data[3];
+};
+api.extent = () => ({ lo: ext.lo.slice(), hi: ext.hi.slice() });
+api.setPlane = (a, b) => {
+  const s = [$("pf-dir-a"), $("pf-dir-b")];
+  s[0].value = String(a + 1); s[0].dispatchEvent(new Event("input"));
+  s[1].value = String(b + 1); s[1].dispatchEvent(new Event("input"));
+};
 api.timeDecode = (m) => {  // mean milliseconds per decode over m decodes of random codes
   const zs = [];
   for (let i = 0; i < m; i++) zs.push(toZ(ext.lo[0] + Math.random() * (ext.hi[0] - ext.lo[0]), ext.lo[1] + Math.random() * (ext.hi[1] - ext.lo[1])));

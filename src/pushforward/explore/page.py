@@ -4,7 +4,9 @@
 two or more dimensions, a page that works offline (no server, nothing fetched; every byte inlined):
 
 * a **latent canvas**: the codes of held-out data (or draws of μ, for a model without an encoder)
-  scattered on the plane, coloured by label (the legend under it gives each colour's labels);
+  scattered on the plane, coloured by label (the legend under it gives each colour's labels),
+  over the regions holding μ's densest 50%, 90% and 99% of mass on that plane
+  (:mod:`pushforward.explore.mass`): where μ puts its mass against where the codes are;
   the pointer's z is decoded *in the page* and drawn beside it (an image, the point g(z) on the
   data plane, or the d values as bars). Two clicks show the interpolation between two codes.
   For k > 2 two sliders choose the plane, spanned by two principal directions of the codes.
@@ -38,6 +40,7 @@ from torch import Tensor
 
 from pushforward.core import ConfigError, Model, a_or_an, atomic_write_bytes
 from pushforward.data import datasets
+from pushforward.explore.mass import mass_planes, prior_mass
 from pushforward.nets import DecoderLayer
 from pushforward.pages import Page
 from pushforward.train import to_model_device
@@ -109,6 +112,7 @@ class Explorer:
     snapshots: tuple[list[int], Tensor] | None = None
     motion: tuple[Tensor, Tensor] | None = None
     precision: str = "auto"
+    seed: int = 0
 
     @property
     def view(self) -> str:
@@ -139,6 +143,7 @@ class Explorer:
             payload["decoder"] = {"kind": "layers", "layers": self._layers(layers)}
         else:
             payload["decoder"] = self._grid(center, axes)
+        payload["mass"] = self._mass(center, axes, sliders=k > 2 and layers is not None)
         if self.snapshots is not None and self.view != "vector":
             epochs, samples = _thin(*self.snapshots)
             payload["snapshots"] = {"epochs": epochs, "samples": self._frames(samples)}
@@ -175,6 +180,17 @@ class Explorer:
         with torch.no_grad():
             x = self.model.decode(to_model_device(z.float(), self.model)).float().cpu()
         return {"kind": "grid", "side": side, "lo": lo, "hi": hi, "values": _array(x, "f16")}
+
+    def _mass(self, center: Tensor, axes: Tensor, *, sliders: bool) -> dict[str, Any] | None:
+        """μ's density on each plane the canvas can show, over the box the page draws it in
+        (:mod:`pushforward.explore.mass`); None for a model without a latent density."""
+        boxes = {(i, j): _extent(_project(self.codes, center, axes[[i, j]]))
+                 for i, j in mass_planes(self.model.latent, sliders)}  # fmt: skip
+        gen = torch.Generator().manual_seed(self.seed)
+        mass = prior_mass(self.model.latent_measure, center, axes, boxes, generator=gen)
+        if mass is None:
+            return None
+        return {**mass, "boxes": list(boxes.values()), "values": _array(mass["values"], "u8")}
 
     def _frames(self, samples: Tensor) -> dict[str, Any]:
         """Frames (S, r, d) as the page draws them: the first 64 images (bytes) or 1,000 points."""
@@ -348,6 +364,7 @@ def explorer_page(
         snapshots=snapshots,
         motion=motion,
         precision=precision,
+        seed=seed,
     )
     return explorer.to_html()
 
