@@ -430,7 +430,7 @@ def test_the_prior_defaults_by_data_kind_and_old_runs_keep_n01():
 
     assert VAEConfig().resolve("images").prior == "gmm"
     points = VAEConfig().resolve("points")
-    assert (points.prior, points.hidden) == ("vamp", [256, 256])  # RECOMMENDED_POINTS
+    assert (points.prior, points.prior_components, points.hidden) == ("vamp", 200, [256, 256])
     assert VAEConfig(prior="normal", hidden=[8]).resolve("points").prior == "normal"
     from pushforward.models.registry import MODELS
 
@@ -438,7 +438,7 @@ def test_the_prior_defaults_by_data_kind_and_old_runs_keep_n01():
     assert (train["epochs"], train["lr_schedule"], train["lr"]) == (60, "cosine", 3e-3)
     assert "epochs" not in MODELS["vae"].train_defaults_for("images")
     assert VAEConfig(prior="normal").resolve("images").prior == "normal"
-    assert VAEConfig.stored_defaults() == {"prior": "normal"}
+    assert VAEConfig.stored_defaults() == {"prior": "normal", "prior_components": 50}
     digits = load_data("digits")
     few = dataclasses.replace(digits, x=digits.x[:20], labels=digits.labels[:20])
     small = VAEConfig(latent=2).build(few)

@@ -27,12 +27,17 @@ def _in_unit_interval(x: Tensor) -> bool:
 
 
 RECOMMENDED_POINTS: dict[str, dict[str, Any]] = {
-    "model": {"prior": "vamp", "hidden": [256, 256]},
+    "model": {"prior": "vamp", "prior_components": 200, "hidden": [256, 256]},
     "train": {"epochs": 60, "lr_schedule": "cosine"},
 }
 """The benchmarked setting on points (ring8 and grid25, ``benchmarks/fidelity.py``; BENCHMARKS.md,
-"The VAE on points", has what each lever gave): a VampPrior, two hidden layers of 256, 60 epochs
-with the learning rate decaying to 0 on a cosine."""
+"The VAE on points", has what each lever gave): a VampPrior of 200 pseudo-inputs (50 left the
+modes' weights uneven on grid25), two hidden layers of 256, 60 epochs with the learning rate
+decaying to 0 on a cosine."""
+
+PRIOR_COMPONENTS = 50
+"""The mixture's components, or the VampPrior's pseudo-inputs, where neither the user nor the
+kind of data says (on images: the ``gmm`` sampler's, BENCHMARKS.md, "Images")."""
 
 
 @dataclass
@@ -77,9 +82,9 @@ class VAEConfig(NetSettings):
         "both trained with the nets (default: gmm on images, vamp on points)", choices=PRIORS,
         what="prior",
     )  # fmt: skip
-    prior_components: int = setting(
-        50, "components of the gmm sampler, or pseudo-inputs of the vamp prior", minimum=1,
-        maximum=MAX_PRIOR_COMPONENTS,
+    prior_components: int | None = setting(
+        None, "components of the gmm sampler, or pseudo-inputs of the vamp prior (default 50; "
+        "on points 200)", minimum=1, maximum=MAX_PRIOR_COMPONENTS,
     )  # fmt: skip
     image_shape: tuple[int, int] | None = setting(
         None, "(h, w) of image data (conv nets, figures)", minimum=1, derived=True
@@ -87,8 +92,9 @@ class VAEConfig(NetSettings):
 
     @classmethod
     def stored_defaults(cls) -> dict[str, Any]:
-        """Runs stored before the prior existed sampled from N(0, I)."""
-        return {"prior": "normal"}
+        """Runs stored before the prior existed sampled from N(0, I); before its size depended
+        on the data, it had 50 components."""
+        return {"prior": "normal", "prior_components": PRIOR_COMPONENTS}
 
     @classmethod
     def from_stored(cls, stored: Any) -> VAEConfig:
@@ -101,7 +107,8 @@ class VAEConfig(NetSettings):
         fitted mixture as the sampler, where it is measured to give much better samples
         (BENCHMARKS.md, "Images"); on points :data:`RECOMMENDED_POINTS` (a VampPrior)."""
         if kind == "images":
-            return {**super().kind_defaults(kind), "prior": "gmm"}
+            return {**super().kind_defaults(kind), "prior": "gmm",
+                    "prior_components": PRIOR_COMPONENTS}  # fmt: skip
         return {**super().kind_defaults(kind), **copy.deepcopy(RECOMMENDED_POINTS["model"])}
 
     def check(self) -> None:
@@ -122,7 +129,8 @@ class VAEConfig(NetSettings):
         the lecture's: the Bernoulli likelihood ``bce``, the prior N(0, I), an MLP of the
         model's widths."""
         net = self.net_config()
-        fill = {"loss": self.loss or "bce", "prior": self.prior or "normal"}
+        fill = {"loss": self.loss or "bce", "prior": self.prior or "normal",
+                "prior_components": self.prior_components or PRIOR_COMPONENTS}  # fmt: skip
         return dataclasses.replace(self, **fill, net=net["kind"], hidden=net["hidden"])
 
     def for_data(self, ds: Any) -> VAEConfig:
@@ -141,7 +149,8 @@ class VAEConfig(NetSettings):
             sigma = 0.1 * max(float(ds.x.std(0).mean()), 1e-3)
         return dataclasses.replace(
             cfg, dim=ds.dim, image_shape=ds.image_shape, loss=loss, sigma=sigma,
-            learn_sigma=learn_sigma, prior_components=min(cfg.prior_components, ds.x.shape[0]),
+            learn_sigma=learn_sigma,
+            prior_components=min(cfg.prior_components or PRIOR_COMPONENTS, ds.x.shape[0]),
         )  # fmt: skip
 
     def build(self, ds: Any) -> VAE:
