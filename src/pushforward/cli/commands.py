@@ -11,7 +11,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -30,6 +30,9 @@ __all__ = [
     "cmd_fit",
     "cmd_sample",
 ]
+
+if TYPE_CHECKING:
+    from pushforward.runs import RunConfig
 
 FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
 
@@ -179,6 +182,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(json.dumps(strict_json(plan_run(rc)), indent=2, allow_nan=False))
         return 0
+    if args.seeds > 1:
+        return _fit_seeds(args, rc, out)
     folder = fit_run(
         rc, out=out, resume=bool(args.resume), progress=BarProgress(), tensorboard=args.tensorboard
     )
@@ -186,6 +191,22 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     if distributed.context().main:
         say(f"run written to {folder}")
+    return 0
+
+
+def _fit_seeds(args: argparse.Namespace, rc: RunConfig, out: str | None) -> int:
+    """``fit --seeds N``: the seeds as one stacked model, written as N run folders."""
+    from pushforward.runs import fit_seed_runs
+
+    if args.resume:
+        raise ConfigError(
+            "--seeds fits new runs; continue one seed's run with --resume on its folder "
+            "(OUT/seed-S)"
+        )
+    if args.tensorboard is not None:
+        raise ConfigError("--tensorboard logs one run; fit with --seeds without it")
+    folders = fit_seed_runs(rc, args.seeds, out=out, progress=BarProgress())
+    say(f"{len(folders)} runs written: {folders[0]} … {folders[-1].name}")
     return 0
 
 

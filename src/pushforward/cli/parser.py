@@ -126,6 +126,11 @@ def _add_fit(sub: Any, flags: list[SettingFlag]) -> None:
     p.add_argument("--rows", metavar="A:B", help="use only these rows of the data, e.g. :8000")
     p.add_argument("--tensorboard", metavar="DIR", help="also log scalars and samples to DIR")
     p.add_argument(
+        "--seeds", type=_positive(), default=1, metavar="N",
+        help="fit the seeds --seed … --seed + N − 1 at once, as one stacked model (the VAE, the "
+        "autoencoder, flow matching); writes the run folders OUT/seed-S",
+    )  # fmt: skip
+    p.add_argument(
         "--dry-run",
         action="store_true",
         help="check the settings, print the run config, fit nothing",

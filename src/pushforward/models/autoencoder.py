@@ -78,6 +78,7 @@ class Autoencoder(Trainable):
 
     has_encoder = True
     generative = False
+    stacks = True  # several seeds train as one stacked model (fit_seeds)
     config_class = AutoencoderConfig
 
     def __init__(self, config: AutoencoderConfig):

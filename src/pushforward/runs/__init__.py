@@ -34,10 +34,12 @@ from pushforward.runs.results import (
     result_keys,
     strict_json,
 )
+from pushforward.runs.seeds import MAX_SEEDS, fit_seed_runs, seed_folder
 
 __all__ = [
     "HISTORY_PLOTS",
     "MAX_MODEL_BYTES",
+    "MAX_SEEDS",
     "MODELS",
     "QUALITY_KEYS",
     "READABLE_FORMATS",
@@ -54,6 +56,7 @@ __all__ = [
     "error_vs_k",
     "evaluate_run",
     "fit_run",
+    "fit_seed_runs",
     "format_result",
     "gan_curves",
     "gif_bytes",
@@ -70,6 +73,7 @@ __all__ = [
     "sample_run",
     "save_model",
     "scatter_2d",
+    "seed_folder",
     "strict_json",
     "write_figures",
 ]

@@ -39,7 +39,7 @@ from pushforward.train import (
     seeded,
 )
 
-__all__ = ["OPTIMIZER_COPIES", "fit_run", "plan_run"]
+__all__ = ["OPTIMIZER_COPIES", "build_run", "fit_run", "fresh_folder", "load_run_data", "plan_run"]
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,8 @@ OPTIMIZER_COPIES = {"adam": 2, "adamw": 2, "sgd": 1}
 """The copies of the weights each optimiser keeps as its state (Adam: the two moments)."""
 
 
-def _fresh_folder(rc: RunConfig, ds: datasets.Dataset) -> Path:
+def fresh_folder(rc: RunConfig, ds: datasets.Dataset) -> Path:
+    """Return a new folder's path under ``runs/``, named by model, data and time."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path("runs") / f"{rc.model}-{ds.name}-{stamp}"
     folder, i = base, 1
@@ -57,7 +58,8 @@ def _fresh_folder(rc: RunConfig, ds: datasets.Dataset) -> Path:
     return folder
 
 
-def _load(rc: RunConfig) -> datasets.Dataset:
+def load_run_data(rc: RunConfig) -> datasets.Dataset:
+    """Return the run's data: its rows of ``rc.data``, mixtures drawn with the run's seed."""
     gen = torch.Generator().manual_seed(rc.train.seed)
     return datasets.select_rows(datasets.load_data(rc.data, n=rc.n, generator=gen), rc.rows)
 
@@ -83,7 +85,7 @@ def _state_bytes(rc: RunConfig, ds: datasets.Dataset) -> int | None:
     return numbers * 4 * copies
 
 
-def _build(
+def build_run(
     rc: RunConfig, ds: datasets.Dataset, device: torch.device
 ) -> tuple[Model, dict[str, Any]]:
     """Return a fresh model for ``ds`` as ``rc`` describes, and the run record of config.json;
@@ -120,7 +122,7 @@ def plan_run(rc: RunConfig) -> dict[str, Any]:
     """Return the record :func:`fit_run` would write to ``config.json`` (the resolved settings,
     the model's constructor arguments, the data's shape), loading the data and building the
     model but fitting and writing nothing: every setting is checked."""
-    _, record = _build(rc, _load(rc), resolve_device(rc.train.device))
+    _, record = build_run(rc, load_run_data(rc), resolve_device(rc.train.device))
     return record
 
 
@@ -145,8 +147,8 @@ def fit_run(
     device = resolve_device(rc.train.device, local_rank=ctx.local_rank if ctx.active else None)
     if ctx.active and not spec.trained:
         raise ConfigError(f"{rc.model} is fitted in closed form; run it in one process")
-    ds = _load(rc)
-    folder = Path(out) if out is not None else _fresh_folder(rc, ds)
+    ds = load_run_data(rc)
+    folder = Path(out) if out is not None else fresh_folder(rc, ds)
     folder = Path(distributed.broadcast_text(str(folder)))  # rank 0 names it for every process
     if resume:
         if not spec.trained:
@@ -158,7 +160,7 @@ def fit_run(
         raise CheckpointError(
             f"'{folder}' already holds a run; use --resume to continue it or choose another --out"
         )
-    model, record = _build(rc, ds, device)
+    model, record = build_run(rc, ds, device)
     if resume:
         # refuse a checkpoint these settings cannot hold before config.json is rewritten, so a
         # failed resume leaves the run as it was (in every process, so that all stop together)

@@ -47,7 +47,7 @@ from pushforward.train.distributed import (
     init,
     shutdown,
 )
-from pushforward.train.loop import fit
+from pushforward.train.loop import batch_generator, fit
 from pushforward.train.optim import LR_SCHEDULES, OPTIMIZERS
 from pushforward.train.prefetch import (
     ForkedPrefetcher,
@@ -64,6 +64,7 @@ from pushforward.train.reporters import (
     TensorBoardLogger,
     read_snapshots,
 )
+from pushforward.train.seeds import fit_seeds
 from pushforward.train.trainable import (
     Optimization,
     Shard,
@@ -107,6 +108,7 @@ __all__ = [
     "available_memory",
     "average_gradients_",
     "barrier",
+    "batch_generator",
     "broadcast_",
     "broadcast_text",
     "can_fork",
@@ -119,6 +121,7 @@ __all__ = [
     "defers_finite_checks",
     "draw_rows",
     "fit",
+    "fit_seeds",
     "flatten_state",
     "flush_subnormal_state_",
     "flush_threshold",

@@ -62,7 +62,7 @@ from pushforward.train.records import EpochSums, Progress, read_metrics, write_m
 from pushforward.train.stopping import StopRequest, deferred_stop
 from pushforward.train.trainable import Shard, Terms, Trainable
 
-__all__ = ["fit"]
+__all__ = ["batch_generator", "fit"]
 
 log = logging.getLogger(__name__)
 
@@ -300,10 +300,11 @@ def _batch_rows(run: _Run, idx: Tensor) -> tuple[Tensor, Shard | None]:
     return shard.take(idx), shard
 
 
-def _batch_generator(run: _Run, epoch: int, step: int) -> torch.Generator:
-    """Return the CPU generator of :meth:`Trainable.prepare_batch` for a step: seeded from the
-    run's seed, the epoch, the step and the rank, so that it is the same on resume."""
-    key = np.random.SeedSequence([run.cfg.seed % 2**63, epoch, step, run.ctx.rank])
+def batch_generator(seed: int, epoch: int, step: int, rank: int = 0) -> torch.Generator:
+    """Return the CPU generator of :meth:`Trainable.prepare_batch` for a step of a run seeded
+    ``seed``: seeded from the seed, the epoch, the step and the process's rank, so that it is
+    the same on resume (and in a stack of seeds, :mod:`pushforward.train.seeds`)."""
+    key = np.random.SeedSequence([seed % 2**63, epoch, step, rank])
     return torch.Generator().manual_seed(int(key.generate_state(1, np.uint64)[0] >> 1))
 
 
@@ -313,7 +314,8 @@ def _prepare_batch(run: _Run, epoch: int, step: int, idx: Tensor) -> Any:
     rows, _ = _batch_rows(run, idx)
     if rows.numel() == 0:
         return None
-    return run.model.prepare_batch(run.data[rows], generator=_batch_generator(run, epoch, step))
+    generator = batch_generator(run.cfg.seed, epoch, step, run.ctx.rank)
+    return run.model.prepare_batch(run.data[rows], generator=generator)
 
 
 def _step(

@@ -144,6 +144,15 @@ class Trainable(nn.Module, Model):
     syncs_gradients: ClassVar[bool] = False
     """Whether a model's own :meth:`training_step` keeps several processes in lock-step itself
     (see above); it may train under torchrun only then."""
+    stacks: ClassVar[bool] = False
+    """Whether several seeds of this model may train as one stacked model
+    (:func:`~pushforward.train.fit_seeds`): its :meth:`loss` takes its draws as ``noise``
+    (:meth:`draw_noise`) or ``prepared``, and has no control flow that depends on the data's
+    values (which ``torch.vmap`` cannot trace)."""
+    stack_free_settings: ClassVar[tuple[str, ...]] = ()
+    """Settings that may differ between the members of a stack (values a model derives from
+    its data that only start a weight or buffer, which the stack carries per member); every
+    other setting must be equal, since the stacked loss reads them from the first member."""
     compiles: ClassVar[bool] = True
     """Whether :meth:`loss` may be compiled (``TrainConfig.compile``): False where the compiler
     is known to get it wrong; the model then trains op by op."""
@@ -261,6 +270,12 @@ class Trainable(nn.Module, Model):
         :attr:`Optimization.MANUAL_GRADIENTS`, in one process (under torchrun autograd's
         gradients are the ones DDP averages); parameters without a pair get no gradient. The
         result must equal autograd's to rounding, with the same random draws."""
+        return None
+
+    def draw_noise(self, x: Tensor, *, generator: torch.Generator | None = None) -> Any:
+        """Return the random draws :meth:`loss` makes on the batch x (B, d) from ``generator``,
+        as it makes them (a tensor or a tuple of them; None: it draws nothing); a model that
+        :attr:`stacks` computes the same terms from ``loss(x, noise=that)`` without drawing."""
         return None
 
     def prepare(self, x: Tensor) -> None:

@@ -67,6 +67,8 @@ class FlowMatching(Trainable):
     a motion in time (:meth:`motion`), trained by :func:`pushforward.train.fit`.
     """
 
+    stacks = True  # loss(x, noise=…) or prepared: several seeds train as one stacked model
+
     evaluate_keys: ClassVar[dict[str, ResultKey]] = {
         "solver": ResultKey("ODE solver", "", "flow matching: the solver used to sample"),
         "steps": ResultKey("solver steps", ",", "flow matching: steps of a fixed-step solver"),
@@ -210,6 +212,13 @@ class FlowMatching(Trainable):
         weights are not read."""
         return self._draws(x, generator)
 
+    def draw_noise(
+        self, x: Tensor, *, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, ...]:
+        """Return the draws :meth:`loss` makes on x (B, d) when nothing is prepared: x₁, x₀, t
+        and the target, as :meth:`prepare_batch` gives them."""
+        return self._draws(x, generator)
+
     def loss(
         self,
         x: Tensor,
@@ -217,13 +226,17 @@ class FlowMatching(Trainable):
         generator: torch.Generator | None = None,
         epoch: float | None = None,
         prepared: tuple[Tensor, ...] | None = None,
+        noise: tuple[Tensor, ...] | None = None,
     ) -> dict[str, Tensor]:
         """Return {'loss': E‖v(t, x_t) − u‖²/d, 'path_length'} on a batch x (B, d) of data rows
         x₁ (the flow-matching regression, per coordinate, in standardised units; u is the
         conditional target x₁ − (1 − σ)x₀ or the stable target, :func:`stable_target`). x₀ (paired
         by the coupling), t, the target and images' dequantisation come from ``prepared``
-        (:meth:`prepare_batch`) when given, else from ``generator``."""
-        x1, x0, t, target = prepared if prepared is not None else self._draws(x, generator)
+        (:meth:`prepare_batch`) or ``noise`` (:meth:`draw_noise`) when given, else from
+        ``generator``."""
+        if prepared is None:
+            prepared = noise if noise is not None else self._draws(x, generator)
+        x1, x0, t, target = prepared
         keep = 1 - (1 - self.config.sigma) * t[:, None]  # (B, 1): x₀'s share of x_t
         xt = t[:, None] * x1 + keep * x0
         loss = (self.field(t, xt) - target).square().mean()

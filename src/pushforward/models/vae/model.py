@@ -140,6 +140,8 @@ class VAE(Trainable):
     optimization = Optimization.MANUAL_GRADIENTS  # an MLP VAE's hand-written gradients (fused)
 
     config_class = VAEConfig
+    stacks = True  # loss(x, noise=ε): several seeds train as one stacked model
+    stack_free_settings = ("sigma",)  # from the data; it only starts log σ
 
     def __init__(self, config: VAEConfig):
         super().__init__()
@@ -236,13 +238,9 @@ class VAE(Trainable):
             getattr(self, name).copy_(tensor)
 
     def reparameterize(
-        self,
-        mu: Tensor,
-        logvar: Tensor,
-        *,
-        generator: torch.Generator | None = None,
+        self, mu: Tensor, logvar: Tensor, *, generator: torch.Generator | None = None,
         eps: Tensor | None = None,
-    ) -> Tensor:
+    ) -> Tensor:  # fmt: skip
         """Return z = μ + exp(ξ/2)·ε, shape of μ, with ε ~ N(0, I) drawn from ``generator``, or
         ``eps`` (shape of μ) where the caller drew it."""
         if eps is None:
@@ -306,11 +304,14 @@ class VAE(Trainable):
         fused = self.fused_step and not self.prior_is_trained and _plain_loss(type(self))
         if not (fused and fusable(self, x)):
             return None
-        # the draw reparameterize makes in the autograd loss: the run's random stream is the same
+        eps = self.draw_noise(x, generator=generator)  # the autograd loss's draw (x: float32)
+        return vae_loss_and_gradients(self, x, eps, self.current_kl_weight(epoch))
+
+    def draw_noise(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """Return the draws :meth:`loss` makes on a batch x (B, d): ε (B, k) ~ N(0, I), float32
+        whatever the autocast (the noise, the KL and the likelihood are float32)."""
         shape = (x.shape[0], self.latent)
-        eps = draw(torch.randn, shape, generator=generator, device=x.device, dtype=x.dtype)
-        lam = self.current_kl_weight(epoch)
-        return vae_loss_and_gradients(self, x, eps, lam)
+        return draw(torch.randn, shape, generator=generator, device=x.device, dtype=torch.float32)
 
     @torch.compiler.disable
     def _kl_weight_tensor(self, epoch: float | Tensor | None, device: torch.device) -> Tensor:
@@ -319,19 +320,18 @@ class VAE(Trainable):
         return torch.tensor(self.current_kl_weight(at), device=device)
 
     def loss(
-        self, x: Tensor, *, generator: torch.Generator | None = None, epoch: float | None = None
-    ) -> dict[str, Tensor]:
-        # λ and the noise come first, before any weight is read. Compiled, a draw from a
-        # torch.Generator and λ's lookup run outside the graph, and at the start they split
-        # nothing: the rest of the step is one graph (one CUDA graph under reduce-overhead).
-        # Eagerly the draws are the same, since the encoder draws nothing.
+        self, x: Tensor, *, generator: torch.Generator | None = None, epoch: float | None = None,
+        noise: Tensor | None = None,
+    ) -> dict[str, Tensor]:  # fmt: skip
+        """Return {'loss', 'reconstruction', 'kl'} on a batch x (B, d), with ε (B, k) drawn from
+        ``generator``, or ``noise`` where the caller drew it (:meth:`draw_noise`). λ and ε come
+        before any weight is read: compiled, the draw and λ's lookup run outside the graph and,
+        at the start, split nothing (the step is one graph; the encoder draws nothing)."""
         if self.config.kl_schedule == "constant" or not torch.compiler.is_compiling():
             lam: float | Tensor = self.current_kl_weight(epoch)
         else:  # a tensor: a compiled loss whose λ changes every step is compiled once
             lam = self._kl_weight_tensor(epoch, x.device)
-        # (float32 whatever the autocast: the noise, the KL and the likelihood are float32)
-        shape = (x.shape[0], self.latent)
-        eps = draw(torch.randn, shape, generator=generator, device=x.device, dtype=torch.float32)
+        eps = noise if noise is not None else self.draw_noise(x, generator=generator)
         mu, logvar = self.posterior(x)
         mu, logvar = mu.float(), logvar.float()  # under bfloat16 autocast they come back bfloat16
         z = self.reparameterize(mu, logvar, eps=eps)
