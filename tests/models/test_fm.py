@@ -664,6 +664,10 @@ def test_a_fixed_step_solve_whose_step_fails_to_compile_goes_on_op_by_op(monkeyp
         out = fixed_step_solve(nonlinear, y0, [0.0, 1.0], "rk4", 7, compile_mode="default")
     assert "no C++ compiler" in caplog.text and "op by op" in caplog.text
     torch.testing.assert_close(out, fixed_step_solve(nonlinear, y0, [0.0, 1.0], "rk4", 7))
+    caplog.clear()  # the failure is remembered: the next solve neither retries nor warns again
+    with caplog.at_level(logging.WARNING, logger="pushforward"):
+        fixed_step_solve(nonlinear, y0, [0.0, 1.0], "rk4", 7, compile_mode="default")
+    assert caplog.text == ""
 
 
 @pytest.mark.parametrize("state", ["tensor", "tuple"])

@@ -432,6 +432,9 @@ def test_the_prior_defaults_by_data_kind_and_old_runs_keep_n01():
     points = VAEConfig().resolve("points")
     assert (points.prior, points.prior_components, points.hidden) == ("vamp", 200, [256, 256])
     assert VAEConfig(prior="normal", hidden=[8]).resolve("points").prior == "normal"
+    # the 200 pseudo-inputs were measured for the VampPrior; another prior keeps 50
+    assert VAEConfig(prior="gmm").resolve("points").prior_components == 50
+    assert VAEConfig(prior="vamp").resolve("points").prior_components == 200
     from pushforward.models.registry import MODELS
 
     train = MODELS["vae"].train_defaults_for("points")

@@ -88,21 +88,30 @@ def test_a_seeds_folder_is_an_ordinary_run_that_resumes_as_its_own_run_would(tmp
         fit_seed_runs(two, 2, out=tmp_path / "stack", figures=False)
 
 
-def test_a_non_finite_term_names_the_seed_the_term_and_the_step():
-    models, xs, cfgs = members("ae", {"hidden": [16]}, range(3))
+@pytest.mark.parametrize("finite_checks", ["step", "epoch"])
+def test_a_non_finite_term_names_the_seed_the_term_and_the_step(finite_checks):
+    """Checked at every step (the CPU) or kept on the device and read at the epoch's end (off
+    the CPU, ``finite_checks=epoch``): the same seed, term and step either way."""
+    models, xs, cfgs = members("ae", {"hidden": [16]}, range(3), finite_checks=finite_checks)
     xs[1] = xs[1].clone()
     xs[1][:, 0] = float("nan")
-    with pytest.raises(TrainingError, match=r"loss term of seed 1 became nan at epoch 1, step 1"):
+    with pytest.raises(TrainingError, match=r"loss term of seed 1 became (nan|non-finite) at "
+                       r"epoch 1, step 1; training stopped \(nothing saved"):  # fmt: skip
         fit_seeds(models, xs, cfgs)
 
 
 @pytest.mark.parametrize(
     ("name", "settings"), [("gan", {"hidden": [16]}), ("flow", {"layers": 1, "hidden": [8]})]
 )
-def test_models_whose_step_or_loss_cannot_be_stacked_are_refused(name, settings):
+def test_models_whose_step_or_loss_cannot_be_stacked_are_refused(name, settings, tmp_path):
     models, xs, cfgs = members(name, settings, range(2))
     with pytest.raises(ConfigError, match=r"cannot be trained as a stack of seeds"):
         fit_seeds(models, xs, cfgs)
+    # refused before any folder is written: nothing is left to block another try
+    rc = RunConfig.from_flat({"model": name, "data": "ring8", "n": 200, "epochs": 1, **settings})
+    with pytest.raises(ConfigError, match=r"cannot be trained as a stack of seeds"):
+        fit_seed_runs(rc, 2, out=tmp_path / "stack", figures=False)
+    assert not (tmp_path / "stack").exists() or not any((tmp_path / "stack").iterdir())
 
 
 def test_conv_nets_are_refused_naming_the_reason():

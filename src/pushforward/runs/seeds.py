@@ -18,7 +18,13 @@ from pushforward.runs.config import RunConfig
 from pushforward.runs.figures import write_figures
 from pushforward.runs.fit import build_run, fresh_folder, load_run_data
 from pushforward.runs.folder import save_model
-from pushforward.train import Progress, distributed, fit_seeds, resolve_device
+from pushforward.train import (
+    Progress,
+    check_stackable,
+    distributed,
+    fit_seeds,
+    resolve_device,
+)
 
 __all__ = ["MAX_SEEDS", "fit_seed_runs", "seed_folder"]
 
@@ -72,6 +78,8 @@ def fit_seed_runs(
         )
     built = [build_run(m, ds, device) for m, ds in zip(members, data, strict=True)]
     models = [model for model, _ in built]
+    # refused before a folder is written, so that a refusal leaves nothing to block a retry
+    check_stackable(models, [ds.x for ds in data], [m.train for m in members], folders)
     for folder, (_, record) in zip(folders, built, strict=True):
         folder.mkdir(parents=True, exist_ok=True)
         save_json(folder / CONFIG, record)

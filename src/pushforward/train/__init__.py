@@ -64,7 +64,7 @@ from pushforward.train.reporters import (
     TensorBoardLogger,
     read_snapshots,
 )
-from pushforward.train.seeds import fit_seeds
+from pushforward.train.seeds import check_stackable, fit_seeds
 from pushforward.train.trainable import (
     Optimization,
     Shard,
@@ -115,6 +115,7 @@ __all__ = [
     "check_batch",
     "check_finite",
     "check_memory",
+    "check_stackable",
     "compile_mode",
     "context",
     "deferring",

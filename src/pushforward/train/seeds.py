@@ -32,7 +32,7 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch import Tensor, nn
@@ -40,11 +40,14 @@ from torch.func import functional_call, stack_module_state
 
 from pushforward.core import ConfigError, Interrupted, TrainingError, a_or_an
 from pushforward.train import distributed
+from pushforward.train.capture import DeferredChecks
 from pushforward.train.checkpoint import CHECKPOINT, save_checkpoint
 from pushforward.train.config import TrainConfig, check_batch
 from pushforward.train.device import (
     accelerator_levers,
     autocast,
+    compile_mode,
+    defers_finite_checks,
     flush_subnormal_state_,
     resolve_device,
     to_model_device,
@@ -55,7 +58,7 @@ from pushforward.train.records import Progress, write_metrics
 from pushforward.train.stopping import deferred_stop
 from pushforward.train.trainable import Optimization, Trainable
 
-__all__ = ["fit_seeds"]
+__all__ = ["check_stackable", "fit_seeds"]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +92,7 @@ class _Stack:
     steps: int
     autocast: contextlib.AbstractContextManager
     folders: list[Path] | None
+    checks: DeferredChecks | None = None  # non-finite terms, read once an epoch (off the CPU)
 
     @property
     def n_members(self) -> int:
@@ -123,7 +127,10 @@ def fit_seeds(
             model.train()
         for epoch in range(1, cfg.epochs + 1):
             start = time.perf_counter()
+            if stack.checks is not None:
+                stack.checks.reset()
             sums, rows = _epoch(stack, epoch, progress, stop)
+            _read_checks(stack, epoch)  # never a checkpoint of non-finite weights
             _end_of_epoch(stack, epoch, sums, rows, time.perf_counter() - start, histories)
             if progress is not None:
                 progress.epoch(_mean_record([h[-1] for h in histories]))
@@ -141,9 +148,12 @@ def _prepare(
 ) -> _Stack:
     """Check that the members can be stacked, move them and their data to the device, prepare
     them, and stack their weights and optimisers."""
-    _check_members(models, xs, cfgs, run_dirs)
+    check_stackable(models, xs, cfgs, run_dirs)
     cfg = cfgs[0]
     device = resolve_device(cfg.device)
+    if compile_mode(cfg.compile, device) is not None:  # (auto: on CUDA only)
+        say = log.info if cfg.compile == "auto" else log.warning
+        say("a stack of seeds trains op by op: compile = %r is not applied", cfg.compile)
     accelerator_levers(device)
     data = []
     for model, x in zip(models, xs, strict=True):
@@ -167,16 +177,18 @@ def _prepare(
         steps=math.ceil(n / batch),
         autocast=autocast(cfg.precision, device, dim=xs[0][0].numel()),
         folders=[Path(f) for f in run_dirs] if run_dirs is not None else None,
+        checks=DeferredChecks() if defers_finite_checks(cfg.finite_checks, device) else None,
     )
 
 
-def _check_members(
+def check_stackable(
     models: list[Trainable],
     xs: list[Tensor],
     cfgs: list[TrainConfig],
-    run_dirs: Sequence[str | Path] | None,
+    run_dirs: Sequence[str | Path] | None = None,
 ) -> None:
-    """Refuse, in one line each, what cannot be trained as one stack."""
+    """Refuse, in one line each, what cannot be trained as one stack (models built with
+    different seeds, their data xs[i] (n, d), their settings, their run folders)."""
     if not models or not (len(models) == len(xs) == len(cfgs)):
         raise ConfigError("fit_seeds needs as many models, data sets and settings, at least one")
     if run_dirs is not None and len(run_dirs) != len(models):
@@ -318,18 +330,38 @@ def _step(stack: _Stack, epoch: int, step: int, xb: Tensor) -> dict[str, Tensor]
 
 
 def _check_finite(stack: _Stack, terms: dict[str, Tensor], epoch: int, step: int) -> None:
-    """Raise a :class:`TrainingError` naming the member's seed, the term and the step of the
-    first non-finite term, before any weight moves; one host synchronisation."""
+    """Stop at the first non-finite term, naming the member's seed, the term and the step: on
+    the CPU before any weight moves (one host synchronisation a step); where the device runs
+    ahead (``finite_checks``) it is recorded there and read at the epoch's end."""
+    if stack.checks is not None:
+        stack.checks.step = step
+        seeds = [c.seed for c in stack.cfgs]
+        named = {f"the {k} term of seed {s}": v[i]
+                 for k, v in terms.items() for i, s in enumerate(seeds)}  # fmt: skip
+        stack.checks.record(named)
+        return
     values = torch.stack([v.detach().float() for v in terms.values()])  # (terms, N)
     if bool(torch.isfinite(values).all()):
         return
     bad = (~torch.isfinite(values)).nonzero().tolist()
     names = list(terms)
     t, i = min(bad, key=lambda ti: (names[ti[0]] == "loss", ti[1]))
-    raise TrainingError(
-        f"the {names[t]} term of seed {stack.cfgs[i].seed} became {float(values[t, i])} at "
-        f"epoch {epoch}, step {step + 1}; training stopped (each seed's last checkpoint is kept)"
-    )
+    _stopped(stack, f"the {names[t]} term of seed {stack.cfgs[i].seed} became "
+             f"{float(values[t, i])}", epoch, step)  # fmt: skip
+
+
+def _read_checks(stack: _Stack, epoch: int) -> None:
+    """Raise the error of the first non-finite term the epoch's deferred checks recorded."""
+    failure = stack.checks.failure() if stack.checks is not None else None
+    if failure is not None:
+        what, step = failure
+        _stopped(stack, f"{what} became non-finite", epoch, step)
+
+
+def _stopped(stack: _Stack, what: str, epoch: int, step: int) -> NoReturn:
+    kept = ("each seed's last checkpoint is kept" if stack.folders is not None
+            else "nothing saved (no run folders)")  # fmt: skip
+    raise TrainingError(f"{what} at epoch {epoch}, step {step + 1}; training stopped ({kept})")
 
 
 def _clip_each(params: list[Tensor], max_norm: float) -> None:
@@ -338,7 +370,7 @@ def _clip_each(params: list[Tensor], max_norm: float) -> None:
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return
-    norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads]).norm(dim=0)  # (N,)
+    norms = torch.stack([g.reshape(g.shape[0], -1).norm(dim=1) for g in grads]).norm(dim=0)
     coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
     for g in grads:
         g.mul_(coef.view(-1, *([1] * (g.dim() - 1))))
@@ -392,20 +424,23 @@ def _checkpoint(stack: _Stack, i: int, epoch: int) -> None:
         for g_own, g_stacked in zip(own.param_groups, stacked.param_groups, strict=True):
             g_own.update({k: v for k, v in g_stacked.items() if k != "params"})
             for p in g_own["params"]:
-                state = stacked.state.get(stack.params[names[id(p)]])
+                leaf = stack.params[names[id(p)]]
+                state = stacked.state.get(leaf)
                 if state:
-                    own.state[p] = {k: _member_slice(v, i, stack.n_members)
-                                    for k, v in state.items()}  # fmt: skip
+                    own.state[p] = {k: _member_slice(v, i, leaf) for k, v in state.items()}
     assert stack.folders is not None
     meta = {"epoch": epoch, "step": 0, "train_config": stack.cfgs[i].to_dict()}
     save_checkpoint(stack.folders[i] / CHECKPOINT, model, stack.own[i], stack.generators[i], meta)
+    for own in stack.own[i].values():  # written: no second copy of the state to keep
+        own.state.clear()
 
 
-def _member_slice(value: Any, i: int, n: int) -> Any:
-    """Member i's part of a piece of stacked optimiser state: the slice of a tensor stacked
-    over the members, a copy of a shared one (a step count)."""
+def _member_slice(value: Any, i: int, leaf: Tensor) -> Any:
+    """Member i's part of a piece of the optimiser state of a stacked weight ``leaf`` (N, …):
+    the slice of a tensor of the leaf's shape (Adam's moments), a copy of another (a step
+    count)."""
     if isinstance(value, Tensor):
-        return value[i].clone() if value.dim() > 0 and value.shape[0] == n else value.clone()
+        return value[i].clone() if value.shape == leaf.shape else value.clone()
     return value
 
 

@@ -229,7 +229,7 @@ def fixed_step_solve(
                     raise
                 log.warning("torch.compile(mode=%r) of the ODE step failed, solving op by op: %s",
                             compile_mode, " ".join(str(e).split())[:300])  # fmt: skip
-                step = _step
+                step = _CAPTURED[compile_mode] = _step  # and so every later solve: no retry
                 y1 = step(rhs, method, table[i], y)
         else:
             y1 = step(rhs, method, table[i], y)

@@ -109,7 +109,10 @@ class VAEConfig(NetSettings):
         if kind == "images":
             return {**super().kind_defaults(kind), "prior": "gmm",
                     "prior_components": PRIOR_COMPONENTS}  # fmt: skip
-        return {**super().kind_defaults(kind), **copy.deepcopy(RECOMMENDED_POINTS["model"])}
+        points = {**super().kind_defaults(kind), **copy.deepcopy(RECOMMENDED_POINTS["model"])}
+        if self.prior not in (None, points["prior"]):  # the 200 were measured for the VampPrior
+            points["prior_components"] = PRIOR_COMPONENTS
+        return points
 
     def check(self) -> None:
         if self.free_bits > 0 and self.prior in TRAINED_PRIORS:
