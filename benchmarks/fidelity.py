@@ -71,7 +71,7 @@ from pushforward.metrics import (
 )
 from pushforward.models.flow import RECOMMENDED, Flow, FlowConfig
 from pushforward.models.registry import MODELS
-from pushforward.runs import RunConfig, fit_run, load_model
+from pushforward.runs import RunConfig, fit_run, fit_seed_runs, load_model, load_run_config
 from pushforward.train import TrainConfig, fit, seeded
 
 MIXTURES: dict[str, Callable[[], datasets.GaussianMixture]] = {
@@ -218,6 +218,39 @@ def run_registered(
     The KL is exact, an IWAE upper bound (the VAE: :data:`IWAE_K` importance samples on
     :data:`~pushforward.fidelity.BOUND_KL_SAMPLES` draws), or absent (the GAN)."""
     m, rc, seconds, cpu_seconds = fit_as_cli(model, name, seed, epochs, settings)
+    return score_fitted(name, seed, model, m, rc, seconds, cpu_seconds)
+
+
+def run_stacked(
+    name: str, seeds: int, model: str, epochs: int | None, settings: dict[str, Any] | None = None
+) -> list[Result]:
+    """:func:`run_registered` for the seeds 0 … ``seeds`` − 1 at once, fitted as ``pushforward
+    fit MODEL --seeds N`` fits them (one stacked model; each member is the run of its seed, to
+    rounding); each seed's seconds are the stack's divided by N."""
+    flat = {"model": model, "data": name, "n": TRAINING_POINTS, "seed": 0,
+            **OTHER_SETTINGS.get(model, {}), **(settings or {})}  # fmt: skip
+    if epochs is not None:
+        flat["epochs"] = epochs
+    rc = RunConfig.from_flat(flat)
+    rc.train.checkpoint_every = max(rc.train.epochs, 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        start, cpu = time.perf_counter(), time.process_time()
+        folders = fit_seed_runs(rc, seeds, out=Path(tmp) / "stack", figures=False)
+        seconds = (time.perf_counter() - start) / seeds
+        cpu_seconds = (time.process_time() - cpu) / seeds
+        results = []
+        for seed, folder in enumerate(folders):
+            member = RunConfig.from_dict(load_run_config(folder)["run"])
+            results += score_fitted(name, seed, model, load_model(folder), member, seconds,
+                                    cpu_seconds)  # fmt: skip
+        return results
+
+
+def score_fitted(
+    name: str, seed: int, model: str, m: Any, rc: RunConfig, seconds: float, cpu_seconds: float
+) -> list[Result]:
+    """Score a fitted registered model (seed ``seed`` of ``name``) in each of its
+    :data:`OTHER_MODELS` rows."""
     assert rc.settings is not None
     used_epochs = rc.train.epochs if MODELS[model].trained else 0
     results = []
@@ -302,7 +335,14 @@ def run_task(task: tuple[str, int, str, int, dict[str, Any], dict[str, Any]]) ->
         return [run_truth(name, seed)]
     if what == "flow":
         return [run_flow(name, seed, model_options, train_options)]
+    if what.endswith(STACKED):  # all seeds at once: ``seed`` is their number
+        model = what[: -len(STACKED)]
+        return run_stacked(name, seed, model, train_options.get("epochs"), model_options)
     return run_registered(name, seed, what, train_options.get("epochs"), model_options)
+
+
+STACKED = "@stack"
+"""A task of :func:`run_task` for ``MODEL@stack`` fits every seed of MODEL as one stack."""
 
 
 def report(r: Result) -> Result:
@@ -438,6 +478,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="override a setting of the --others (e.g. features=axes for fm)",
     )  # fmt: skip
     parser.add_argument(
+        "--stack", action="store_true",
+        help="fit the --others' seeds as one stacked model each (fit --seeds N: the VAE, fm)",
+    )  # fmt: skip
+    parser.add_argument(
         "--merge",
         nargs="*",
         default=[],
@@ -461,8 +505,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     other_train = {} if args.other_epochs is None else {"epochs": args.other_epochs}
     others = sorted(args.others, key=lambda m: m != "gan")  # the longest runs first
     other_model = _options(args.other_model, "other-model")
-    tasks = [(n, s, m, args.threads, other_model, other_train)
-             for m in others for n in args.data for s in other_seeds] + tasks  # fmt: skip
+    if args.stack:  # one task per model and data set: its seeds as one stacked model
+        tasks = [(n, len(other_seeds), m + STACKED, args.threads, other_model, other_train)
+                 for m in others for n in args.data] + tasks  # fmt: skip
+    else:
+        tasks = [(n, s, m, args.threads, other_model, other_train)
+                 for m in others for n in args.data for s in other_seeds] + tasks  # fmt: skip
     if not args.no_truth:
         tasks += [(n, s, "truth", args.threads, {}, {}) for n in args.data for s in seeds]
     results: list[Result] = []

@@ -101,11 +101,13 @@ def test_a_non_finite_term_names_the_seed_the_term_and_the_step(finite_checks):
 
 
 @pytest.mark.parametrize(
-    ("name", "settings"), [("gan", {"hidden": [16]}), ("flow", {"layers": 1, "hidden": [8]})]
-)
-def test_models_whose_step_or_loss_cannot_be_stacked_are_refused(name, settings, tmp_path):
+    ("name", "settings", "why"),
+    [("gan", {"hidden": [16]}, "it takes its own step"),
+     ("flow", {"layers": 1, "hidden": [8]}, "its loss branches on the data's values")],
+)  # fmt: skip
+def test_models_whose_step_or_loss_cannot_be_stacked_are_refused(name, settings, why, tmp_path):
     models, xs, cfgs = members(name, settings, range(2))
-    with pytest.raises(ConfigError, match=r"cannot be trained as a stack of seeds"):
+    with pytest.raises(ConfigError, match=rf"cannot be trained as a stack of seeds \({why}"):
         fit_seeds(models, xs, cfgs)
     # refused before any folder is written: nothing is left to block another try
     rc = RunConfig.from_flat({"model": name, "data": "ring8", "n": 200, "epochs": 1, **settings})

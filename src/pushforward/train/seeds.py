@@ -196,9 +196,11 @@ def check_stackable(
     first = models[0]
     name = a_or_an(type(first).__name__)
     if not first.stacks or first.optimization is Optimization.OWN_STEP:
+        why = "its loss branches on the data's values, which torch.vmap cannot trace"
+        if first.optimization is Optimization.OWN_STEP:
+            why = "it takes its own step, with several optimisers"
         raise ConfigError(
-            f"{name} cannot be trained as a stack of seeds (its step is its own, or its loss "
-            "has control flow that depends on the data); fit the seeds one at a time"
+            f"{name} cannot be trained as a stack of seeds ({why}); fit the seeds one at a time"
         )
     if any(isinstance(m, nn.modules.conv._ConvNd) for m in first.modules()):
         raise ConfigError(
