@@ -28,7 +28,14 @@ def mixtures_section() -> Section:
         "mode but blurs between them: its decoder is smooth, and the Gaussian likelihood "
         "accounts for what it cannot place. Below, the same runs live "
         "(<code>pushforward explore</code>): the pointer's z is decoded in the page and g(z) "
-        "drawn over the data, and the slider scrubs the samples through training.",
+        "drawn over the data, and the slider scrubs the samples through training. The shades "
+        "under the codes mark where N(0, I) puts its densest 50%, 90% and 99% of mass: on "
+        "the ring its densest half lies in the empty middle of the ring of codes, and on both "
+        "mixtures much of it falls in the gaps between the clusters of codes, which g decodes "
+        "into the blur between the modes. <code>fit vae</code>'s default on points, a "
+        "VampPrior trained with the nets, puts its mass under the codes instead and lands on "
+        "the modes (BENCHMARKS.md, “The VAE on points”); this page keeps the lecture’s "
+        "N(0, I).",
     )
 
 
