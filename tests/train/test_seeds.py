@@ -3,12 +3,14 @@
 any run's does, and what cannot be stacked is refused by name."""
 
 import dataclasses
+import os
+import signal
 
 import pytest
 import torch
 
 from pushforward.cli import main
-from pushforward.core import CheckpointError, ConfigError, TrainingError
+from pushforward.core import CheckpointError, ConfigError, Interrupted, TrainingError
 from pushforward.data import load_data
 from pushforward.models.registry import MODELS
 from pushforward.runs import RunConfig, fit_run, fit_seed_runs, load_model, seed_folder
@@ -160,3 +162,43 @@ def test_fit_seeds_on_the_command_line_writes_runs_that_sample(tmp_path, capsys)
             code = e.code
         assert code == 2, args
         assert message in capsys.readouterr().err, args
+
+
+class _Interrupting:
+    """A progress report that sends SIGINT to this process at its n-th step."""
+
+    def __init__(self, at_step: int):
+        self.at_step, self.steps = at_step, 0
+
+    def start(self, epochs, steps_per_epoch, first_epoch):
+        pass
+
+    def step(self, loss):
+        self.steps += 1
+        if self.steps == self.at_step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def epoch(self, record):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_a_signal_stops_the_stack_between_steps_and_each_seed_resumes_from_its_last_epoch(
+    tmp_path,
+):
+    """Ctrl-C in the second epoch: the stack stops between two steps, says so, and leaves each
+    seed's checkpoint of the first epoch, from which ``fit --resume`` ends where seed's own
+    uninterrupted run ends."""
+    models, xs, cfgs = members("ae", {"hidden": [16]}, range(2))  # 200 rows: 5 steps an epoch
+    folders = [tmp_path / f"seed-{s}" for s in range(2)]
+    with pytest.raises(Interrupted, match=r"at epoch 2, step 2; each seed's last checkpoint"):
+        fit_seeds(models, xs, cfgs, run_dirs=folders, progress=_Interrupting(at_step=7))
+    assert [r["epoch"] for r in read_metrics(folders[1])] == [1]
+    singles, _, _ = members("ae", {"hidden": [16]}, range(2))
+    fit(singles[1], xs[1], cfgs[1])
+    fresh, _, _ = members("ae", {"hidden": [16]}, range(5, 7))
+    fit(fresh[1], xs[1], cfgs[1], run_dir=folders[1], resume=True)
+    torch.testing.assert_close(fresh[1].state_dict(), singles[1].state_dict(), rtol=1e-5,
+                               atol=1e-6)  # fmt: skip
