@@ -575,9 +575,25 @@ def test_the_shade_of_a_mixture_sampler_is_its_density_on_each_plane_of_the_code
         ab = _cells(lo, hi, mass["side"])
         z = center + ab[:, :1] * axes[i] + ab[:, 1:] * axes[j]
         log_p = mixture.log_prob(torch.from_numpy(z)).numpy()
-        expected = np.searchsorted(reference, log_p, side="left") / reference.size
+        expected = np.searchsorted(reference, log_p, side="right") / reference.size
         assert expected.max() - expected.min() > 0.5  # a shade with structure to get wrong
         np.testing.assert_allclose(values[n], expected, atol=0.03)
+
+
+def test_a_flat_noise_is_one_region_holding_all_of_its_mass():
+    """A GAN's uniform noise on [−1, 1]²: every point of the square is as dense as any, so the
+    whole square is shaded as the densest region (m = 1) and nothing outside it (m = 0)."""
+    ring = datasets.load_data("ring8", n=300, generator=torch.Generator().manual_seed(0))
+    with seeded(0):
+        gan = MODELS["gan"].config(latent=2, noise="uniform", hidden=[16]).build(ring)
+    mass = payload(explorer_page(gan, ring, points=2000))["mass"]
+    lo, hi = mass["boxes"][0]
+    z = _cells(lo, hi, mass["side"])
+    values = unpack(mass["values"])[0]
+    inside = np.abs(z).max(1) < 1
+    assert inside.any() and (~inside).any()  # the box is padded beyond the square
+    np.testing.assert_array_equal(values[inside], 1.0)
+    np.testing.assert_array_equal(values[~inside], 0.0)
 
 
 def test_a_model_without_a_latent_density_gets_no_shade():

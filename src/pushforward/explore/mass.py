@@ -7,13 +7,15 @@ modes).
 The canvas shows the plane through the codes' centre c (k,) spanned by two of its directions
 u, v (rows of the plane's axes). At z = c + a·u + b·v the value is
 
-    m(z) = Pr_{Z ~ μ}[p(Z) < p(z)],
+    m(z) = Pr_{Z ~ μ}[p(Z) ≤ p(z)],
 
-the share of μ's mass that is less dense than z: z lies in the highest-density region holding a
+the share of μ's mass that is no denser than z: z lies in the highest-density region holding a
 share α of μ's mass exactly when m(z) ≥ 1 − α, so the page's bands m ≥ 0.5, 0.1 and 0.01 are the
-regions of μ's densest 50%, 90% and 99%. p is :meth:`~pushforward.measures.BaseMeasure.log_prob`
-itself; the distribution of p(Z) comes from seeded draws of μ. For k > 2 the plane is a slice
-through the k-dimensional regions. (For μ = N(0, I) on two dimensions m(z) = exp(−|z|²/2).)
+regions of μ's densest 50%, 90% and 99%. (A flat μ, the uniform noise of a GAN, has m = 1 on its
+whole support, which is then one region holding all of the mass.) p is
+:meth:`~pushforward.measures.BaseMeasure.log_prob` itself; the distribution of p(Z) comes from
+seeded draws of μ. For k > 2 the plane is a slice through the k-dimensional regions. (For
+μ = N(0, I) on two dimensions m(z) = exp(−|z|²/2).)
 """
 
 from __future__ import annotations
@@ -73,8 +75,8 @@ def prior_mass(
             a, b = mass_cells(lo, hi)
             z = center.double() + a[:, None] * axes[i].double() + b[:, None] * axes[j].double()
             log_p = torch.nan_to_num(measure.log_prob(z.float()).double().cpu(), nan=-torch.inf)
-            # the draws strictly less dense than each cell, as a share of all draws
-            below = torch.searchsorted(reference, log_p, side="left")
+            # the draws no denser than each cell, as a share of all draws
+            below = torch.searchsorted(reference, log_p, side="right")
             planes.append([i, j])
             values.append(below.double() / draws)
     return {"side": MASS_SIDE, "planes": planes, "values": torch.stack(values).float()}
