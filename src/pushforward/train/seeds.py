@@ -253,23 +253,23 @@ def _stacked_optimizers(
 
 def _epoch(
     stack: _Stack, epoch: int, progress: Progress | None, stop: Any
-) -> tuple[list[dict[str, Tensor]], int]:
-    """Run one epoch's steps; return each member's sums of terms × rows, and the rows."""
+) -> tuple[dict[str, Tensor], int]:
+    """Run one epoch's steps; return the sums of terms × rows by name, each (N,) over the
+    members (one addition a term and step, on the device), and the rows."""
     orders = torch.stack([
         torch.randperm(stack.data.shape[1], generator=g, device=stack.data.device)
         for g in stack.generators
     ])  # fmt: skip
     members = torch.arange(stack.n_members, device=stack.data.device)[:, None]
-    sums: list[dict[str, Tensor]] = [{} for _ in stack.models]
+    sums: dict[str, Tensor] = {}
     rows = 0
     for step in range(stack.steps):
         idx = orders[:, step * stack.batch : (step + 1) * stack.batch]  # (N, B)
         terms = _step(stack, epoch, step, stack.data[members, idx])
         b = idx.shape[1]
         rows += b
-        for i, member in enumerate(sums):
-            for k, v in terms.items():
-                member[k] = member.get(k, 0) + v[i] * b
+        for k, v in terms.items():
+            sums[k] = sums[k] + v * b if k in sums else v * b
         if progress is not None:
             progress.step(terms["loss"].mean())
         if stop.signal is not None:
@@ -391,7 +391,7 @@ def _unstack(stack: _Stack) -> None:
 def _end_of_epoch(
     stack: _Stack,
     epoch: int,
-    sums: list[dict[str, Tensor]],
+    sums: dict[str, Tensor],
     rows: int,
     elapsed: float,
     histories: list[list[dict[str, Any]]],
@@ -400,9 +400,11 @@ def _end_of_epoch(
     _unstack(stack)
     cfg = stack.cfgs[0]
     due = epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs
+    names = list(sums)
+    means = torch.stack([sums[k] for k in names]).double().div(rows).tolist()  # one read
     for i, (model, member_cfg) in enumerate(zip(stack.models, stack.cfgs, strict=True)):
         record: dict[str, Any] = {"epoch": epoch}
-        record.update({k: float(v) / rows for k, v in sums[i].items()})
+        record.update({k: means[t][i] for t, k in enumerate(names)})
         record["seconds"] = elapsed
         record["samples_per_s"] = rows / elapsed if elapsed > 0 else float("inf")
         model.eval()
