@@ -16,7 +16,15 @@ PY=${PYTHON:-python3}
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 ROUNDS=${1:-2}
 "$PY" - <<'PY' || exit 1
+import importlib.util
+import sys
+
 import torch
+
+missing = [m for m in ("zuko", "ot", "torchdiffeq", "safetensors", "tqdm", "matplotlib", "PIL")
+           if importlib.util.find_spec(m) is None]
+if missing:  # (ot is POT's import name, PIL Pillow's)
+    sys.exit(f"missing Python packages: {', '.join(missing)}; install them (or their wheels) first")
 assert torch.cuda.is_available(), "no CUDA device: nothing to check"
 print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
 PY
