@@ -84,7 +84,7 @@ def mixture_chain(report: Report, name: str, quick: bool, seed: int,
         )  # fmt: skip
         flow = part("flow", "flows", lambda s: flow_mixture(report, s, name, ds, quick, seed))
         fm = part("fm", "flow matching", lambda s: fm_mixture(report, s, name, ds, quick, seed))
-        models = [("VAE", vae), ("GAN", gan), ("flow", flow), ("flow matching", fm),
+        models = [("VAE, N(0, I) prior", vae), ("GAN", gan), ("flow", flow), ("flow matching", fm),
                   ("truth", Truth(ds.distribution))]  # fmt: skip
         chain.rows["fidelity"] = part(
             "fidelity", "fidelity to the truth",
