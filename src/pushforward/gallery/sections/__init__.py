@@ -6,7 +6,7 @@ from pushforward.gallery.sections.common import (
     every,
     extent_of,
     grid_over,
-    mixture_frames,
+    mixture_gif,
 )
 from pushforward.gallery.sections.data import data_section
 from pushforward.gallery.sections.encoders import encoders_section
@@ -60,7 +60,7 @@ __all__ = [
     "gan_section",
     "grid_over",
     "interpolation",
-    "mixture_frames",
+    "mixture_gif",
     "mixtures_section",
     "univariate_section",
     "vae_digits_section",

@@ -4,14 +4,13 @@ and the frames of a training animation."""
 from __future__ import annotations
 
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor
 
 from pushforward.data import datasets
 from pushforward.runs import plots
 from pushforward.train import SampleSnapshots
 
-__all__ = ["FRAMES", "every", "extent_of", "grid_over", "mixture_frames"]
+__all__ = ["FRAMES", "every", "extent_of", "grid_over", "mixture_gif"]
 
 FRAMES = 12
 """Frames of each training animation in the full gallery (8 in ``--quick``)."""
@@ -35,13 +34,8 @@ def grid_over(ds: datasets.Dataset, side: int) -> tuple[Tensor, tuple[float, flo
     return torch.stack(torch.meshgrid(t, t, indexing="xy"), dim=-1).reshape(-1, 2), box
 
 
-def mixture_frames(name: str, ds: datasets.Dataset, snaps: SampleSnapshots) -> list[Figure]:
-    """Return one scatter of the snapshot's samples over the data (first 2,000 points) for each
-    snapshot of a training run on the 2-D data ``ds`` named ``name``."""
-    limits = extent_of(ds)
-    return [
-        plots.scatter_2d(
-            ds.x[:2000], others=[(y, "g#μ")], size=1.5, ax_limits=limits, title=f"{name}: {ep}"
-        )
-        for ep, y in ((f"epoch {e}", y) for e, y in snaps.frames)
-    ]
+def mixture_gif(name: str, ds: datasets.Dataset, snaps: SampleSnapshots) -> bytes:
+    """Return the animated GIF of a training run on the 2-D data ``ds`` named ``name``: one
+    frame for each snapshot, its samples over the data (first 2,000 points)."""
+    frames = [(y, f"{name}: epoch {e}") for e, y in snaps.frames]
+    return plots.scatter_gif(ds.x[:2000], frames, label="g#μ", ax_limits=extent_of(ds))

@@ -9,7 +9,7 @@ import torch
 
 from pushforward.data import datasets
 from pushforward.gallery.page import Report, Section
-from pushforward.gallery.sections.common import every, grid_over, mixture_frames
+from pushforward.gallery.sections.common import every, grid_over, mixture_gif
 from pushforward.runs import plots
 from pushforward.train import SampleSnapshots
 
@@ -56,8 +56,7 @@ def flow_mixture(report: Report, sec: Section, name: str, ds: datasets.Dataset, 
     snaps = SampleSnapshots(flow, 1000, every=every(epochs, quick), seed=seed)
     report.fit(flow, ds.x, TrainConfig(**{**RECOMMENDED["train"], "epochs": epochs, "seed": seed}),
         progress=report.training(f"flow on {name}", snaps))  # fmt: skip
-    frames = mixture_frames(name, ds, snaps)
-    report.animation(sec, plots.gif_bytes(frames), f"flow_train_{name}", f"{name}: training")
+    report.animation(sec, mixture_gif(name, ds, snaps), f"flow_train_{name}", f"{name}: training")
     side = 60 if quick else 200
     grid, extent = grid_over(ds, side)
     with torch.no_grad():

@@ -63,11 +63,10 @@ def fm_mixture(report: Report, sec: Section, name: str, ds: datasets.Dataset, qu
     steps = torch.linspace(0, 1, 9 if quick else 2 * FRAMES + 1)
     path = model.motion(1000, steps, generator=torch.Generator().manual_seed(seed))
     nfe = model.sampling_cost()["nfe"]
-    frames = [plots.scatter_2d(ds.x[:2000], others=[(p, "particles")], size=1.5,
-                               ax_limits=extent, title=f"{name}: t = {float(t):.2f}")
-              for t, p in zip(steps, path, strict=True)]  # fmt: skip
+    frames = [(p, f"{name}: t = {float(t):.2f}") for t, p in zip(steps, path, strict=True)]
+    gif = plots.scatter_gif(ds.x[:2000], frames, label="particles", ax_limits=extent)
     caption = f"{name}: μ carried to the data ({nfe} field evaluations)"
-    report.animation(sec, plots.gif_bytes(frames), f"fm_motion_{name}", caption)
+    report.animation(sec, gif, f"fm_motion_{name}", caption)
     fig = plots.trajectories(path[:, :300], data=ds.x[:2000], ax_limits=extent,
                              title=f"{name}: paths of the ODE")  # fmt: skip
     report.figure(sec, fig, f"fm_paths_{name}", f"{name}: 300 paths from μ to the data")

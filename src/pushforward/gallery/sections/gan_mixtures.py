@@ -7,7 +7,7 @@ from typing import Any
 
 from pushforward.data import datasets
 from pushforward.gallery.page import Report, Section
-from pushforward.gallery.sections.common import every, mixture_frames
+from pushforward.gallery.sections.common import every, mixture_gif
 from pushforward.runs import plots
 from pushforward.train import SampleSnapshots
 
@@ -64,8 +64,7 @@ def gan_mixture(report: Report, sec: Section, name: str, ds: datasets.Dataset, v
     snaps = SampleSnapshots(gan, 1000, every=every(epochs, quick), seed=seed)
     cfg = TrainConfig(**{**RECOMMENDED["train"], "epochs": epochs, "seed": seed})
     history = report.fit(gan, ds.x, cfg, progress=report.training(f"GAN on {name}", snaps))
-    frames = mixture_frames(name, ds, snaps)
-    report.animation(sec, plots.gif_bytes(frames), f"gan_train_{name}", f"{name}: training")
+    report.animation(sec, mixture_gif(name, ds, snaps), f"gan_train_{name}", f"{name}: training")
     fig = plots.gan_curves(history, title=f"{name}: the GAN's losses and gradient norms")
     report.figure(sec, fig, f"gan_curves_{name}", f"{name}: training health")
     rows = []

@@ -8,7 +8,7 @@ import torch
 from pushforward.data import datasets
 from pushforward.explore import explorer_page
 from pushforward.gallery.page import Report, Section
-from pushforward.gallery.sections.common import every, grid_over, mixture_frames
+from pushforward.gallery.sections.common import every, grid_over, mixture_gif
 from pushforward.runs import plots
 from pushforward.train import SampleSnapshots
 
@@ -69,12 +69,11 @@ def vae_mixture(report: Report, sec: Section, name: str, quick: bool, seed: int)
         TrainConfig(epochs=epochs, batch_size=128, lr=2e-3, seed=seed),
         progress=report.training(f"VAE on {name}", snaps),
     )
-    frames = mixture_frames(name, ds, snaps)
     shots = ([e for e, _ in snaps.frames], torch.stack([y for _, y in snaps.frames]))
     page = explorer_page(vae, ds, snapshots=shots, title=f"{name}: explore the VAE")
     sec.pages.append((f"{name}: decode z live over the data; scrub g#μ over training",
                       page, 1100))  # fmt: skip
-    report.animation(sec, plots.gif_bytes(frames), f"train_{name}", f"{name}: training")
+    report.animation(sec, mixture_gif(name, ds, snaps), f"train_{name}", f"{name}: training")
     side = 40 if quick else 100
     grid, limits = grid_over(ds, side)
     gen = torch.Generator().manual_seed(seed)
