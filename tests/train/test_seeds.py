@@ -151,6 +151,7 @@ def test_fit_seeds_on_the_command_line_writes_runs_that_sample(tmp_path, capsys)
     for args, message in [
         (["--seeds", "2", "--resume", str(out / "seed-5")], "--seeds fits new runs"),
         (["--seeds", "2", "--snapshot-every", "1"], "snapshot_every keeps samples"),
+        (["--seeds", "2", "--tensorboard", str(tmp_path / "tb")], "--tensorboard logs one run"),
         (["--seeds", "0"], "must be > 0"),
         (["--seeds", "65"], "use an integer from 1 to 64"),
     ]:
