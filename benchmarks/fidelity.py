@@ -185,6 +185,20 @@ def run_truth(name: str, seed: int) -> Result:
     return score(TRUTH_ROW, name, seed, samples, exact, 0.0, 0.0)
 
 
+def cli_run_config(
+    model: str, data: str, seed: int, epochs: int | None, settings: dict[str, Any] | None
+) -> RunConfig:
+    """Return the run config of ``pushforward fit MODEL --data DATA -n 10000 --seed s`` with the
+    model's defaults (``epochs`` and ``settings`` override them), checkpointed once, at the end."""
+    flat = {"model": model, "data": data, "n": TRAINING_POINTS, "seed": seed,
+            **OTHER_SETTINGS.get(model, {}), **(settings or {})}  # fmt: skip
+    if epochs is not None:
+        flat["epochs"] = epochs
+    rc = RunConfig.from_flat(flat)
+    rc.train.checkpoint_every = max(rc.train.epochs, 1)
+    return rc
+
+
 def fit_as_cli(
     model: str,
     data: str,
@@ -196,12 +210,7 @@ def fit_as_cli(
     defaults (``epochs`` and the model's ``settings`` override them) and one checkpoint, at the
     end, in a temporary run folder; return the loaded model, its run config, and the wall and
     CPU seconds of fitting."""
-    flat = {"model": model, "data": data, "n": TRAINING_POINTS, "seed": seed,
-            **OTHER_SETTINGS.get(model, {}), **(settings or {})}  # fmt: skip
-    if epochs is not None:
-        flat["epochs"] = epochs
-    rc = RunConfig.from_flat(flat)
-    rc.train.checkpoint_every = max(rc.train.epochs, 1)
+    rc = cli_run_config(model, data, seed, epochs, settings)
     with tempfile.TemporaryDirectory() as tmp:
         start, cpu = time.perf_counter(), time.process_time()
         folder = fit_run(rc, out=Path(tmp) / "run", figures=False)
@@ -227,12 +236,7 @@ def run_stacked(
     """:func:`run_registered` for the seeds 0 … ``seeds`` − 1 at once, fitted as ``pushforward
     fit MODEL --seeds N`` fits them (one stacked model; each member is the run of its seed, to
     rounding); each seed's seconds are the stack's divided by N."""
-    flat = {"model": model, "data": name, "n": TRAINING_POINTS, "seed": 0,
-            **OTHER_SETTINGS.get(model, {}), **(settings or {})}  # fmt: skip
-    if epochs is not None:
-        flat["epochs"] = epochs
-    rc = RunConfig.from_flat(flat)
-    rc.train.checkpoint_every = max(rc.train.epochs, 1)
+    rc = cli_run_config(model, name, 0, epochs, settings)
     with tempfile.TemporaryDirectory() as tmp:
         start, cpu = time.perf_counter(), time.process_time()
         folders = fit_seed_runs(rc, seeds, out=Path(tmp) / "stack", figures=False)

@@ -340,7 +340,6 @@ api.shadeAt = (a, b) => {  // the shade's opacity (0-255) drawn at plane coordin
   const px = toPx(a, b);
   return shade.getContext("2d").getImageData(Math.floor(px[0]), Math.floor(px[1]), 1, 1).data[3];
 };
-api.extent = () => ({ lo: ext.lo.slice(), hi: ext.hi.slice() });
 api.setPlane = (a, b) => {
   const s = [$("pf-dir-a"), $("pf-dir-b")];
   s[0].value = String(a + 1); s[0].dispatchEvent(new Event("input"));

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["MASS_DIRECTIONS", "MASS_DRAWS", "MASS_SIDE", "mass_cells", "mass_planes", "prior_mass"]
+__all__ = ["MASS_DIRECTIONS", "MASS_DRAWS", "MASS_SIDE", "grid_cells", "mass_planes", "prior_mass"]
 
 MASS_SIDE = 64
 """Cells a side of each plane's grid of μ's density."""
@@ -39,9 +39,10 @@ MASS_DIRECTIONS = 6
 a plane of a later direction is drawn without the shade."""
 
 
-def mass_cells(lo: list[float], hi: list[float], side: int = MASS_SIDE) -> tuple[Tensor, Tensor]:
+def grid_cells(lo: list[float], hi: list[float], side: int = MASS_SIDE) -> tuple[Tensor, Tensor]:
     """Return the coordinates a, b (side², ) of the centres of a side × side grid over the box
-    [lo, hi] (cell (ix, iy) at row iy·side + ix, iy along the second coordinate)."""
+    [lo, hi] (cell (ix, iy) at row iy·side + ix, iy along the second coordinate): the cells of
+    the shade, and of a precomputed grid of decodes."""
     cells = [lo[i] + (torch.arange(side, dtype=torch.float64) + 0.5) * (hi[i] - lo[i]) / side
              for i in (0, 1)]  # fmt: skip
     b, a = torch.meshgrid(cells[1], cells[0], indexing="ij")
@@ -72,7 +73,7 @@ def prior_mass(
             return None
         reference = torch.nan_to_num(reference.double().cpu(), nan=-torch.inf).sort().values
         for (i, j), (lo, hi) in boxes.items():
-            a, b = mass_cells(lo, hi)
+            a, b = grid_cells(lo, hi)
             z = center.double() + a[:, None] * axes[i].double() + b[:, None] * axes[j].double()
             log_p = torch.nan_to_num(measure.log_prob(z.float()).double().cpu(), nan=-torch.inf)
             # the draws no denser than each cell, as a share of all draws

@@ -40,7 +40,7 @@ from torch import Tensor
 
 from pushforward.core import ConfigError, Model, a_or_an, atomic_write_bytes
 from pushforward.data import datasets
-from pushforward.explore.mass import mass_planes, prior_mass
+from pushforward.explore.mass import grid_cells, mass_planes, prior_mass
 from pushforward.nets import DecoderLayer
 from pushforward.pages import Page
 from pushforward.train import to_model_device
@@ -174,9 +174,8 @@ class Explorer:
         d = self.model.dim
         side = max(2, min(MAX_GRID_SIDE, math.isqrt(MAX_GRID_VALUES // d)))
         lo, hi = _extent(_project(self.codes, center, axes[:2]))
-        cells = [lo[i] + (torch.arange(side) + 0.5) * (hi[i] - lo[i]) / side for i in (0, 1)]
-        b, a = torch.meshgrid(cells[1], cells[0], indexing="ij")  # (side, side) each
-        z = center + a.reshape(-1, 1) * axes[0] + b.reshape(-1, 1) * axes[1]  # (side², k)
+        a, b = grid_cells(lo, hi, side)  # (side²,) each
+        z = center + a.float()[:, None] * axes[0] + b.float()[:, None] * axes[1]  # (side², k)
         with torch.no_grad():
             x = self.model.decode(to_model_device(z.float(), self.model)).float().cpu()
         return {"kind": "grid", "side": side, "lo": lo, "hi": hi, "values": _array(x, "f16")}

@@ -11,8 +11,6 @@ import dataclasses
 import logging
 from pathlib import Path
 
-import torch
-
 from pushforward.core import CONFIG, CheckpointError, ConfigError, save_json
 from pushforward.runs.config import RunConfig
 from pushforward.runs.figures import write_figures
@@ -62,11 +60,8 @@ def fit_seed_runs(
     if distributed.context().active:
         raise ConfigError("--seeds trains in one process; run it without torchrun")
     device = resolve_device(rc.train.device)
-    members = [
-        RunConfig(model=rc.model, data=rc.data, n=rc.n, rows=rc.rows, settings=rc.settings,
-                  train=dataclasses.replace(rc.train, seed=rc.train.seed + i))
-        for i in range(seeds)
-    ]  # fmt: skip
+    members = [dataclasses.replace(rc, train=dataclasses.replace(rc.train, seed=rc.train.seed + i))
+               for i in range(seeds)]  # fmt: skip
     data = [load_run_data(m) for m in members]
     base = Path(out) if out is not None else fresh_folder(rc, data[0])
     folders = [seed_folder(base, m.train.seed) for m in members]
@@ -90,7 +85,6 @@ def fit_seed_runs(
     for folder, model, ds in zip(folders, models, data, strict=True):
         save_model(folder, model)
         if figures:
-            with torch.no_grad():
-                write_figures(folder, model, ds)
+            write_figures(folder, model, ds)
     log.info("%d runs written under %s", seeds, base)
     return folders
