@@ -548,3 +548,31 @@ def test_a_trained_prior_is_the_prior_of_the_elbo_the_iwae_and_the_samples(prior
                                    vae.elbo(x, generator=gen(7))["elbo"])  # fmt: skip
     with pytest.raises(ConfigError, match="free_bits"):
         VAE(VAEConfig(dim=2, latent=2, prior=prior, free_bits=0.5))
+
+
+def test_the_vamp_prior_scores_alike_with_and_without_gradients():
+    """Scoring (no gradients) takes the in-place path a coordinate at a time; training takes the
+    differentiable one: both are the mixture of the posteriors at the pseudo-inputs, in 3-D."""
+    from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
+
+    from pushforward.models.vae.trained_prior import VampPrior
+
+    with seeded(0):
+        prior, enc = VampPrior(5, 4, 3), torch.nn.Linear(4, 6)
+    prior.pseudo_inputs.data.normal_(generator=gen(1))
+
+    def posterior(u):
+        mu, lv = enc(u).chunk(2, dim=1)
+        return mu, lv
+
+    z = torch.randn(50, 3, generator=gen(2), requires_grad=True)
+    trained = prior.log_prob(z, posterior)
+    trained.sum().backward()  # the training path keeps its gradients
+    assert z.grad is not None and prior.pseudo_inputs.grad is not None
+    with torch.no_grad():
+        scored = prior.log_prob(z, posterior)
+        m, lv = posterior(prior.pseudo_inputs)
+        parts = Independent(Normal(m, (0.5 * lv).exp()), 1)
+        ref = MixtureSameFamily(Categorical(logits=torch.zeros(5)), parts).log_prob(z)
+    torch.testing.assert_close(scored, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(trained.detach(), ref, atol=1e-5, rtol=1e-5)

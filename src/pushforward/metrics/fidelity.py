@@ -154,7 +154,8 @@ def _kth_distances(a: Tensor, b: Tensor, k: int, *, skip_self: bool) -> Tensor:
         if skip_self:
             r = torch.arange(block.shape[0], device=block.device)
             block[r, i0 + r] = math.inf
-        out.append(block.kthvalue(k, dim=1).values)
+        # topk of a few is several times faster than kthvalue here, and selects the same value
+        out.append(block.topk(k, dim=1, largest=False).values[:, k - 1])
     return torch.cat(out)
 
 
