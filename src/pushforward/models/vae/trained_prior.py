@@ -88,15 +88,10 @@ def _component_log_probs(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
     gradients: a coordinate at a time into one (m, K) buffer, 1.6–2× faster than through the
     (m, K, k) differences on a CPU for k = 2, K = 200."""
     inv_std = torch.exp(-0.5 * logvar)  # (K, k)
-    out = torch.empty(z.shape[0], mu.shape[0], dtype=torch.promote_types(z.dtype, mu.dtype),
-                      device=z.device)  # fmt: skip
-    t = torch.empty_like(out)
-    for d in range(z.shape[1]):
-        torch.mul(z[:, d : d + 1] - mu[:, d], inv_std[:, d], out=t if d else out)
-        if d:
-            out.addcmul_(t, t)
-        else:
-            out.square_()
+    out = ((z[:, :1] - mu[:, 0]) * inv_std[:, 0]).square_()  # (m, K)
+    for d in range(1, z.shape[1]):  # in place, no out= (torch.vmap batches these: fit --seeds)
+        t = (z[:, d : d + 1] - mu[:, d]) * inv_std[:, d]
+        out.addcmul_(t, t)
     const = 0.5 * logvar.sum(-1) + 0.5 * z.shape[1] * math.log(2 * math.pi)  # (K,)
     return out.mul_(-0.5).sub_(const)
 
