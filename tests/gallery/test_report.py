@@ -64,9 +64,9 @@ def test_demo_writes_one_self_contained_report(demo):
     # grid25's in the second process
     took = re.search(r"It took (\d+) s: (.*?)\. Meanwhile, in a second process: (.*?)\.</footer>",
                      page)  # fmt: skip
-    assert took is not None and len(took.group(2).split(", ")) == 11
+    assert took is not None and len(took.group(2).split(", ")) == 12
     assert "GAN on the mixtures (ring8) " in took.group(2)
-    assert len(took.group(3).split(", ")) == 7 and "flows (grid25) " in took.group(3)
+    assert len(took.group(3).split(", ")) == 8 and "flows (grid25) " in took.group(3)
     assert took.group(3).startswith("PCA and autoencoders ")
     # the image GAN's table has the VAEs' rows (made here) above the GAN's (made beside)
     assert "VAE (k = 2, MLP), z ~ N(0, I)" in page and "GAN (k = " in page
@@ -75,6 +75,14 @@ def test_demo_writes_one_self_contained_report(demo):
     table = page[page.rindex("Fidelity to the truth") :]
     for cell in ("KL(p ‖ q) nats", "— (no density)", "≤ ", "0.000 ± 0.000</td>", "flow matching"):
         assert cell in table, cell
+    # the lecture's VAE and fit vae's default on points side by side: on both mixtures the
+    # VampPrior lands far more of its samples on the modes than N(0, I) does
+    for data in ("ring8", "grid25"):
+        rows = {r[1]: r for r in _rows(table, data)}
+        normal, vamp = rows["VAE, N(0, I) prior"], rows["VAE, VampPrior (the default)"]
+        assert float(vamp[3].split()[0]) > float(normal[3].split()[0]) + 10, (normal, vamp)
+        assert f"{data}, VampPrior prior: decode z live" in page
+        assert f"{data}, N(0, I) prior: decode z live" in page
 
 
 def test_demo_figures_are_real_images_and_the_training_animation_moves(demo):
@@ -83,14 +91,21 @@ def test_demo_figures_are_real_images_and_the_training_animation_moves(demo):
     for p in figures:
         with Image.open(p) as im:
             assert im.size[0] > 100 and im.size[1] > 100
-    for name in ("train_ring8", "flow_train_grid25", "fm_motion_ring8"):
+    for name in ("train_ring8", "vamp_train_grid25", "flow_train_grid25", "fm_motion_ring8"):
         with Image.open(demo / "figures" / f"{name}.gif") as gif:
             assert gif.n_frames > 5, name
     names = {p.stem for p in figures}
     for data in ("ring8", "grid25"):
         assert {f"truth_density_{data}", f"flow_density_{data}", f"flow_samples_{data}"} <= names
         assert {f"fm_paths_{data}", f"fm_density_{data}_0.5", f"fm_density_{data}_1"} <= names
+        assert {f"density_{data}", f"vamp_density_{data}", f"vamp_train_{data}"} <= names
     assert "flow_samples_digits" in names
+
+
+def _rows(page: str, first: str) -> list[list[str]]:
+    """The table rows of ``page`` whose first cell is ``first``, each a list of cells."""
+    rows = [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", page)]
+    return [[html.unescape(c) for c in row] for row in rows if row and row[0] == first]
 
 
 def _cells(page: str, first: str) -> list[str]:

@@ -1,6 +1,7 @@
 """The five sections on the Gaussian mixtures, run as one chain of parts per mixture.
 
-Each mixture (ring8, grid25) is one independent chain: the VAE, then the GAN, the flow and flow
+Each mixture (ring8, grid25) is one independent chain: the VAE under N(0, I) and under a
+VampPrior, then the GAN, the flow and flow
 matching on the VAE's data, then every model's fidelity to the truth. A chain always runs on one
 thread, so it makes the same figures and rows wherever it runs (here or in the second process of
 :mod:`pushforward.gallery.processes`); :func:`mixture_sections` joins the chains into the page's
@@ -27,7 +28,7 @@ from pushforward.gallery.sections.fidelity import (
 from pushforward.gallery.sections.flow import flow_mixture, flow_section
 from pushforward.gallery.sections.fm import fm_mixture, fm_section
 from pushforward.gallery.sections.gan_mixtures import GAN_HEADER, gan_mixture, gan_section
-from pushforward.gallery.sections.mixtures import mixtures_section, vae_mixture
+from pushforward.gallery.sections.mixtures import mixtures_section, vae_mixture, vamp_mixture
 
 __all__ = ["MIXTURES", "MIXTURE_SECTIONS", "Chain", "mixture_chain", "mixture_sections", "threads"]
 
@@ -78,13 +79,16 @@ def mixture_chain(report: Report, name: str, quick: bool, seed: int,
     with threads(1):
         ds, vae = part("mixtures", "Gaussian mixtures",
                        lambda s: vae_mixture(report, s, name, quick, seed))  # fmt: skip
+        vamp = part("mixtures", "VampPrior VAE",
+                    lambda s: vamp_mixture(report, s, name, ds, quick, seed))  # fmt: skip
         gan, chain.rows["gan"] = part(
             "gan", "GAN on the mixtures",
             lambda s: gan_mixture(report, s, name, ds, vae, quick, seed),
         )  # fmt: skip
         flow = part("flow", "flows", lambda s: flow_mixture(report, s, name, ds, quick, seed))
         fm = part("fm", "flow matching", lambda s: fm_mixture(report, s, name, ds, quick, seed))
-        models = [("VAE, N(0, I) prior", vae), ("GAN", gan), ("flow", flow), ("flow matching", fm),
+        models = [("VAE, N(0, I) prior", vae), ("VAE, VampPrior (the default)", vamp),
+                  ("GAN", gan), ("flow", flow), ("flow matching", fm),
                   ("truth", Truth(ds.distribution))]  # fmt: skip
         chain.rows["fidelity"] = part(
             "fidelity", "fidelity to the truth",
