@@ -103,7 +103,7 @@ def mixture_sections(chains: list[Chain], digits: Section, quick: bool) -> list[
     ``chains``; the flows' section ends with ``digits`` (the flow on digits)."""
     sections = {"mixtures": mixtures_section(), "gan": gan_section(quick),
                 "flow": flow_section(quick), "fm": fm_section(quick),
-                "fidelity": fidelity_section()}  # fmt: skip
+                "fidelity": fidelity_section(quick)}  # fmt: skip
     for key, sec in sections.items():
         for chain in chains:
             sec.figures += chain.parts[key].figures
