@@ -81,7 +81,7 @@ def test_demo_writes_one_self_contained_report(demo):
         rows = {r[1]: r for r in _rows(table, data)}
         normal, vamp = rows["VAE, N(0, I) prior"], rows["VAE, VampPrior (the default)"]
         assert float(vamp[3].split()[0]) > float(normal[3].split()[0]) + 10, (normal, vamp)
-        assert f"{data}, VampPrior prior: decode z live" in page
+        assert f"{data}, VampPrior: decode z live" in page
         assert f"{data}, N(0, I) prior: decode z live" in page
 
 

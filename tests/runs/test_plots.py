@@ -55,3 +55,32 @@ def test_a_blitted_scatter_gif_shows_each_frame_as_a_full_render_does():
         assert (want[strip] < 100).any()
         assert (np.abs(want[strip] - frame[strip]).max(-1) > 40).mean() < 0.01
     assert (np.abs(got[0] - got[-1]).max(-1) > 40).mean() > 0.01  # the points moved
+
+
+def test_samples_over_the_data_stand_out_in_their_own_colour():
+    """A scatter's layers over the data (model samples) are drawn in LAYER_COLORS, orange
+    first, not in the default cycle's blue a shade from the data's: in the rendered image and in
+    the animation's frames, the samples' pixels are orange and the data's stay blue."""
+    import io
+
+    from PIL import Image
+
+    def share(image: np.ndarray, rgb: str) -> float:
+        """The share of pixels within 40 of ``rgb`` blended at alpha 0.6 or more over white."""
+        c = np.array([int(rgb[i : i + 2], 16) for i in (1, 3, 5)])
+        blended = 0.6 * c + 0.4 * 255
+        return float((np.abs(image - blended).max(-1) < 40).mean())
+
+    g = torch.Generator().manual_seed(0)
+    data = torch.randn(400, 2, generator=g) - 2
+    samples = torch.randn(400, 2, generator=g) + 2  # apart from the data: no blending
+    fig = plots.scatter_2d(data, others=[(samples, "g#μ")], size=8.0)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    image = np.asarray(Image.open(buf).convert("RGB"), dtype=float)
+    assert share(image, plots.LAYER_COLORS[0]) > 0.002  # the orange samples
+    assert share(image, plots.DATA_COLOR) > 0.002  # the blue data
+    gif = plots.scatter_gif(data, [(samples, "epoch 1")], label="g#μ", size=8.0)
+    with Image.open(io.BytesIO(gif)) as im:
+        frame = np.asarray(im.convert("RGB"), dtype=float)  # the first frame
+    assert share(frame, plots.LAYER_COLORS[0]) > 0.002

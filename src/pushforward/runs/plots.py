@@ -6,6 +6,7 @@ so they are safe in libraries, tests and worker processes.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from fractions import Fraction
@@ -31,6 +32,13 @@ __all__ = [
 ]
 
 COLORS = "tab10"
+
+DATA_COLOR = "#3182bd"
+"""The data's points in a scatter (blue)."""
+
+LAYER_COLORS = ("#e6550d", "#31a354", "#756bb1", "#636363")
+"""The layers drawn over the data, in turn: model samples first, in orange (the default colour
+cycle would start at a blue a shade from the data's)."""
 
 
 def _numpy(x: Tensor | np.ndarray) -> np.ndarray:
@@ -112,10 +120,10 @@ def scatter_2d(
         if lab.max() < 10:
             fig.colorbar(sc, ax=ax, ticks=np.unique(lab), shrink=0.8, label="label")
     else:
-        ax.scatter(pts[:, 0], pts[:, 1], s=size, color="#3182bd", alpha=0.5, label="data")
-    for layer, name in others:
+        ax.scatter(pts[:, 0], pts[:, 1], s=size, color=DATA_COLOR, alpha=0.5, label="data")
+    for (layer, name), color in zip(others, itertools.cycle(LAYER_COLORS)):
         q = _numpy(layer)
-        ax.scatter(q[:, 0], q[:, 1], s=size, alpha=0.6, label=name)
+        ax.scatter(q[:, 0], q[:, 1], s=size, alpha=0.6, label=name, color=color)
     if others:
         ax.legend(fontsize=8, markerscale=4, frameon=False)
     if ax_limits is not None:

@@ -74,7 +74,7 @@ def vae_mixture(report: Report, sec: Section, name: str, quick: bool, seed: int)
         TrainConfig(epochs=epochs, batch_size=128, lr=2e-3, seed=seed),
         progress=report.training(f"VAE on {name}", snaps),
     )
-    _show(report, sec, vae, ds, snaps, name, quick, seed, label="N(0, I)", key="")
+    _show(report, sec, vae, ds, snaps, name, quick, seed, label="N(0, I) prior", key="")
     return ds, vae
 
 
@@ -99,19 +99,19 @@ def vamp_mixture(report: Report, sec: Section, name: str, ds: datasets.Dataset, 
 
 def _show(report: Report, sec: Section, vae: Any, ds: datasets.Dataset, snaps: SampleSnapshots,
           name: str, quick: bool, seed: int, *, label: str, key: str) -> None:  # fmt: skip
-    """Add a trained 2-D VAE's explorer page, training animation and heat map to ``sec``: the
-    prior named ``label`` in captions, files named with the prefix ``key``."""
+    """Add a trained 2-D VAE's explorer page, training animation and heat map to ``sec``: its
+    prior named by ``label`` in captions, files named with the prefix ``key``."""
     shots = ([e for e, _ in snaps.frames], torch.stack([y for _, y in snaps.frames]))
-    page = explorer_page(vae, ds, snapshots=shots, title=f"{name}: explore the VAE, {label} prior")
-    sec.pages.append((f"{name}, {label} prior: decode z live over the data; scrub g#μ over "
+    page = explorer_page(vae, ds, snapshots=shots, title=f"{name}: explore the VAE, {label}")
+    sec.pages.append((f"{name}, {label}: decode z live over the data; scrub g#μ over "
                       "training", page, 1100))  # fmt: skip
     report.animation(sec, mixture_gif(name, ds, snaps), f"{key}train_{name}",
-                     f"{name}: training, {label} prior")  # fmt: skip
+                     f"{name}: training, {label}")  # fmt: skip
     side = 40 if quick else 100
     grid, limits = grid_over(ds, side)
     gen = torch.Generator().manual_seed(seed)
     logp = vae.log_likelihood(grid, k=64, generator=gen).log_px
     fig = plots.density_heatmap(logp.reshape(side, side), limits,
-                                title=f"{name}: model density, {label} prior")  # fmt: skip
+                                title=f"{name}: model density, {label}")  # fmt: skip
     report.figure(sec, fig, f"{key}density_{name}",
-                  f"{name}: the VAE's density (IWAE estimate), {label} prior")  # fmt: skip
+                  f"{name}: the VAE's density (IWAE estimate), {label}")  # fmt: skip
