@@ -1,7 +1,7 @@
 """The training layer: the loop, its settings, optimisers and schedules, the device policy,
 checkpoints, prefetching, distributed set-up, reporters."""
 
-from pushforward.train.capture import CompiledLoss, DeferredChecks, deferring
+from pushforward.train.capture import CompiledLoss, DeferredChecks, deferring, outside_graph
 from pushforward.train.checkpoint import (
     CHECKPOINT,
     CHECKPOINT_FORMAT,
@@ -133,6 +133,7 @@ __all__ = [
     "load_state_checked",
     "make_prefetcher",
     "model_device",
+    "outside_graph",
     "read_metrics",
     "read_snapshots",
     "resolve_device",

@@ -6,6 +6,8 @@ CUDA), and checks of a step's terms that do not make the host wait for the devic
   from the run's ``torch.Generator``, so a compiled step draws what the eager step draws and
   leaves the generator where the eager step leaves it. Should compiling fail on the first call
   (no C++ compiler, an operation the compiler lacks), the run goes on eagerly, with a warning.
+* :func:`outside_graph` marks a function the compiled loss runs eagerly, where the compiler
+  does not trace (``torch.compiler.disable``), without importing the compiler at start-up.
 * :class:`DeferredChecks` keeps, on the device, the first step of the epoch at which each term
   became non-finite; :func:`~pushforward.train.fit` reads it once an epoch (and before a
   checkpoint) instead of once a step. :func:`deferring` makes
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -26,9 +29,35 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["CompiledLoss", "DeferredChecks", "deferred_checks", "deferring"]
+__all__ = ["CompiledLoss", "DeferredChecks", "deferred_checks", "deferring", "outside_graph"]
 
 log = logging.getLogger(__name__)
+
+
+_EAGER: dict[Callable[..., Any], Callable[..., Any]] = {}
+"""Each function marked :func:`outside_graph`, and what its calls run: itself until a loss is
+compiled, then itself through ``torch.compiler.disable``."""
+
+
+def outside_graph(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark ``fn`` to run eagerly inside a compiled loss, as ``torch.compiler.disable`` would,
+    with the wrapper made when a loss is first compiled (:class:`CompiledLoss`) instead of at
+    import: making it imports ``torch._dynamo``, which took 1.2–1.5 s of each process's
+    start-up (BENCHMARKS.md) and which only a compiled step needs."""
+    _EAGER[fn] = fn
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return _EAGER[fn](*args, **kwargs)
+
+    return call
+
+
+def _disable_marked() -> None:
+    """Run every :func:`outside_graph` function through ``torch.compiler.disable`` from now on."""
+    for fn, now in list(_EAGER.items()):
+        if now is fn:
+            _EAGER[fn] = torch.compiler.disable(fn)
 
 
 class CompiledLoss:
@@ -37,9 +66,10 @@ class CompiledLoss:
 
     ``epoch`` reaches the compiled loss as a 0-d float64 CPU tensor, so that a loss whose
     weights follow the epoch (a KL warm-up) is compiled once, not at every step: such a loss
-    reads it where the compiler does not trace (``torch.compiler.disable``)."""
+    reads it where the compiler does not trace (:func:`outside_graph`)."""
 
     def __init__(self, loss: Callable[..., dict[str, Tensor]], mode: str):
+        _disable_marked()
         self.eager = loss
         self.mode = mode
         self.compiled: Callable[..., dict[str, Tensor]] | None = torch.compile(

@@ -76,7 +76,7 @@ from pushforward.nets import (
     reconstruction,
 )
 from pushforward.nets.losses import output_activation
-from pushforward.train import Optimization, Trainable
+from pushforward.train import Optimization, Trainable, outside_graph
 
 __all__ = ["VAE", "VAEConfig"]
 
@@ -313,7 +313,7 @@ class VAE(Trainable):
         shape = (x.shape[0], self.latent)
         return draw(torch.randn, shape, generator=generator, device=x.device, dtype=torch.float32)
 
-    @torch.compiler.disable
+    @outside_graph
     def _kl_weight_tensor(self, epoch: float | Tensor | None, device: torch.device) -> Tensor:
         """Return λ at ``epoch`` (a compiled loss's 0-d tensor) as a 0-d tensor on ``device``."""
         at = float(epoch) if isinstance(epoch, Tensor) else epoch
