@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from pushforward.core import ConfigError, check_int
@@ -59,6 +58,10 @@ def ot_pairing(x0: Tensor, x1: Tensor, *, block: int | None = None) -> Tensor:
     if full < n:
         last = torch.cdist(b[None, full:], a[None, full:], compute_mode=exact)
         costs.append(last.square().numpy())
+    from scipy.optimize import (
+        linear_sum_assignment,  # here: scipy.optimize takes 0.2-0.4 s to import
+    )
+
     i = 0
     for cost in (c for group in costs for c in group):
         rows, cols = linear_sum_assignment(cost)

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torchdiffeq
 from torch import Tensor
 
 from pushforward.core import SolverError
@@ -101,7 +100,7 @@ class Solver:
         options = {} if adaptive else {"step_size": 1.0 / self.steps}
         kwargs = {"rtol": self.rtol, "atol": self.atol} if adaptive else {}
         try:
-            out = torchdiffeq.odeint(
+            out = _torchdiffeq().odeint(
                 counted, y0, times.to(first), method=self.method, options=options, **kwargs
             )
         except _Budget:
@@ -147,6 +146,14 @@ class Solver:
 
 _EVALUATIONS = {"euler": 1, "midpoint": 2, "rk4": 4}
 """Field evaluations per step of each fixed-step method."""
+
+
+def _torchdiffeq() -> Any:
+    """torchdiffeq, imported at the first solve: it imports scipy.integrate and
+    scipy.optimize (0.3–0.5 s), which a process that solves no ODE does not need."""
+    import torchdiffeq
+
+    return torchdiffeq
 
 
 def _grid(times: list[float], step: float) -> list[float]:
