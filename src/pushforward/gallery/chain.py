@@ -1,11 +1,10 @@
 """The five sections on the Gaussian mixtures, run as one chain of parts per mixture.
 
 Each mixture (ring8, grid25) is one independent chain: the VAE under N(0, I) and under a
-VampPrior, then the GAN, the flow and flow
-matching on the VAE's data, then every model's fidelity to the truth. A chain always runs on one
-thread, so it makes the same figures and rows wherever it runs (here or in the second process of
-:mod:`pushforward.gallery.processes`); :func:`mixture_sections` joins the chains into the page's
-sections.
+VampPrior, then the GAN, the flow and flow matching on the VAE's data, then every model's
+fidelity to the truth. A chain always runs on one thread, so it makes the same figures and rows
+wherever it runs (here or in the second process of :mod:`pushforward.gallery.processes`);
+:func:`mixture_sections` joins the chains into the page's sections.
 """
 
 from __future__ import annotations
