@@ -3,7 +3,7 @@
 ``python -m pushforward.metrics.rebuild_classifier --out PATH`` trains the conv classifier of
 :mod:`pushforward.metrics.features` on the shared MNIST protocol (the first 80% of the official
 test set, as :func:`pushforward.metrics.image_quality` splits it), seeded and on the CPU, writes
-it as safetensors with its data key, settings and held-out accuracy in the metadata, and prints
+it as safetensors (float16, :func:`~pushforward.metrics.shipped.shipped_form`) with its data key, settings and held-out accuracy in the metadata, and prints
 its SHA-256 and accuracy. To ship it, copy it over :func:`~pushforward.metrics.shipped.shipped_path`
 and pin the printed hash in :data:`~pushforward.metrics.shipped.SHIPPED_SHA256`. The same seed on
 another CPU may give other last bits (other floating-point kernels), hence another hash, with the
@@ -28,6 +28,7 @@ import torch
 from pushforward.core import save_tensors
 from pushforward.data import Dataset, find_mnist_folder, load_data, train_test_split
 from pushforward.metrics import shipped
+from pushforward.metrics.shipped import shipped_form
 from pushforward.metrics.features import (
     TRAIN_SHARE,
     DigitClassifier,
@@ -61,6 +62,8 @@ def rebuild(out: str | Path, *, data: str = "mnist") -> dict[str, Any]:
     start = time.process_time()
     train_classifier(model, train.x, train.labels, settings)
     cpu_s = time.process_time() - start
+    weights = shipped_form(model.state_dict())
+    load_state_checked(model, weights, str(out))  # the accuracy of what ships
     acc = accuracy(model, test.x, test.labels)
     metadata = {
         "key": key,
@@ -70,7 +73,7 @@ def rebuild(out: str | Path, *, data: str = "mnist") -> dict[str, Any]:
         "accuracy": f"{acc:.4f}",
         "torch": torch.__version__,
     }
-    save_tensors(out, model.state_dict(), metadata)
+    save_tensors(out, weights, metadata)
     digest = shipped.sha256_hex(Path(out).read_bytes())
     return {"path": str(out), "sha256": digest, "key": key, "accuracy": acc, "cpu_s": cpu_s}
 
