@@ -10,11 +10,15 @@ device-aware tests (those that take the ``device`` fixture) put their models the
 looks for it), so a GPU machine can run the CPU suite as CI does. Without a GPU, the model
 template's device test still finds stray CPU tensors by running the models on ``meta`` under
 :class:`device_guard.MetaGuard`. A test marked ``cuda`` needs a CUDA device and is skipped where
-this torch sees none.
+this torch sees none. ``stored_run`` rebuilds a stored run folder of ``tests/fixtures/runs``,
+whose weights are kept as text (``model.json``), with its ``model.safetensors``.
 """
 
+import json
 import os
+import shutil
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,6 +27,26 @@ from device_guard import MetaGuard
 from pushforward.train import resolve_device
 
 RELIABILITY: Counter = Counter()
+
+
+def write_stored_weights(folder: Path, out: Path) -> Path:
+    """Copy the run folder ``folder`` to ``out`` and write its ``model.safetensors`` from its
+    ``model.json`` (each tensor's dtype, shape and values, exact: float32 and float64 values
+    round-trip through JSON's decimals; and the file's metadata); return ``out``."""
+    from safetensors.torch import save_file
+
+    shutil.copytree(folder, out, ignore=shutil.ignore_patterns("model.json"))
+    spec = json.loads((folder / "model.json").read_text())
+    tensors = {k: torch.tensor(t["values"], dtype=getattr(torch, t["dtype"])).reshape(t["shape"])
+               for k, t in spec["tensors"].items()}  # fmt: skip
+    save_file(tensors, str(out / "model.safetensors"), metadata=spec["metadata"])
+    return out
+
+
+@pytest.fixture
+def stored_run(tmp_path):
+    """``stored_run(folder)``: the fixture run ``folder``, ready to load, in a temporary copy."""
+    return lambda folder: write_stored_weights(folder, tmp_path / folder.name)
 
 
 @pytest.fixture

@@ -58,7 +58,7 @@ def test_isotropic_features_have_octave_magnitudes_and_round_trip_with_the_weigh
     assert FourierFeatures(dim, 4).out_features == 2 * 4 * per
 
 
-def test_new_fits_are_isotropic_and_runs_stored_before_the_setting_read_the_axes():
+def test_new_fits_are_isotropic_and_runs_stored_before_the_setting_read_the_axes(stored_run):
     assert FlowMatchingConfig().features == "isotropic"
     stored = FlowMatching(FlowMatchingConfig(dim=2, frequencies=2)).get_config()
     assert stored["features"] == "isotropic"
@@ -66,7 +66,7 @@ def test_new_fits_are_isotropic_and_runs_stored_before_the_setting_read_the_axes
     old = FlowMatching.from_config(stored)
     assert old.config.features == "axes" and old.field.features.kind == "axes"
     # a run written before the setting (frequencies 6, no features key) computes what it did
-    model = load_model(FM_FIXTURE)
+    model = load_model(stored_run(FM_FIXTURE))
     assert model.config.features == "axes" and model.config.frequencies == 6
     with pytest.raises(ConfigError, match="unknown Fourier features 'diagonal'; known: axes"):
         FlowMatchingConfig(features="diagonal")

@@ -3,7 +3,9 @@
 ``tests/fixtures/runs/format1`` holds runs written by the release before the model contract (run
 format 1: the settings as one flat table); ``format2`` by the release with it. Each folder's
 ``expected.json`` holds the decoder's (and, where the model had them, the encoder's and the exact
-log-density's) outputs at fixed inputs, computed by the release that wrote the folder.
+log-density's) outputs at fixed inputs, computed by the release that wrote the folder. The
+weights are kept as text, ``model.json``, tensor by tensor and exact; the ``stored_run`` fixture
+writes the ``model.safetensors`` the release wrote from it.
 """
 
 import json
@@ -25,8 +27,8 @@ def test_every_format_and_model_has_a_fixture():
 
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: f"{p.parent.name}-{p.name}")
-def test_a_stored_run_loads_and_computes_what_it_did(folder):
-    model = load_model(folder)
+def test_a_stored_run_loads_and_computes_what_it_did(folder, stored_run):
+    model = load_model(stored_run(folder))
     expected = json.loads((folder / "expected.json").read_text())
     z, x = torch.tensor(expected["z"]), torch.tensor(expected["x"])
     with torch.no_grad():

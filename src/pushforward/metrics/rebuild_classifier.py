@@ -3,8 +3,9 @@
 ``python -m pushforward.metrics.rebuild_classifier --out PATH`` trains the conv classifier of
 :mod:`pushforward.metrics.features` on the shared MNIST protocol (the first 80% of the official
 test set, as :func:`pushforward.metrics.image_quality` splits it), seeded and on the CPU, writes
-it as safetensors (float16, :func:`~pushforward.metrics.shipped.shipped_form`) with its data key, settings and held-out accuracy in the metadata, and prints
-its SHA-256 and accuracy. To ship it, copy it over :func:`~pushforward.metrics.shipped.shipped_path`
+it as safetensors (float16, :func:`~pushforward.metrics.shipped.shipped_form`) with its data
+key, settings and held-out accuracy (of the float16 weights) in the metadata, and prints its
+SHA-256 and accuracy. To ship it, copy it over :func:`~pushforward.metrics.shipped.shipped_path`
 and pin the printed hash in :data:`~pushforward.metrics.shipped.SHIPPED_SHA256`. The same seed on
 another CPU may give other last bits (other floating-point kernels), hence another hash, with the
 same accuracy to within a few tenths of a point.
