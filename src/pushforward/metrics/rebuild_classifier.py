@@ -29,7 +29,6 @@ import torch
 from pushforward.core import save_tensors
 from pushforward.data import Dataset, find_mnist_folder, load_data, train_test_split
 from pushforward.metrics import shipped
-from pushforward.metrics.shipped import shipped_form
 from pushforward.metrics.features import (
     TRAIN_SHARE,
     DigitClassifier,
@@ -39,6 +38,7 @@ from pushforward.metrics.features import (
     new_classifier,
     train_classifier,
 )
+from pushforward.metrics.shipped import shipped_form
 from pushforward.train import load_state_checked
 
 __all__ = ["check", "main", "rebuild"]
