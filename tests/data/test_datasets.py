@@ -31,6 +31,32 @@ def test_digits():
     assert load_data("digits", n=100).n == 100
 
 
+def test_digits_read_without_scikit_learn_equal_its_loader():
+    """The bundled file read directly gives scikit-learn's digits bit for bit, without
+    importing scikit-learn (a fresh interpreter: the import costs about a second)."""
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch, ds = sklearn_digits(), load_digits()
+    assert torch.equal(ds.x, torch.tensor(bunch.data / 16.0, dtype=torch.float32))
+    assert torch.equal(ds.labels, torch.from_numpy(bunch.target).long())
+    code = ("import sys; from pushforward.data import load_digits; load_digits(); "
+            "print('sklearn' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_digits_fall_back_to_scikit_learn_where_the_file_moved(monkeypatch):
+    monkeypatch.setattr(datasets, "DIGITS_FILE", ("datasets", "data", "no-such-file.csv.gz"))
+    assert datasets._bundled_digits() is None
+    fallback = load_digits()
+    monkeypatch.undo()
+    assert torch.equal(fallback.x, load_digits().x)
+    assert torch.equal(fallback.labels, load_digits().labels)
+
+
 def test_missing_files_and_unknown_specs(tmp_path):
     with pytest.raises(DataError, match=r"^data file 'x.npy' not found$"):
         load_data("x.npy")
