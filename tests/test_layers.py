@@ -94,10 +94,11 @@ def test_each_package_imports_on_its_own(package):
     assert done.stdout.split() == [], f"importing pushforward.{package} loads {done.stdout}"
 
 
-LOADED_WHEN_USED = ("torch._dynamo", "torchdiffeq", "scipy", "ot")
+LOADED_WHEN_USED = ("torch._dynamo", "torchdiffeq", "scipy", "ot", "sklearn")
 """Modules that every process would pay for at start-up: the compiler (over a second, only a
 compiled step needs it: ``train.outside_graph``), the ODE solver and SciPy (0.3–0.5 s, only a
-solve or an OT pairing needs them), POT (about 2 s, the exact W₁)."""
+solve or an OT pairing needs them), POT (about 2 s, the exact W₁), scikit-learn (0.7–0.8 s, only
+the ``gmm`` prior's fit needs it; the 8×8 digits are read without it)."""
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(SRC)))
