@@ -228,8 +228,8 @@ label), relative to its folder."""
 
 def _bundled_digits() -> tuple[np.ndarray, np.ndarray] | None:
     """Return (pixels (1797, 64), labels (1797,)) read from scikit-learn's bundled file without
-    importing scikit-learn (1.2 s on a 2-core AMD EPYC: BENCHMARKS.md), or None where the file
-    is not at :data:`DIGITS_FILE`."""
+    importing scikit-learn (0.7–0.8 s of a fresh process on a 2-core AMD EPYC with AVX-512:
+    BENCHMARKS.md), or None where the file is not at :data:`DIGITS_FILE`."""
     import gzip
     import importlib.util
 
