@@ -282,6 +282,7 @@ VALID: dict[tuple[str, str, str], str] = {
             "--gp-weight",
             "--ema",
             "--jacobian-truncation",
+            "--mmd-weight",
             "--snapshot-every",
             "--flush-every",
         )
@@ -297,6 +298,8 @@ VALID: dict[tuple[str, str, str], str] = {
             "--free-bits",
             "--critic-lr",
             "--gp-weight",
+            "--mmd-weight",
+            "--mmd-bandwidths",
         )
     },
     ("*", "--checkpoint-every", "99999999"): "then only the last epoch is checkpointed",

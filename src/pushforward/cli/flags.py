@@ -44,13 +44,22 @@ def _float_text(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
-def _int_items(text: str) -> list[int]:
-    try:
-        return [int(t) for t in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected integers separated by commas, got {text!r}"
-        ) from None
+def _items(convert: Any, what: str) -> Any:
+    """Return a parser of comma-separated values, each read by ``convert``."""
+
+    def parse(text: str) -> list:
+        try:
+            return [convert(t) for t in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {what} separated by commas, got {text!r}"
+            ) from None
+
+    return parse
+
+
+_int_items = _items(int, "integers")
+_float_items = _items(float, "numbers")
 
 
 def _float_pair(text: str) -> list[float]:
@@ -75,7 +84,7 @@ def flag_type(tp: Any) -> Any:
         args = list(typing.get_args(tp))
     origin = typing.get_origin(tp)
     if origin is list:
-        return _int_items
+        return _float_items if typing.get_args(tp) == (float,) else _int_items
     if origin is tuple:
         return _float_pair
     return _PARSERS.get(tp, tp)

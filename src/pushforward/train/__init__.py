@@ -71,6 +71,7 @@ from pushforward.train.trainable import (
     Trainable,
     check_finite,
     draw_rows,
+    grad_norm,
     seeded,
 )
 
@@ -128,6 +129,7 @@ __all__ = [
     "flush_threshold",
     "full_precision",
     "generator_fits",
+    "grad_norm",
     "init",
     "load_checkpoint",
     "load_state_checked",

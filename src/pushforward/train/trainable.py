@@ -23,7 +23,15 @@ from pushforward.train.optim import OPTIMIZERS
 if TYPE_CHECKING:
     from pushforward.train.config import TrainConfig
 
-__all__ = ["Optimization", "Shard", "Trainable", "check_finite", "draw_rows", "seeded"]
+__all__ = [
+    "Optimization",
+    "Shard",
+    "Trainable",
+    "check_finite",
+    "draw_rows",
+    "grad_norm",
+    "seeded",
+]
 
 Terms = dict[str, Tensor]
 """Named scalar terms of a step; 'loss' is the one minimised."""
@@ -57,6 +65,17 @@ def seeded(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
+
+
+def grad_norm(module: nn.Module, clip: float) -> Tensor:
+    """Return the global 2-norm of a module's gradients (0 for none), clipping them to ``clip``
+    if > 0 (a model that takes its own steps: the GAN's two players)."""
+    params = [p for p in module.parameters() if p.grad is not None]
+    if not params:
+        return torch.zeros(())
+    if clip > 0:
+        return nn.utils.clip_grad_norm_(params, clip)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pushforward.core import ConfigError, lookup, setting
 from pushforward.measures import BaseMeasure, StandardNormal, Uniform
+from pushforward.models.gan.mmd import MMD_BANDWIDTHS
 from pushforward.models.gan.objectives import GAN_LOSSES
 from pushforward.models.gan.penalties import PENALTIES
 from pushforward.models.gan.truncation import TRUNCATION
@@ -72,6 +73,7 @@ RECOMMENDED: dict[str, dict[str, Any]] = {
         "activation": "relu",
         "ema": 0.0,
         "jacobian_truncation": None,  # by the kind of data: TRUNCATION on points
+        "mmd_weight": 0.0,
     },
     "train": {
         "epochs": 320,
@@ -241,6 +243,15 @@ class GANConfig(NetSettings):
         f"{RECOMMENDED_IMAGES['model']['augment']} on images, none on points)",
         choices=AUGMENTS, what="augmentation",
     )  # fmt: skip
+    mmd_weight: float | None = setting(
+        None, "weight of the kernel two-sample term (MMD²) added to the generator's loss "
+        "(0 = off; default "
+        f"{RECOMMENDED['model']['mmd_weight']:g} on points, 0 on images)", minimum=0,
+    )  # fmt: skip
+    mmd_bandwidths: list[float] = setting(
+        list(MMD_BANDWIDTHS), "the MMD kernel's Gaussian bandwidths, in the critic's units "
+        "(standardised on points)", above=0,
+    )  # fmt: skip
     dim: int | None = setting(None, "data dimension d", minimum=1, derived=True)
     image_shape: tuple[int, int] | None = setting(
         None, "(h, w) of image data", minimum=1, derived=True
@@ -259,7 +270,7 @@ class GANConfig(NetSettings):
         """Runs stored before augmentation existed showed the critic the images as they are;
         runs stored before lazy regularisation existed took the penalty on every critic step
         (today's default on both kinds of data is every 4th, so they would resume otherwise)."""
-        return {"augment": "none", "penalty_every": 1}
+        return {"augment": "none", "penalty_every": 1, "mmd_weight": 0.0}
 
     @classmethod
     def from_stored(cls, stored: Mapping[str, Any]) -> GANConfig:
@@ -319,6 +330,7 @@ class GANConfig(NetSettings):
             "ema": rec["ema"],
             "jacobian_truncation": 0.0 if images else TRUNCATION,
             "augment": rec.get("augment", "none"),
+            "mmd_weight": 0.0 if images else rec["mmd_weight"],
             "output": output,
             "standardize": output == "linear" and not images,
         }

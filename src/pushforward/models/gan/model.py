@@ -51,6 +51,7 @@ from pushforward.models.gan.config import (
     GANConfig,
 )
 from pushforward.models.gan.minibatch_std import MinibatchStdCritic
+from pushforward.models.gan.mmd import generator_mmd
 from pushforward.models.gan.objectives import GAN_LOSSES
 from pushforward.models.gan.penalties import PENALTIES
 from pushforward.models.gan.truncation import stretch, stretch_threshold, weights_digest
@@ -71,19 +72,10 @@ from pushforward.train import (
     average_gradients_,
     check_finite,
     draw_rows,
+    grad_norm,
 )
 
 __all__ = ["GAN", "SPEC"]
-
-
-def _grad_norm(module: nn.Module, clip: float) -> Tensor:
-    """Return the global 2-norm of a module's gradients, clipping them to ``clip`` if > 0."""
-    params = [p for p in module.parameters() if p.grad is not None]
-    if not params:
-        return torch.zeros(())
-    if clip > 0:
-        return nn.utils.clip_grad_norm_(params, clip)
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
 
 
 class _InData(nn.Module):
@@ -404,6 +396,12 @@ class GAN(Trainable):
         on the bare critic (no DDP wrapper, whose reducer cannot differentiate twice); each
         process's loss is a mean over its rows times ``shard.weight``, so the average is the
         whole batch's mean."""
+        if shard is not None and self.config.mmd_weight > 0:
+            raise ConfigError(
+                f"mmd_weight = {self.config.mmd_weight:g} cannot train in several processes (the "
+                "kernel term compares every pair of the whole batch's rows); use mmd_weight = 0 "
+                "or one process"
+            )
         if shard is not None and self.config.pack > 1:
             raise ConfigError(
                 f"pack = {self.config.pack} cannot train in several processes (a pack would mix "
@@ -416,7 +414,8 @@ class GAN(Trainable):
             self._updates = int(self.ema_updates)
         first = self._updates * steps  # this step's first critic step
         for i in range(steps):
-            real = self._view(self._packs(x, generator), generator, shard)
+            packs = self._packs(x, generator)
+            real = self._view(packs, generator, shard)
             with torch.no_grad():
                 fake = self._fakes(real.shape[0], generator, x.device, shard)
             fake = self._view(fake, generator, shard)
@@ -428,23 +427,46 @@ class GAN(Trainable):
             optimizers["critic"].zero_grad(set_to_none=True)
             (terms["critic_loss"] * weight).backward()
             average_gradients_(self.critic.parameters())
-            terms["critic_grad_norm"] = _grad_norm(self.critic, cfg.grad_clip)
+            terms["critic_grad_norm"] = grad_norm(self.critic, cfg.grad_clip)
             check_finite(terms)  # before the step, so that the weights stay finite
             optimizers["critic"].step()
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0) + v.detach() / steps
+        gen_terms = self._generator_step(packs, optimizers, cfg, generator, shard, weight)
+        self.ema_updates += 1
+        self._updates += 1
+        return {"loss": gen_terms["gen_loss"], **sums, **gen_terms}
+
+    def _generator_step(
+        self,
+        packs: Tensor,
+        optimizers: Mapping[str, torch.optim.Optimizer],
+        cfg: TrainConfig,
+        generator: torch.Generator | None,
+        shard: Shard | None,
+        weight: float,
+    ) -> dict[str, Tensor]:
+        """Take the generator's step against the real packs (P, m·d) of this training step (the
+        critic held fixed), then update the running average; return the detached terms
+        'gen_loss', 'gen_grad_norm' and, with ``mmd_weight`` > 0, 'mmd'."""
         self.critic.requires_grad_(False)  # the generator's step needs no critic gradients
         try:
-            fake = self._fakes(real.shape[0], generator, x.device, shard)
+            fake = self._fakes(packs.shape[0], generator, packs.device, shard)
             gen = self.objective.generator(self._score(self._view(fake, generator, shard)))
+            total, extra = gen, {}
+            if self.config.mmd_weight > 0:  # the kernel term at the modes' scale (gan.mmd)
+                rows = (fake.reshape(-1, self.dim), packs.reshape(-1, self.dim))  # the samples
+                mmd = generator_mmd(*rows, self.config.mmd_bandwidths)
+                total, extra = gen + self.config.mmd_weight * mmd, {"mmd": mmd.detach()}
             optimizers["generator"].zero_grad(set_to_none=True)
-            (gen * weight).backward()
+            (total * weight).backward()
         finally:
             self.critic.requires_grad_(True)
         average_gradients_(self.generator_net.parameters())
         gen_terms = {
             "gen_loss": gen.detach(),
-            "gen_grad_norm": _grad_norm(self.generator_net, cfg.grad_clip),
+            **extra,
+            "gen_grad_norm": grad_norm(self.generator_net, cfg.grad_clip),
         }
         check_finite(gen_terms)
         optimizers["generator"].step()
@@ -459,9 +481,7 @@ class GAN(Trainable):
                     list(self.generator_net.parameters()),
                     1 - decay,
                 )
-        self.ema_updates += 1
-        self._updates += 1
-        return {"loss": gen_terms["gen_loss"], **sums, **gen_terms}
+        return gen_terms
 
 
 def _forget_updates(module: nn.Module, _keys: object) -> None:
