@@ -106,7 +106,7 @@ def test_a_gradient_step_widens_a_mode_that_is_too_narrow():
 
 def test_the_generator_step_descends_the_weighted_term_and_logs_it():
     """With mmd_weight w the generator's update is Adam's on the gradient of loss + w·term,
-    reconstructed by hand from the step's own draws; the term is reported as 'mmd'."""
+    reconstructed by hand from the step's own draws; the term is reported as 'mmd_term'."""
     x = datasets.ring8().sample(64, generator=gen(5))
     settings = {"dim": 2, "latent": 2, "hidden": [16], "gp_weight": 0.0, "mmd_weight": 0.5,
                 "mmd_bandwidths": [0.05, 0.5]}  # fmt: skip
@@ -138,7 +138,7 @@ def test_the_generator_step_descends_the_weighted_term_and_logs_it():
     for p, gr in zip(params, grads, strict=True):
         p.grad = gr
     opts["generator"].step()
-    torch.testing.assert_close(terms["mmd"], term.detach())
+    torch.testing.assert_close(terms["mmd_term"], term.detach())
     for a, b in zip(m.generator_net.parameters(), params, strict=True):
         torch.testing.assert_close(a, b)
 
@@ -189,4 +189,4 @@ def test_a_short_fit_with_the_term_trains_and_runs_on_the_models_device(meta_gua
     xm = torch.empty(8, 2, device="meta")
     with meta_guard:
         terms = meta.training_step(xm, opts, TrainConfig())
-    assert terms["mmd"].device.type == "meta"
+    assert terms["mmd_term"].device.type == "meta"

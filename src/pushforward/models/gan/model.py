@@ -448,7 +448,8 @@ class GAN(Trainable):
     ) -> dict[str, Tensor]:
         """Take the generator's step against the real packs (P, m·d) of this training step (the
         critic held fixed), then update the running average; return the detached terms
-        'gen_loss', 'gen_grad_norm' and, with ``mmd_weight`` > 0, 'mmd'."""
+        'gen_loss', 'gen_grad_norm' and, with ``mmd_weight`` > 0, 'mmd_term' (MMD² less the
+        data's own sum, which does not depend on g: it can be negative)."""
         self.critic.requires_grad_(False)  # the generator's step needs no critic gradients
         try:
             fake = self._fakes(packs.shape[0], generator, packs.device, shard)
@@ -457,7 +458,7 @@ class GAN(Trainable):
             if self.config.mmd_weight > 0:  # the kernel term at the modes' scale (gan.mmd)
                 rows = (fake.reshape(-1, self.dim), packs.reshape(-1, self.dim))  # the samples
                 mmd = generator_mmd(*rows, self.config.mmd_bandwidths)
-                total, extra = gen + self.config.mmd_weight * mmd, {"mmd": mmd.detach()}
+                total, extra = gen + self.config.mmd_weight * mmd, {"mmd_term": mmd.detach()}
             optimizers["generator"].zero_grad(set_to_none=True)
             (total * weight).backward()
         finally:
