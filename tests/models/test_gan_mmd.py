@@ -56,6 +56,19 @@ def test_the_term_is_mmd2_less_the_datas_own_sum_with_autograds_gradient(bandwid
     assert float(g_want.abs().max()) > 1e-3  # a gradient worth comparing
 
 
+def test_a_batch_of_one_sample_adds_nothing_and_trains_on():
+    """An epoch's last batch may hold one row: no unbiased estimate, so the term is 0 there
+    (with a gradient of 0), and a fit whose row count leaves such a batch runs to the end."""
+    a = torch.ones(1, 2, requires_grad=True)
+    term = generator_mmd(a, torch.zeros(1, 2))
+    (g,) = torch.autograd.grad(term, a)
+    assert float(term) == 0.0 and float(g.abs().sum()) == 0.0
+    x = datasets.ring8().sample(65, generator=gen(8))  # batches of 64 and 1
+    with seeded(0):
+        m = GAN(GANConfig(dim=2, latent=2, hidden=[8], mmd_weight=0.3).resolve("points"))
+    fit(m, x, TrainConfig(epochs=2, batch_size=64, seed=0))
+
+
 def test_far_apart_points_add_nothing_and_keep_the_gradient_exact():
     """The exponents' clamp: points 100 bandwidths apart contribute e⁻⁵⁰ ≈ 0, as they should."""
     a = torch.tensor([[0.0, 0.0], [0.005, 0.0], [5.0, 5.0]], dtype=torch.float64)

@@ -68,9 +68,10 @@ class _GeneratorMMD(torch.autograd.Function):
 
 
 def generator_mmd(a: Tensor, b: Tensor, bandwidths: Sequence[float] = MMD_BANDWIDTHS) -> Tensor:
-    """Return the part of the unbiased MMD²(a, b) that depends on a, a scalar: samples a (n, d),
-    n ≥ 2, with gradients; data b (m, d), none taken; summed over Gaussian kernels of the
-    bandwidths h (module docstring)."""
-    if a.shape[0] < 2:
-        raise ValueError(f"the MMD term needs at least 2 samples, got {a.shape[0]}")
+    """Return the part of the unbiased MMD²(a, b) that depends on a, a scalar: samples a (n, d)
+    with gradients, data b (m, d), none taken; summed over Gaussian kernels of the bandwidths h
+    (module docstring). With fewer than 2 samples or no data (an epoch's last batch of one row)
+    there is no unbiased estimate, and the term is 0."""
+    if a.shape[0] < 2 or b.shape[0] < 1:
+        return a.sum() * 0.0
     return _GeneratorMMD.apply(a, b.detach(), tuple(float(h) for h in bandwidths))
