@@ -190,12 +190,16 @@ def test_the_bandwidths_flag_reads_numbers_and_refuses_text():
     assert flag_type(typing.get_type_hints(GANConfig)["hidden"])("8,4") == [8, 4]
 
 
-def test_a_short_fit_with_the_term_trains_and_runs_on_the_models_device(meta_guard):
+def test_a_short_fit_records_the_term_every_epoch_and_runs_on_the_models_device(meta_guard):
     x = datasets.ring8().sample(128, generator=gen(7))
-    with seeded(0):
-        m = GAN(GANConfig(dim=2, latent=2, hidden=[16], mmd_weight=0.3).resolve("points"))
-    history = fit(m, x, TrainConfig(epochs=2, batch_size=64, seed=0))
-    assert history is not None
+    for weight in (0.3, 0.0):
+        with seeded(0):
+            m = GAN(GANConfig(dim=2, latent=2, hidden=[16], mmd_weight=weight).resolve("points"))
+        history = fit(m, x, TrainConfig(epochs=2, batch_size=64, seed=0))
+        assert len(history) == 2
+        recorded = ["mmd_term" in row for row in history]
+        assert recorded == [weight > 0] * 2  # logged when on, absent when off
+        assert all(math.isfinite(row.get("mmd_term", 0.0)) for row in history)
     with torch.device("meta"):
         meta = GAN(GANConfig(dim=2, latent=2, hidden=[8], mmd_weight=0.3).resolve("points"))
     opts = meta.configure_optimizers(TrainConfig())
