@@ -1,12 +1,15 @@
 """The VAE's hand-written gradients: the same loss and gradients as autograd through
-:meth:`VAE.loss`, for every likelihood and activation they take; the same training run, resumed
-exactly; autograd wherever they do not apply."""
+:meth:`VAE.loss`, for every likelihood and activation they take, under N(0, I) and a VampPrior;
+the same training run, resumed exactly; autograd wherever they do not apply."""
+
+import math
 
 import pytest
 import torch
 
 import pushforward.models.vae.model as vae_model
 from pushforward.models.vae import FUSED_ACTIVATIONS, VAE, VAEConfig, fusable
+from pushforward.models.vae.trained_prior import mixture_logsumexp_
 from pushforward.train import TrainConfig, fit, seeded
 
 
@@ -189,3 +192,104 @@ def test_conv_nets_free_bits_and_autocast_take_autograd():
     extra = VAE(VAEConfig(dim=64, latent=2, hidden=[8], activation="relu"))
     extra.temperature = torch.nn.Parameter(torch.ones(()))  # a parameter the step cannot see
     assert not fusable(extra, x)
+
+
+# fmt: off
+VAMP_CASES = [
+    dict(dim=2, latent=2, loss="gaussian", learn_sigma=True, sigma=0.3, prior="vamp",
+         prior_components=7, net={"hidden": [16, 16], "activation": "silu"}),
+    dict(dim=12, latent=3, loss="bce", prior="vamp", prior_components=5, kl_weight=0.3,
+         kl_schedule="linear", kl_warmup=5, net={"hidden": [16], "activation": "relu"}),
+]
+# fmt: on
+
+
+def _spread(vae, x):
+    """Start the pseudo-inputs at rows of x and push them apart, so that the components differ
+    and some are far from the batch's codes (responsibilities near 0 and 1)."""
+    vae.prepare(x)
+    with torch.no_grad():
+        u = vae.prior_net.pseudo_inputs
+        u.add_(3 * torch.randn(u.shape, generator=torch.Generator().manual_seed(9)))
+
+
+@pytest.mark.parametrize("kw", VAMP_CASES, ids=lambda kw: kw["loss"])
+def test_the_vamp_prior_step_equals_autograds_with_the_pseudo_inputs_gradient(kw):
+    fused, plain = _pair(**kw)
+    x = torch.rand(33, kw["dim"], generator=torch.Generator().manual_seed(1))
+    if kw["loss"] == "bce":
+        x = x.round()
+    _spread(fused, x)
+    plain.load_state_dict(fused.state_dict())
+    assert fusable(fused, x)
+    t1, g1 = _manual(fused, x)
+    t2, g2 = _autograd(plain, x)
+    for k in ("loss", "reconstruction", "kl"):
+        torch.testing.assert_close(t1[k], t2[k].detach(), rtol=1e-5, atol=1e-5)
+    assert set(g1) == set(g2) and "prior_net.pseudo_inputs" in g1
+    for name in g2:
+        assert g2[name].abs().max() > 0, name  # every gradient is there to be compared
+        torch.testing.assert_close(g1[name], g2[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_the_vamp_prior_step_zeroes_clamped_log_variances_as_autograd_does():
+    kw = VAMP_CASES[0]
+    fused, plain = _pair(**kw)
+    x = torch.rand(20, 2, generator=torch.Generator().manual_seed(2))
+    _spread(fused, x)
+    with torch.no_grad():  # ξ of the second latent above 20 at every row and pseudo-input
+        fused.encoder.linears[-1].bias[3] = 80.0
+    plain.load_state_dict(fused.state_dict())
+    _, g1 = _manual(fused, x)
+    _, g2 = _autograd(plain, x)
+    head = "encoder.4.bias"
+    assert g2[head][3] == 0 and g1[head][3] == 0
+    for name in g2:
+        torch.testing.assert_close(g1[name], g2[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_vamp_prior_run_follows_autograds_path(monkeypatch):
+    """Two epochs with the hand-written step reach autograd's weights to rounding, and every
+    step took it."""
+    kw = VAMP_CASES[0]
+    x = torch.rand(120, 2, generator=torch.Generator().manual_seed(4))
+    cfg = TrainConfig(epochs=2, batch_size=40, lr=1e-3, seed=5)
+    fused, plain = _pair(**kw)
+    fused.prepare(x)
+    plain.load_state_dict(fused.state_dict())
+    calls = []
+    real = vae_model.vae_loss_and_gradients
+    monkeypatch.setattr(vae_model, "vae_loss_and_gradients",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))  # fmt: skip
+    fit(fused, x, cfg)
+    fit(plain, x, cfg)
+    assert len(calls) == 6
+    for (n, p), q in zip(fused.named_parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=n)
+
+
+def test_the_flow_prior_and_a_vamp_prior_subclass_take_autograd():
+    x = torch.rand(8, 2)
+    flow = VAE(VAEConfig(dim=2, latent=2, loss="gaussian", prior="flow", hidden=[8]))
+    assert not fusable(flow, x) and flow.manual_gradients(x) is None
+    vamp = VAE(VAEConfig(dim=2, latent=2, loss="gaussian", prior="vamp", prior_components=3,
+                         hidden=[8]))  # fmt: skip
+    assert fusable(vamp, x)
+    vamp.prior_net.pseudo_inputs.requires_grad_(False)
+    assert not fusable(vamp, x)
+
+
+def test_the_mixtures_logsumexp_is_torchs_and_leaves_the_responsibilities():
+    """Exponents far below the floor (components far from z) change nothing: the value is
+    torch.logsumexp's and the weights are the softmax, in float32 and float64."""
+    for dtype in (torch.float32, torch.float64):
+        a = torch.randn(40, 30, generator=torch.Generator().manual_seed(0), dtype=dtype) * 5
+        a[:, ::3] -= 1e4  # a third of the components far away
+        a[0, :] = -7.0  # a row of equal terms: log 30 − 7
+        want, soft = torch.logsumexp(a, 1), torch.softmax(a, 1)
+        buf = a.clone()
+        got = mixture_logsumexp_(buf, weights=True)
+        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(buf, soft)
+        assert float(got[0]) == pytest.approx(math.log(30) - 7.0)
+        assert torch.equal(mixture_logsumexp_(a.clone()), got)

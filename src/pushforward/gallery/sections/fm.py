@@ -70,7 +70,7 @@ def fm_mixture(report: Report, sec: Section, name: str, ds: datasets.Dataset, qu
     fig = plots.trajectories(path[:, :300], data=ds.x[:2000], ax_limits=extent,
                              title=f"{name}: paths of the ODE")  # fmt: skip
     report.figure(sec, fig, f"fm_paths_{name}", f"{name}: 300 paths from μ to the data")
-    side = 32 if quick else 90
+    side = 32 if quick else 64
     grid, extent = grid_over(ds, side)
     saved = model.sampling_settings()
     model.set_sampling(rtol=1e-3, atol=1e-3)  # pictures need no more; the table uses 1e-5

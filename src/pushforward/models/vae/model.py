@@ -83,7 +83,15 @@ __all__ = ["VAE", "VAEConfig"]
 log = logging.getLogger(__name__)
 
 # what the hand-written gradients compute: a subclass that overrides any of these trains on autograd
-_LOSS_PARTS = ("loss", "posterior", "reparameterize", "current_kl_weight", "_nll")
+_LOSS_PARTS = (
+    "loss",
+    "posterior",
+    "reparameterize",
+    "current_kl_weight",
+    "_nll",
+    "_sampled_kl",
+    "training_prior",
+)
 
 
 def _plain_loss(cls: type) -> bool:
@@ -299,9 +307,9 @@ class VAE(Trainable):
     def manual_gradients(
         self, x: Tensor, *, generator: torch.Generator | None = None, epoch: float | None = None
     ) -> tuple[dict[str, Tensor], list[tuple[Tensor, Tensor]]] | None:
-        # a subclass that changes the loss or a piece of it trains through autograd, and so does a
-        # trained prior, whose KL is not the closed form written out by hand
-        fused = self.fused_step and not self.prior_is_trained and _plain_loss(type(self))
+        # a subclass that changes the loss or a piece of it trains through autograd, and so does
+        # the flow prior (fusable says which priors the hand-written step knows)
+        fused = self.fused_step and _plain_loss(type(self))
         if not (fused and fusable(self, x)):
             return None
         eps = self.draw_noise(x, generator=generator)  # the autograd loss's draw (x: float32)

@@ -29,11 +29,14 @@ from torch import Tensor, nn
 from pushforward.measures import BaseMeasure, draw, standard_normal_log_prob
 
 __all__ = [
+    "EXP_FLOOR",
     "FLOW_PRIOR",
     "TRAINED_PRIORS",
     "FlowPrior",
     "TrainedPriorMeasure",
     "VampPrior",
+    "component_log_probs",
+    "mixture_logsumexp_",
 ]
 
 Posterior = Callable[[Tensor], tuple[Tensor, Tensor]]
@@ -68,9 +71,10 @@ class VampPrior(nn.Module):
         if torch.is_grad_enabled() and (z.requires_grad or mu.requires_grad):
             eps = (z.unsqueeze(1) - mu) * torch.exp(-0.5 * logvar)  # (m, K, k)
             log_comp = standard_normal_log_prob(eps) - 0.5 * logvar.sum(-1)  # (m, K)
-        else:  # scoring (an IWAE bound draws m = n·k of z): one (m, K) buffer, built in place
-            log_comp = _component_log_probs(z, mu, logvar)
-        return torch.logsumexp(log_comp, dim=1) - math.log(mu.shape[0])
+            return torch.logsumexp(log_comp, dim=1) - math.log(mu.shape[0])
+        # scoring (an IWAE bound draws m = n·k of z): one (m, K) buffer, built in place
+        log_comp = component_log_probs(z, mu, logvar)
+        return mixture_logsumexp_(log_comp) - math.log(mu.shape[0])
 
     def sample(
         self, n: int, posterior: Posterior, *, generator: torch.Generator | None = None
@@ -83,10 +87,30 @@ class VampPrior(nn.Module):
         return mu[pick] + torch.exp(0.5 * logvar[pick]) * eps
 
 
-def _component_log_probs(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+EXP_FLOOR = -60.0
+"""The floor :func:`mixture_logsumexp_` raises exponents to before taking exp: e^−60 ≈ 10^−26 beside
+the largest term e^0 changes nothing in float32 or float64, and the exp of numbers far below it
+(components far from z) takes a slow path on CPUs, 13× slower on a 64 × 200 block (a 2-core AMD
+EPYC with AVX2; BENCHMARKS.md, "the VampPrior's step written out")."""
+
+
+def mixture_logsumexp_(log_comp: Tensor, *, weights: bool = False) -> Tensor:
+    """Return logsumexp_j log_comp_ij (m,) for log_comp (m, K), overwriting log_comp with
+    exp(log_comp − max) (floored at :data:`EXP_FLOOR`), normalised to the softmax weights
+    (responsibilities) when ``weights``. No gradients: scoring and the hand-written step."""
+    top = log_comp.amax(dim=1, keepdim=True)  # (m, 1)
+    terms = log_comp.sub_(top).clamp_(min=EXP_FLOOR).exp_()
+    total = terms.sum(dim=1, keepdim=True)
+    if weights:
+        terms.div_(total)
+    return (top + total.log()).squeeze(1)
+
+
+def component_log_probs(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
     """Return log N(z_i; μ_j, diag e^{ξ_j}) (m, K) for z (m, k) and μ, ξ (K, k), without
-    gradients: a coordinate at a time into one (m, K) buffer, 1.6–2× faster than through the
-    (m, K, k) differences on a CPU for k = 2, K = 200."""
+    gradients (scoring, and the hand-written step of :mod:`~pushforward.models.vae.fused`): a
+    coordinate at a time into one (m, K) buffer, 1.6–2× faster than through the (m, K, k)
+    differences on a CPU for k = 2, K = 200."""
     inv_std = torch.exp(-0.5 * logvar)  # (K, k)
     out = ((z[:, :1] - mu[:, 0]) * inv_std[:, 0]).square_()  # (m, K)
     for d in range(1, z.shape[1]):  # in place, no out= (torch.vmap batches these: fit --seeds)
