@@ -52,6 +52,25 @@ def test_a_collapsed_sampler_covers_one_mode_with_reverse_kl_log_k():
     assert out["energy"] > 100 * abs(out["energy_floor"])
 
 
+def test_leaving_out_distances_or_floors_changes_no_score_that_is_computed():
+    """The same draws either way: the mode scores and the model's distances are those of the
+    full call, bit for bit, and only what was left out is missing."""
+    ds = mixture_data()
+
+    def noisy(n, g):
+        return ds.distribution.sample(n, generator=g) * 1.3
+
+    full = point_quality(noisy, ds, seed=2, points=300)
+    modes = point_quality(noisy, ds, seed=2, points=300, distances=False)
+    model = point_quality(noisy, ds, seed=2, points=300, floors=False)
+    assert "mmd2" not in modes and "wasserstein1_floor" not in modes
+    assert {k: v for k, v in full.items() if k in modes} == modes
+    assert {"mmd2", "energy", "wasserstein1"} <= set(model)
+    assert not {"mmd2_floor", "energy_floor", "wasserstein1_floor"} & set(model)
+    assert {k: v for k, v in full.items() if k in model} == model
+    assert modes["high_quality"] < full["high_quality_ceiling"]  # the wider modes do show
+
+
 def test_data_without_a_known_density_gets_the_two_sample_distances_only():
     ds = datasets.load_data("moons", n=600, generator=torch.Generator().manual_seed(0))
     rows = ds.x

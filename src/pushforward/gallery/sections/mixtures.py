@@ -107,7 +107,7 @@ def _show(report: Report, sec: Section, vae: Any, ds: datasets.Dataset, snaps: S
                       "training", page, 1100))  # fmt: skip
     report.animation(sec, mixture_gif(name, ds, snaps), f"{key}train_{name}",
                      f"{name}: training, {label}")  # fmt: skip
-    side = 40 if quick else 100
+    side = 40 if quick else 72
     grid, limits = grid_over(ds, side)
     gen = torch.Generator().manual_seed(seed)
     logp = vae.log_likelihood(grid, k=64, generator=gen).log_px
