@@ -72,8 +72,12 @@ class VampPrior(nn.Module):
             eps = (z.unsqueeze(1) - mu) * torch.exp(-0.5 * logvar)  # (m, K, k)
             log_comp = standard_normal_log_prob(eps) - 0.5 * logvar.sum(-1)  # (m, K)
             return torch.logsumexp(log_comp, dim=1) - math.log(mu.shape[0])
-        # scoring (an IWAE bound draws m = n·k of z): one (m, K) buffer, built in place
+        # scoring (an IWAE bound draws m = n·k of z): one (m, K) buffer, built in place; under
+        # torch.func's transforms (fit --seeds) z and μ look like constants, and the sum keeps
+        # its input for the backward pass
         log_comp = component_log_probs(z, mu, logvar)
+        if torch.is_grad_enabled():
+            return torch.logsumexp(log_comp, dim=1) - math.log(mu.shape[0])
         return mixture_logsumexp_(log_comp) - math.log(mu.shape[0])
 
     def sample(
