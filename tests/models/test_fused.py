@@ -9,7 +9,7 @@ import torch
 
 import pushforward.models.vae.model as vae_model
 from pushforward.models.vae import FUSED_ACTIVATIONS, VAE, VAEConfig, fusable
-from pushforward.models.vae.trained_prior import mixture_logsumexp_
+from pushforward.models.vae.trained_prior import floored_logsumexp, mixture_logsumexp_
 from pushforward.train import TrainConfig, fit, seeded
 
 
@@ -293,3 +293,17 @@ def test_the_mixtures_logsumexp_is_torchs_and_leaves_the_responsibilities():
         torch.testing.assert_close(buf, soft)
         assert float(got[0]) == pytest.approx(math.log(30) - 7.0)
         assert torch.equal(mixture_logsumexp_(a.clone()), got)
+
+
+def test_the_floored_logsumexp_of_training_is_torchs_in_value_and_gradient():
+    """The differentiable sum the autograd paths take (fit --seeds, torchrun): the value and the
+    gradient (the softmax) of torch.logsumexp, with a third of the terms far below the floor."""
+    a = torch.randn(40, 30, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 5
+    a[:, ::3] -= 1e4
+    a1, a2 = a.clone().requires_grad_(True), a.clone().requires_grad_(True)
+    got, want = floored_logsumexp(a1), torch.logsumexp(a2, 1)
+    torch.testing.assert_close(got, want)
+    (got * torch.arange(40.0, dtype=a.dtype)).sum().backward()
+    (want * torch.arange(40.0, dtype=a.dtype)).sum().backward()
+    torch.testing.assert_close(a1.grad, a2.grad)
+    assert torch.func.grad(lambda t: floored_logsumexp(t).sum())(a).shape == a.shape  # (--seeds)
