@@ -30,6 +30,13 @@ def _manual(vae, x, epoch=2.0):
     return terms, {names[id(p)]: g.clone() for p, g in pairs}
 
 
+def _assert_same_gradients(g1, g2):
+    """Every parameter's hand-written gradient equals autograd's to rounding."""
+    assert set(g1) == set(g2)
+    for name in g2:
+        torch.testing.assert_close(g1[name], g2[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
 def _autograd(vae, x, epoch=2.0):
     vae.zero_grad(set_to_none=True)
     terms = vae.loss(x, generator=torch.Generator().manual_seed(7), epoch=epoch)
@@ -89,8 +96,7 @@ def test_a_clamped_log_variance_gets_no_gradient_as_in_autograd():
     _, g2 = _autograd(plain, x)
     head = "encoder.2.bias"
     assert g2[head][3] == 0 and g1[head][3] == 0
-    for name in g2:
-        torch.testing.assert_close(g1[name], g2[name], rtol=1e-4, atol=1e-6, msg=name)
+    _assert_same_gradients(g1, g2)
 
 
 def test_a_training_run_follows_the_same_path_and_resumes_exactly(tmp_path, monkeypatch):
@@ -226,10 +232,9 @@ def test_the_vamp_prior_step_equals_autograds_with_the_pseudo_inputs_gradient(kw
     t2, g2 = _autograd(plain, x)
     for k in ("loss", "reconstruction", "kl"):
         torch.testing.assert_close(t1[k], t2[k].detach(), rtol=1e-5, atol=1e-5)
-    assert set(g1) == set(g2) and "prior_net.pseudo_inputs" in g1
-    for name in g2:
-        assert g2[name].abs().max() > 0, name  # every gradient is there to be compared
-        torch.testing.assert_close(g1[name], g2[name], rtol=1e-4, atol=1e-6, msg=name)
+    assert "prior_net.pseudo_inputs" in g1
+    assert all(g.abs().max() > 0 for g in g2.values())  # every gradient is there to compare
+    _assert_same_gradients(g1, g2)
 
 
 def test_the_vamp_prior_step_zeroes_clamped_log_variances_as_autograd_does():
@@ -244,8 +249,7 @@ def test_the_vamp_prior_step_zeroes_clamped_log_variances_as_autograd_does():
     _, g2 = _autograd(plain, x)
     head = "encoder.4.bias"
     assert g2[head][3] == 0 and g1[head][3] == 0
-    for name in g2:
-        torch.testing.assert_close(g1[name], g2[name], rtol=1e-4, atol=1e-6, msg=name)
+    _assert_same_gradients(g1, g2)
 
 
 def test_a_vamp_prior_run_follows_autograds_path(monkeypatch):
@@ -268,15 +272,36 @@ def test_a_vamp_prior_run_follows_autograds_path(monkeypatch):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=n)
 
 
-def test_the_flow_prior_and_a_vamp_prior_subclass_take_autograd():
+def test_the_flow_prior_frozen_pseudo_inputs_and_subclasses_take_autograd():
+    """The hand-written step knows the VampPrior's mixture and VAE._sampled_kl: a prior or a
+    VAE that changes either, or pseudo-inputs that do not train, send the step to autograd."""
+    from pushforward.models.vae.trained_prior import VampPrior
+
     x = torch.rand(8, 2)
     flow = VAE(VAEConfig(dim=2, latent=2, loss="gaussian", prior="flow", hidden=[8]))
     assert not fusable(flow, x) and flow.manual_gradients(x) is None
-    vamp = VAE(VAEConfig(dim=2, latent=2, loss="gaussian", prior="vamp", prior_components=3,
-                         hidden=[8]))  # fmt: skip
-    assert fusable(vamp, x)
+    config = VAEConfig(dim=2, latent=2, loss="gaussian", prior="vamp", prior_components=3,
+                       hidden=[8])  # fmt: skip
+    vamp = VAE(config)
+    assert fusable(vamp, x) and vamp.manual_gradients(x) is not None
     vamp.prior_net.pseudo_inputs.requires_grad_(False)
     assert not fusable(vamp, x)
+
+    class TemperedPrior(VampPrior):
+        def log_prob(self, z, posterior):
+            return 0.5 * super().log_prob(z, posterior)
+
+    tempered = VAE(config)
+    tempered.prior_net = TemperedPrior(3, 2, 2)
+    assert not fusable(tempered, x) and tempered.manual_gradients(x) is None
+
+    class OwnKL(VAE):
+        @staticmethod
+        def _sampled_kl(z, mu, logvar, prior):
+            return 2 * VAE._sampled_kl(z, mu, logvar, prior)
+
+    own = OwnKL(config)
+    assert fusable(own, x) and own.manual_gradients(x) is None  # the subclass, not the nets
 
 
 def test_the_mixtures_logsumexp_is_torchs_and_leaves_the_responsibilities():

@@ -72,12 +72,10 @@ class VampPrior(nn.Module):
         if torch.is_grad_enabled() and (z.requires_grad or mu.requires_grad):
             eps = (z.unsqueeze(1) - mu) * torch.exp(-0.5 * logvar)  # (m, K, k)
             log_comp = standard_normal_log_prob(eps) - 0.5 * logvar.sum(-1)  # (m, K)
-            return floored_logsumexp(log_comp) - math.log(mu.shape[0])
-        # scoring (an IWAE bound draws m = n·k of z): one (m, K) buffer, built in place; under
-        # torch.func's transforms (fit --seeds) z and μ look like constants, and the sum keeps
-        # its input for the backward pass
-        log_comp = component_log_probs(z, mu, logvar)
-        if torch.is_grad_enabled():
+        else:  # scoring (an IWAE bound draws m = n·k of z): one (m, K) buffer, built in place
+            log_comp = component_log_probs(z, mu, logvar)
+        if torch.is_grad_enabled():  # training; under torch.func's transforms (fit --seeds) z
+            # and μ look like constants above, and the sum must keep its input for the backward
             return floored_logsumexp(log_comp) - math.log(mu.shape[0])
         return mixture_logsumexp_(log_comp) - math.log(mu.shape[0])
 
@@ -96,7 +94,7 @@ EXP_FLOOR = -60.0
 """The floor :func:`mixture_logsumexp_` raises exponents to before taking exp: e^−60 ≈ 10^−26 beside
 the largest term e^0 changes nothing in float32 or float64, and the exp of numbers far below it
 (components far from z) takes a slow path on CPUs, 13× slower on a 64 × 200 block (a 2-core AMD
-EPYC with AVX2; BENCHMARKS.md, "the VampPrior's step written out")."""
+EPYC with AVX2; BENCHMARKS.md, "the slow host itself")."""
 
 
 def mixture_logsumexp_(log_comp: Tensor, *, weights: bool = False) -> Tensor:
