@@ -4,7 +4,8 @@ Builds the recommended GAN (``RECOMMENDED``, optionally changed by ``--set KEY=V
 10,000 points of ring8, then times each part of one training step on the same batch in process
 CPU time (``time.process_time``, so that other processes on a shared host do not count), the
 best of several rounds: the whole step as :meth:`GAN.training_step` takes it (R1 on every
-``penalty_every``-th critic step), a critic step without and with the R1 penalty, R1's double
+``penalty_every``-th critic step), written out (:mod:`pushforward.models.gan.fused`) and through
+autograd, then autograd's phases: a critic step without and with the R1 penalty, R1's double
 backward alone, the generator's no-grad draw of the critic's fakes, the generator step, and the
 two Adam steps. Command (one thread; ``ATEN_CPU_CAPABILITY=avx2 DNNL_MAX_CPU_ISA=AVX2`` before it
 takes the code paths of a host without AVX-512):
@@ -15,6 +16,7 @@ takes the code paths of a host without AVX-512):
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -63,8 +65,16 @@ def phases(gan: GAN, opt: dict, cfg: TrainConfig, xb: torch.Tensor) -> dict[str,
         opt["generator"].step()
 
     k = float(gan.config.penalty_every)
+    plain = copy.deepcopy(gan)
+    plain.fused_step = False  # the same step through autograd
+    plain_opt = plain.configure_optimizers(cfg)
     return {
-        "training_step (R1 lazily)": lambda: gan.training_step(xb, opt, cfg, generator=g),
+        "training_step (R1 lazily), written out": lambda: gan.training_step(
+            xb, opt, cfg, generator=g
+        ),
+        "training_step (R1 lazily), autograd": lambda: plain.training_step(
+            xb, plain_opt, cfg, generator=g
+        ),
         "critic step without R1": lambda: critic_step(None),
         "critic step with R1": lambda: critic_step(k),
         "R1 alone (forward, double backward)": r1,

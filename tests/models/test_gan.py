@@ -779,7 +779,7 @@ def test_a_gan_samples_on_its_own_device_without_being_moved():
     for gen in (None, torch.Generator().manual_seed(0)):
         y = m.sample(7, generator=gen)
         assert y.device.type == "meta" and y.shape == (7, 64)
-    z = m._noise(5, None, torch.device("meta"))
+    z = m._latent(5, None, torch.device("meta"))
     assert z.device.type == "meta" and z.shape == (5, m.latent)
 
 

@@ -8,7 +8,13 @@ import torch.nn.functional as F
 from torch.distributions import Bernoulli, Laplace, Normal, kl_divergence
 
 from pushforward.core import ConfigError
-from pushforward.nets import gaussian_kl, negative_log_likelihood, output_mean, reconstruction
+from pushforward.nets import (
+    gaussian_kl,
+    negative_log_likelihood,
+    output_mean,
+    reconstruction,
+    reconstruction_grad,
+)
 
 
 def gen(seed=0):
@@ -81,3 +87,16 @@ def test_output_mean_and_errors():
         reconstruction("l3", out, out)
     with pytest.raises(ConfigError, match=r"x has shape \(2, 3\), the decoder output \(2, 4\)"):
         reconstruction("l2", out, torch.zeros(2, 4))
+
+
+@pytest.mark.parametrize("name", ["l2", "l1", "bce"])
+def test_reconstruction_grad_is_autograds_gradient_of_the_summed_loss(name):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 5, generator=g)
+    out = torch.randn(6, 5, generator=g) * 3
+    out[0, :2] = x[0, :2]  # ties: l1's derivative is 0 there, as autograd's
+    if name == "bce":
+        x = x.round()
+    o = out.clone().requires_grad_(True)
+    reconstruction(name, x, o).sum().backward()
+    torch.testing.assert_close(reconstruction_grad(name, x, out), o.grad)

@@ -1,4 +1,5 @@
-"""Network blocks (MLP, conv), reconstruction losses and differentiable augmentation.
+"""Network blocks (MLP, conv), reconstruction losses, differentiable augmentation, and an MLP's
+passes written out (:mod:`pushforward.nets.fused`).
 
 Imports core."""
 
@@ -32,6 +33,7 @@ from pushforward.nets.losses import (
     negative_log_likelihood,
     output_mean,
     reconstruction,
+    reconstruction_grad,
 )
 
 __all__ = [
@@ -63,6 +65,7 @@ __all__ = [
     "negative_log_likelihood",
     "output_mean",
     "reconstruction",
+    "reconstruction_grad",
     "square_side",
     "translation",
 ]

@@ -37,6 +37,7 @@ __all__ = [
     "negative_log_likelihood",
     "output_mean",
     "reconstruction",
+    "reconstruction_grad",
 ]
 
 
@@ -65,6 +66,17 @@ def reconstruction(name: str, x: Tensor, out: Tensor) -> Tensor:
         raise ConfigError(f"reconstruction {name!r}: x has shape {tuple(x.shape)}, "
                           f"the decoder output {tuple(out.shape)}")  # fmt: skip
     return lookup(RECONSTRUCTIONS, name, what="reconstruction loss")(x, out)
+
+
+def reconstruction_grad(name: str, x: Tensor, out: Tensor) -> Tensor:
+    """Return ∂R(x, out)/∂out (B, d) for x, out (B, d), R per example as :func:`reconstruction`
+    takes it: 2(out − x) for ``l2``, sign(out − x) for ``l1`` (0 where they are equal, as
+    autograd's), σ(out) − x for ``bce`` on logits."""
+    lookup(RECONSTRUCTIONS, name, what="reconstruction loss")
+    if name == "bce":
+        return torch.sigmoid(out).sub_(x)
+    r = out - x
+    return 2.0 * r if name == "l2" else torch.sign(r)
 
 
 def output_activation(name: str) -> str:

@@ -48,7 +48,7 @@ from pushforward.train.distributed import (
     shutdown,
 )
 from pushforward.train.loop import batch_generator, fit
-from pushforward.train.optim import LR_SCHEDULES, OPTIMIZERS
+from pushforward.train.optim import LR_SCHEDULES, OPTIMIZERS, running_average_
 from pushforward.train.prefetch import (
     ForkedPrefetcher,
     Prefetcher,
@@ -139,6 +139,7 @@ __all__ = [
     "read_metrics",
     "read_snapshots",
     "resolve_device",
+    "running_average_",
     "save_checkpoint",
     "seeded",
     "shutdown",

@@ -14,7 +14,7 @@ from pushforward.train.device import fused_optimizer
 if TYPE_CHECKING:
     from pushforward.train.config import TrainConfig
 
-__all__ = ["LR_SCHEDULES", "OPTIMIZERS", "set_lr"]
+__all__ = ["LR_SCHEDULES", "OPTIMIZERS", "running_average_", "set_lr"]
 
 Params = Iterable[torch.nn.Parameter]
 
@@ -69,3 +69,13 @@ def set_lr(optimizers: Mapping[str, torch.optim.Optimizer], factor: float) -> No
     for opt in optimizers.values():
         for group in opt.param_groups:
             group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
+
+
+@torch.no_grad()
+def running_average_(average: torch.nn.Module, net: torch.nn.Module, decay: float,
+                     steps: int) -> None:  # fmt: skip
+    """Move ``average``'s weights towards ``net``'s after ``steps`` optimiser steps: w̄ ← d·w̄ +
+    (1 − d)·w with d = min(decay, (1 + t)/(10 + t)), so that early on the average follows the
+    net closely instead of dragging the random initial weights through a short run."""
+    d = min(decay, (1 + steps) / (10 + steps))
+    torch._foreach_lerp_(list(average.parameters()), list(net.parameters()), 1 - d)

@@ -306,6 +306,20 @@ class GANConfig(NetSettings):
                 "use augment = none"
             )
 
+    def check_processes(self) -> None:
+        """Refuse the settings that cannot train in several processes (torchrun)."""
+        if self.mmd_weight > 0:
+            raise ConfigError(
+                f"mmd_weight = {self.mmd_weight:g} cannot train in several processes (the "
+                "kernel term compares every pair of the whole batch's rows); use mmd_weight = 0 "
+                "or one process"
+            )
+        if self.pack > 1:
+            raise ConfigError(
+                f"pack = {self.pack} cannot train in several processes (a pack would mix "
+                "rows of different processes); use pack = 1 or one process"
+            )
+
     def kind_defaults(self, kind: str) -> dict[str, Any]:
         """Return the defaults for data of ``kind``: on images a conv pair of
         :data:`GAN_CONV_WIDTHS` with DCGAN's leaky critic and :data:`RECOMMENDED_IMAGES`,

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["MMD_BANDWIDTHS", "generator_mmd"]
+__all__ = ["MMD_BANDWIDTHS", "generator_mmd", "generator_mmd_and_gradient"]
 
 MMD_BANDWIDTHS = (0.01, 0.03, 0.1, 0.3, 1.0)
 """The kernel's bandwidths h, in the critic's units (standardised on points): from below a
@@ -39,27 +39,39 @@ mode's σ to the spacing between modes."""
 _FLOOR = -50.0  # the exponents' clamp (module docstring)
 
 
+def generator_mmd_and_gradient(
+    a: Tensor, b: Tensor, bandwidths: Sequence[float] = MMD_BANDWIDTHS
+) -> tuple[Tensor, Tensor]:
+    """Return (:func:`generator_mmd`'s value, a scalar; its gradient in a (n, d)) for samples a
+    (n, d) and data b (m, d), computed without autograd; (0, 0) where there is no unbiased
+    estimate (fewer than 2 samples or no data)."""
+    n, m = a.shape[0], b.shape[0]
+    if n < 2 or m < 1:
+        return a.new_zeros(()), torch.zeros_like(a)
+    y = torch.cat([a, b])  # (n + m, d): the samples, then the data
+    d2 = (a.square().sum(1, keepdim=True) - 2 * a @ y.T).add_(y.square().sum(1))
+    d2.clamp_min_(0)  # (n, n + m) squared distances
+    c_aa, c_ab = 1.0 / (n * (n - 1)), -2.0 / (n * m)
+    total = torch.zeros_like(d2)  # Σ_h k_h
+    slope = torch.zeros_like(d2)  # Σ_h k_h / h²
+    k = torch.empty_like(d2)
+    for h in bandwidths:
+        torch.exp(torch.mul(d2, -0.5 / (h * h), out=k).clamp_min_(_FLOOR), out=k)
+        total.add_(k)
+        slope.add_(k, alpha=1.0 / (h * h))
+    # the diagonal k(aᵢ, aᵢ) = 1 of each bandwidth is not a pair: taken out
+    value = c_aa * (total[:, :n].sum() - n * len(bandwidths)) + c_ab * total[:, n:].sum()
+    # ∂/∂aᵢ: Σⱼ cⱼ slopeᵢⱼ (yⱼ − aᵢ), the samples' pairs counted twice (k(aᵢ, aⱼ), k(aⱼ, aᵢ))
+    slope[:, :n] *= 2 * c_aa
+    slope[:, n:] *= c_ab
+    return value, slope @ y - slope.sum(1, keepdim=True) * a
+
+
 class _GeneratorMMD(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a: Tensor, b: Tensor, bandwidths: tuple[float, ...]) -> Tensor:  # type: ignore[override]
-        n, m = a.shape[0], b.shape[0]
-        y = torch.cat([a, b])  # (n + m, d): the samples, then the data
-        d2 = (a.square().sum(1, keepdim=True) - 2 * a @ y.T).add_(y.square().sum(1))
-        d2.clamp_min_(0)  # (n, n + m) squared distances
-        c_aa, c_ab = 1.0 / (n * (n - 1)), -2.0 / (n * m)
-        total = torch.zeros_like(d2)  # Σ_h k_h
-        slope = torch.zeros_like(d2)  # Σ_h k_h / h²
-        k = torch.empty_like(d2)
-        for h in bandwidths:
-            torch.exp(torch.mul(d2, -0.5 / (h * h), out=k).clamp_min_(_FLOOR), out=k)
-            total.add_(k)
-            slope.add_(k, alpha=1.0 / (h * h))
-        # the diagonal k(aᵢ, aᵢ) = 1 of each bandwidth is not a pair: taken out
-        value = c_aa * (total[:, :n].sum() - n * len(bandwidths)) + c_ab * total[:, n:].sum()
-        # ∂/∂aᵢ: Σⱼ cⱼ slopeᵢⱼ (yⱼ − aᵢ), the samples' pairs counted twice (k(aᵢ, aⱼ), k(aⱼ, aᵢ))
-        slope[:, :n] *= 2 * c_aa
-        slope[:, n:] *= c_ab
-        ctx.save_for_backward(slope @ y - slope.sum(1, keepdim=True) * a)
+        value, da = generator_mmd_and_gradient(a, b, bandwidths)
+        ctx.save_for_backward(da)
         return value
 
     @staticmethod

@@ -9,24 +9,14 @@ kind of network as an encoder with one output, scores data. The two play the gam
 (the objectives on the critic's logits: :mod:`.objectives`; the penalties on its slope:
 :mod:`.penalties`), taking ``critic_steps`` steps on D for each step on g.
 
-Packing (PacGAN, Lin et al., 2018, "PacGAN: the power of two samples in generative adversarial
-networks"): with ``pack`` = m > 1 a batch of B rows makes ⌈B/m⌉ real packs (a random permutation
-of the batch, the last pack completed from its start) and as many generated ones, each one row of
-m·d numbers; a collapsed generator makes packs of near-identical points, which a critic tells
-apart from real packs at once.
-
-Each critic step uses the whole batch, re-packed in a fresh random order, against fresh noise;
-then the generator takes one step against fresh noise. All randomness (noise, packing orders,
-the penalty's ε, the augmentation's draws) comes from the ``generator`` argument.
-
-Standardisation (on by default for real-valued, non-image data): the game is played on
-(x − m)/s with the data's per-coordinate mean m and standard deviation s, recorded by
-:meth:`GAN.prepare` when training starts; g's network output u becomes the sample m + s·u.
-
-Sampling may reject the latent draws where g stretches most (Jacobian truncation,
-:mod:`.truncation`): samples then come from g#μ_A.
-
-The settings, their defaults and the benchmarked settings are in :mod:`.config`.
+Each critic step uses the whole batch, re-packed in a fresh random order (PacGAN's packs of m
+samples, Lin et al., 2018), against fresh noise; then the generator takes one step against fresh
+noise, through autograd or, for MLP players on points, on gradients written out (:mod:`.fused`).
+All randomness (noise, packing orders, the penalty's ε, the augmentation's draws) comes from the
+``generator`` argument. The game is played on standardised data on points (:meth:`GAN.prepare`),
+and sampling may reject the latent draws where g stretches most (Jacobian truncation,
+:mod:`.truncation`). The settings, their defaults and the benchmarked settings are in
+:mod:`.config` (:class:`~pushforward.models.gan.GANConfig` explains each).
 """
 
 from __future__ import annotations
@@ -43,6 +33,7 @@ from torch import Tensor, nn
 from pushforward.core import ConfigError, ModelSpec, ResultKey, check_share
 from pushforward.data import fit_standardize
 from pushforward.measures import BaseMeasure, Pushforward, Restricted, draw
+from pushforward.models.gan import fused as gan_fused
 from pushforward.models.gan.config import (
     NOISES,
     OUTPUTS,
@@ -73,6 +64,7 @@ from pushforward.train import (
     check_finite,
     draw_rows,
     grad_norm,
+    running_average_,
 )
 
 __all__ = ["GAN", "SPEC"]
@@ -106,6 +98,10 @@ class GAN(Trainable):
         ),
     }
     """The keys of :meth:`evaluate` that only this model gives."""
+
+    fused_step: bool = True
+    """Train MLP players on points on gradients written out by hand (:mod:`.fused`: the same
+    losses and gradients to rounding, no autograd graph); False: through autograd."""
 
     sampling_options = ("jacobian_truncation",)
     history_plot = "gan"
@@ -278,10 +274,6 @@ class GAN(Trainable):
 
     # --- the game ------------------------------------------------------------------------------
 
-    def _noise(self, n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
-        """Return n draws z ~ μ (n, k) on ``device``."""
-        return self.base.sample(n, generator=generator, device=device)
-
     def _packs(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
         """Return x (B, d) as ⌈B/m⌉ packs (P, m·d) in a random order, the last one completed, in
         the critic's units (standardised when ``standardize`` is on)."""
@@ -296,15 +288,22 @@ class GAN(Trainable):
         order = order.repeat(-(-p * m // b))[: p * m]
         return x[order].reshape(p, m * self.dim)
 
+    def _latent(self, n_packs: int, generator: torch.Generator | None, device,
+                shard: Shard | None = None) -> Tensor:  # fmt: skip
+        """Return the draws z ~ μ (P·m, k) on ``device`` of n_packs packs of generated samples
+        (under torchrun, this process's rows of the whole batch's draws)."""
+
+        def noise(rows: int) -> Tensor:
+            return self.base.sample(rows, generator=generator, device=device)
+
+        return draw_rows(noise, n_packs * self.config.pack, shard)
+
     def _fakes(
         self, n_packs: int, generator: torch.Generator | None, device, shard: Shard | None = None
     ) -> Tensor:
-        """Return n_packs packs of generated samples (P, m·d) in the critic's units (under
-        torchrun, from this process's rows of the whole batch's noise)."""
-        m = self.config.pack
-        z = draw_rows(lambda rows: self._noise(rows, generator, device), n_packs * m, shard)
-        y = self.generator_net(z)
-        return y.reshape(n_packs, m * self.dim)
+        """Return n_packs packs of generated samples (P, m·d) in the critic's units."""
+        y = self.generator_net(self._latent(n_packs, generator, device, shard))
+        return y.reshape(n_packs, self.config.pack * self.dim)
 
     def _score(self, packs: Tensor) -> Tensor:
         return self.critic(packs).squeeze(1)  # (P,) logits
@@ -396,23 +395,15 @@ class GAN(Trainable):
         on the bare critic (no DDP wrapper, whose reducer cannot differentiate twice); each
         process's loss is a mean over its rows times ``shard.weight``, so the average is the
         whole batch's mean."""
-        if shard is not None and self.config.mmd_weight > 0:
-            raise ConfigError(
-                f"mmd_weight = {self.config.mmd_weight:g} cannot train in several processes (the "
-                "kernel term compares every pair of the whole batch's rows); use mmd_weight = 0 "
-                "or one process"
-            )
-        if shard is not None and self.config.pack > 1:
-            raise ConfigError(
-                f"pack = {self.config.pack} cannot train in several processes (a pack would mix "
-                "rows of different processes); use pack = 1 or one process"
-            )
+        if shard is not None:
+            self.config.check_processes()
         weight = shard.weight if shard is not None else 1.0
         sums: dict[str, Tensor] = {}
         steps = self.config.critic_steps
         if self._updates is None:
             self._updates = int(self.ema_updates)
         first = self._updates * steps  # this step's first critic step
+        fused = self.fused_step and gan_fused.fusable(self, x, shard, base=GAN)
         for i in range(steps):
             packs = self._packs(x, generator)
             real = self._view(packs, generator, shard)
@@ -422,34 +413,29 @@ class GAN(Trainable):
             # lazy regularisation: the penalty on every K-th critic step (counted from the
             # generator steps in the checkpoint, so that a resumed run keeps the rhythm)
             k = self.config.penalty_every
-            due = (first + i) % k == 0
-            terms = self._critic_terms(real, fake, generator, shard, lazy=float(k) if due else None)
+            lazy = float(k) if (first + i) % k == 0 else None
             optimizers["critic"].zero_grad(set_to_none=True)
-            (terms["critic_loss"] * weight).backward()
+            if fused and (lazy is None or gan_fused.penalty_fusable(self)):
+                terms = gan_fused.set_gradients(*gan_fused.critic_gradients(self, real, fake, lazy))
+            else:
+                terms = self._critic_terms(real, fake, generator, shard, lazy=lazy)
+                (terms["critic_loss"] * weight).backward()
             average_gradients_(self.critic.parameters())
             terms["critic_grad_norm"] = grad_norm(self.critic, cfg.grad_clip)
             check_finite(terms)  # before the step, so that the weights stay finite
             optimizers["critic"].step()
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0) + v.detach() / steps
-        gen_terms = self._generator_step(packs, optimizers, cfg, generator, shard, weight)
+        gen_terms = self._generator_step(packs, optimizers, cfg, generator, shard, weight, fused)
         self.ema_updates += 1
         self._updates += 1
         return {"loss": gen_terms["gen_loss"], **sums, **gen_terms}
 
-    def _generator_step(
-        self,
-        packs: Tensor,
-        optimizers: Mapping[str, torch.optim.Optimizer],
-        cfg: TrainConfig,
-        generator: torch.Generator | None,
-        shard: Shard | None,
-        weight: float,
-    ) -> dict[str, Tensor]:
-        """Take the generator's step against the real packs (P, m·d) of this training step (the
-        critic held fixed), then update the running average; return the detached terms
-        'gen_loss', 'gen_grad_norm' and, with ``mmd_weight`` > 0, 'mmd_term' (MMD² less the
-        data's own sum, which does not depend on g: it can be negative)."""
+    def _generator_backward(
+        self, packs: Tensor, generator: torch.Generator | None, shard: Shard | None, weight: float
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Set g's gradients by autograd (the critic held fixed) against the real packs (P, m·d);
+        return (the generator's loss, {'mmd_term'} when ``mmd_weight`` > 0, else {})."""
         self.critic.requires_grad_(False)  # the generator's step needs no critic gradients
         try:
             fake = self._fakes(packs.shape[0], generator, packs.device, shard)
@@ -459,10 +445,33 @@ class GAN(Trainable):
                 rows = (fake.reshape(-1, self.dim), packs.reshape(-1, self.dim))  # the samples
                 mmd = generator_mmd(*rows, self.config.mmd_bandwidths)
                 total, extra = gen + self.config.mmd_weight * mmd, {"mmd_term": mmd.detach()}
-            optimizers["generator"].zero_grad(set_to_none=True)
             (total * weight).backward()
         finally:
             self.critic.requires_grad_(True)
+        return gen, extra
+
+    def _generator_step(
+        self,
+        packs: Tensor,
+        optimizers: Mapping[str, torch.optim.Optimizer],
+        cfg: TrainConfig,
+        generator: torch.Generator | None,
+        shard: Shard | None,
+        weight: float,
+        fused: bool = False,
+    ) -> dict[str, Tensor]:
+        """Take the generator's step against the real packs (P, m·d) of this training step (the
+        critic held fixed; ``fused``: on gradients written out), then update the running
+        average; return the detached terms 'gen_loss', 'gen_grad_norm' and, with
+        ``mmd_weight`` > 0, 'mmd_term' (MMD² less the data's own sum, which does not depend on
+        g: it can be negative)."""
+        optimizers["generator"].zero_grad(set_to_none=True)
+        if fused:
+            z = self._latent(packs.shape[0], generator, packs.device)
+            extra = gan_fused.set_gradients(*gan_fused.generator_gradients(self, z, packs))
+            gen = extra.pop("gen_loss")
+        else:
+            gen, extra = self._generator_backward(packs, generator, shard, weight)
         average_gradients_(self.generator_net.parameters())
         gen_terms = {
             "gen_loss": gen.detach(),
@@ -472,16 +481,7 @@ class GAN(Trainable):
         check_finite(gen_terms)
         optimizers["generator"].step()
         if self.generator_ema is not None:
-            # decay min(ema, (1 + t)/(10 + t)) after t steps: early on the average follows g
-            # closely instead of dragging the random initial weights through a short run
-            t = float(self._updates)
-            decay = min(self.config.ema, (1 + t) / (10 + t))
-            with torch.no_grad():
-                torch._foreach_lerp_(
-                    list(self.generator_ema.parameters()),
-                    list(self.generator_net.parameters()),
-                    1 - decay,
-                )
+            running_average_(self.generator_ema, self.generator_net, self.config.ema, self._updates)
         return gen_terms
 
 

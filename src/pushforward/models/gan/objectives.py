@@ -14,6 +14,11 @@ formed and then logged:
   E[D(g(z))] − E[D(x)] (plus the gradient penalty, :mod:`.penalties`); g minimises −E[D(g(z))];
 * ``hinge`` (Lim & Ye, 2017, "Geometric GAN"; Miyato et al., 2018): D minimises
   E[relu(1 − l_real)] + E[relu(1 + l_fake)]; g minimises −E[l_fake].
+
+Each objective also gives its gradients in the logits written out (the ``*_grad`` functions),
+for the training step that takes no autograd (:mod:`.fused`); with P logits, each is the
+derivative of a mean, so it carries 1/P. Where autograd's kernels define a derivative at a kink
+(relu at 0), these take the same value.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -52,6 +58,36 @@ def _hinge_critic(real: Tensor, fake: Tensor) -> Tensor:
     return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
 
 
+# the gradients in the logits, written out: d softplus(l)/dl = σ(l), d softplus(−l)/dl = −σ(−l)
+
+
+def _minimax_critic_grad(real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
+    return torch.sigmoid(-real).div_(-real.numel()), torch.sigmoid(fake).div_(fake.numel())
+
+
+def _minimax_generator_grad(fake: Tensor) -> Tensor:
+    return torch.sigmoid(fake).div_(-fake.numel())
+
+
+def _nonsaturating_generator_grad(fake: Tensor) -> Tensor:
+    return torch.sigmoid(-fake).div_(-fake.numel())
+
+
+def _wasserstein_critic_grad(real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
+    return torch.full_like(real, -1 / real.numel()), torch.full_like(fake, 1 / fake.numel())
+
+
+def _wasserstein_generator_grad(fake: Tensor) -> Tensor:
+    return torch.full_like(fake, -1 / fake.numel())
+
+
+def _hinge_critic_grad(real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
+    # relu's derivative is 0 at 0, as autograd's threshold_backward takes it
+    return (1 - real > 0).to(real.dtype).div_(-real.numel()), (1 + fake > 0).to(fake.dtype).div_(
+        fake.numel()
+    )
+
+
 @dataclass(frozen=True)
 class GANLoss:
     """A GAN objective: what the critic and the generator minimise, from logits (P,) each.
@@ -59,19 +95,39 @@ class GANLoss:
     Args:
         critic: (real logits (P,), fake logits (P,)) → the critic's loss, a scalar.
         generator: fake logits (P,) → the generator's loss, a scalar.
+        critic_grad: (real logits, fake logits) → the critic loss's gradients in them (P,) each;
+            None: the training step takes autograd.
+        generator_grad: fake logits (P,) → the generator loss's gradient in them (P,), or None.
         default_gp_weight: the gradient penalty's weight λ its paper uses (10 for
             Gulrajani et al.'s WGAN-GP), 0 where it uses none.
     """
 
     critic: Callable[[Tensor, Tensor], Tensor]
     generator: Callable[[Tensor], Tensor]
+    critic_grad: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
+    generator_grad: Callable[[Tensor], Tensor] | None = None
     default_gp_weight: float = 0.0
 
 
 GAN_LOSSES: dict[str, GANLoss] = {
-    "minimax": GANLoss(_minimax_critic, _minimax_generator),
-    "nonsaturating": GANLoss(_minimax_critic, _nonsaturating_generator),
-    "wgan-gp": GANLoss(_wasserstein_critic, _wasserstein_generator, default_gp_weight=10.0),
-    "hinge": GANLoss(_hinge_critic, _wasserstein_generator),
+    "minimax": GANLoss(
+        _minimax_critic, _minimax_generator, _minimax_critic_grad, _minimax_generator_grad
+    ),
+    "nonsaturating": GANLoss(
+        _minimax_critic,
+        _nonsaturating_generator,
+        _minimax_critic_grad,
+        _nonsaturating_generator_grad,
+    ),
+    "wgan-gp": GANLoss(
+        _wasserstein_critic,
+        _wasserstein_generator,
+        _wasserstein_critic_grad,
+        _wasserstein_generator_grad,
+        default_gp_weight=10.0,
+    ),
+    "hinge": GANLoss(
+        _hinge_critic, _wasserstein_generator, _hinge_critic_grad, _wasserstein_generator_grad
+    ),
 }
 """The objectives by name (see the module docstring)."""

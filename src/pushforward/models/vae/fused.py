@@ -40,7 +40,6 @@ of what is left is the encoder's pass over the K pseudo-inputs, which the prior 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -53,56 +52,23 @@ from pushforward.models.vae.trained_prior import (
     component_log_probs,
     mixture_logsumexp_,
 )
-from pushforward.nets import MLP, gaussian_kl_terms, negative_log_likelihood, reconstruction
+from pushforward.nets import (
+    gaussian_kl_terms,
+    negative_log_likelihood,
+    reconstruction,
+    reconstruction_grad,
+)
+from pushforward.nets.fused import (
+    FUSED_ACTIVATIONS,
+    backward,
+    forward,
+    hooked,
+    plain_mlp,
+    trainable,
+)
 from pushforward.train import autocast_enabled
 
 __all__ = ["FUSED_ACTIVATIONS", "fusable", "parameters", "vae_loss_and_gradients"]
-
-aten = torch.ops.aten
-
-# activation name → (forward, backward(grad, input, output), whether the backward needs the
-# input): PyTorch's own backward kernels, so the derivative at a kink (ReLU at 0) is autograd's.
-# An activation whose backward reads only its output runs in place, its input not kept.
-FUSED_ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[..., Tensor], bool]] = {
-    "relu": (torch.relu_, lambda g, a, h: aten.threshold_backward(g, h, 0), False),
-    "leaky_relu": (
-        lambda a: F.leaky_relu(a, 0.01),
-        lambda g, a, h: aten.leaky_relu_backward(g, a, 0.01, False),
-        True,
-    ),
-    "leaky_relu_0.2": (
-        lambda a: F.leaky_relu(a, 0.2),
-        lambda g, a, h: aten.leaky_relu_backward(g, a, 0.2, False),
-        True,
-    ),
-    "elu": (F.elu, lambda g, a, h: aten.elu_backward(g, 1.0, 1, 1, False, a), True),
-    "gelu": (F.gelu, lambda g, a, h: aten.gelu_backward(g, a), True),
-    "silu": (F.silu, lambda g, a, h: aten.silu_backward(g, a), True),
-    "tanh": (torch.tanh_, lambda g, a, h: aten.tanh_backward(g, h), False),
-    "sigmoid": (torch.sigmoid_, lambda g, a, h: aten.sigmoid_backward(g, h), False),
-    "identity": (lambda a: a, lambda g, a, h: g, False),
-}
-
-
-def _hooked(module: torch.nn.Module) -> bool:
-    return bool(
-        module._forward_hooks
-        or module._forward_pre_hooks
-        or module._backward_hooks
-        or getattr(module, "_backward_pre_hooks", None)
-    )
-
-
-_TENSOR_HOOKS = ("_backward_hooks", "_post_accumulate_grad_hooks")
-
-
-def _trainable(p: Tensor) -> bool:
-    """A float32 leaf that autograd would train, with no hook that would see its gradient."""
-    return (
-        p.requires_grad
-        and p.dtype == torch.float32
-        and not any(getattr(p, h, None) for h in _TENSOR_HOOKS)
-    )
 
 
 def fusable(vae: Any, x: Tensor) -> bool:
@@ -115,32 +81,21 @@ def fusable(vae: Any, x: Tensor) -> bool:
     if x.dim() != 2 or x.dtype != torch.float32 or vae.config.free_bits != 0:
         return False
     enc, dec = vae.encoder, vae.decoder
-    if not (type(enc) is MLP and type(dec) is MLP and enc.activation == dec.activation
-            and enc.activation in FUSED_ACTIVATIONS):  # fmt: skip
+    if not (plain_mlp(enc) and plain_mlp(dec)):
         return False
-    if autocast_enabled(x.device) or _hooked(vae):
+    if autocast_enabled(x.device) or hooked(vae):
         return False
-    seen = 0
-    for net in (enc, dec):
-        if _hooked(net):
-            return False
-        for m in net:  # the MLP's own layers: Linear and activation modules, no nesting
-            if _hooked(m) or m._modules:
-                return False
-            for p in m._parameters.values():
-                if p is None or not _trainable(p):
-                    return False
-                seen += 1
+    seen = sum(1 for net in (enc, dec) for _ in net.parameters())
     scale = vae.log_scale
     if isinstance(scale, torch.nn.Parameter):
-        if not _trainable(scale):
+        if not trainable(scale):
             return False
         seen += 1
     if vae.prior_is_trained:  # a VampPrior, whose only parameter is its pseudo-inputs (K, d)
         prior = vae.prior_net
-        if type(prior) is not VampPrior or _hooked(prior) or prior._modules:
+        if type(prior) is not VampPrior or hooked(prior) or prior._modules:
             return False
-        if not _trainable(prior.pseudo_inputs):
+        if not trainable(prior.pseudo_inputs):
             return False
         seen += 1
     # nothing else trains: the nets' weights and the log-scale are all of the model's parameters
@@ -174,48 +129,25 @@ def vae_loss_and_gradients(
     then a VampPrior's pseudo-inputs) for ``vae.loss`` on the batch x (B, d) with the noise
     ε (B, k) and KL weight λ, without autograd (see the module's docstring). Call only where
     :func:`fusable` holds."""
-    act, act_backward, keeps_input = FUSED_ACTIVATIONS[vae.encoder.activation]
     s = vae.log_scale
-    params = parameters(vae)
-    weights, biases = params[0::2], params[1::2]
-    n_enc, n_layers = len(vae.encoder.linears), len(weights)
     b = x.shape[0]
     u = vae.prior_net.pseudo_inputs if vae.prior_is_trained else None  # (K, d)
 
     # the encoder takes the batch and, below it, a VampPrior's pseudo-inputs: one pass
-    ins, pres, outs = [], [], []  # per layer: input, pre-activation (if needed), output
-    h = x if u is None else torch.cat([x, u])
-    for i in range(n_layers):
-        if i == n_enc:  # the encoder's last layer was the (μ, ξ) head: sample z
-            head = _Head(h, b, eps)
-            h = head.z
-        ins.append(h)
-        a = torch.addmm(biases[i], h, weights[i].t())
-        last = i in (n_enc - 1, n_layers - 1)
-        pres.append(a if keeps_input and not last else None)
-        h = a if last else act(a)
-        outs.append(h)
-    o = h
+    h, enc_tape = forward(vae.encoder, x if u is None else torch.cat([x, u]))
+    head = _Head(h, b, eps)  # the (μ, ξ) head: sample z
+    o, dec_tape = forward(vae.decoder, head.z)
     rec = _reconstruction(vae.likelihood.family, vae.likelihood.trains_on_nll, x, o, s) / b
     kl = head.kl() / b
     terms = {"loss": rec + lam * kl, "reconstruction": rec, "kl": kl}
 
     delta, grad_s = _output_delta(vae, x, o, s)
-    grads: list[Tensor] = [x] * len(params)  # placeholders, each replaced below
-    grad_u = None
-    for i in reversed(range(n_layers)):
-        if i not in (n_enc - 1, n_layers - 1):
-            delta = act_backward(delta, pres[i], outs[i])
-        grads[2 * i] = delta.t().mm(ins[i])
-        grads[2 * i + 1] = delta.sum(0)
-        if i == 0:
-            if u is not None:  # the pseudo-inputs are the encoder's inputs below the batch
-                grad_u = delta[b:].mm(weights[0])
-            break
-        delta = delta.mm(weights[i])
-        if i == n_enc:  # delta is ∂/∂z: through the sampling step to the (μ, ξ) head(s)
-            delta = head.backward(delta, lam)
-    pairs = list(zip(params, grads, strict=True))
+    dz, dec_grads = backward(vae.decoder, dec_tape, delta, inputs=True)
+    # through the sampling step to the (μ, ξ) head(s); the pseudo-inputs are the encoder's
+    # inputs below the batch
+    rows = False if u is None else slice(b, None)
+    grad_u, enc_grads = backward(vae.encoder, enc_tape, head.backward(dz, lam), inputs=rows)
+    pairs = enc_grads + dec_grads
     if grad_s is not None:
         pairs.append((s, grad_s))
     if grad_u is not None:
@@ -230,26 +162,20 @@ def _output_delta(vae: Any, x: Tensor, o: Tensor, s: Tensor) -> tuple[Tensor, Te
     b = x.shape[0]
     grad_s = None
     learned = isinstance(s, torch.nn.Parameter) and s.requires_grad
-    if family == "bce":
-        delta = torch.sigmoid(o).sub_(x)
+    if family == "bce" or not nll:
+        delta = reconstruction_grad(family, x, o)
     elif family == "l2":
         r = o - x
-        if nll:
-            inv = torch.exp(-2 * s)
-            delta = r * inv
-            if learned:
-                grad_s = (1.0 - r.pow(2) * inv).sum(0) / b
-        else:
-            delta = 2.0 * r
+        inv = torch.exp(-2 * s)
+        delta = r * inv
+        if learned:
+            grad_s = (1.0 - r.pow(2) * inv).sum(0) / b
     else:
         r = o - x
-        if nll:
-            inv = torch.exp(-s)
-            delta = torch.sign(r) * inv
-            if learned:
-                grad_s = (1.0 - r.abs() * inv).sum(0) / b
-        else:
-            delta = torch.sign(r)
+        inv = torch.exp(-s)
+        delta = torch.sign(r) * inv
+        if learned:
+            grad_s = (1.0 - r.abs() * inv).sum(0) / b
     if grad_s is not None and not s.dim():
         grad_s = grad_s.sum()
     return delta.mul_(1.0 / b), grad_s
