@@ -85,7 +85,7 @@ def fusable(vae: Any, x: Tensor) -> bool:
         return False
     if autocast_enabled(x.device) or hooked(vae):
         return False
-    seen = sum(1 for net in (enc, dec) for _ in net.parameters())
+    seen = sum(len(m._parameters) for net in (enc, dec) for m in net)  # plain: no nesting
     scale = vae.log_scale
     if isinstance(scale, torch.nn.Parameter):
         if not trainable(scale):
