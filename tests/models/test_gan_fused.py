@@ -4,6 +4,7 @@ by autograd, packing and the kernel term; the same training run; autograd wherev
 apply."""
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -53,6 +54,8 @@ CASES = [
     dict(loss="wgan-gp", penalty="gp", gp_weight=10.0),           # its penalty: autograd
     dict(loss="nonsaturating", penalty="r1", gp_weight=0.1, activation="tanh"),  # R1: autograd
     dict(loss="nonsaturating", gp_weight=0.0, pack=3),
+    dict(loss="nonsaturating", penalty="r1", gp_weight=0.2, pack=2),
+    dict(loss="nonsaturating", penalty="r1", gp_weight=0.2, hidden=[]),  # one linear layer each
     dict(loss="nonsaturating", penalty="r1", gp_weight=0.1, mmd_weight=0.3),
 ]
 # fmt: on
@@ -133,17 +136,24 @@ def test_a_training_run_written_out_is_autograds_run(kw):
 
 
 def test_the_written_out_step_is_taken_where_it_applies_and_not_elsewhere(monkeypatch):
-    calls = []
-    real_critic = gan_fused.critic_gradients
-    monkeypatch.setattr(
-        gan_fused, "critic_gradients", lambda *a, **k: calls.append(1) or real_critic(*a, **k)
-    )
-    a, b = _pair(loss="nonsaturating", penalty="r1", gp_weight=0.1)
-    cfg = TrainConfig(epochs=1, batch_size=64, seed=0)
+    calls = {"critic": 0, "generator": 0, "r1": 0}
+
+    def counting(name, fn):
+        def wrapped(*args, **kw):
+            calls[name] += 1
+            return fn(*args, **kw)
+
+        return wrapped
+
+    for name, fn in (("critic", "critic_gradients"), ("generator", "generator_gradients"),
+                     ("r1", "input_gradient_backward")):  # fmt: skip
+        monkeypatch.setattr(gan_fused, fn, counting(name, getattr(gan_fused, fn)))
+    a, b = _pair(loss="nonsaturating", penalty="r1", gp_weight=0.1, penalty_every=2)
+    cfg = TrainConfig(epochs=2, batch_size=64, seed=0)
     fit(b, ring(128), cfg)
-    assert calls == []  # fused_step = False
+    assert calls == {"critic": 0, "generator": 0, "r1": 0}  # fused_step = False
     fit(a, ring(128), cfg)
-    assert len(calls) == 2
+    assert calls == {"critic": 4, "generator": 4, "r1": 2}  # R1 on every 2nd critic step
 
 
 def test_fusable_declines_what_the_written_out_step_does_not_compute():
@@ -169,6 +179,9 @@ def test_fusable_declines_what_the_written_out_step_does_not_compute():
     custom, _ = _pair()
     custom.objective = GANLoss(GAN_LOSSES["hinge"].critic, GAN_LOSSES["hinge"].generator)
     assert not gan_fused.fusable(custom, x, None, base=GAN)
+    mine, _ = _pair(loss="hinge")  # a user's own loss that kept hinge's written-out gradients
+    mine.objective = dataclasses.replace(GAN_LOSSES["hinge"], critic=lambda r, f: r.mean())
+    assert not gan_fused.fusable(mine, x, None, base=GAN)
 
     class Scored(GAN):
         def _score(self, packs):

@@ -84,7 +84,7 @@ def test_the_double_backward_refuses_a_curved_activation():
     with torch.no_grad():
         _, tape = forward(net, _x())
         grad, us = input_gradient(net, tape)
-        with pytest.raises(AssertionError, match="tanh"):
+        with pytest.raises(ValueError, match="not 'tanh'"):
             input_gradient_backward(net, tape, us, grad)
 
 
@@ -106,5 +106,23 @@ def test_plain_mlp_refuses_what_the_passes_would_not_run():
     sub = Sub(4, [3], 2)
     unknown = _mlp("relu")
     unknown.activation = "softsign"
-    for net in (hooked, layer_hooked, frozen, double, grad_hook, sub, unknown, nn.Linear(2, 2)):
+    swapped = _mlp("relu")
+    swapped[1] = nn.Tanh()  # the layer no longer what the name says
+    slope = _mlp("leaky_relu")
+    slope[1] = nn.LeakyReLU(0.2)
+    lora = _mlp("relu")
+
+    class Adapted(nn.Linear):
+        pass
+
+    lora[2] = Adapted(7, 5)
+    nets = (hooked, layer_hooked, frozen, double, grad_hook, sub, unknown, swapped, slope, lora,
+            nn.Linear(2, 2))  # fmt: skip
+    for net in nets:
         assert not plain_mlp(net)
+    handle = nn.modules.module.register_module_forward_hook(lambda *a: None)
+    try:  # a hook on every module
+        assert not plain_mlp(_mlp("relu"))
+    finally:
+        handle.remove()
+    assert plain_mlp(_mlp("leaky_relu_0.2"))

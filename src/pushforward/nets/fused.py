@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pushforward.nets.blocks import MLP
+from pushforward.nets.blocks import ACTIVATIONS, MLP
 
 __all__ = [
     "FUSED_ACTIVATIONS",
@@ -74,13 +74,34 @@ _TENSOR_HOOKS = ("_backward_hooks", "_post_accumulate_grad_hooks")
 
 
 def hooked(module: nn.Module) -> bool:
-    """Whether a module has forward or backward hooks, which a pass written out would not run."""
+    """Whether a module has forward or backward hooks, its own or every module's (the global
+    ones), which a pass written out would not run."""
     return bool(
         module._forward_hooks
         or module._forward_pre_hooks
         or module._backward_hooks
         or getattr(module, "_backward_pre_hooks", None)
+        or any(getattr(nn.modules.module, name, None) for name in _GLOBAL_HOOKS)
     )
+
+
+_GLOBAL_HOOKS = (
+    "_global_forward_hooks",
+    "_global_forward_pre_hooks",
+    "_global_backward_hooks",
+    "_global_backward_pre_hooks",
+)
+
+
+def _same_activation(m: nn.Module, name: str) -> bool:
+    """Whether the layer m is the activation ``name`` of :data:`~pushforward.nets.ACTIVATIONS`
+    with its constants (the leaky ReLU's slope)."""
+    ref = _ACTIVATION_MODULES.setdefault(name, ACTIVATIONS[name]())
+    slope = getattr(ref, "negative_slope", None)
+    return type(m) is type(ref) and getattr(m, "negative_slope", None) == slope
+
+
+_ACTIVATION_MODULES: dict[str, nn.Module] = {}
 
 
 def trainable(p: Tensor) -> bool:
@@ -99,8 +120,10 @@ def plain_mlp(net: nn.Module) -> bool:
     :data:`FUSED_ACTIVATIONS`, no hooks, and every weight trainable float32."""
     if type(net) is not MLP or net.activation not in FUSED_ACTIVATIONS or hooked(net):
         return False
-    for m in net:  # the MLP's own layers: Linear and activation modules, no nesting
+    for i, m in enumerate(net):  # Linear, activation, …, Linear: the MLP's own, no nesting
         if hooked(m) or m._modules:
+            return False
+        if not (type(m) is nn.Linear if i % 2 == 0 else _same_activation(m, net.activation)):
             return False
         if not all(p is not None and trainable(p) for p in m._parameters.values()):
             return False
@@ -118,7 +141,7 @@ class Tape:
     outs: list[Tensor]
 
     def rows(self, n: int) -> Tape:
-        """The tape of the first n rows (views)."""
+        """The tape of the first n rows (views): each tensor (B, …) cut to (n, …)."""
         return Tape([t[:n] for t in self.ins], [None if t is None else t[:n] for t in self.pres],
                     [t[:n] for t in self.outs])  # fmt: skip
 
@@ -192,7 +215,11 @@ def input_gradient_backward(
     linear in the weights given the activations' derivatives, which are constant almost
     everywhere (no second-order term), so the pass runs forward: ∂W_i = u_iᵀ ∂v_i and
     ∂v_{i+1} = act'(a_i) ⊙ (∂v_i W_iᵀ). The biases get no gradient."""
-    assert net.activation in PIECEWISE_LINEAR, net.activation
+    if net.activation not in PIECEWISE_LINEAR:
+        raise ValueError(
+            f"the input gradient's derivative is written out for piecewise-linear activations "
+            f"({', '.join(sorted(PIECEWISE_LINEAR))}), not {net.activation!r}"
+        )
     linears = net.linears
     grads: list[tuple[Tensor, Tensor]] = []
     dv = dgrad

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from pushforward.models.gan.mmd import generator_mmd_and_gradient
+from pushforward.models.gan.objectives import GAN_LOSSES
 from pushforward.models.gan.penalties import r1_penalty
 from pushforward.nets.fused import (
     PIECEWISE_LINEAR,
@@ -64,13 +65,13 @@ of them trains through autograd."""
 def fusable(gan: Any, x: Tensor, shard: Shard | None, *, base: type) -> bool:
     """Whether :func:`critic_gradients` and :func:`generator_gradients` compute the GAN's step on
     the batch x (B, d): MLP players with known activations, no hooks, float32 weights and data,
-    a linear output, no augmentation, no autocast, one process, an objective whose gradients
-    are written out, and none of :data:`GAME_PARTS` overridden from the class ``base`` (the
-    GAN). Called every step: cheap."""
+    a linear output, no augmentation, no autocast, one process, the library's own objective of
+    the ``loss`` setting (its gradients written out beside it), and none of :data:`GAME_PARTS`
+    overridden from the class ``base`` (the GAN). Called every step: cheap."""
     if any(getattr(type(gan), name) is not getattr(base, name) for name in GAME_PARTS):
         return False
     cfg = gan.config
-    if gan.objective.critic_grad is None or gan.objective.generator_grad is None:
+    if gan.objective is not GAN_LOSSES.get(cfg.loss):  # a user's own objective: autograd
         return False
     if shard is not None or cfg.augment != "none" or cfg.output != "linear":
         return False

@@ -22,6 +22,7 @@ and sampling may reject the latent draws where g stretches most (Jacobian trunca
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import replace
@@ -292,10 +293,7 @@ class GAN(Trainable):
                 shard: Shard | None = None) -> Tensor:  # fmt: skip
         """Return the draws z ~ μ (P·m, k) on ``device`` of n_packs packs of generated samples
         (under torchrun, this process's rows of the whole batch's draws)."""
-
-        def noise(rows: int) -> Tensor:
-            return self.base.sample(rows, generator=generator, device=device)
-
+        noise = functools.partial(self.base.sample, generator=generator, device=device)
         return draw_rows(noise, n_packs * self.config.pack, shard)
 
     def _fakes(
@@ -426,7 +424,8 @@ class GAN(Trainable):
             optimizers["critic"].step()
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0) + v.detach() / steps
-        gen_terms = self._generator_step(packs, optimizers, cfg, generator, shard, weight, fused)
+        gen_terms = self._generator_step(packs, optimizers, cfg, generator, shard, weight,
+                                         fused=fused)  # fmt: skip
         self.ema_updates += 1
         self._updates += 1
         return {"loss": gen_terms["gen_loss"], **sums, **gen_terms}
@@ -458,6 +457,7 @@ class GAN(Trainable):
         generator: torch.Generator | None,
         shard: Shard | None,
         weight: float,
+        *,
         fused: bool = False,
     ) -> dict[str, Tensor]:
         """Take the generator's step against the real packs (P, m·d) of this training step (the

@@ -83,9 +83,9 @@ def _wasserstein_generator_grad(fake: Tensor) -> Tensor:
 
 def _hinge_critic_grad(real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
     # relu's derivative is 0 at 0, as autograd's threshold_backward takes it
-    return (1 - real > 0).to(real.dtype).div_(-real.numel()), (1 + fake > 0).to(fake.dtype).div_(
-        fake.numel()
-    )
+    d_real = (1 - real > 0).to(real.dtype).div_(-real.numel())
+    d_fake = (1 + fake > 0).to(fake.dtype).div_(fake.numel())
+    return d_real, d_fake
 
 
 @dataclass(frozen=True)
