@@ -13,7 +13,8 @@ the KL weight, R the reconstruction term per row and o = g(z) the decoder's outp
   likelihoods, whose learned log-scale s gets (1/B) Σ_b (1 − ((x − o)/σ)²), resp.
   (1 − |x − o|/b);
 * through each layer h_out = act(W h_in + c), from the output back: ∂W = δᵀ h_in, ∂c = Σ_b δ,
-  and δ ← act'(·) ⊙ (δ W) for the layer below;
+  and δ ← act'(·) ⊙ (δ W) for the layer below (the MLP passes the GAN's step shares:
+  :mod:`pushforward.nets.fused`);
 * at z = μ + e^{ξ/2} ε: ∂/∂μ = δ_z + λ μ / B and ∂/∂ξ = ½ δ_z ⊙ (z − μ) + λ (e^ξ − 1) / (2B),
   zero where ξ was clamped to the log-variance range;
 * with a VampPrior p(z) = (1/K) Σ_k N(z; μ_k, e^{ξ_k}), (μ_k, ξ_k) the encoder's head at the
