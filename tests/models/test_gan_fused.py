@@ -118,14 +118,22 @@ def test_the_generators_loss_and_gradients_equal_autograds(kw):
     ],
     ids=["r1-lazy-ema", "gp-by-autograd", "tanh-r1-by-autograd"],
 )
-def test_a_training_run_written_out_is_autograds_run(kw):
+def test_a_training_run_written_out_is_autograds_run(kw, monkeypatch):
     """Three epochs of the whole game (lazy penalties on their steps, the running average),
     written out and through autograd from the same start and seed: the same logged terms and
-    weights, to rounding."""
+    weights, to rounding; the written-out steps were taken."""
+    taken = []
+    for fn in ("critic_gradients", "generator_gradients"):
+        real = getattr(gan_fused, fn)
+        monkeypatch.setattr(
+            gan_fused, fn, lambda *a, _f=real, _n=fn, **k: taken.append(_n) or _f(*a, **k)
+        )
     a, b = _pair(**kw)
     x = ring(384, seed=7)
     cfg = TrainConfig(epochs=3, batch_size=64, lr=1e-3, seed=0)
-    ha, hb = fit(a, x, cfg), fit(b, x, cfg)
+    ha = fit(a, x, cfg)
+    assert {"critic_gradients", "generator_gradients"} <= set(taken)
+    hb = fit(b, x, cfg)
     assert len(ha) == 3
     for ea, eb in zip(ha, hb, strict=True):
         assert ea.keys() == eb.keys()

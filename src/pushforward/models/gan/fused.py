@@ -78,7 +78,7 @@ def fusable(gan: Any, x: Tensor, shard: Shard | None, *, base: type) -> bool:
     if x.dtype != torch.float32 or autocast_enabled(x.device):
         return False
     g, tail = gan.generator_net
-    if hooked(gan) or hooked(gan.generator_net) or hooked(tail) or list(tail.parameters()):
+    if hooked(gan) or hooked(gan.generator_net) or hooked(tail) or tail._parameters:
         return False
     return plain_mlp(g) and plain_mlp(gan.critic)
 

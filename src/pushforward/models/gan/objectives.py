@@ -95,9 +95,10 @@ class GANLoss:
     Args:
         critic: (real logits (P,), fake logits (P,)) → the critic's loss, a scalar.
         generator: fake logits (P,) → the generator's loss, a scalar.
-        critic_grad: (real logits, fake logits) → the critic loss's gradients in them (P,) each;
-            None: the training step takes autograd.
-        generator_grad: fake logits (P,) → the generator loss's gradient in them (P,), or None.
+        critic_grad: (real logits, fake logits) → the critic loss's gradients in them (P,) each,
+            written out for the step without autograd (:mod:`.fused`), which takes only the
+            objectives of :data:`GAN_LOSSES`; any other objective trains through autograd.
+        generator_grad: fake logits (P,) → the generator loss's gradient in them (P,).
         default_gp_weight: the gradient penalty's weight λ its paper uses (10 for
             Gulrajani et al.'s WGAN-GP), 0 where it uses none.
     """
