@@ -156,6 +156,29 @@ def test_the_generator_step_descends_the_weighted_term_and_logs_it():
         torch.testing.assert_close(a, b)
 
 
+def test_validation_reports_the_term_on_the_same_samples_as_a_step_would():
+    """GAN.loss (validation) gives 'mmd_term' with mmd_weight > 0, the term of its own draws;
+    without the setting it gives none."""
+    x = datasets.ring8().sample(64, generator=gen(5))
+    settings = {"dim": 2, "latent": 2, "hidden": [16], "pack": 2, "mmd_weight": 0.5,
+                "mmd_bandwidths": [0.05, 0.5]}  # fmt: skip
+    with seeded(0):
+        m = GAN(GANConfig(**settings).resolve("points"))
+    m.prepare(x)
+    with torch.no_grad():
+        terms = m.loss(x, generator=gen(6))
+        g = gen(6)  # the same draws by hand: the packs' order, then g's noise
+        packs = m._packs(x, g)
+        fake = m._fakes(packs.shape[0], g, x.device)
+        want = generator_mmd(fake.reshape(-1, 2), packs.reshape(-1, 2), [0.05, 0.5])
+    torch.testing.assert_close(terms["mmd_term"], want)
+    assert float(want) != 0.0
+    with seeded(0):
+        plain = GAN(GANConfig(**{**settings, "mmd_weight": 0.0}).resolve("points"))
+    plain.prepare(x)
+    assert "mmd_term" not in plain.loss(x, generator=gen(6))
+
+
 def test_the_term_is_off_by_default_refused_under_torchrun_and_read_from_stored_runs():
     assert RECOMMENDED["model"]["mmd_weight"] == 0.0
     assert GANConfig().resolve("points").mmd_weight == 0.0

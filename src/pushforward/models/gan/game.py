@@ -126,12 +126,18 @@ class Game(Trainable):
     def loss(
         self, x: Tensor, *, generator: torch.Generator | None = None, epoch: float | None = None
     ) -> dict[str, Tensor]:
-        """Return {'loss': generator loss, 'gen_loss', 'critic_loss'[, 'gradient_penalty']} on a
-        batch x (B, d), each a scalar; nothing is updated (for validation)."""
-        real = self._view(self._packs(x, generator), generator, None)
-        fake = self._view(self._fakes(real.shape[0], generator, x.device), generator, None)
+        """Return {'loss': generator loss, 'gen_loss', 'critic_loss'[, 'gradient_penalty'][,
+        'mmd_term']} on a batch x (B, d), each a scalar, as a training step reports them; nothing
+        is updated (for validation)."""
+        packs = self._packs(x, generator)
+        real = self._view(packs, generator, None)
+        fakes = self._fakes(real.shape[0], generator, x.device)
+        fake = self._view(fakes, generator, None)
         terms = self._critic_terms(real, fake, generator)
         gen = self.objective.generator(self._score(fake))
+        if self.config.mmd_weight > 0:  # the generator's kernel term, on the samples themselves
+            rows = (fakes.reshape(-1, self.dim), packs.reshape(-1, self.dim))
+            terms["mmd_term"] = generator_mmd(*rows, self.config.mmd_bandwidths)
         return {"loss": gen, "gen_loss": gen, **terms}
 
     def configure_optimizers(self, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
