@@ -20,6 +20,7 @@ import sys
 LAZY = (
     "PIL.Image",
     "matplotlib.backends.backend_agg",
+    "matplotlib.figure",
     "numpy",
     "ot",
     "pooch",

@@ -149,11 +149,12 @@ def test_each_package_imports_on_its_own(package, imported_alone):
     assert result["loaded"] == [], f"importing pushforward.{package} loads {result['loaded']}"
 
 
-LOADED_WHEN_USED = ("torch._dynamo", "torchdiffeq", "scipy", "ot", "sklearn")
+LOADED_WHEN_USED = ("torch._dynamo", "torchdiffeq", "scipy", "ot", "sklearn", "matplotlib")
 """Modules that every process would pay for at start-up: the compiler (over a second, only a
 compiled step needs it: ``train.outside_graph``), the ODE solver and SciPy (0.3–0.5 s, only a
 solve or an OT pairing needs them), POT (about 2 s, the exact W₁), scikit-learn (0.7–0.8 s, only
-the ``gmm`` prior's fit needs it; the 8×8 digits are read without it)."""
+the ``gmm`` prior's fit needs it; the 8×8 digits are read without it), matplotlib (about 0.45
+s, only a figure needs it: ``runs.plots``)."""
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(SRC)))

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from matplotlib.figure import Figure
 from torch import Tensor
 
 from pushforward.core import atomic_write_bytes, save_figure
@@ -23,6 +22,8 @@ from pushforward.pages import Page, embedded_figure, embedded_page, table
 from pushforward.train import Reporters, TrainConfig, fit, to_device
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from pushforward.train import Progress as TrainingProgress
 
 __all__ = ["Report", "Section"]
