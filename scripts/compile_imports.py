@@ -60,7 +60,10 @@ def compile_all() -> None:
     import compileall
     import sysconfig
 
-    for path in dict.fromkeys(sysconfig.get_path(key) for key in ("purelib", "platlib")):
+    import pushforward
+
+    paths = [sysconfig.get_path(key) for key in ("purelib", "platlib")]
+    for path in dict.fromkeys([*paths, *pushforward.__path__]):  # an editable install's source too
         # quiet=2: a file that fails to compile stays source, as when pip compiles
         compileall.compile_dir(path, quiet=2, workers=0)
 
@@ -72,7 +75,7 @@ def main(argv: list[str]) -> int:
     for name in modules():
         try:
             importlib.import_module(name)
-        except ImportError:
+        except Exception:  # an optional extra may be absent, or present but broken
             if name not in OPTIONAL:
                 raise
     return 0

@@ -2,8 +2,9 @@
 # Create (or refresh) the project's virtual environment in .venv and install pushforward into it.
 #
 # Installer: uv, installed into the environment by pip, then installs the packages: it takes
-# seconds where pip takes a minute (BENCHMARKS.md, "the set-up"). Where uv cannot be had (no
-# index, or a pip older than 22.3 outside the environment), pip installs everything, as before.
+# seconds where pip takes a minute (BENCHMARKS.md, "the set-up"). It is given pip's own index
+# settings (scripts/pip_indexes.py: mirrors, extra indexes, local wheels, constraints, the
+# certificate bundle). Where uv cannot be had or fails, pip installs everything, as before;
 # PUSHFORWARD_INSTALLER=pip chooses pip.
 #
 # torch: where a local CPU build of torch 2.13.0 is on pip's find-links (as on the project's
@@ -27,22 +28,25 @@ INSTALLER=${PUSHFORWARD_INSTALLER:-uv}
 UV_MIN="uv>=0.13"
 
 stamp="$VENV/.pushforward-installed"
-sum="$(cat pyproject.toml scripts/setup.sh scripts/compile_imports.py | cksum)"
+sum="$(cat pyproject.toml scripts/setup.sh scripts/compile_imports.py scripts/pip_indexes.py | cksum)"
 want="$sum-$EXTRAS"
 have="$(cat "$stamp" 2>/dev/null || true)"
+runs() { "$VENV/bin/python" -c "" >/dev/null 2>&1; }
 # nothing to do when the same files were installed with these extras, or with the test extras
 # (a superset) when none are asked for
-if [ -x "$VENV/bin/python" ] && { [ "$have" = "$want" ] || { [ -z "$EXTRAS" ] && [ "$have" = "$sum-test" ]; }; }; then
+if runs && { [ "$have" = "$want" ] || { [ -z "$EXTRAS" ] && [ "$have" = "$sum-test" ]; }; }; then
     exit 0
 fi
 
 quiet() { "$@" 2> >(grep -v "^WARNING: Location" >&2); }
 
-if [ ! -x "$VENV/bin/python" ]; then
+if ! runs; then
+    # a new environment, or one whose interpreter is gone (its Python was upgraded or removed)
+    [ -e "$VENV" ] && echo "setup: $VENV does not run; making it anew"
     if [ "$INSTALLER" = uv ]; then
-        "$PY" -m venv --without-pip "$VENV"  # pip goes in with the packages, below (7 s sooner)
+        "$PY" -m venv --clear --without-pip "$VENV"  # pip goes in with the packages (7 s sooner)
     else
-        "$PY" -m venv "$VENV"
+        "$PY" -m venv --clear "$VENV"
     fi
 fi
 # pip: the environment's own when it has one, else the host's, pointed at the environment
@@ -51,14 +55,16 @@ if "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
     pip=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 elif "$PY" -m pip --python "$VENV/bin/python" --version >/dev/null 2>&1; then
     pip=("$PY" -m pip --python "$VENV/bin/python" --disable-pip-version-check -q)
-else
-    "$VENV/bin/python" -m ensurepip --default-pip >/dev/null 2>&1
+elif "$VENV/bin/python" -m ensurepip --default-pip >/dev/null; then
     pip=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+else
+    echo "setup: no pip for $VENV: the host's pip is older than 22.3 and ensurepip failed" >&2
+    exit 1
 fi
 
 uv=""
 if [ "$INSTALLER" = uv ]; then
-    if [ -x "$VENV/bin/uv" ] || quiet "${pip[@]}" install "$UV_MIN" >/dev/null; then
+    if quiet "${pip[@]}" install "$UV_MIN" >/dev/null; then
         uv="$VENV/bin/uv"
     else
         echo "setup: could not install uv; pip installs everything"
@@ -74,16 +80,28 @@ if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
 fi
 
 target=".${EXTRAS:+[$EXTRAS]}"
-# uv leaves pip out of an environment; it goes in, so that `pip install` in .venv works as before
-if [ -n "$uv" ] && "$uv" pip install -q --python "$VENV/bin/python" -e "$target" pip; then
+if [ -n "$uv" ]; then
+    # pip's index settings (its configuration files and PIP_* variables), passed on to uv
+    uv_args=()
+    while IFS= read -r arg; do
+        case "$arg" in
+            "") ;;
+            SSL_CERT_FILE=*) [ -z "${SSL_CERT_FILE:-}" ] && export "$arg" ;;
+            *) uv_args+=("$arg") ;;
+        esac
+    done < <("$PY" scripts/pip_indexes.py)
+    # uv leaves pip out of an environment; it goes in, so that `pip install` in .venv works
+    if ! "$uv" pip install -q --python "$VENV/bin/python" ${uv_args[@]+"${uv_args[@]}"} \
+            -e "$target" pip; then
+        echo "setup: uv failed; pip installs the rest"
+        quiet "${pip[@]}" install -e "$target"
+    fi
     all=()
     [ -n "$EXTRAS" ] && all=(--all)  # the tests reach further than the commands: compile it all
     env -u PYTHONDONTWRITEBYTECODE "$VENV/bin/python" scripts/compile_imports.py ${all[@]+"${all[@]}"}
 else
-    [ -n "$uv" ] && echo "setup: uv failed; pip installs the rest"
-    "$VENV/bin/python" -m pip --version >/dev/null 2>&1 \
-        || "$VENV/bin/python" -m ensurepip --default-pip >/dev/null 2>&1
-    quiet "$VENV/bin/python" -m pip --disable-pip-version-check -q install -e "$target"
+    quiet "${pip[@]}" install -e "$target"
 fi
+version="$("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)')"
 echo "$want" > "$stamp"
-echo "setup: ready in $VENV ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"
+echo "setup: ready in $VENV ($version)"

@@ -76,3 +76,32 @@ def test_the_set_up_script_parses():
     done = subprocess.run(["bash", "-n", str(ROOT / "scripts" / "setup.sh")], capture_output=True,
                           text=True)  # fmt: skip
     assert done.returncode == 0, done.stderr
+
+
+def _load_indexes():
+    path = ROOT / "scripts" / "pip_indexes.py"
+    spec = importlib.util.spec_from_file_location("pip_indexes", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pips_index_settings_become_uvs_arguments():
+    listing = "\n".join([
+        ":env:.find-links='/wheels'",
+        "global.find-links='/wheels'",  # the same place twice: passed once
+        "global.extra-index-url='file:///a/simple file:///b/simple'",
+        "global.constraint='/etc/c.txt'",
+        "global.cert='/etc/ca.crt'",
+        "global.timeout='60'",  # not an index setting
+        "freeze.find-links='/elsewhere'",  # not a setting of pip install
+    ])  # fmt: skip
+    assert _load_indexes().uv_arguments(listing) == [
+        "--find-links", "/wheels",
+        "--extra-index-url", "file:///a/simple",
+        "--extra-index-url", "file:///b/simple",
+        "--constraint", "/etc/c.txt",
+        "--index-strategy", "unsafe-best-match",
+        "SSL_CERT_FILE=/etc/ca.crt",
+    ]  # fmt: skip
+    assert _load_indexes().uv_arguments("") == []
