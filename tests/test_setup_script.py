@@ -13,9 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "pushforward"
 
 
-def _load_script():
-    path = ROOT / "scripts" / "compile_imports.py"
-    spec = importlib.util.spec_from_file_location("compile_imports", path)
+def _load(name: str):
+    """The set-up's helper script scripts/NAME.py, imported as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -42,7 +42,7 @@ def _function_level_imports() -> dict[str, str]:
 
 
 def test_every_lazy_third_party_import_is_compiled_by_the_set_up():
-    lazy = _load_script().LAZY
+    lazy = _load("compile_imports").LAZY
     found = _function_level_imports()
     assert {"ot", "scipy.optimize", "torchdiffeq"} <= set(found)  # the scan sees them
     missing = {
@@ -54,7 +54,7 @@ def test_every_lazy_third_party_import_is_compiled_by_the_set_up():
 
 
 def test_the_list_names_every_own_module_but_the_entry_point():
-    names = _load_script().modules()
+    names = _load("compile_imports").modules()
     own = [n for n in names if n.startswith("pushforward.")]
     files = [p for p in SRC.rglob("*.py") if p.name not in ("__init__.py", "__main__.py")]
     assert len(own) >= len(files)
@@ -63,7 +63,7 @@ def test_the_list_names_every_own_module_but_the_entry_point():
 
 
 def test_a_module_that_fails_to_import_stops_the_set_up(monkeypatch):
-    script = _load_script()
+    script = _load("compile_imports")
     monkeypatch.setattr(script, "LAZY", ("no_such_module_anywhere",))
     monkeypatch.setattr(script, "modules", lambda: list(script.LAZY))
     with pytest.raises(ImportError):
@@ -78,14 +78,6 @@ def test_the_set_up_script_parses():
     assert done.returncode == 0, done.stderr
 
 
-def _load_indexes():
-    path = ROOT / "scripts" / "pip_indexes.py"
-    spec = importlib.util.spec_from_file_location("pip_indexes", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_pips_index_settings_become_uvs_arguments():
     listing = "\n".join([
         ":env:.find-links='/wheels'",
@@ -96,7 +88,7 @@ def test_pips_index_settings_become_uvs_arguments():
         "global.timeout='60'",  # not an index setting
         "freeze.find-links='/elsewhere'",  # not a setting of pip install
     ])  # fmt: skip
-    assert _load_indexes().uv_arguments(listing) == [
+    assert _load("pip_indexes").uv_arguments(listing) == [
         "--find-links", "/wheels",
         "--extra-index-url", "file:///a/simple",
         "--extra-index-url", "file:///b/simple",
@@ -104,4 +96,4 @@ def test_pips_index_settings_become_uvs_arguments():
         "--index-strategy", "unsafe-best-match",
         "SSL_CERT_FILE=/etc/ca.crt",
     ]  # fmt: skip
-    assert _load_indexes().uv_arguments("") == []
+    assert _load("pip_indexes").uv_arguments("") == []

@@ -76,6 +76,12 @@ class Game(Trainable):
         y = self.generator_net(self._latent(n_packs, generator, device, shard))
         return y.reshape(n_packs, self.config.pack * self.dim)
 
+    def _mmd_term(self, fake: Tensor, packs: Tensor) -> Tensor:
+        """Return the generator's kernel term (:func:`~pushforward.models.gan.mmd.generator_mmd`)
+        between the samples of the fake and the real packs (P, m·d), unpacked to rows (·, d)."""
+        rows = (fake.reshape(-1, self.dim), packs.reshape(-1, self.dim))
+        return generator_mmd(*rows, self.config.mmd_bandwidths)
+
     def _score(self, packs: Tensor) -> Tensor:
         return self.critic(packs).squeeze(1)  # (P,) logits
 
@@ -136,8 +142,7 @@ class Game(Trainable):
         terms = self._critic_terms(real, fake, generator)
         gen = self.objective.generator(self._score(fake))
         if self.config.mmd_weight > 0:  # the generator's kernel term, on the samples themselves
-            rows = (fakes.reshape(-1, self.dim), packs.reshape(-1, self.dim))
-            terms["mmd_term"] = generator_mmd(*rows, self.config.mmd_bandwidths)
+            terms["mmd_term"] = self._mmd_term(fakes, packs)
         return {"loss": gen, "gen_loss": gen, **terms}
 
     def configure_optimizers(self, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
@@ -220,8 +225,7 @@ class Game(Trainable):
             gen = self.objective.generator(self._score(self._view(fake, generator, shard)))
             total, extra = gen, {}
             if self.config.mmd_weight > 0:  # the kernel term at the modes' scale (gan.mmd)
-                rows = (fake.reshape(-1, self.dim), packs.reshape(-1, self.dim))  # the samples
-                mmd = generator_mmd(*rows, self.config.mmd_bandwidths)
+                mmd = self._mmd_term(fake, packs)
                 total, extra = gen + self.config.mmd_weight * mmd, {"mmd_term": mmd.detach()}
             (total * weight).backward()
         finally:
