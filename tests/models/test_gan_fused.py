@@ -91,7 +91,7 @@ def test_the_generators_loss_and_gradients_equal_autograds(kw):
     x = ring(64, seed=6)
     packs = a._packs(x, torch.Generator().manual_seed(2))
     z = a._latent(packs.shape[0], torch.Generator().manual_seed(3), x.device)
-    terms, pairs = gan_fused.generator_gradients(a, z, packs)
+    terms, pairs = gan_fused.generator_gradients(a, z, packs, a._mmd_due())
     gan_fused.set_gradients(terms, pairs)
     gen, extra = b._generator_backward(packs, torch.Generator().manual_seed(3), None, 1.0)
     torch.testing.assert_close(terms.pop("gen_loss"), gen.detach(), rtol=1e-5, atol=1e-6)

@@ -117,12 +117,14 @@ def test_a_gradient_step_widens_a_mode_that_is_too_narrow():
         assert (ratio > 1) == wider and abs(ratio - 1) > 1e-4
 
 
-def test_the_generator_step_descends_the_weighted_term_and_logs_it():
-    """With mmd_weight w the generator's update is Adam's on the gradient of loss + w·term,
-    reconstructed by hand from the step's own draws; the term is reported as 'mmd_term'."""
+@pytest.mark.parametrize("every", [1, 3])
+def test_the_generator_step_descends_the_weighted_term_and_logs_it(every):
+    """With mmd_weight w (every K-th step) the generator's first update is Adam's on the
+    gradient of loss + K·w·term, reconstructed by hand from the step's own draws; the term is
+    reported as 'mmd_term', times K."""
     x = datasets.ring8().sample(64, generator=gen(5))
     settings = {"dim": 2, "latent": 2, "hidden": [16], "gp_weight": 0.0, "mmd_weight": 0.5,
-                "mmd_bandwidths": [0.05, 0.5]}  # fmt: skip
+                "mmd_bandwidths": [0.05, 0.5], "mmd_every": every}  # fmt: skip
     with seeded(0):
         m = GAN(GANConfig(**settings).resolve("points"))
     m.prepare(x)
@@ -144,16 +146,49 @@ def test_the_generator_step_descends_the_weighted_term_and_logs_it():
     loss = m2.objective.generator(m2._score(fake))
     term = generator_mmd(fake, packs, [0.05, 0.5])
     params = list(m2.generator_net.parameters())
-    grads = torch.autograd.grad(loss + 0.5 * term, params, retain_graph=True)
+    grads = torch.autograd.grad(loss + 0.5 * every * term, params, retain_graph=True)
     plain = torch.autograd.grad(loss, params)
     assert not torch.allclose(grads[0], plain[0], atol=1e-6)  # the term changes the step
     opts["generator"].zero_grad()
     for p, gr in zip(params, grads, strict=True):
         p.grad = gr
     opts["generator"].step()
-    torch.testing.assert_close(terms["mmd_term"], term.detach())
+    torch.testing.assert_close(terms["mmd_term"], every * term.detach())
     for a, b in zip(m.generator_net.parameters(), params, strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_the_lazy_term_is_due_every_kth_generator_step_and_resumes_in_rhythm(tmp_path):
+    """mmd_every = 3: the term shapes the steps 0, 3, 6, … only (reported there, times 3; 0 on
+    the others), and a run resumed after 4 steps takes it again on its 3rd step (step 6 counted
+    from 0), as the run that was not stopped does."""
+    x = datasets.ring8().sample(64, generator=gen(5))
+    settings = {"dim": 2, "latent": 2, "hidden": [16], "mmd_weight": 0.5, "mmd_every": 3}
+
+    def steps(m: GAN, n: int, g: torch.Generator, opts) -> list[float]:
+        cfg = TrainConfig(lr=1e-3)
+        return [float(m.training_step(x, opts, cfg, generator=g)["mmd_term"]) for _ in range(n)]
+
+    with seeded(0):
+        m = GAN(GANConfig(**settings).resolve("points"))
+    m.prepare(x)
+    terms = steps(m, 7, gen(6), m.configure_optimizers(TrainConfig(lr=1e-3)))
+    assert [t != 0 for t in terms] == [True, False, False, True, False, False, True]
+    # a step without the term is the plain game's: the same update as mmd_weight = 0 from there
+    with seeded(0):
+        a = GAN(GANConfig(**settings).resolve("points"))
+        b = GAN(GANConfig(**{**settings, "mmd_weight": 0.0}).resolve("points"))
+    for model in (a, b):
+        model.prepare(x)
+        model.load_state_dict(m.state_dict())
+        model.ema_updates.fill_(4)  # as a checkpoint after 4 steps; step 5 is not due
+    oa = a.configure_optimizers(TrainConfig(lr=1e-3))
+    ob = b.configure_optimizers(TrainConfig(lr=1e-3))
+    steps(a, 1, gen(7), oa)
+    b.training_step(x, ob, TrainConfig(lr=1e-3), generator=gen(7))
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+    assert [t != 0 for t in steps(a, 2, gen(8), oa)] == [False, True]  # steps 5 and 6 (from 0)
 
 
 def test_validation_reports_the_term_on_the_same_samples_as_a_step_would():

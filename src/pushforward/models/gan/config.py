@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from pushforward.core import ConfigError, lookup, setting
-from pushforward.measures import BaseMeasure, StandardNormal, Uniform
+from pushforward.measures import BaseMeasure, GaussianPieces, StandardNormal, Uniform
 from pushforward.models.gan.mmd import MMD_BANDWIDTHS
 from pushforward.models.gan.objectives import GAN_LOSSES
 from pushforward.models.gan.penalties import PENALTIES
@@ -41,20 +41,40 @@ __all__ = [
 MAX_PACK = 64
 """The largest PacGAN pack: the critic's input is pack·d numbers (PacGAN itself uses 2 to 4)."""
 
+PIECES = 200
+"""The default number K of pieces of ``noise = pieces`` (BENCHMARKS.md, "GAN mode coverage")."""
+
+PIECE_STD = 0.1
+"""The default standard deviation σ of each piece of ``noise = pieces``: the nearest of 200
+centres in ℝ^8 lies a median 16σ away, so the pieces barely touch."""
+
+MAX_PIECES = 100_000
+"""The most pieces of ``noise = pieces``."""
+
 MAX_STEPS = 100
 """The most critic steps per generator step (and the longest lazy-penalty interval)."""
 
 
-def _gaussian(k: int) -> BaseMeasure:
+def _gaussian(k: int, pieces: int, std: float) -> BaseMeasure:
     return StandardNormal(k)
 
 
-def _uniform(k: int) -> BaseMeasure:
+def _uniform(k: int, pieces: int, std: float) -> BaseMeasure:
     return Uniform(-1.0, 1.0, k)
 
 
-NOISES: dict[str, Callable[[int], BaseMeasure]] = {"gaussian": _gaussian, "uniform": _uniform}
-"""The base measures μ by name: k ↦ N(0, I_k) or the uniform measure on [−1, 1]^k."""
+def _pieces(k: int, pieces: int, std: float) -> BaseMeasure:
+    return GaussianPieces(k, pieces, std)
+
+
+NOISES: dict[str, Callable[[int, int, float], BaseMeasure]] = {
+    "gaussian": _gaussian,
+    "uniform": _uniform,
+    "pieces": _pieces,
+}
+"""The base measures μ by name, built from (k, ``pieces``, ``piece_std``): N(0, I_k), the
+uniform measure on [−1, 1]^k, or K small Gaussian pieces N(c_j, σ² I_k) at fixed centres
+(:class:`~pushforward.measures.GaussianPieces`; the other two ignore K and σ)."""
 
 OUTPUTS: dict[str, str] = {"linear": "identity", "sigmoid": "sigmoid"}
 """The generator's last nonlinearity by name (a key of :data:`~pushforward.nets.ACTIVATIONS`):
@@ -191,9 +211,16 @@ class GANConfig(NetSettings):
         minimum=1, maximum=MAX_WIDTH,
     )  # fmt: skip
     noise: str = setting(
-        "gaussian", "the base measure μ: gaussian (N(0, I)) or uniform ([−1, 1]^k)",
+        "gaussian", "the base measure μ: gaussian (N(0, I)), uniform ([−1, 1]^k) or pieces "
+        "(K small Gaussians N(c_j, σ²I) at fixed centres c_j ~ N(0, I))",
         choices=NOISES, what="noise",
     )  # fmt: skip
+    pieces: int = setting(
+        PIECES, "noise pieces: the number K of Gaussian pieces of μ", minimum=1, maximum=MAX_PIECES
+    )
+    piece_std: float = setting(
+        PIECE_STD, "noise pieces: the standard deviation σ of each piece", above=0, maximum=10
+    )
     loss: str = setting(
         "nonsaturating", "the game: nonsaturating, minimax, wgan-gp or hinge",
         choices=GAN_LOSSES, what="GAN loss",
@@ -247,6 +274,10 @@ class GANConfig(NetSettings):
         None, "weight of the kernel two-sample term (MMD²) added to the generator's loss "
         "(0 = off; default "
         f"{RECOMMENDED['model']['mmd_weight']:g} on points, 0 on images)", minimum=0,
+    )  # fmt: skip
+    mmd_every: int = setting(
+        1, "take the kernel term on every K-th generator step, weighted K× (lazy, as "
+        "--penalty-every)", minimum=1, maximum=MAX_STEPS,
     )  # fmt: skip
     mmd_bandwidths: list[float] = setting(
         list(MMD_BANDWIDTHS), "the MMD kernel's Gaussian bandwidths, in the critic's units "

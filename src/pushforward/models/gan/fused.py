@@ -136,10 +136,13 @@ def critic_gradients(
 
 
 @torch.no_grad()
-def generator_gradients(gan: Any, z: Tensor, packs: Tensor) -> tuple[dict[str, Tensor], Pairs]:
+def generator_gradients(
+    gan: Any, z: Tensor, packs: Tensor, mmd_weight: float = 0.0
+) -> tuple[dict[str, Tensor], Pairs]:
     """Return ({'gen_loss'[, 'mmd_term']}, (parameter, gradient) pairs for every weight of g) of
     the generator's step on the noise z (P·m, k) against the real packs (P, m·d) of this
-    training step, the critic held fixed. Call only where :func:`fusable` holds."""
+    training step, the critic held fixed, with the kernel term weighted ``mmd_weight`` (0: not
+    on this step). Call only where :func:`fusable` holds."""
     net = gan.generator_net[0]
     y, g_tape = forward(net, z)  # (P·m, d), the critic's units
     logits, d_tape = forward(gan.critic, y.reshape(packs.shape[0], -1))
@@ -148,7 +151,7 @@ def generator_gradients(gan: Any, z: Tensor, packs: Tensor) -> tuple[dict[str, T
     d_fake, _ = backward(gan.critic, d_tape, d_logits, weights=False, inputs=True)
     dy = d_fake.reshape(y.shape)
     terms = {"gen_loss": gen}
-    w = gan.config.mmd_weight
+    w = mmd_weight
     if w > 0:  # the kernel term at the modes' scale, on the samples' rows
         data = packs.reshape(-1, y.shape[1])
         mmd, d_mmd = generator_mmd_and_gradient(y, data, gan.config.mmd_bandwidths)

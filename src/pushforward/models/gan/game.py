@@ -214,19 +214,28 @@ class Game(Trainable):
         self._updates += 1
         return {"loss": gen_terms["gen_loss"], **sums, **gen_terms}
 
+    def _mmd_due(self) -> float:
+        """Return the kernel term's weight on this generator step: ``mmd_weight``·K on every
+        K-th step (K = ``mmd_every``, counted from the generator steps in the checkpoint, so
+        that a resumed run keeps the rhythm), else 0 (lazy, as the penalty; 0 when off)."""
+        if self._updates is None:
+            self._updates = int(self.ema_updates)
+        k = self.config.mmd_every
+        return self.config.mmd_weight * k if self._updates % k == 0 else 0.0
+
     def _generator_backward(
         self, packs: Tensor, generator: torch.Generator | None, shard: Shard | None, weight: float
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Set g's gradients by autograd (the critic held fixed) against the real packs (P, m·d);
-        return (the generator's loss, {'mmd_term'} when ``mmd_weight`` > 0, else {})."""
+        return (the generator's loss, {'mmd_term'} on a step the kernel term is due, else {})."""
         self.critic.requires_grad_(False)  # the generator's step needs no critic gradients
         try:
             fake = self._fakes(packs.shape[0], generator, packs.device, shard)
             gen = self.objective.generator(self._score(self._view(fake, generator, shard)))
-            total, extra = gen, {}
-            if self.config.mmd_weight > 0:  # the kernel term at the modes' scale (gan.mmd)
+            total, extra, w = gen, {}, self._mmd_due()
+            if w > 0:  # the kernel term at the modes' scale (gan.mmd)
                 mmd = self._mmd_term(fake, packs)
-                total, extra = gen + self.config.mmd_weight * mmd, {"mmd_term": mmd.detach()}
+                total, extra = gen + w * mmd, {"mmd_term": mmd.detach()}
             (total * weight).backward()
         finally:
             self.critic.requires_grad_(True)
@@ -245,16 +254,22 @@ class Game(Trainable):
     ) -> dict[str, Tensor]:
         """Take the generator's step against the real packs (P, m·d) of this training step (the
         critic held fixed; ``fused``: on gradients written out), then update the running
-        average; return the detached terms 'gen_loss', 'gen_grad_norm' and, with
-        ``mmd_weight`` > 0, 'mmd_term' (MMD² less the data's own sum, which does not depend on
-        g: it can be negative)."""
+        average; return the detached terms 'gen_loss', 'gen_grad_norm' and, on a step the
+        kernel term is on, 'mmd_term' (MMD² less the data's own sum, which does not depend on
+        g: it can be negative), times K on a step it is due and 0 on the others, so that its
+        mean over an epoch's steps estimates the term, as the lazy penalty's does."""
         optimizers["generator"].zero_grad(set_to_none=True)
         if fused:
             z = self._latent(packs.shape[0], generator, packs.device)
-            extra = gan_fused.set_gradients(*gan_fused.generator_gradients(self, z, packs))
+            grads = gan_fused.generator_gradients(self, z, packs, self._mmd_due())
+            extra = gan_fused.set_gradients(*grads)
             gen = extra.pop("gen_loss")
         else:
             gen, extra = self._generator_backward(packs, generator, shard, weight)
+        if self.config.mmd_weight > 0:  # reported as the penalty is: its epoch mean estimates it
+            k = self.config.mmd_every
+            mmd = extra.get("mmd_term")
+            extra["mmd_term"] = gen.new_zeros(()) if mmd is None else mmd * k if k > 1 else mmd
         average_gradients_(self.generator_net.parameters())
         gen_terms = {
             "gen_loss": gen.detach(),

@@ -104,7 +104,7 @@ class GAN(Game):
         # the data's location m and scale s (d,), set by prepare(); identity until then
         self.register_buffer("data_loc", torch.zeros(cfg.dim))
         self.register_buffer("data_scale", torch.ones(cfg.dim))
-        self.base = NOISES[cfg.noise](cfg.latent)
+        self.base = NOISES[cfg.noise](cfg.latent, cfg.pieces, cfg.piece_std)
         out_act = ACTIVATIONS[OUTPUTS[cfg.output]]
         self.generator_net = nn.Sequential(
             build_decoder(self.net, cfg.latent, cfg.dim, cfg.image_shape), out_act()
