@@ -49,7 +49,7 @@ class GaussianPieces(BaseMeasure):
             raise ConfigError(f"GaussianPieces needs a finite std > 0, got {std}")
         self.pieces, self.std = pieces, float(std)
         self.centres = piece_centres(pieces, dim)  # (K, k) float64
-        self._centres32 = self.centres.float()
+        self._centres32 = {torch.device("cpu"): self.centres.float()}  # by device, copied once
         self.event_shape = torch.Size([dim])
 
     def sample(
@@ -59,7 +59,10 @@ class GaussianPieces(BaseMeasure):
         where = generator.device if generator is not None else device
         j = draw(torch.randint, self.pieces, (n,), generator=generator, device=where)  # (n,)
         eps = draw(torch.randn, n, self.event_shape[0], generator=generator, device=where)
-        z = self._centres32.to(eps.device)[j] + self.std * eps  # (n, k)
+        c = self._centres32.get(eps.device)
+        if c is None:
+            c = self._centres32[eps.device] = self._centres32[torch.device("cpu")].to(eps.device)
+        z = c[j] + self.std * eps  # (n, k)
         return z if device is None else z.to(device)
 
     def log_prob(self, x: Tensor) -> Tensor:
