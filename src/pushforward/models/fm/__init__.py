@@ -22,9 +22,10 @@ The regression's target may be averaged over the posterior of x₁ given x_t amo
 rows of the batch, the *stable target* (:func:`stable_target`; Xu et al., 2023): the same
 minimiser, far less noise where paths from several modes cross. The field also reads Fourier
 features sin/cos(2ᵏ ω·x) of its input (``frequencies``, :class:`VelocityField`), which let a small
-MLP draw the sharp basins of narrow modes, along fixed random directions ω
-(``features="isotropic"``, :mod:`~pushforward.models.fm.features`): features per coordinate
-drew ridges along the axes through every mode of the density. Both levers are on by default on
+MLP draw the sharp basins of narrow modes, along fixed directions ω evenly spread over the half
+circle (``features="even"``, :mod:`~pushforward.models.fm.features`): features per coordinate
+alone drew ridges along the axes through every mode of the density, and random directions fit
+an axis-aligned lattice less closely. Both levers are on by default on
 points and off on images (:data:`RECOMMENDED`, :data:`RECOMMENDED_IMAGES`). Square images may
 take a small time-conditioned U-Net instead of the MLP (``net="unet"``, :class:`UNetField`). With
 the OT coupling, :func:`~pushforward.train.fit` pairs the next batches in a second process while

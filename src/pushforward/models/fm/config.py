@@ -73,8 +73,9 @@ class FlowMatchingConfig(ModelConfig):
         sigma: the conditional path's width σ ≥ 0, in standardised units.
         frequencies: F, the octaves 2ᵏ, k < F, of the Fourier features of the field's input.
         features: their directions (:data:`~pushforward.models.fm.features.FEATURES`):
-            ``isotropic`` (fixed random directions) or ``axes`` (per coordinate, as runs stored
-            before this setting were built).
+            ``even`` (evenly spread, the axes among them), ``isotropic`` (fixed random
+            directions) or ``axes`` (per coordinate, as runs stored before this setting were
+            built).
         reference: rows of each stable target's reference set
             (:func:`~pushforward.models.fm.stable_target`); 0 or 1: the conditional target
             x₁ − (1 − σ)x₀.
@@ -110,8 +111,9 @@ class FlowMatchingConfig(ModelConfig):
         "points, 0 on images)", minimum=0, maximum=MAX_FREQUENCIES,
     )  # fmt: skip
     features: str = setting(
-        "isotropic", "directions of the Fourier features: isotropic (fixed random directions) or "
-        "axes (sin/cos(2ᵏxᵢ) per coordinate)", choices=FEATURES, what="Fourier features",
+        "even", "directions of the Fourier features: even (evenly spread, the axes among them), "
+        "isotropic (fixed random directions) or axes (sin/cos(2ᵏxᵢ) per coordinate)",
+        choices=FEATURES, what="Fourier features",
     )  # fmt: skip
     reference: int | None = setting(
         None, "rows of the stable target's reference set (0 = the conditional target x₁ − x₀; "

@@ -52,8 +52,8 @@ class VelocityField(nn.Module):
 
     The input is x, its Fourier features sin(2ᵏ ω·x) and cos(2ᵏ ω·x) for k = 0 … F − 1
     (``frequencies`` F, in standardised units; none when F = 0) along the directions ω that
-    ``features`` names (:class:`~pushforward.models.fm.features.FourierFeatures`: the axes, or
-    fixed random directions), and the time embedding [s,
+    ``features`` names (:class:`~pushforward.models.fm.features.FourierFeatures`: the axes,
+    evenly spread directions, or fixed random ones), and the time embedding [s,
     sin(πfs), cos(πfs)] for f = 1 … :data:`TIME_FREQUENCIES`, for s = t and s = τ(t), the
     log-time (:data:`LOG_TIME_EPS`). The last layer starts at zero, so the untrained field is 0
     (the identity flow).
@@ -70,7 +70,7 @@ class VelocityField(nn.Module):
         *,
         activation: str = "silu",
         frequencies: int = 0,
-        features: str = "isotropic",
+        features: str = "even",
     ):
         super().__init__()
         self.register_buffer(
