@@ -40,25 +40,41 @@ def ring(n: int = 512, seed: int = 0) -> torch.Tensor:
 
 
 def prepared(transform: str = "nsf", seed: int = 0, dtype=torch.float64, **kw) -> Flow:
-    """A random flow whose standardisation is not the identity, with weights moved off their
-    initial values (zuko starts some layers at the identity), in ``dtype``."""
+    """A random flow whose standardisation is not the identity, with weights (and a mixture
+    base's parameters) moved off their initial values (zuko starts some layers at the
+    identity), in ``dtype``."""
     m = make_flow(transform, seed, **kw)
     m.prepare(torch.tensor([[3.0, -1.0]]) + torch.tensor([[2.0, 0.5]]) * ring(256, seed))
     with torch.no_grad(), seeded(seed + 1):
-        for p in m.flow.parameters():
+        for p in m.parameters():
             p.add_(0.3 * torch.randn_like(p))
     return m.to(dtype)
 
 
+def base_log_density(m: Flow, z: torch.Tensor) -> torch.Tensor:
+    """log μ(z) (n,) written out here: N(0, I)'s closed form, or Σ_j w_j N(m_j, diag s_j²) by
+    torch.distributions (not the model's own code)."""
+    if m.base is None:
+        return -0.5 * ((z * z).sum(-1) + z.shape[-1] * LOG_2PI)
+    b = m.base
+    pieces = torch.distributions.Independent(
+        torch.distributions.Normal(b.loc, b.log_scale.exp()), 1
+    )
+    mix = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(logits=b.logits), pieces
+    )
+    return mix.log_prob(z)
+
+
 def change_of_variables(m: Flow, x: torch.Tensor) -> torch.Tensor:
-    """log N(g⁻¹(x)) + log |det J| with J by torch.autograd.functional.jacobian, row by row: the
+    """log μ(g⁻¹(x)) + log |det J| with J by torch.autograd.functional.jacobian, row by row: the
     independent reference for Flow.log_prob."""
     out = []
     for xi in x:
         jac = torch.autograd.functional.jacobian(lambda v: m.encode(v[None])[0], xi)  # (d, d)
-        z = m.encode(xi[None])[0]
-        out.append(-0.5 * (z @ z + z.numel() * LOG_2PI) + torch.linalg.slogdet(jac)[1])
-    return torch.stack(out)
+        z = m.encode(xi[None])
+        out.append(base_log_density(m, z)[0] + torch.linalg.slogdet(jac)[1])
+    return torch.stack(out).detach()
 
 
 def states_equal(a: nn.Module, b: nn.Module) -> bool:
@@ -69,9 +85,10 @@ def states_equal(a: nn.Module, b: nn.Module) -> bool:
 # --- the density against independent references --------------------------------------------------
 
 
+@pytest.mark.parametrize("base", ["normal", "mixture"])
 @pytest.mark.parametrize("transform", sorted(TRANSFORMS))
-def test_log_prob_is_the_change_of_variables_with_an_autograd_jacobian(transform):
-    m = prepared(transform)
+def test_log_prob_is_the_change_of_variables_with_an_autograd_jacobian(transform, base):
+    m = prepared(transform, base=base)
     gen = torch.Generator().manual_seed(1)
     x = torch.tensor([[3.0, -1.0]]) + 2 * torch.randn(6, 2, generator=gen, dtype=torch.float64)
     lp = m.log_prob(x)
@@ -92,13 +109,15 @@ def test_log_prob_of_dequantised_pixels_counts_the_logit_jacobian():
     torch.testing.assert_close(m.log_prob(y), change_of_variables(m, y), atol=1e-4, rtol=0)
 
 
-def test_density_integrates_to_one_on_a_fine_grid_after_training():
+@pytest.mark.parametrize("base", ["normal", "mixture"])
+def test_density_integrates_to_one_on_a_fine_grid_after_training(base):
     x, _ = datasets.moons(1024, generator=torch.Generator().manual_seed(0))
-    m = make_flow(layers=2, hidden=[16], bins=8)
+    m = make_flow(layers=2, hidden=[16], bins=8, base=base)
     m.prepare(x)
     before = m.evaluate(x)["log_likelihood"]
     fit(m, x, TrainConfig(epochs=8, batch_size=128, lr=1e-2, seed=0))
-    assert m.evaluate(x)["log_likelihood"] > before + 1  # it learned something
+    # it learned something (a mixture base starts nearer: its pieces sit on the data's codes)
+    assert m.evaluate(x)["log_likelihood"] > before + (1 if base == "normal" else 0.4)
     # midpoint rule on the data's mean ± 6 standard deviations, 600² cells
     std = m.data_scale * SPREAD  # the data's standard deviation
     lo, hi = m.data_loc - 6 * std, m.data_loc + 6 * std
@@ -110,9 +129,10 @@ def test_density_integrates_to_one_on_a_fine_grid_after_training():
     assert float(mass) == pytest.approx(1.0, abs=1e-2)
 
 
+@pytest.mark.parametrize("base", ["normal", "mixture"])
 @pytest.mark.parametrize("transform", ["nsf", "maf"])
-def test_samples_walked_back_have_the_log_density_walked_forward(transform):
-    m = prepared(transform)
+def test_samples_walked_back_have_the_log_density_walked_forward(transform, base):
+    m = prepared(transform, base=base)
     x, lq = m.rsample_and_log_prob(200, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(m.log_prob(x.detach()), lq.detach(), atol=1e-6, rtol=0)
     # zuko's own rsample_and_log_prob (the global RNG, seeded here) agrees with it too
@@ -214,9 +234,10 @@ def test_declared_capabilities_and_config_round_trip():
 # --- the edges -----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("base", ["normal", "mixture"])
 @pytest.mark.parametrize("transform", sorted(TRANSFORMS))
-def test_far_points_get_a_finite_exact_log_density(transform):
-    m = prepared(transform)
+def test_far_points_get_a_finite_exact_log_density(transform, base):
+    m = prepared(transform, base=base)
     far = torch.tensor([[1e3, 1e3], [1e6, -1e6], [-1e3, 5.0]], dtype=torch.float64)
     lp = m.log_prob(far)
     assert torch.isfinite(lp).all()
@@ -224,7 +245,7 @@ def test_far_points_get_a_finite_exact_log_density(transform):
     if transform.startswith("nsf"):
         # splines are the identity outside [−5, 5]: only the standardisation acts out there
         u = (far[:2] - m.data_loc) / m.data_scale
-        closed = -0.5 * (u.square().sum(1) + 2 * LOG_2PI) - m.data_scale.log().sum()
+        closed = base_log_density(m, u) - m.data_scale.log().sum()
         torch.testing.assert_close(lp[:2], closed, atol=1e-4, rtol=1e-12)
     single = m.float()
     assert torch.isfinite(single.log_prob(far.float())).all()  # 1e6 is still fine in float32
@@ -320,14 +341,15 @@ def test_nan_in_the_weights_stops_training_with_a_training_error(tmp_path):
         m.log_prob(ring(4))
 
 
-def test_resumed_flow_ends_bit_exactly_like_an_uninterrupted_one(tmp_path):
+@pytest.mark.parametrize("base", ["normal", "mixture"])
+def test_resumed_flow_ends_bit_exactly_like_an_uninterrupted_one(tmp_path, base):
     x = ring(384)
     cfg = TrainConfig(epochs=4, batch_size=64, seed=3, lr=3e-3)
-    full = make_flow()
+    full = make_flow(base=base)
     h_full = fit(full, x, cfg, run_dir=tmp_path / "a")
-    part = make_flow()
+    part = make_flow(base=base)
     fit(part, x, TrainConfig(**{**cfg.to_dict(), "epochs": 2}), run_dir=tmp_path / "b")
-    resumed = make_flow(seed=9)
+    resumed = make_flow(seed=9, base=base)
     h_res = fit(resumed, x, cfg, run_dir=tmp_path / "b", resume=True)
     assert states_equal(full, resumed)
     assert [r["loss"] for r in h_full] == [r["loss"] for r in h_res]
