@@ -12,10 +12,10 @@ with the layers by the same likelihood. Two kinds (:data:`BASES`):
   placed by k-means++ on the codes of the training data under the initial layers
   (:meth:`MixtureBase.place`; Arthur & Vassilvitskii, 2007).
 
-Over 10 seeds of the benchmarked flow, 32 pieces lowered ring8's KL(p ‖ q) from 0.023 to 0.017
-nats but not grid25's (0.032 against 0.031, with twice the spread over seeds), and cost both
-mixtures high quality (97.8 and 97.4% against 98.1 and 98.2%), so N(0, I) stays the default
-(BENCHMARKS.md, "Fidelity to the truth").
+Over 10 seeds of the benchmarked flow (the same seeds and host for both), 32 pieces lowered
+ring8's KL(p ‖ q) from 0.022 to 0.017 nats but not grid25's (0.032 for both, with 2.5 times the
+spread over seeds), and cost both mixtures high quality (97.8 and 97.4% against 98.0 and 98.0%),
+so N(0, I) stays the default (BENCHMARKS.md, "Fidelity to the truth").
 """
 
 from __future__ import annotations
