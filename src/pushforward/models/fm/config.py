@@ -41,7 +41,7 @@ TRACES: dict[str, str] = {
 }
 
 RECOMMENDED: dict[str, dict[str, Any]] = {
-    "model": {"hidden": [128, 128, 128], "coupling": "independent", "frequencies": 5,
+    "model": {"hidden": [128, 128, 128], "coupling": "independent", "frequencies": 4,
               "reference": 256},
     "train": {"epochs": 360, "batch_size": 512, "lr": 8e-3, "lr_schedule": "cosine"},
 }  # fmt: skip
@@ -107,7 +107,7 @@ class FlowMatchingConfig(ModelConfig):
         0.0, "σ, the conditional path's width at t = 1 (standardised units)", minimum=0, below=1
     )
     frequencies: int | None = setting(
-        None, "octaves 2ᵏ, k < F, of the Fourier features of the field's input (default 5 on "
+        None, "octaves 2ᵏ, k < F, of the Fourier features of the field's input (default 4 on "
         "points, 0 on images)", minimum=0, maximum=MAX_FREQUENCIES,
     )  # fmt: skip
     features: str = setting(
