@@ -135,14 +135,20 @@ def test_fit_ae_encode_decode(capsys, tmp_path):
 
 
 def test_resume_from_the_cli_equals_an_uninterrupted_run(capsys, tmp_path):
+    """Also ``--no-figures``: the same weights without the figures folder, and a resumed run's
+    figures, which showed the model before the resume, are removed rather than left stale."""
     common = ["fit", "ae", "--data", "digits", "--hidden", "32", "--batch-size", "256"]
-    assert run(capsys, *common, "--epochs", 4, "--out", tmp_path / "full")[0] == 0
-    assert run(capsys, *common, "--epochs", 2, "--out", tmp_path / "part")[0] == 0
-    code, _, err = run(capsys, "fit", "--resume", tmp_path / "part", "--epochs", 4)
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert run(capsys, *common, "--epochs", 4, "--no-figures", "--out", full)[0] == 0
+    assert not (full / "figures").exists()
+    assert run(capsys, *common, "--epochs", 2, "--out", part)[0] == 0
+    assert (part / "figures" / "loss.png").is_file()
+    code, _, err = run(capsys, "fit", "--resume", part, "--epochs", 4, "--no-figures")
     assert code == 0, err
-    a, b = load_model(tmp_path / "full").state_dict(), load_model(tmp_path / "part").state_dict()
+    assert not (part / "figures").exists()
+    a, b = load_model(full).state_dict(), load_model(part).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert len((tmp_path / "part" / "metrics.jsonl").read_text().splitlines()) == 4
+    assert len((part / "metrics.jsonl").read_text().splitlines()) == 4
 
 
 def test_an_existing_run_is_never_overwritten(capsys, tmp_path):

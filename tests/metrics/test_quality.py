@@ -117,8 +117,9 @@ def test_unlabelled_images_get_no_frechet_distance():
 def test_fit_vae_defaults_do_not_collapse_on_the_ring(tmp_path):
     from pushforward.runs import RunConfig, evaluate_run, fit_run
 
-    rc = RunConfig.from_flat({"model": "vae", "data": "ring8", "n": 4000, "epochs": 30})
+    rc = RunConfig.from_flat({"model": "vae", "data": "ring8", "n": 2000, "epochs": 30})
     folder = fit_run(rc, out=tmp_path / "run", figures=False)
     out = evaluate_run(folder, "ring8", n=2000, iwae_k=10, quality=False)
-    # collapsed onto the prior, the model is one Gaussian blob: −log p(x) ≈ 2.15 nats
+    # collapsed onto the prior, the model is one Gaussian blob: −log p(x) ≈ 2.15 nats; these
+    # defaults reach about −1.3 on 2,000 points (−1.7 on 4,000, at twice the time)
     assert out["active_units"] == 2 and out["nll"] < 1.5

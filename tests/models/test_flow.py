@@ -384,7 +384,7 @@ def test_evaluate_on_a_mixture_reports_the_exact_kl_to_the_truth_through_the_cli
     run = tmp_path / "run"
     fit_args = ["fit", "flow", "--data", "ring8", "-n", "2048", "--layers", "3", "--hidden", "32"]
     train = ["--bins", "16", "--epochs", "12", "--batch-size", "256", "--lr", "5e-3"]
-    assert main([*fit_args, *train, "--out", str(run)]) == 0
+    assert main([*fit_args, *train, "--no-figures", "--out", str(run)]) == 0
     capsys.readouterr()
     assert main(["evaluate", str(run), "--data", "ring8", "-n", "500", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)

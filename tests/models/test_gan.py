@@ -729,7 +729,7 @@ def test_truncation_threshold_follows_the_weights():
 def test_jacobian_truncation_round_trips_and_is_a_sample_option(tmp_path, capsys):
     run = tmp_path / "run"
     argv = ["fit", "gan", "--data", "ring8", "-n", "256", "--epochs", "2", "--hidden", "16"]
-    assert main([*argv, "--jacobian-truncation", "0.05", "--out", str(run)]) == 0
+    assert main([*argv, "--jacobian-truncation", "0.05", "--no-figures", "--out", str(run)]) == 0
     model = load_model(run)
     assert model.jacobian_truncation == 0.05
     for q in ("0", "0.3"):
@@ -755,7 +755,19 @@ def test_jacobian_truncation_round_trips_and_is_a_sample_option(tmp_path, capsys
     assert "jacobian_truncation = 1.5" in capsys.readouterr().err
     assert not (tmp_path / "x.npy").exists()
     vae = tmp_path / "vae"
-    argv = ["fit", "vae", "--data", "ring8", "-n", "64", "--epochs", "1", "--out", str(vae)]
+    argv = [
+        "fit",
+        "vae",
+        "--data",
+        "ring8",
+        "-n",
+        "64",
+        "--epochs",
+        "1",
+        "--no-figures",
+        "--out",
+        str(vae),
+    ]
     assert main(argv) == 0
     capsys.readouterr()
     argv = ["sample", str(vae), "--jacobian-truncation", "0.1", "--out", str(tmp_path / "y.npy")]

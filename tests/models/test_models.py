@@ -191,7 +191,7 @@ def test_fit_logs_to_tensorboard_through_the_command_line(capsys, tmp_path, name
 
     board = tmp_path / "board"
     once = ["--epochs", "1"] if MODELS[name].trained else []  # the samples come at its end
-    fit_quick(capsys, name, tmp_path / "run", *once, "--tensorboard", board)
+    fit_quick(capsys, name, tmp_path / "run", *once, "--no-figures", "--tensorboard", board)
     if not MODELS[name].trained:  # fitted in closed form: no epochs to log
         return
     events = EventAccumulator(str(board))

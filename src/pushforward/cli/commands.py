@@ -184,9 +184,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
         return 0
     if args.seeds > 1:
         return _fit_seeds(args, rc, out)
-    folder = fit_run(
-        rc, out=out, resume=bool(args.resume), progress=BarProgress(), tensorboard=args.tensorboard
-    )
+    folder = fit_run(rc, out=out, resume=bool(args.resume), progress=BarProgress(),
+                     tensorboard=args.tensorboard, figures=args.figures)  # fmt: skip
     from pushforward.train import distributed
 
     if distributed.context().main:
@@ -205,7 +204,7 @@ def _fit_seeds(args: argparse.Namespace, rc: RunConfig, out: str | None) -> int:
         )
     if args.tensorboard is not None:
         raise ConfigError("--tensorboard logs one run; fit with --seeds without it")
-    folders = fit_seed_runs(rc, args.seeds, out=out, progress=BarProgress())
+    folders = fit_seed_runs(rc, args.seeds, out=out, progress=BarProgress(), figures=args.figures)
     say(f"{len(folders)} runs written: {folders[0]} … {folders[-1].name}")
     return 0
 

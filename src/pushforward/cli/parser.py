@@ -135,6 +135,11 @@ def _add_fit(sub: Any, flags: list[SettingFlag]) -> None:
         action="store_true",
         help="check the settings, print the run config, fit nothing",
     )
+    p.add_argument(
+        "--no-figures", dest="figures", action="store_false",
+        help="write the run without its figures folder (about a second less a run: sweeps, "
+        "scripts)",
+    )  # fmt: skip
     add_setting_flags(p, flags)
     p.set_defaults(func=cmd.cmd_fit, flags=flags)
 

@@ -21,6 +21,7 @@ parameter and what is wrong. Randomness only comes from the ``torch.Generator`` 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -230,7 +231,6 @@ def _bundled_digits() -> tuple[np.ndarray, np.ndarray] | None:
     """Return (pixels (1797, 64), labels (1797,)) read from scikit-learn's bundled file without
     importing scikit-learn (0.7–0.8 s of a fresh process on a 2-core AMD EPYC with AVX-512:
     BENCHMARKS.md), or None where the file is not at :data:`DIGITS_FILE`."""
-    import gzip
     import importlib.util
 
     spec = importlib.util.find_spec("sklearn")  # finds the package without running it
@@ -239,11 +239,24 @@ def _bundled_digits() -> tuple[np.ndarray, np.ndarray] | None:
     path = Path(spec.origin).parent.joinpath(*DIGITS_FILE)
     if not path.is_file():
         return None
+    return _read_digits_file(path, path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _read_digits_file(path: Path, mtime_ns: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Parse the digits' file at ``path`` once per process (and again if it changes: ``mtime_ns``
+    is part of the key): the text parse takes 30 ms a call, and a process may load the digits
+    many times (the gallery, the tests). The arrays are read-only; callers copy them."""
+    import gzip
+
     with gzip.open(path, "rt", encoding="utf-8") as f:
         data = np.loadtxt(f, delimiter=",")
     if data.ndim != 2 or data.shape[1] != 65:
         return None
-    return data[:, :-1], data[:, -1].astype(np.int64)
+    pixels, labels = data[:, :-1].copy(), data[:, -1].astype(np.int64)
+    pixels.setflags(write=False)
+    labels.setflags(write=False)
+    return pixels, labels
 
 
 def load_digits() -> Dataset:
@@ -256,7 +269,7 @@ def load_digits() -> Dataset:
         bundled = np.asarray(bunch.data), np.asarray(bunch.target, dtype=np.int64)
     pixels, target = bundled
     x = as_points(pixels / 16.0, "digits")
-    labels = torch.from_numpy(np.ascontiguousarray(target, dtype=np.int64))
+    labels = torch.from_numpy(np.array(target, dtype=np.int64))  # a copy: the parse is shared
     return Dataset(
         x=x, labels=labels, name="digits", image_shape=(8, 8), meta={"source": "scikit-learn"}
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import torch
 from pushforward.core import (
     CHECKPOINT,
     CONFIG,
+    FIGURES,
     CheckpointError,
     ConfigError,
     Model,
@@ -140,6 +142,8 @@ def fit_run(
     ``out`` names the folder (default: a fresh one under ``runs/``); it must not already hold a
     run unless ``resume`` is set, in which case training continues from its last checkpoint.
     With ``tensorboard``, each epoch's scalars (and samples, for image models) go there too.
+    Without ``figures`` the run is written without its figures folder (one left by the run
+    before a resume is removed: it showed the model as it was).
     """
     spec = rc.spec
     assert rc.settings is not None
@@ -187,6 +191,9 @@ def fit_run(
         save_model(folder, model)
         if figures:
             write_figures(folder, model, ds)
+        elif (folder / FIGURES).is_dir():  # a resumed run's figures show the model it was
+            shutil.rmtree(folder / FIGURES)
+            log.info("removed the figures of %s: they showed the run before it was resumed", folder)
         log.info("run written to %s", folder)
     distributed.barrier()
     return folder
