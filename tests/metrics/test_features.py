@@ -25,6 +25,32 @@ def test_feature_network_is_deterministic_cached_and_accurate(tmp_path):
     assert other.key != a.key
 
 
+def test_features_are_remembered_only_for_the_same_weights_and_rows(tmp_path, monkeypatch):
+    """A process scores the same real images against several models: the features come back
+    from memory for the same weights and rows, as a copy, and are computed anew when either
+    changes (the weights as they are at the call, not as they were built)."""
+    train, test = train_test_split(load_data("digits"), 1500)
+    net = digit_features(train.x, train.labels, test.x, test.labels, cache_dir=tmp_path)
+    passes = []
+    real = net.model.features
+    monkeypatch.setattr(net.model, "features", lambda x: passes.append(len(x)) or real(x))
+    rows = test.x[:50]
+    first = net(rows)
+    again = net(rows.clone())
+    assert torch.equal(first, again) and len(passes) <= 1  # one pass at most (none if seen)
+    kept = first.clone()
+    first.add_(1.0)  # a copy: the caller's changes do not reach the memory
+    assert torch.equal(net(rows), kept)
+    first = kept
+    seen = len(passes)
+    net(test.x[:51])
+    assert len(passes) == seen + 1  # other rows: computed
+    with torch.no_grad():
+        next(net.model.parameters()).add_(0.05)  # other weights: computed, and different
+    moved = net(rows)
+    assert len(passes) == seen + 2 and not torch.equal(moved, first)
+
+
 def test_mnist_gets_a_conv_classifier_that_is_deterministic_and_cached(tmp_path, monkeypatch):
     from pushforward.data import find_mnist_folder
     from pushforward.metrics import features
