@@ -755,20 +755,8 @@ def test_jacobian_truncation_round_trips_and_is_a_sample_option(tmp_path, capsys
     assert "jacobian_truncation = 1.5" in capsys.readouterr().err
     assert not (tmp_path / "x.npy").exists()
     vae = tmp_path / "vae"
-    argv = [
-        "fit",
-        "vae",
-        "--data",
-        "ring8",
-        "-n",
-        "64",
-        "--epochs",
-        "1",
-        "--no-figures",
-        "--out",
-        str(vae),
-    ]
-    assert main(argv) == 0
+    argv = ["fit", "vae", "--data", "ring8", "-n", "64", "--epochs", "1", "--no-figures"]
+    assert main([*argv, "--out", str(vae)]) == 0
     capsys.readouterr()
     argv = ["sample", str(vae), "--jacobian-truncation", "0.1", "--out", str(tmp_path / "y.npy")]
     assert main(argv) != 0

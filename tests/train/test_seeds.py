@@ -146,6 +146,12 @@ def test_fit_seeds_on_the_command_line_writes_runs_that_sample(tmp_path, capsys)
                  "--seeds", "2", "--seed", "5", "--out", str(out)]) == 0  # fmt: skip
     assert "2 runs written" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["seed-5", "seed-6"]
+    assert all((out / s / "figures" / "loss.png").is_file() for s in ("seed-5", "seed-6"))
+    bare = tmp_path / "bare"  # --no-figures reaches every member's folder
+    assert main(["fit", "ae", "--data", "ring8", "-n", "200", "--hidden", "16", "--epochs", "1",
+                 "--seeds", "2", "--no-figures", "--out", str(bare)]) == 0  # fmt: skip
+    assert [(p / "figures").exists() for p in sorted(bare.iterdir())] == [False, False]
+    capsys.readouterr()
     assert main(["encode", str(out / "seed-6"), "--data", "ring8", "-n", "10",
                  "--out", str(tmp_path / "z.npy")]) == 0  # fmt: skip
     for args, message in [
