@@ -72,6 +72,8 @@ def _state_bytes(rc: RunConfig, ds: datasets.Dataset) -> int | None:
     momentum), counted from the model's ``state_shapes`` without allocating anything (None where
     the model cannot be built on the meta device)."""
     assert rc.settings is not None
+    if not getattr(rc.spec.cls, "builds_on_meta", True):
+        return None
     try:
         with seeded(rc.train.seed), torch.device("meta"):
             config = rc.settings.build(ds).get_config()

@@ -342,10 +342,10 @@ def flush_threshold(dtype: torch.dtype) -> float:
 def _first_moment(opt: torch.optim.Optimizer, group: Mapping[str, Any]) -> str | None:
     """Return the state key of ``opt``'s first moment in a parameter group, where setting its
     entries below :func:`flush_threshold` to zero cannot move a weight; None elsewhere."""
-    if type(opt) in (torch.optim.Adam, torch.optim.AdamW):
+    if isinstance(opt, (torch.optim.Adam, torch.optim.AdamW)):
         # a step is lr · m̂ / (√v̂ + ε) with m̂ ≤ 10 m: under lr · 2·10⁻²² for such an m
         return "exp_avg" if group.get("eps", 0.0) >= FLUSH_MIN_EPS else None
-    if type(opt) is torch.optim.SGD:
+    if isinstance(opt, torch.optim.SGD):
         return "momentum_buffer"  # a step is lr · the buffer (or less): under lr · 2·10⁻³¹
     return None
 

@@ -3,9 +3,10 @@ takes."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -14,9 +15,56 @@ from pushforward.train.device import fused_optimizer
 if TYPE_CHECKING:
     from pushforward.train.config import TrainConfig
 
-__all__ = ["LR_SCHEDULES", "OPTIMIZERS", "running_average_", "set_lr"]
+__all__ = ["LR_SCHEDULES", "OPTIMIZERS", "eager_optimizer", "running_average_", "set_lr"]
 
 Params = Iterable[torch.nn.Parameter]
+
+_LAZY_DYNAMO = ("add_param_group", "zero_grad", "state_dict", "load_state_dict")
+"""The methods of ``torch.optim.Optimizer`` that torch wraps in its lazy ``_disable_dynamo``:
+the wrapper imports ``torch._dynamo`` at its first call."""
+
+
+def _wrapped(fn: Any, wrapper: str) -> Callable[..., Any] | None:
+    """Return the function that torch's wrapper named ``wrapper`` wraps, found along ``fn``'s
+    chain of ``__wrapped__`` (the first optimiser of a class wraps its ``step`` once more, for
+    profiling and hooks), or None when the chain has no such wrapper (another torch release)."""
+    for _ in range(8):
+        code, inner = getattr(fn, "__code__", None), getattr(fn, "__wrapped__", None)
+        if not callable(inner):
+            return None
+        if code is not None and code.co_name == wrapper:
+            return inner
+        fn = inner
+    return None
+
+
+@functools.cache
+def eager_optimizer(cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
+    """Return a subclass of the torch optimiser ``cls`` whose methods skip the wrappers that keep
+    ``torch.compile`` from tracing them, or ``cls`` itself where torch's wrappers are not the
+    known ones.
+
+    ``torch.optim`` wraps ``add_param_group`` (called by the constructor), ``zero_grad`` and
+    the state methods in ``torch._disable_dynamo``, and ``step`` in a wrapper that sets the
+    grad mode and adds graph breaks; each imports ``torch._dynamo`` at its first call, which took
+    2.4–3.3 s of a process on a 2-core AMD EPYC with AVX2 (BENCHMARKS.md, "Training speed"),
+    for every ``fit``, though nothing here compiles an optimiser. The subclass runs the same
+    functions under the grad mode torch's wrapper sets (off, unless ``differentiable``); its
+    steps, state and ``state_dict`` are torch's own (tests compare them bit for bit)."""
+    body: dict[str, Any] = {}
+    for name in _LAZY_DYNAMO:
+        body[name] = _wrapped(getattr(cls, name), "inner")
+    raw_step = _wrapped(cls.step, "_use_grad")
+    if raw_step is None or any(fn is None for fn in body.values()):
+        return cls
+
+    @functools.wraps(raw_step)
+    def step(self: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> Any:
+        with torch.set_grad_enabled(bool(self.defaults.get("differentiable", False))):
+            return raw_step(self, *args, **kwargs)
+
+    body["step"] = step
+    return type(cls.__name__, (cls,), {**body, "__module__": __name__, "__doc__": cls.__doc__})
 
 
 def _fused_adam(cls: type, params: Params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -33,15 +81,16 @@ def _fused_adam(cls: type, params: Params, cfg: TrainConfig) -> torch.optim.Opti
 
 
 def _adam(params: Params, cfg: TrainConfig) -> torch.optim.Optimizer:
-    return _fused_adam(torch.optim.Adam, params, cfg)
+    return _fused_adam(eager_optimizer(torch.optim.Adam), params, cfg)
 
 
 def _adamw(params: Params, cfg: TrainConfig) -> torch.optim.Optimizer:
-    return _fused_adam(torch.optim.AdamW, params, cfg)
+    return _fused_adam(eager_optimizer(torch.optim.AdamW), params, cfg)
 
 
 def _sgd(params: Params, cfg: TrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.betas[0], weight_decay=cfg.weight_decay)
+    sgd = eager_optimizer(torch.optim.SGD)
+    return sgd(params, lr=cfg.lr, momentum=cfg.betas[0], weight_decay=cfg.weight_decay)
 
 
 OPTIMIZERS: dict[str, Callable[[Params, TrainConfig], torch.optim.Optimizer]] = {

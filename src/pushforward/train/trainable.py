@@ -175,6 +175,10 @@ class Trainable(nn.Module, Model):
     compiles: ClassVar[bool] = True
     """Whether :meth:`loss` may be compiled (``TrainConfig.compile``): False where the compiler
     is known to get it wrong; the model then trains op by op."""
+    builds_on_meta: ClassVar[bool] = True
+    """Whether the model can be built on ``torch.device("meta")`` (:meth:`state_shapes`): False
+    where an operator it needs has no meta kernel, so that the attempt is not made (it fails
+    only after torch has imported ``torch._dynamo`` for its Python decompositions, 2–3 s)."""
 
     def get_state(self) -> dict[str, Tensor]:
         """Return the weights and buffers (the ``state_dict``)."""
@@ -190,6 +194,8 @@ class Trainable(nn.Module, Model):
     ) -> dict[str, tuple[int, ...]]:
         """Return the shape of every weight and buffer, built on the meta device (no memory)."""
         try:
+            if not cls.builds_on_meta:
+                raise NotImplementedError(f"{cls.__name__} is not built on the meta device")
             with torch.device("meta"):
                 model = cls.from_config(config)
         except NotImplementedError:

@@ -56,6 +56,7 @@ class Flow(Trainable):
     # torch.compile (inductor, torch 2.13) gives the loss's value but wrong gradients through
     # zuko's splines (off by up to the gradients' own size; aot_eager is right): not compiled
     compiles = False
+    builds_on_meta = False  # zuko's masks take torch.unique, which has no meta kernel
 
     def __init__(self, config: FlowConfig):
         super().__init__()

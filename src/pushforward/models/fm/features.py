@@ -84,7 +84,8 @@ class FourierFeatures(nn.Module):
     def __init__(self, dim: int, frequencies: int, kind: str = "even"):
         super().__init__()
         self.kind = kind
-        matrix = frequency_matrix(kind, dim, frequencies)
+        with torch.device("cpu"):  # a constant: on the CPU even inside a meta build
+            matrix = frequency_matrix(kind, dim, frequencies)
         self.register_buffer("matrix", matrix, persistent=kind != "axes")
 
     @property

@@ -22,11 +22,21 @@ __all__ = [
     "UNetField",
     "VelocityField",
     "time_features",
+    "time_frequencies",
 ]
 
 TIME_FREQUENCIES = 8
 """The time embedding: s and sin/cos(π·f·s) for f = 1 … TIME_FREQUENCIES, for s = t and for the
 log-time τ (:data:`LOG_TIME_EPS`), concatenated to x."""
+
+
+def time_frequencies() -> Tensor:
+    """Return π·f for f = 1 … :data:`TIME_FREQUENCIES` (F,), made on the CPU even inside a
+    ``torch.device("meta")`` build (:meth:`~pushforward.train.Trainable.state_shapes`), where
+    ``arange`` would run torch's Python decomposition, which imports ``torch._dynamo`` (2–3 s)."""
+    with torch.device("cpu"):
+        return math.pi * torch.arange(1, TIME_FREQUENCIES + 1, dtype=torch.float32)
+
 
 LOG_TIME_EPS = 1e-4
 """δ of the log-time feature τ = log((1 − t + δ)/(1 + δ)) / log(δ/(1 + δ)), from 0 at t = 0 to 1
@@ -73,9 +83,7 @@ class VelocityField(nn.Module):
         features: str = "even",
     ):
         super().__init__()
-        self.register_buffer(
-            "frequencies", math.pi * torch.arange(1, TIME_FREQUENCIES + 1, dtype=torch.float32)
-        )
+        self.register_buffer("frequencies", time_frequencies())
         self.features = FourierFeatures(dim, frequencies, features) if frequencies else None
         fourier = self.features.out_features if self.features is not None else 0
         width = dim + fourier + 2 + 4 * TIME_FREQUENCIES
@@ -146,7 +154,7 @@ class UNetField(nn.Module):
         self.side = side
         self.register_buffer(  # derived, so not part of the weights a checkpoint holds
             "frequencies",
-            math.pi * torch.arange(1, TIME_FREQUENCIES + 1, dtype=torch.float32),
+            time_frequencies(),
             persistent=False,
         )
         emb = 4 * channels[0]

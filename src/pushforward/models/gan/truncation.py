@@ -55,13 +55,14 @@ def stretch(net: nn.Module, z: Tensor, dim: int, *, chunk: int = 4096) -> Tensor
     for part in z.split(chunk):
         sq = torch.zeros(part.shape[0], device=device, dtype=weight.dtype)  # (c,)
         if dim <= latent:
-            u, pull = torch.func.vjp(net, part)  # u (c, …) with d numbers a row
-            flat = torch.zeros(u.shape[0], dim, device=device, dtype=u.dtype)
-            for i in range(dim):
-                flat.zero_()
-                flat[:, i] = 1.0
-                (row,) = pull(flat.reshape(u.shape))  # ∂u_i/∂z, (c, k)
-                sq += row.detach().square().sum(1)
+            # the rows are independent, so the gradient of Σ_rows u_i is each row's ∂u_i/∂z:
+            # autograd's reverse pass (torch.func.vjp's would import torch._dynamo, 2-3 s)
+            with torch.enable_grad():
+                zz = part.detach().requires_grad_(True)
+                u = net(zz).reshape(part.shape[0], dim)  # (c, d)
+                for i in range(dim):
+                    (row,) = torch.autograd.grad(u[:, i].sum(), zz, retain_graph=i < dim - 1)
+                    sq += row.square().sum(1)  # ∂u_i/∂z, (c, k)
         else:
             e = torch.zeros_like(part)
             for j in range(latent):
