@@ -60,14 +60,15 @@ def test_demo_writes_one_self_contained_report(demo):
     words = ("PCA", "The VAE: digits", "The GAN on digits")
     at = [next(i for i, h in enumerate(parser.headings) if w in h) for w in words]
     assert at == [3, 4, 5], parser.headings[:7]
-    # the footer says how long each part took: ring8's here; the encoders', the image GAN's and
-    # grid25's in the second process
+    # the footer says how long each part took: ring8's here; the encoders', the image GAN's,
+    # grid25's and the flow on digits in the second process
     took = re.search(r"It took (\d+) s: (.*?)\. Meanwhile, in a second process: (.*?)\.</footer>",
                      page)  # fmt: skip
-    assert took is not None and len(took.group(2).split(", ")) == 12
+    assert took is not None and len(took.group(2).split(", ")) == 11
     assert "GAN on the mixtures (ring8) " in took.group(2)
-    assert len(took.group(3).split(", ")) == 8 and "flows (grid25) " in took.group(3)
+    assert len(took.group(3).split(", ")) == 9 and "flows (grid25) " in took.group(3)
     assert took.group(3).startswith("PCA and autoencoders ")
+    assert took.group(3).split(", ")[-1].startswith("MAF on digits ")
     # the image GAN's table has the VAEs' rows (made here) above the GAN's (made beside)
     assert "VAE (k = 2, MLP), z ~ N(0, I)" in page and "GAN (k = " in page
     assert page.index("VAE (k = 2, MLP), mixture prior") < page.index("GAN (k = ")
@@ -116,13 +117,14 @@ def _cells(page: str, first: str) -> list[str]:
 
 
 def test_the_second_process_makes_what_this_one_would(demo, tmp_path):
-    """Two opening sections and grid25's chain ran in a spawned process: made here, they give
-    the same table rows, cell for cell, and the same pictures, byte for byte."""
+    """Two opening sections, grid25's chain and the flow on digits ran in a spawned process: made
+    here, they give the same table rows, cell for cell, and the same pictures, byte for byte."""
     from pushforward.gallery import Report
-    from pushforward.gallery.processes import BESIDE, second_part
+    from pushforward.gallery.processes import AFTER, BESIDE, second_part
 
     made, chain = second_part(Report(tmp_path), "grid25", quick=True, seed=0)
-    assert tuple(made) == BESIDE
+    assert tuple(made) == (*BESIDE, AFTER)
+    assert made[AFTER].figures and made[AFTER].tables
     page = (demo / "report.html").read_text(encoding="utf-8")
     shown = [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", page)]
     for sec in made.values():

@@ -16,7 +16,7 @@ from pushforward.core import ConfigError
 from pushforward.data import datasets
 from pushforward.gallery.chain import MIXTURES, Chain, mixture_chain, mixture_sections, threads
 from pushforward.gallery.page import Report, Section
-from pushforward.gallery.processes import BESIDE, Beside
+from pushforward.gallery.processes import AFTER, BESIDE, Beside
 from pushforward.gallery.sections.data import data_section
 from pushforward.gallery.sections.encoders import encoders_section
 from pushforward.gallery.sections.flow import flow_digits
@@ -50,8 +50,8 @@ def run_demo(
     ``progress`` is told each part's name as it starts (the library logs it otherwise); ``bars``
     makes the progress reporter of each training run from its label. With ``workers`` = 2, a
     second process (spawned: a script that calls this needs the ``if __name__ == "__main__":``
-    guard) makes the encoders' section, the GAN on digits and grid25's part of the mixture
-    sections from the start,
+    guard) makes the encoders' section, the GAN on digits, grid25's part of the mixture
+    sections and then the flow on digits from the start,
     while this one makes the others; the page is the same either way, since every part runs on
     one thread. The models train on
     ``device`` (a name :func:`~pushforward.train.resolve_device` takes) and are drawn on the CPU.
@@ -125,28 +125,29 @@ def _mixtures_and_digits(
     vae: list[Any],
     beside: Beside | None,
 ) -> tuple[list[Chain], Section]:
-    """Run both mixtures' chains (the second one's, with the sections :data:`BESIDE` names, in
-    the second process ``beside`` when there is one, else after the first) and the flow on
-    digits; put the second process's sections in their places (the GAN's with the rows of
-    ``vae``: the MNIST spec and what the digits' VAE left); return the chains and the digits'
-    part."""
+    """Run both mixtures' chains and the flow on digits: the second chain, with the sections
+    :data:`BESIDE` names before it and the flow on digits after it, in the second process
+    ``beside`` when there is one, else here after the first chain and the flow on digits. Put
+    the second process's sections in their places (the GAN's with the rows of ``vae``: the MNIST
+    spec and what the digits' VAE left); return the chains and the digits' part."""
     first, second = MIXTURES
     say(f"[{total - 1}/{total}] the Gaussian mixtures: {first} here, {second} "
         + ("in the second process" if beside is not None else "after it"))  # fmt: skip
     chains = [mixture_chain(report, first, quick, seed, say)]
     report.timings += chains[0].timings
-    say(f"[{total}/{total}] flows on digits")
     digits = Section("", "")
-    _timed(report, "MAF on digits", lambda: flow_digits(report, digits, quick, seed))
-    if beside is not None:
+    if beside is None:
+        say(f"[{total}/{total}] flows on digits")
+        _timed(report, AFTER, lambda: flow_digits(report, digits, quick, seed))
+        chains.append(mixture_chain(report, second, quick, seed, say))
+        report.timings += chains[1].timings
+    else:
+        say(f"[{total}/{total}] flows on digits: in the second process")
         made, chain = _timed(report, "waiting for the second process", beside.result)
-        encoders, gan = made["PCA and autoencoders"], made["GAN on digits"]
+        encoders, gan, digits = made["PCA and autoencoders"], made["GAN on digits"], made[AFTER]
         # the page's order: the data sets, the encoders, the VAE on digits, the GAN on digits
         report.sections[3:3] = [encoders]
         report.sections[5:5] = [with_vae_rows(gan, *vae)]
         chains.append(chain)
         report.beside = chain.timings
-    else:
-        chains.append(mixture_chain(report, second, quick, seed, say))
-        report.timings += chains[1].timings
     return chains, digits

@@ -19,14 +19,20 @@ from typing import Any, NoReturn
 
 from pushforward.gallery.chain import Chain, mixture_chain, threads
 from pushforward.gallery.page import Report, Section
+from pushforward.gallery.sections.flow import flow_digits
 
-__all__ = ["BESIDE", "Beside", "second_part"]
+__all__ = ["AFTER", "BESIDE", "Beside", "second_part"]
 
 log = logging.getLogger(__name__)
 
 BESIDE = ("PCA and autoencoders", "GAN on digits")
 """The opening sections the second process makes before its mixture's chain: with it, the two
 processes' shares of the gallery's work were closest (BENCHMARKS.md, "the slow host")."""
+
+AFTER = "MAF on digits"
+"""The part the second process makes after its mixture's chain (the flows' section ends with it):
+without it the first process took about 5 s longer than the second in ``--quick``, 45 against 40
+s on a 2-core AMD EPYC with AVX2 (BENCHMARKS.md)."""
 
 Parts = dict[str, Section]
 """Sections by the name of their part."""
@@ -68,9 +74,10 @@ def _die_with(parent: int) -> None:
 
 
 def second_part(report: Report, name: str, quick: bool, seed: int) -> tuple[Parts, Chain]:
-    """Return the sections :data:`BESIDE` names (by name) and mixture ``name``'s chain, made one
-    after the other on one thread: the share of the gallery's work the second process takes (the
-    first makes the other sections meanwhile). Their times lead the chain's timings."""
+    """Return the sections :data:`BESIDE` and :data:`AFTER` name (by name) and mixture
+    ``name``'s chain, made one after the other on one thread: the share of the gallery's work the
+    second process takes (the first makes the other sections meanwhile). Their times lead and
+    end the chain's timings."""
     import torch
 
     from pushforward.data import datasets
@@ -91,6 +98,10 @@ def second_part(report: Report, name: str, quick: bool, seed: int) -> tuple[Part
             sections[part] = work[part]()
             took.append((part, time.perf_counter() - start))
         chain = mixture_chain(report, name, quick, seed)
+        start = time.perf_counter()
+        sections[AFTER] = Section("", "")
+        flow_digits(report, sections[AFTER], quick, seed)
+        chain.timings.append((AFTER, time.perf_counter() - start))
     chain.timings[:0] = took
     return sections, chain
 
