@@ -155,3 +155,19 @@ def test_the_density_between_modes_has_no_ridge_the_truth_lacks(features):
         assert worst > 2 * RIDGE_NATS, worst
     else:
         assert worst <= RIDGE_NATS, worst
+
+
+def test_the_constant_buffers_are_made_on_the_cpu_inside_a_meta_build():
+    """On the meta device ``arange`` would run torch's Python decompositions (which import the
+    compiler); the constants are computed on the CPU there, and equal a plain build's."""
+    from pushforward.models.fm.features import constant
+
+    with torch.device("meta"):
+        field = VelocityField(2, [8], frequencies=4)
+        made = constant(lambda: torch.arange(3.0))
+    plain = VelocityField(2, [8], frequencies=4)
+    assert next(field.net.parameters()).is_meta
+    assert made.device.type == "cpu" and torch.equal(made, torch.arange(3.0))
+    for name in ("frequencies", "features.matrix"):
+        ours, theirs = field.get_buffer(name), plain.get_buffer(name)
+        assert ours.device.type == "cpu" and torch.equal(ours, theirs), name

@@ -64,7 +64,25 @@ def eager_optimizer(cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimi
             return raw_step(self, *args, **kwargs)
 
     body["step"] = step
-    return type(cls.__name__, (cls,), {**body, "__module__": __name__, "__doc__": cls.__doc__})
+    # named as torch's class (its repr), found by pickle as EagerNAME (the module's __getattr__)
+    made = type(cls.__name__, (cls,), {**body, "__module__": __name__, "__doc__": cls.__doc__})
+    made.__qualname__ = f"{_EAGER}{cls.__name__}"
+    return made
+
+
+_EAGER = "Eager"
+"""The prefix of the names under which pickle finds the classes :func:`eager_optimizer` makes."""
+
+
+def __getattr__(name: str) -> type[torch.optim.Optimizer]:
+    """Return ``EagerNAME``: :func:`eager_optimizer` of ``torch.optim.NAME`` (how pickle finds a
+    pickled optimiser's class)."""
+    base = getattr(torch.optim, name[len(_EAGER) :], None) if name.startswith(_EAGER) else None
+    if isinstance(base, type) and issubclass(base, torch.optim.Optimizer):
+        made = eager_optimizer(base)
+        if made is not base:
+            return made
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _fused_adam(cls: type, params: Params, cfg: TrainConfig) -> torch.optim.Optimizer:

@@ -90,7 +90,8 @@ def gan_digits_section(report: Report, quick: bool, seed: int, mnist: str | None
     fig = plots.gan_curves(history, title=f"{label}: the GAN's losses and gradient norms")
     report.figure(sec, fig, f"gan_curves_{label.lower()}", f"{label}: training health")
     fd = image_quality(lambda n, g: gan.sample(n, generator=g), test, ds, seed=seed)
-    rows = [_row(f"GAN (k = {gan.latent}, conv {gan.net.hidden})", epochs, fd)]
+    seen_rows = f", {seen.shape[0]:,} rows seen" if seen.shape[0] < train.n else ""
+    rows = [_row(f"GAN (k = {gan.latent}, conv {gan.net.hidden}{seen_rows})", epochs, fd)]
     header = [f"{label}: {train.n:,} to train, {test.n:,} held out", "epochs",
               "Fréchet distance", "real floor", "feature net accuracy %"]  # fmt: skip
     sec.tables.append((header, rows))

@@ -56,7 +56,9 @@ class Flow(Trainable):
     # torch.compile (inductor, torch 2.13) gives the loss's value but wrong gradients through
     # zuko's splines (off by up to the gradients' own size; aot_eager is right): not compiled
     compiles = False
-    builds_on_meta = False  # zuko's masks take torch.unique, which has no meta kernel
+    # zuko's masks take torch.unique, which has no meta kernel (a 1-D flow has none, but is
+    # built for real too: MAX_FLOW_BYTES bounds every flow's size before it is built)
+    builds_on_meta = False
 
     def __init__(self, config: FlowConfig):
         super().__init__()

@@ -5,6 +5,7 @@ include them, or in random directions that favour none."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -14,6 +15,7 @@ __all__ = [
     "FEATURES",
     "FEATURE_SEED",
     "FourierFeatures",
+    "constant",
     "frequency_matrix",
 ]
 
@@ -65,6 +67,17 @@ def frequency_matrix(kind: str, dim: int, frequencies: int) -> Tensor:
     raise ValueError(f"features = {kind!r} is not known; use one of {', '.join(FEATURES)}")
 
 
+def constant(make: Callable[[], Tensor]) -> Tensor:
+    """Return the constant tensor ``make()`` computes, on the device a ``torch.device`` context
+    sets, but computed on the CPU, and left there inside a ``torch.device("meta")`` build
+    (:meth:`~pushforward.train.Trainable.state_shapes`): on meta tensors ``arange`` and the
+    like run torch's Python decompositions, which import ``torch._dynamo`` (2–3 s)."""
+    target = torch.empty(0).device
+    with torch.device("cpu"):
+        value = make()
+    return value if target.type in ("cpu", "meta") else value.to(target)
+
+
 def _random_directions(frequencies: int, per: int, dim: int) -> Tensor:
     """Return ``per`` unit directions (F, R, d) for each of F octaves, uniform on the sphere, from
     a generator seeded :data:`FEATURE_SEED` (the same draws every call)."""
@@ -84,8 +97,7 @@ class FourierFeatures(nn.Module):
     def __init__(self, dim: int, frequencies: int, kind: str = "even"):
         super().__init__()
         self.kind = kind
-        with torch.device("cpu"):  # a constant: on the CPU even inside a meta build
-            matrix = frequency_matrix(kind, dim, frequencies)
+        matrix = constant(lambda: frequency_matrix(kind, dim, frequencies))
         self.register_buffer("matrix", matrix, persistent=kind != "axes")
 
     @property

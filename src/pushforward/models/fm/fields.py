@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from pushforward.models.fm.features import FourierFeatures
+from pushforward.models.fm.features import FourierFeatures, constant
 from pushforward.nets import MLP
 
 __all__ = [
@@ -31,11 +31,9 @@ log-time τ (:data:`LOG_TIME_EPS`), concatenated to x."""
 
 
 def time_frequencies() -> Tensor:
-    """Return π·f for f = 1 … :data:`TIME_FREQUENCIES` (F,), made on the CPU even inside a
-    ``torch.device("meta")`` build (:meth:`~pushforward.train.Trainable.state_shapes`), where
-    ``arange`` would run torch's Python decomposition, which imports ``torch._dynamo`` (2–3 s)."""
-    with torch.device("cpu"):
-        return math.pi * torch.arange(1, TIME_FREQUENCIES + 1, dtype=torch.float32)
+    """Return π·f for f = 1 … :data:`TIME_FREQUENCIES` (F,), a :func:`~pushforward.models.fm.
+    features.constant`."""
+    return constant(lambda: math.pi * torch.arange(1, TIME_FREQUENCIES + 1, dtype=torch.float32))
 
 
 LOG_TIME_EPS = 1e-4
