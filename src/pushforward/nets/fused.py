@@ -76,13 +76,22 @@ _TENSOR_HOOKS = ("_backward_hooks", "_post_accumulate_grad_hooks")
 def hooked(module: nn.Module) -> bool:
     """Whether a module has forward or backward hooks, its own or every module's (the global
     ones), which a pass written out would not run."""
+    return _own_hooks(module) or global_hooks()
+
+
+def _own_hooks(module: nn.Module) -> bool:
+    """Whether the module itself has forward or backward hooks."""
     return bool(
         module._forward_hooks
         or module._forward_pre_hooks
         or module._backward_hooks
         or getattr(module, "_backward_pre_hooks", None)
-        or any(getattr(nn.modules.module, name, None) for name in _GLOBAL_HOOKS)
     )
+
+
+def global_hooks() -> bool:
+    """Whether hooks are registered for every module (``nn.modules.module``'s global ones)."""
+    return any(getattr(nn.modules.module, name, None) for name in _GLOBAL_HOOKS)
 
 
 _GLOBAL_HOOKS = (
@@ -96,7 +105,9 @@ _GLOBAL_HOOKS = (
 def _same_activation(m: nn.Module, name: str) -> bool:
     """Whether the layer m is the activation ``name`` of :data:`~pushforward.nets.ACTIVATIONS`
     with its constants (the leaky ReLU's slope)."""
-    ref = _ACTIVATION_MODULES.setdefault(name, ACTIVATIONS[name]())
+    ref = _ACTIVATION_MODULES.get(name)
+    if ref is None:  # made once: a module's construction costs more than the whole check
+        ref = _ACTIVATION_MODULES[name] = ACTIVATIONS[name]()
     slope = getattr(ref, "negative_slope", None)
     return type(m) is type(ref) and getattr(m, "negative_slope", None) == slope
 
@@ -119,9 +130,9 @@ def plain_mlp(net: nn.Module) -> bool:
     :class:`~pushforward.nets.MLP` itself (not a subclass) with an activation of
     :data:`FUSED_ACTIVATIONS`, no hooks, and every weight trainable float32."""
     if type(net) is not MLP or net.activation not in FUSED_ACTIVATIONS or hooked(net):
-        return False
+        return False  # hooked: the net's own hooks or the global ones, checked once here
     for i, m in enumerate(net):  # Linear, activation, …, Linear: the MLP's own, no nesting
-        if hooked(m) or m._modules:
+        if _own_hooks(m) or m._modules:
             return False
         if not (type(m) is nn.Linear if i % 2 == 0 else _same_activation(m, net.activation)):
             return False
