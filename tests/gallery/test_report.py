@@ -72,6 +72,10 @@ def test_demo_writes_one_self_contained_report(demo):
     # the image GAN's table has the VAEs' rows (made here) above the GAN's (made beside)
     assert "VAE (k = 2, MLP), z ~ N(0, I)" in page and "GAN (k = " in page
     assert page.index("VAE (k = 2, MLP), mixture prior") < page.index("GAN (k = ")
+    # --quick trains the MNIST GAN over half of its training digits, and its row says so
+    from pushforward.data.datasets import find_mnist_folder
+
+    assert ("4,000 rows seen" in page) == (find_mnist_folder() is not None)
     # the fidelity table: every model against the truth, whose own KL is 0
     table = page[page.rindex("Fidelity to the truth") :]
     for cell in ("KL(p ‖ q) nats", "— (no density)", "≤ ", "0.000 ± 0.000</td>", "flow matching"):

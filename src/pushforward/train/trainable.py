@@ -193,12 +193,14 @@ class Trainable(nn.Module, Model):
         cls, config: Mapping[str, Any], data_shape: tuple[int, int]
     ) -> dict[str, tuple[int, ...]]:
         """Return the shape of every weight and buffer, built on the meta device (no memory)."""
-        try:
-            if not cls.builds_on_meta:
-                raise NotImplementedError(f"{cls.__name__} is not built on the meta device")
-            with torch.device("meta"):
-                model = cls.from_config(config)
-        except NotImplementedError:
+        model = None
+        if cls.builds_on_meta:
+            try:
+                with torch.device("meta"):
+                    model = cls.from_config(config)
+            except NotImplementedError:
+                pass
+        if model is None:
             # an operator without a meta kernel (zuko's masks use torch.unique): such a model
             # bounds its own size in its constructor, so it is built for real
             model = cls.from_config(config)
