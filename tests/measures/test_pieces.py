@@ -79,3 +79,12 @@ def test_draws_depend_on_the_generator_alone_and_make_nothing_on_the_cpu(device,
 def test_bad_arguments_are_refused(args, word):
     with pytest.raises(ConfigError, match=word):
         GaussianPieces(*args)
+
+
+def test_the_centres_are_made_on_the_cpu_under_a_default_device():
+    """A model's size check builds it on the meta device: the centres are still the CPU's numbers
+    (there ``randn`` would take torch's Python decomposition, which loads the compiler)."""
+    with torch.device("meta"):
+        mu = GaussianPieces(8, 20, 0.15)
+    assert mu.centres.device.type == "cpu"
+    assert torch.equal(mu.centres, piece_centres(20, 8))

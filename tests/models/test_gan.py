@@ -14,7 +14,7 @@ from torch import nn
 from pushforward.cli import main
 from pushforward.core import ConfigError, TrainingError, load_tensors
 from pushforward.data import datasets
-from pushforward.measures import Pushforward
+from pushforward.measures import Pushforward, StandardNormal
 from pushforward.metrics import mode_metrics
 from pushforward.models.gan import (
     GAN,
@@ -32,12 +32,13 @@ from pushforward.train import TrainConfig, fit, read_metrics, seeded
 
 
 def config(**settings) -> GANConfig:
-    """Return a GANConfig for 2-D data and 2-D noise with 16-16 MLPs, the Gulrajani penalty at
-    its objective's own weight (on for wgan-gp only) on every critic step; ``settings`` change
-    any of these."""
+    """Return a GANConfig for 2-D data and 2-D Gaussian noise with 16-16 MLPs (the critic as wide
+    as g), the Gulrajani penalty at its objective's own weight (on for wgan-gp only) on every
+    critic step and no kernel term; ``settings`` change any of these."""
     loss = settings.get("loss", "nonsaturating")
     base = {"dim": 2, "latent": 2, "hidden": [16, 16], "penalty": "gp", "penalty_every": 1,
-            "gp_weight": GAN_LOSSES[loss].default_gp_weight}  # fmt: skip
+            "gp_weight": GAN_LOSSES[loss].default_gp_weight, "noise": "gaussian",
+            "mmd_weight": 0.0, "critic_hidden": settings.get("hidden", [16, 16])}  # fmt: skip
     return GANConfig(**{**base, **settings})
 
 
@@ -920,3 +921,33 @@ def test_the_minibatch_std_critic_runs_on_the_models_device(meta_guard):
     with meta_guard:
         terms = m.loss(x)
     assert all(v.device.type == "meta" and v.shape == () for v in terms.values())
+
+
+def test_the_defaults_on_points_and_runs_stored_before_them():
+    """On points: the pieces, a critic of its own widths, R1 at 0.01, the kernel term on every 2nd
+    step. A run stored before these (the critic as wide as g, stored as None; no noise or lazy
+    kernel term recorded) reads back as it was built, in its run settings and its model."""
+    c = GANConfig(dim=2).resolve("points")
+    assert (c.noise, c.critic_hidden, c.gp_weight) == ("pieces", [64, 64, 64], 0.01)
+    assert (c.mmd_weight, c.mmd_every, c.piece_std) == (0.3, 2, 0.15)
+    m = GAN(GANConfig(dim=2))
+    assert [lin.out_features for lin in m.critic.modules() if isinstance(lin, nn.Linear)] == [
+        64, 64, 64, 1,
+    ]  # fmt: skip
+    images = GANConfig(dim=64, image_shape=(8, 8), net="conv").resolve("images")
+    assert (images.noise, images.critic_hidden, images.mmd_weight) == ("gaussian", [32, 64], 0.0)
+
+    old = RunConfig.from_flat({"model": "gan", "data": "ring8", "hidden": [16, 16]}).to_dict()
+    old["settings"].update(critic_hidden=None, gp_weight=0.1, mmd_weight=0.0)
+    del old["settings"]["noise"], old["settings"]["mmd_every"]
+    rc = RunConfig.from_dict(json.loads(json.dumps(old)))
+    s = rc.settings
+    assert (s.critic_hidden, s.noise, s.gp_weight, s.mmd_weight, s.mmd_every) == (
+        [16, 16], "gaussian", 0.1, 0.0, 1,
+    )  # fmt: skip
+    stored = GANConfig(dim=2, hidden=[16, 16]).resolve("points").to_dict()
+    stored.update(critic_hidden=None, mmd_weight=0.0)
+    del stored["noise"], stored["mmd_every"]
+    m = GAN(GANConfig.from_stored(json.loads(json.dumps(stored))))
+    assert (m.config.critic_hidden, m.config.noise, m.config.mmd_every) == ([16, 16], "gaussian", 1)
+    assert isinstance(m.base, StandardNormal)

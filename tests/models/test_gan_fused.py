@@ -18,8 +18,14 @@ from pushforward.train import Shard, TrainConfig, fit, seeded
 
 
 def config(**settings) -> GANConfig:
-    """2-D data, 2-D noise, 16-16 MLPs; ``settings`` change any setting."""
-    return GANConfig(**{"dim": 2, "latent": 2, "hidden": [16, 16], **settings})
+    """2-D data, 2-D Gaussian noise, 16-16 MLPs for both players (the critic as g unless
+    ``critic_hidden`` is given), no kernel term; ``settings`` change any setting."""
+    plain = {
+        "noise": "gaussian",
+        "mmd_weight": 0.0,
+        "critic_hidden": settings.get("hidden", [16, 16]),
+    }
+    return GANConfig(**{"dim": 2, "latent": 2, "hidden": [16, 16], **plain, **settings})
 
 
 def ring(n: int, seed: int = 0) -> torch.Tensor:
@@ -57,6 +63,8 @@ CASES = [
     dict(loss="nonsaturating", penalty="r1", gp_weight=0.2, pack=2),
     dict(loss="nonsaturating", penalty="r1", gp_weight=0.2, hidden=[]),  # one linear layer each
     dict(loss="nonsaturating", penalty="r1", gp_weight=0.1, mmd_weight=0.3),
+    # the shape of the defaults on points: pieces, a narrower critic, the kernel term lazily
+    dict(noise="pieces", gp_weight=0.01, critic_hidden=[8, 8, 8], mmd_weight=0.3, mmd_every=2),
 ]
 # fmt: on
 

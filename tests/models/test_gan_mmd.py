@@ -214,19 +214,25 @@ def test_validation_reports_the_term_on_the_same_samples_as_a_step_would():
     assert "mmd_term" not in plain.loss(x, generator=gen(6))
 
 
-def test_the_term_is_off_by_default_refused_under_torchrun_and_read_from_stored_runs():
-    assert RECOMMENDED["model"]["mmd_weight"] == 0.0
-    assert GANConfig().resolve("points").mmd_weight == 0.0
+def test_the_term_is_on_for_points_off_for_images_refused_in_processes_and_read_from_stored():
+    assert RECOMMENDED["model"]["mmd_weight"] == 0.3
+    on_points = GANConfig().resolve("points")
+    assert (on_points.mmd_weight, on_points.mmd_every) == (0.3, 2)
     assert GANConfig(mmd_weight=0.3).resolve("images").mmd_weight == 0.3
-    assert GANConfig().resolve("images").mmd_weight == 0.0
+    on_images = GANConfig().resolve("images")
+    assert (on_images.mmd_weight, on_images.mmd_every) == (0.0, 1)
     with pytest.raises(ConfigError, match="mmd_weight"):
         GANConfig(mmd_weight=-1.0).resolve("points")
     with pytest.raises(ConfigError, match="mmd_bandwidths"):
         GANConfig(mmd_bandwidths=[0.1, 0.0]).resolve("points")
     stored = GANConfig(dim=2, hidden=[8]).resolve("points").to_dict()
-    del stored["mmd_weight"]  # a run stored before the setting existed trains without it
-    assert GAN(GANConfig.from_stored(stored)).config.mmd_weight == 0.0
-    assert GANConfig.stored_defaults()["mmd_weight"] == 0.0  # what a stored run folder gets
+    del stored["mmd_weight"], stored["mmd_every"]  # a run stored before the settings existed
+    assert GAN(GANConfig.from_stored(stored)).config.mmd_weight == 0.0  # trains without it
+    # what a stored run folder gets
+    assert (
+        GANConfig.stored_defaults()["mmd_weight"],
+        GANConfig.stored_defaults()["mmd_every"],
+    ) == (0.0, 1)
     again = GANConfig.from_dict(json.loads(json.dumps(GANConfig(mmd_weight=0.3).to_dict())))
     assert again.mmd_weight == 0.3 and again.mmd_bandwidths == list(MMD_BANDWIDTHS)
     with seeded(0):

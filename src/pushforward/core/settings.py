@@ -238,6 +238,14 @@ class ModelConfig(Settings):
         none by default."""
         return {}
 
+    @classmethod
+    def upgrade_stored(cls, stored: Mapping[str, Any]) -> dict[str, Any]:
+        """Return a stored run's settings (after :meth:`stored_defaults` filled in those it
+        lacks) as this release reads them: unchanged by default; a config class where a stored
+        value's meaning changed (None once meaning another default) overrides this, so that its
+        old runs load and resume as they were built."""
+        return dict(stored)
+
     def kind_defaults(self, kind: str) -> dict[str, Any]:
         """Return the values of settings left None that suit data of ``kind``; none by default."""
         return {}

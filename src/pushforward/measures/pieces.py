@@ -28,10 +28,12 @@ PIECES_SEED = 12345
 
 
 def piece_centres(pieces: int, dim: int) -> Tensor:
-    """Return the centres c_j ~ N(0, I_dim), (pieces, dim) float64, drawn from a CPU generator
-    seeded :data:`PIECES_SEED`: the same numbers on every call."""
+    """Return the centres c_j ~ N(0, I_dim), (pieces, dim) float64 on the CPU, drawn from a CPU
+    generator seeded :data:`PIECES_SEED`: the same numbers on every call, also under a default
+    device (the meta device of a model's size check, where ``randn`` would take torch's Python
+    decomposition, which loads the compiler)."""
     g = torch.Generator().manual_seed(PIECES_SEED)
-    return torch.randn(pieces, dim, generator=g, dtype=torch.float64)
+    return torch.randn(pieces, dim, generator=g, dtype=torch.float64, device="cpu")
 
 
 class GaussianPieces(BaseMeasure):

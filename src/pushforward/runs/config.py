@@ -110,16 +110,17 @@ class RunConfig:
         """Build from :meth:`to_dict`'s output, or from a format-1 run's flat table (whose
         settings of other models, and unset ones, are dropped)."""
         train = d.get("train", {})
+        spec = lookup(MODELS, d.get("model"), what="model")
+        upgrade = spec.config.upgrade_stored
         if "settings" in d:
             run = {k: d[k] for k in RUN_KEYS if k in d}
-            stored = lookup(MODELS, d.get("model"), what="model").config.stored_defaults()
-            older = {k: v for k, v in stored.items() if k not in d["settings"]}
-            return cls.from_flat({**run, **older, **d["settings"], **train})
-        spec = lookup(MODELS, d.get("model"), what="model")
+            older = {k: v for k, v in spec.config.stored_defaults().items()
+                     if k not in d["settings"]}  # fmt: skip
+            return cls.from_flat({**run, **upgrade({**older, **d["settings"]}), **train})
         own = {f.name for f in fields(spec.config)} | set(RUN_KEYS)
         flat = {k: v for k, v in d.items() if k in own and k != "train" and v is not None}
         older = {k: v for k, v in spec.config.stored_defaults().items() if k not in d}
-        return cls.from_flat({**older, **flat, **train})
+        return cls.from_flat({**upgrade({**older, **flat}), **train})
 
 
 def read_settings_file(path: str | Path) -> dict[str, Any]:
