@@ -567,6 +567,36 @@ def test_resumed_gan_ends_bit_exactly_like_an_uninterrupted_one(tmp_path):
     assert [r["critic_loss"] for r in h_full] == [r["critic_loss"] for r in h_res]
 
 
+def test_a_resumed_run_of_the_defaults_on_points_ends_bit_exactly_like_an_uninterrupted_one(
+    tmp_path,
+):
+    """The defaults on points (the pieces, the kernel term on every 2nd generator step, the
+    lazy R1, a critic of its own widths) through a run folder, resumed after one epoch of 3 steps,
+    so that the kernel term's rhythm (every 2nd step) and the penalty's (every 4th) are mid-way
+    at the resume; the same weights and logged terms."""
+    flat = {
+        "model": "gan",
+        "data": "ring8",
+        "n": 384,
+        "epochs": 4,
+        "batch_size": 128,
+        "hidden": [8, 8],
+        "critic_hidden": [8],
+        "seed": 3,
+        "lr_schedule": "constant",
+    }  # fmt: skip (a cosine would span each run's own epochs)
+    rc = RunConfig.from_flat(flat)
+    assert (rc.settings.noise, rc.settings.mmd_every, rc.settings.mmd_weight) == ("pieces", 2, 0.3)
+    full = fit_run(rc, out=tmp_path / "a", figures=False)
+    part = fit_run(RunConfig.from_flat({**flat, "epochs": 1}), out=tmp_path / "b", figures=False)
+    rc_resume = RunConfig.from_dict(json.loads((part / "config.json").read_text())["run"])
+    rc_resume.train.epochs = 4
+    fit_run(rc_resume, out=part, resume=True, figures=False)
+    assert states_equal(load_model(full), load_model(part))
+    a, b = read_metrics(full), read_metrics(part)
+    assert [r["mmd_term"] for r in a] == [r["mmd_term"] for r in b] and a[3]["mmd_term"] != 0
+
+
 def test_run_folder_round_trip_samples_identically(tmp_path):
     rc = RunConfig.from_flat(
         {"model": "gan", "data": "ring8", "n": 256, "epochs": 2, "hidden": [16], "pack": 2}
