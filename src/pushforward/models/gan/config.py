@@ -119,8 +119,8 @@ step, a 128-128-128 generator against a 64-64-64 critic; the kernel term (MMD²,
 every 2nd generator step (weighted 2×), which widens the modes to the data's; Adam with β = (0,
 0.99) from 2·10⁻³ down to 0 on a cosine over 320 epochs, no running average of g's weights, and
 sampling with Jacobian truncation. It trains in the time the previous setting (N(0, I_8), γ =
-0.1, no kernel term, a critic as wide as g) took, with modes 0.93–0.96 of the data's width
-against 0.64–0.74, and a k-NN KL 5–10× lower."""
+0.1, no kernel term, a critic as wide as g) took, with modes 0.93–0.95 of the data's width
+against 0.71–0.74 and a k-NN KL 7–10× lower (grid25's modes weighted somewhat less evenly)."""
 
 GAN_CONV_WIDTHS = (32, 64)
 """The image GAN's channel counts: half DCGAN's (64, 128) (BENCHMARKS.md, "Images")."""
