@@ -7,7 +7,7 @@ import functools
 import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -228,8 +228,20 @@ class ModelConfig(Settings):
     def from_stored(cls, stored: Mapping[str, Any]) -> Any:
         """Return the config a stored run's ``model.config`` describes (what :meth:`to_dict`
         wrote, or what an earlier release's ``get_config`` wrote: subclasses translate those);
-        :meth:`from_dict` by default."""
-        return cls.from_dict(stored)
+        :meth:`from_dict` of :meth:`read_stored` by default."""
+        return cls.from_dict(cls.read_stored(stored))
+
+    @classmethod
+    def read_stored(
+        cls, stored: Mapping[str, Any], present: Iterable[str] | None = None
+    ) -> dict[str, Any]:
+        """Return stored settings as this release reads them: those a run lacks because it was
+        written before they existed (keys not in ``present``, default ``stored``'s own) filled
+        in from :meth:`stored_defaults`, then :meth:`upgrade_stored`. Every reader of a stored
+        run, its ``model.config`` and its run settings alike, goes through here."""
+        have = set(stored if present is None else present)
+        older = {k: v for k, v in cls.stored_defaults().items() if k not in have}
+        return cls.upgrade_stored({**older, **stored})
 
     @classmethod
     def stored_defaults(cls) -> dict[str, Any]:
@@ -241,9 +253,9 @@ class ModelConfig(Settings):
     @classmethod
     def upgrade_stored(cls, stored: Mapping[str, Any]) -> dict[str, Any]:
         """Return a stored run's settings (after :meth:`stored_defaults` filled in those it
-        lacks) as this release reads them: unchanged by default; a config class where a stored
-        value's meaning changed (None once meaning another default) overrides this, so that its
-        old runs load and resume as they were built."""
+        lacks; :meth:`read_stored`) as this release reads them: unchanged by default; a config
+        class where a stored value's meaning changed (None once meaning another default)
+        overrides this, so that its old runs load and resume as they were built."""
         return dict(stored)
 
     def kind_defaults(self, kind: str) -> dict[str, Any]:

@@ -111,16 +111,13 @@ class RunConfig:
         settings of other models, and unset ones, are dropped)."""
         train = d.get("train", {})
         spec = lookup(MODELS, d.get("model"), what="model")
-        upgrade = spec.config.upgrade_stored
         if "settings" in d:
             run = {k: d[k] for k in RUN_KEYS if k in d}
-            older = {k: v for k, v in spec.config.stored_defaults().items()
-                     if k not in d["settings"]}  # fmt: skip
-            return cls.from_flat({**run, **upgrade({**older, **d["settings"]}), **train})
+            return cls.from_flat({**run, **spec.config.read_stored(d["settings"]), **train})
         own = {f.name for f in fields(spec.config)} | set(RUN_KEYS)
         flat = {k: v for k, v in d.items() if k in own and k != "train" and v is not None}
-        older = {k: v for k, v in spec.config.stored_defaults().items() if k not in d}
-        return cls.from_flat({**upgrade({**older, **flat}), **train})
+        # a setting the flat table holds as None (unset) is not filled in as an older default
+        return cls.from_flat({**spec.config.read_stored(flat, present=d), **train})
 
 
 def read_settings_file(path: str | Path) -> dict[str, Any]:

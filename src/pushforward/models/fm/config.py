@@ -4,7 +4,6 @@ benchmarked defaults they take by the kind of data."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -142,14 +141,6 @@ class FlowMatchingConfig(ModelConfig):
     image_shape: tuple[int, int] | None = setting(
         None, "(h, w) of image data", minimum=1, derived=True
     )
-
-    @classmethod
-    def from_stored(cls, stored: Mapping[str, Any]) -> FlowMatchingConfig:
-        """Return the config of a stored run's ``model.config``; one stored before the field's
-        network, Fourier features, their directions and stable target were settings loads as it
-        was built (:meth:`stored_defaults`)."""
-        older = {k: v for k, v in cls.stored_defaults().items() if k not in stored}
-        return cls.from_dict({**older, **stored})
 
     @classmethod
     def stored_defaults(cls) -> dict[str, Any]:

@@ -339,7 +339,7 @@ class GANConfig(NetSettings):
         stored = {"jacobian_truncation": 0.0, **stored}
         if "critic_net" in stored or isinstance(stored.get("net"), Mapping):
             return cls.from_dict(_from_arguments(stored))
-        return cls.from_dict(cls.upgrade_stored({**cls.stored_defaults(), **stored}))
+        return super().from_stored(stored)
 
     @classmethod
     def upgrade_stored(cls, stored: Mapping[str, Any]) -> dict[str, Any]:

@@ -96,12 +96,6 @@ class VAEConfig(NetSettings):
         on the data, it had 50 components."""
         return {"prior": "normal", "prior_components": PRIOR_COMPONENTS}
 
-    @classmethod
-    def from_stored(cls, stored: Any) -> VAEConfig:
-        """Return the config a stored ``model.config`` describes: this class's dict, or what
-        earlier releases wrote (the network as a nested dict; format 1 without a prior)."""
-        return super().from_stored({**cls.stored_defaults(), **stored})
-
     def kind_defaults(self, kind: str) -> dict[str, Any]:
         """Return the network (:meth:`NetSettings.kind_defaults`) and the prior: on images the
         fitted mixture as the sampler, where it is measured to give much better samples
