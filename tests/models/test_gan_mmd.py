@@ -236,11 +236,34 @@ def test_the_term_is_on_for_points_off_for_images_refused_in_processes_and_read_
     again = GANConfig.from_dict(json.loads(json.dumps(GANConfig(mmd_weight=0.3).to_dict())))
     assert again.mmd_weight == 0.3 and again.mmd_bandwidths == list(MMD_BANDWIDTHS)
     with seeded(0):
-        m = GAN(GANConfig(dim=2, latent=2, hidden=[8], mmd_weight=0.3).resolve("points"))
+        m = GAN(GANConfig(dim=2, latent=2, hidden=[8], mmd_weight=0.3, pack=2).resolve("points"))
     cfg = TrainConfig()
-    with pytest.raises(ConfigError, match="several processes"):
+    with pytest.raises(ConfigError, match="several processes"):  # packing, not the term
         m.training_step(torch.zeros(4, 2), m.configure_optimizers(cfg), cfg,
                         shard=Shard(rank=0, world=2, rows=4))  # fmt: skip
+
+
+def test_a_shard_of_a_one_process_world_takes_the_step_one_process_takes():
+    """Under torchrun the term is the whole batch's, gathered from the processes (two processes
+    against one: tests/train/test_distributed.py); with a world of one process the shard is the
+    whole batch, and the step is the one taken without it (through autograd there, written out
+    here: the same to rounding)."""
+    x = datasets.ring8().sample(64, generator=gen(3))
+    after = []
+    for shard in (None, Shard(rank=0, world=1, rows=64)):
+        with seeded(0):
+            m = GAN(GANConfig(dim=2, hidden=[16, 16], mmd_weight=0.3, mmd_every=1,
+                              gp_weight=0.0).resolve("points"))  # fmt: skip
+        m.prepare(x)
+        cfg = TrainConfig(lr=1e-2)
+        terms = m.training_step(x, m.configure_optimizers(cfg), cfg, generator=gen(4),
+                                shard=shard)  # fmt: skip
+        assert float(terms["mmd_term"]) != 0.0
+        after.append((terms, m.state_dict()))
+    (t0, w0), (t1, w1) = after
+    torch.testing.assert_close(t1["mmd_term"], t0["mmd_term"], rtol=1e-5, atol=1e-7)
+    for k in w0:
+        torch.testing.assert_close(w1[k], w0[k], rtol=1e-5, atol=1e-6)
 
 
 def test_the_bandwidths_flag_reads_numbers_and_refuses_text():

@@ -137,3 +137,24 @@ def test_a_gan_in_two_processes_reaches_the_weights_of_one_and_resumes_in_either
     for key in ("critic_loss", "gen_loss", "gradient_penalty", "critic_grad_norm"):
         a, b = ([r[key] for r in metrics[run]] for run in ("one", "two"))
         assert b == pytest.approx(a, rel=1e-5), key  # reduced over the processes
+
+
+# the defaults on points, the kernel term on every step; 300 rows: a last batch of 44
+POINTS = ["gan", "--data", "ring8", "-n", "300", "--hidden", "16,16", "--critic-hidden", "16",
+          "--batch-size", "64", "--mmd-every", "1", "--lr-schedule", "constant"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_gans_kernel_term_in_two_processes_is_the_whole_batchs(tmp_path):
+    """The kernel term compares every pair of the batch's rows: in two processes each gathers
+    both halves, and the run reaches the weights and the term's values of one process (which
+    takes the gradients written out, the processes autograd's)."""
+    fit(tmp_path, 1, *POINTS, "--epochs", "2", "--out", "one", "--no-figures")
+    fit(tmp_path, 2, *POINTS, "--epochs", "2", "--out", "two", "--no-figures")
+    assert_close(weights(tmp_path / "one"), weights(tmp_path / "two"))
+    terms = [
+        [json.loads(r)["mmd_term"] for r in (tmp_path / run / "metrics.jsonl").open()]
+        for run in ("one", "two")
+    ]
+    assert terms[0] and all(t != 0 for t in terms[0])
+    assert terms[1] == pytest.approx(terms[0], rel=1e-5)

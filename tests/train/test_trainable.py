@@ -140,3 +140,19 @@ def test_several_processes_are_set_up_as_the_model_declares():
     # nor is a model's own step compiled: it calls its loss itself
     compiled = TrainConfig(compile="default")
     assert loss_forward(Syncing(), compiled, torch.device("cpu"), several=False) is None
+
+
+@pytest.mark.parametrize(("rows", "world"), [(7, 3), (64, 2), (5, 5), (2, 4)])
+def test_each_shard_starts_where_the_ranks_before_it_end(rows, world):
+    from pushforward.train.distributed import gather_rows
+    from pushforward.train.trainable import Shard
+
+    batch = torch.arange(rows * 2, dtype=torch.float32).reshape(rows, 2)
+    total = torch.zeros_like(batch)
+    for rank in range(world):
+        shard = Shard(rank=rank, world=world, rows=rows)
+        own = shard.take(batch)
+        assert torch.equal(batch[shard.start : shard.start + own.shape[0]], own)
+        # one process: this shard's rows in place among zeros (processes add them up exactly)
+        total += gather_rows(own, rows, shard.start)
+    assert torch.equal(total, batch)

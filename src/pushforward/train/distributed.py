@@ -39,6 +39,7 @@ __all__ = [
     "broadcast_",
     "broadcast_text",
     "context",
+    "gather_rows",
     "init",
     "shutdown",
 ]
@@ -158,6 +159,17 @@ def average_gradients_(params: Iterable[torch.nn.Parameter]) -> None:
     flat /= ctx.world
     for g, avg in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
         g.copy_(avg.view_as(g))
+
+
+def gather_rows(t: Tensor, rows: int, start: int) -> Tensor:
+    """Return the whole batch (rows, …) whose rows start … start + len(t) are this process's
+    ``t`` (n, …) and the others the other processes' (every process must call this together):
+    one all-reduce of the batch with zeros outside each process's rows, which adds every row to
+    zeros only, so the rows arrive exactly. No gradient flows through it. In one process, ``t``
+    placed at ``start`` in zeros."""
+    full = t.new_zeros((rows, *t.shape[1:]))
+    full[start : start + t.shape[0]] = t.detach()
+    return all_reduce_(full)
 
 
 def broadcast_(tensors: Iterable[Tensor]) -> None:

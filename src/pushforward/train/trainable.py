@@ -95,6 +95,13 @@ class Shard:
         own = self.rows // self.world + (1 if self.rank < self.rows % self.world else 0)
         return own * self.world / self.rows  # tensor_split gives the first rows % world one more
 
+    @property
+    def start(self) -> int:
+        """The index of this process's first row in the whole batch (the processes hold the
+        batch's rows in rank order)."""
+        base, extra = divmod(self.rows, self.world)
+        return self.rank * base + min(self.rank, extra)
+
     def take(self, t: Tensor) -> Tensor:
         """Return this process's rows of t (B, …), a tensor of the whole batch."""
         if t.shape[0] != self.rows:

@@ -377,12 +377,6 @@ class GANConfig(NetSettings):
 
     def check_processes(self) -> None:
         """Refuse the settings that cannot train in several processes (torchrun)."""
-        if self.mmd_weight > 0:
-            raise ConfigError(
-                f"mmd_weight = {self.mmd_weight:g} cannot train in several processes (the "
-                "kernel term compares every pair of the whole batch's rows); use mmd_weight = 0 "
-                "or one process"
-            )
         if self.pack > 1:
             raise ConfigError(
                 f"pack = {self.pack} cannot train in several processes (a pack would mix "

@@ -76,11 +76,12 @@ class Game(Trainable):
         y = self.generator_net(self._latent(n_packs, generator, device, shard))
         return y.reshape(n_packs, self.config.pack * self.dim)
 
-    def _mmd_term(self, fake: Tensor, packs: Tensor) -> Tensor:
+    def _mmd_term(self, fake: Tensor, packs: Tensor, shard: Shard | None = None) -> Tensor:
         """Return the generator's kernel term (:func:`~pushforward.models.gan.mmd.generator_mmd`)
-        between the samples of the fake and the real packs (P, m·d), unpacked to rows (·, d)."""
+        between the samples of the fake and the real packs (P, m·d), unpacked to rows (·, d);
+        under torchrun the whole batch's, its gradient this process's share."""
         rows = (fake.reshape(-1, self.dim), packs.reshape(-1, self.dim))
-        return generator_mmd(*rows, self.config.mmd_bandwidths)
+        return generator_mmd(*rows, self.config.mmd_bandwidths, shard)
 
     def _score(self, packs: Tensor) -> Tensor:
         return self.critic(packs).squeeze(1)  # (P,) logits
@@ -232,11 +233,11 @@ class Game(Trainable):
         try:
             fake = self._fakes(packs.shape[0], generator, packs.device, shard)
             gen = self.objective.generator(self._score(self._view(fake, generator, shard)))
-            total, extra, w = gen, {}, self._mmd_due()
-            if w > 0:  # the kernel term at the modes' scale (gan.mmd)
-                mmd = self._mmd_term(fake, packs)
-                total, extra = gen + w * mmd, {"mmd_term": mmd.detach()}
-            (total * weight).backward()
+            total, extra, w = gen * weight, {}, self._mmd_due()
+            if w > 0:  # the kernel term at the modes' scale (gan.mmd): the whole batch's
+                mmd = self._mmd_term(fake, packs, shard)
+                total, extra = total + w * mmd, {"mmd_term": mmd.detach()}
+            total.backward()
         finally:
             self.critic.requires_grad_(True)
         return gen, extra

@@ -30,6 +30,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from pushforward.train.distributed import gather_rows
+from pushforward.train.trainable import Shard
+
 __all__ = ["MMD_BANDWIDTHS", "generator_mmd", "generator_mmd_and_gradient"]
 
 MMD_BANDWIDTHS = (0.01, 0.03, 0.1, 0.3, 1.0)
@@ -69,22 +72,37 @@ def generator_mmd_and_gradient(
 
 class _GeneratorMMD(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, a: Tensor, b: Tensor, bandwidths: tuple[float, ...]) -> Tensor:  # type: ignore[override]
-        value, da = generator_mmd_and_gradient(a, b, bandwidths)
+    def forward(ctx, a: Tensor, b: Tensor, bandwidths: tuple[float, ...],  # type: ignore[override]
+                shard: Shard | None) -> Tensor:  # fmt: skip
+        if shard is None:
+            value, da = generator_mmd_and_gradient(a, b, bandwidths)
+        else:  # the whole batch's term; this process's rows of its gradient, times the world
+            rows = (gather_rows(t, shard.rows, shard.start) for t in (a, b))
+            value, full = generator_mmd_and_gradient(*rows, bandwidths)
+            da = full[shard.start : shard.start + a.shape[0]] * shard.world
         ctx.save_for_backward(da)
         return value
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
         (da,) = ctx.saved_tensors
-        return grad * da, None, None
+        return grad * da, None, None, None
 
 
-def generator_mmd(a: Tensor, b: Tensor, bandwidths: Sequence[float] = MMD_BANDWIDTHS) -> Tensor:
+def generator_mmd(
+    a: Tensor, b: Tensor, bandwidths: Sequence[float] = MMD_BANDWIDTHS, shard: Shard | None = None
+) -> Tensor:
     """Return the part of the unbiased MMD²(a, b) that depends on a, a scalar: samples a (n, d)
     with gradients, data b (m, d), none taken; summed over Gaussian kernels of the bandwidths h
     (module docstring). With fewer than 2 samples or no data (an epoch's last batch of one row)
-    there is no unbiased estimate, and the term is 0."""
-    if a.shape[0] < 2 or b.shape[0] < 1:
+    there is no unbiased estimate, and the term is 0.
+
+    Under torchrun (``shard`` given) a and b are this process's rows of the batch's samples and
+    data: the term is the whole batch's, the same in every process (both gathered, in rank
+    order), and its gradient in a is this process's rows of the whole batch's, times the number
+    of processes, so that gradients averaged over the processes are the whole term's."""
+    if shard is None and (a.shape[0] < 2 or b.shape[0] < 1):
         return a.sum() * 0.0
-    return _GeneratorMMD.apply(a, b.detach(), tuple(float(h) for h in bandwidths))
+    if shard is not None and shard.rows < 2:
+        return a.sum() * 0.0
+    return _GeneratorMMD.apply(a, b.detach(), tuple(float(h) for h in bandwidths), shard)
