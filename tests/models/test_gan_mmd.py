@@ -288,9 +288,14 @@ def test_a_short_fit_records_the_term_every_epoch_and_runs_on_the_models_device(
         assert recorded == [weight > 0] * 2  # logged when on, absent when off
         assert all(math.isfinite(row.get("mmd_term", 0.0)) for row in history)
     with torch.device("meta"):
-        meta = GAN(GANConfig(dim=2, latent=2, hidden=[8], mmd_weight=0.3).resolve("points"))
+        meta = GAN(GANConfig(dim=2, latent=2, hidden=[8], mmd_weight=0.3,
+                             mmd_every=1).resolve("points"))  # fmt: skip
     opts = meta.configure_optimizers(TrainConfig())
     xm = torch.empty(8, 2, device="meta")
     with meta_guard:
         terms = meta.training_step(xm, opts, TrainConfig())
-    assert terms["mmd_term"].device.type == "meta"
+        # a process's share under torchrun: the batch gathered on the model's device
+        shard = Shard(rank=0, world=1, rows=8)
+        sharded = meta.training_step(xm, opts, TrainConfig(), shard=shard)
+    assert terms["mmd_term"].device.type == "meta" == sharded["mmd_term"].device.type
+    assert "mmd_term" in sharded  # due on every step: the sharded term was taken
