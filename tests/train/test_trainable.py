@@ -152,7 +152,8 @@ def test_each_shard_starts_where_the_ranks_before_it_end(rows, world):
     for rank in range(world):
         shard = Shard(rank=rank, world=world, rows=rows)
         own = shard.take(batch)
-        assert torch.equal(batch[shard.start : shard.start + own.shape[0]], own)
+        assert own.shape[0] == shard.size and shard.weight == shard.size * world / rows
+        assert torch.equal(batch[shard.start : shard.start + shard.size], own)
         # one process: this shard's rows in place among zeros (processes add them up exactly)
         total += gather_rows(own, rows, shard.start)
     assert torch.equal(total, batch)

@@ -88,12 +88,18 @@ class Shard:
     rows: int
 
     @property
+    def size(self) -> int:
+        """b_r, this process's rows: tensor_split gives the first ``rows % world`` processes one
+        row more than the others."""
+        base, extra = divmod(self.rows, self.world)
+        return base + (1 if self.rank < extra else 0)
+
+    @property
     def weight(self) -> float:
         """b_r·world/B for this process's b_r of the batch's B rows: a loss that is a mean over
         the process's rows, times this weight, averages over the processes to the whole batch's
         mean (shards may differ in size by one row)."""
-        own = self.rows // self.world + (1 if self.rank < self.rows % self.world else 0)
-        return own * self.world / self.rows  # tensor_split gives the first rows % world one more
+        return self.size * self.world / self.rows
 
     @property
     def start(self) -> int:

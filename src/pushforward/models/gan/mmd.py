@@ -101,8 +101,7 @@ def generator_mmd(
     data: the term is the whole batch's, the same in every process (both gathered, in rank
     order), and its gradient in a is this process's rows of the whole batch's, times the number
     of processes, so that gradients averaged over the processes are the whole term's."""
-    if shard is None and (a.shape[0] < 2 or b.shape[0] < 1):
-        return a.sum() * 0.0
-    if shard is not None and shard.rows < 2:
+    n, m = (a.shape[0], b.shape[0]) if shard is None else (shard.rows, shard.rows)
+    if n < 2 or m < 1:
         return a.sum() * 0.0
     return _GeneratorMMD.apply(a, b.detach(), tuple(float(h) for h in bandwidths), shard)
