@@ -5,16 +5,8 @@ The flags of ``fit`` are generated from the settings of the training loop and of
 model (:mod:`pushforward.cli.flags`).
 """
 
-from pushforward.cli.flags import SettingFlag, setting_flags
-from pushforward.cli.parser import EXIT_INTERRUPTED, EXIT_USER_ERROR, build_parser, main
-from pushforward.cli.progress import BarProgress
+import lazy_loader
 
-__all__ = [
-    "EXIT_INTERRUPTED",
-    "EXIT_USER_ERROR",
-    "BarProgress",
-    "SettingFlag",
-    "build_parser",
-    "main",
-    "setting_flags",
-]
+# the names of __init__.pyi, each imported when first used (SPEC 1, scientific Python's lazy
+# loading): ``pushforward --version`` and ``--help`` need no torch, and nothing else changes
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

@@ -5,19 +5,16 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import typing
 from collections.abc import Sequence
 from typing import Any
 
 from pushforward.cli import commands as cmd
 from pushforward.cli.flags import SettingFlag, add_sampling_flags, add_setting_flags, setting_flags
+from pushforward.cli.top import COMMANDS, EXIT_INTERRUPTED, EXIT_USER_ERROR, top_parser
 from pushforward.core import Interrupted, PushforwardError
-from pushforward.core.version import __version__
 
-__all__ = ["EXIT_INTERRUPTED", "EXIT_USER_ERROR", "build_parser", "main"]
+__all__ = ["build_parser", "run"]
 
-EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
 DATA_HELP = (
     "ring8, grid25, moons, digits, mnist, mnist:DIR, mixture:FILE.json|.toml, "
     "or a .npy/.npz/.csv file"
@@ -57,23 +54,10 @@ def _model_names() -> list[str]:
     return list(MODELS)
 
 
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose refusals are one ``pushforward: error:`` line and exit 2."""
-
-    def error(self, message: str) -> typing.NoReturn:
-        self.exit(EXIT_USER_ERROR, f"pushforward: error: {message} (see {self.prog} --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``pushforward`` command; the flags of ``fit``,
     ``sample`` and ``evaluate`` are generated from the settings of the registered models."""
-    parser = _Parser(
-        prog="pushforward",
-        description="Deep generative networks as pushforwards g#μ: sample, fit, measure, see.",
-    )
-    parser.add_argument("--version", action="version", version=f"pushforward {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser, sub = top_parser()
     flags = setting_flags()
     _add_demo(sub)
     _add_data_commands(sub)
@@ -84,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_demo(sub: Any) -> None:
-    p = sub.add_parser("demo", help="regenerate the lecture's gallery into one HTML report")
+    p = sub.add_parser("demo", help=COMMANDS["demo"])
     p.add_argument("--out", default="demo-output", help="output folder (default: demo-output)")
     p.add_argument("--quick", action="store_true", help="smaller and faster (under a minute)")
     p.add_argument("--seed", type=int, default=0)
@@ -99,14 +83,14 @@ def _add_demo(sub: Any) -> None:
 
 def _add_data_commands(sub: Any) -> None:
     """``data`` and ``example``: data sets and pushforwards, no run folder."""
-    p = sub.add_parser("data", help="describe a data set and optionally draw it")
+    p = sub.add_parser("data", help=COMMANDS["data"])
     p.add_argument("data", metavar="SPEC", help=DATA_HELP)
     p.add_argument("-n", "--n", type=_positive(), default=None, help="points to draw (mixtures)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plot", metavar="FILE", help="write a picture (.png, .svg, .pdf)")
     p.set_defaults(func=cmd.cmd_data)
 
-    p = sub.add_parser("example", help="sample a built-in univariate pushforward and draw it")
+    p = sub.add_parser("example", help=COMMANDS["example"])
     p.add_argument("name", metavar="NAME", help="identity, square, gaussian-icdf, square-normal")
     p.add_argument("-n", "--n", type=_positive(), default=100_000, help="samples (default 100000)")
     p.add_argument("--bins", type=_positive(), default=100)
@@ -116,7 +100,7 @@ def _add_data_commands(sub: Any) -> None:
 
 
 def _add_fit(sub: Any, flags: list[SettingFlag]) -> None:
-    p = sub.add_parser("fit", help="fit a model to data and write a run folder")
+    p = sub.add_parser("fit", help=COMMANDS["fit"])
     p.add_argument("model", metavar="MODEL", nargs="?", help=", ".join(_model_names()))
     p.add_argument("--data", metavar="SPEC", help=DATA_HELP)
     p.add_argument("--config", metavar="FILE", help="settings from a .json or .toml file")
@@ -146,7 +130,7 @@ def _add_fit(sub: Any, flags: list[SettingFlag]) -> None:
 
 def _add_run_commands(sub: Any, flags: list[SettingFlag]) -> None:
     """``encode``, ``sample``, ``evaluate``, ``explore``, ``decode``: uses of a fitted run."""
-    p = sub.add_parser("encode", help="latent codes of data under a run's model")
+    p = sub.add_parser("encode", help=COMMANDS["encode"])
     p.add_argument("run", metavar="RUN")
     p.add_argument("--data", metavar="SPEC", required=True, help=DATA_HELP)
     p.add_argument("-n", "--n", type=_positive(), help="points to draw (mixtures)")
@@ -156,7 +140,7 @@ def _add_run_commands(sub: Any, flags: list[SettingFlag]) -> None:
     _add_device(p)
     p.set_defaults(func=cmd.cmd_encode)
 
-    p = sub.add_parser("sample", help="draw samples of a run's generative model g#μ")
+    p = sub.add_parser("sample", help=COMMANDS["sample"])
     p.add_argument("run", metavar="RUN")
     p.add_argument("-n", "--n", type=_positive(), default=64, help="samples (default 64)")
     p.add_argument("--seed", type=int, default=0)
@@ -165,8 +149,7 @@ def _add_run_commands(sub: Any, flags: list[SettingFlag]) -> None:
     _add_device(p)
     p.set_defaults(func=cmd.cmd_sample, flags=flags)
 
-    help_ = "likelihoods, errors and sample quality (with real-vs-real floors)"
-    p = sub.add_parser("evaluate", help=help_)
+    p = sub.add_parser("evaluate", help=COMMANDS["evaluate"])
     p.add_argument("run", metavar="RUN")
     p.add_argument("--data", metavar="SPEC", required=True, help=DATA_HELP)
     p.add_argument("-n", "--n", type=_positive(), help="points to draw (mixtures)")
@@ -178,9 +161,7 @@ def _add_run_commands(sub: Any, flags: list[SettingFlag]) -> None:
     _add_device(p)
     p.set_defaults(func=cmd.cmd_evaluate, flags=flags)
 
-    p = sub.add_parser(
-        "explore", help="one offline HTML page: walk the latent space, scrub training"
-    )
+    p = sub.add_parser("explore", help=COMMANDS["explore"])
     p.add_argument("run", metavar="RUN")
     p.add_argument("--out", metavar="FILE", default="explore.html", help="the page (.html)")
     p.add_argument("--data", metavar="SPEC", help="data to encode (default: the run's, held out)")
@@ -195,7 +176,7 @@ def _add_run_commands(sub: Any, flags: list[SettingFlag]) -> None:
     _add_device(p)
     p.set_defaults(func=cmd.cmd_explore)
 
-    p = sub.add_parser("decode", help="decode latent codes with a run's model")
+    p = sub.add_parser("decode", help=COMMANDS["decode"])
     p.add_argument("run", metavar="RUN")
     p.add_argument("--latents", metavar="FILE", required=True, help=".npy, .npz or .csv (n, k)")
     p.add_argument("--out", metavar="FILE", default="decoded.npy", help=".npy or .csv")
@@ -204,7 +185,7 @@ def _add_run_commands(sub: Any, flags: list[SettingFlag]) -> None:
 
 
 def _add_dice(sub: Any) -> None:
-    p = sub.add_parser("dice", help="the exact pmf of the sum of two fair dice")
+    p = sub.add_parser("dice", help=COMMANDS["dice"])
     p.add_argument("--sides", type=_positive(), default=6)
     p.set_defaults(func=cmd.cmd_dice)
 
@@ -219,8 +200,9 @@ def _out_of_memory(e: BaseException) -> bool:
     return isinstance(e, RuntimeError) and "can't allocate memory" in str(e)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with the parser of every command (:func:`pushforward.cli.main`
+    answers the top level's ``--help`` and ``--version`` first); return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
