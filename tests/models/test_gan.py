@@ -925,7 +925,9 @@ def test_the_minibatch_std_critic_scores_its_last_features_with_the_batchs_sprea
     wide = torch.cat([x[:1], 10 * x[1:]])
     hw = critic.body(wide).detach().numpy()
     delta = float(w[0, 8]) * (hw.std(axis=0).mean() - s)
-    assert float(critic(wide)[0] - critic(x)[0]) == pytest.approx(delta, rel=1e-3, abs=1e-5)
+    assert float((critic(wide)[0] - critic(x)[0]).detach()) == pytest.approx(
+        delta, rel=1e-3, abs=1e-5
+    )
     assert abs(delta) > 1e-3
 
 
