@@ -125,10 +125,12 @@ def component_log_probs(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
     coordinate at a time into one (m, K) buffer, 1.6–2× faster than through the (m, K, k)
     differences on a CPU for k = 2, K = 200."""
     inv_std = torch.exp(-0.5 * logvar)  # (K, k)
-    out = ((z[:, :1] - mu[:, 0]) * inv_std[:, 0]).square_()  # (m, K)
-    for d in range(1, z.shape[1]):  # in place, no out= (torch.vmap batches these: fit --seeds)
+    out = ((z[:, :1] - mu[:, 0]) * inv_std[:, 0]).square()  # (m, K)
+    for d in range(1, z.shape[1]):
+        # out of place: torch.vmap (fit --seeds) has no batching rule for square_ or addcmul_
+        # and loops over the seeds; the same bits and time unbatched, 13% less batched
         t = (z[:, d : d + 1] - mu[:, d]) * inv_std[:, d]
-        out.addcmul_(t, t)
+        out = torch.addcmul(out, t, t)
     const = 0.5 * logvar.sum(-1) + 0.5 * z.shape[1] * math.log(2 * math.pi)  # (K,)
     return out.mul_(-0.5).sub_(const)
 
