@@ -61,6 +61,12 @@ CONV_SETTINGS = {
 """The conv classifier's settings (square images); ``shift`` is the largest random shift of a
 training image, as a share of its side."""
 
+FEATURE_BATCH = 256
+"""Rows per forward pass of a classifier that scores or featurises (no training): the conv net's
+first activations for 256 digits (26 MB) stay near the cores, and 2,000 MNIST digits take half
+the time they take in passes of 1,024, with the same result to the last bit (BENCHMARKS.md, "the
+digit classifier's passes")."""
+
 MIN_CONV_SIDE = 16
 """The smallest side of square images that get the conv classifier."""
 
@@ -180,7 +186,9 @@ class FeatureNet:
         result when the same weights (as they are now) saw the same rows in this process."""
         check_rows(x, "images", dim=self.model.dim)
         key = ("features", _digest(*self.model.state_dict().values()), _digest(x))
-        features = lambda: torch.cat([self.model.features(b.float()) for b in x.split(1024)])  # noqa: E731
+        features = lambda: torch.cat(  # noqa: E731
+            [self.model.features(b.float()) for b in x.split(FEATURE_BATCH)]
+        )
         return _remembered(key, features).clone()
 
 
@@ -236,10 +244,13 @@ def train_classifier(
 
 
 @torch.no_grad()
+@torch.no_grad()
 def accuracy(model: DigitClassifier, x: Tensor, labels: Tensor) -> float:
-    """Return the share of rows x (n, d) that ``model`` classifies as ``labels`` (n,)."""
+    """Return the share of rows x (n, d) that ``model`` classifies as ``labels`` (n,), in passes
+    of :data:`FEATURE_BATCH` rows."""
     model.eval()
-    return float((model(x.float()).argmax(1) == labels).float().mean())
+    predicted = torch.cat([model(b.float()).argmax(1) for b in x.split(FEATURE_BATCH)])
+    return float((predicted == labels).float().mean())
 
 
 def digit_features(
