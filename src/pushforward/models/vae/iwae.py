@@ -15,7 +15,13 @@ from pushforward.core import ConfigError
 from pushforward.measures import draw
 from pushforward.models.vae.posterior import posterior_log_prob
 
-__all__ = ["LogLikelihood", "iwae_log_likelihood", "iwae_log_likelihoods"]
+__all__ = ["IWAE_CHUNK", "LogLikelihood", "iwae_log_likelihood", "iwae_log_likelihoods"]
+
+IWAE_CHUNK = 2**20
+"""The most decoder outputs (samples × rows × d) one pass of the estimate holds: 4 MB of float32,
+which stays near the cores. At 2**24 (64 MB) the MNIST decoder's passes took 1.5–1.8 times as
+long on a 2-core AMD EPYC, with AVX-512 or its AVX2 code paths (BENCHMARKS.md, "The VAE's
+importance-sampling passes")."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,7 @@ def iwae_log_likelihood(
     prior: Any = None,
     generator: torch.Generator | None = None,
     batch_size: int = 100,
-    max_elements: int = 2**24,
+    max_elements: int | None = None,
 ) -> LogLikelihood:
     """Return the estimate log (1/k) Σ_j p(x | z_j) p(z_j)/q(z_j | x), z_j ~ q, of the
     :class:`~pushforward.models.vae.VAE` ``vae`` for each row of x (n, d), with its Monte Carlo
@@ -67,13 +73,14 @@ def iwae_log_likelihoods(
     *,
     generator: torch.Generator | None = None,
     batch_size: int = 100,
-    max_elements: int = 2**24,
+    max_elements: int | None = None,
 ) -> list[LogLikelihood]:
     """Return :func:`iwae_log_likelihood` under each of the measures ``priors`` (each with
     ``log_prob`` (m, k) → (m,)), all from the same draws z_j ~ q(z | x) and decoder passes: the
     decoder, not the prior, is what costs."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ConfigError(f"k = {k!r} is not allowed; use an integer ≥ 1")
+    max_elements = IWAE_CHUNK if max_elements is None else max_elements
     out_lp: list[list[Tensor]] = [[] for _ in priors]
     out_se: list[list[Tensor]] = [[] for _ in priors]
     for xb in x.split(batch_size):

@@ -402,7 +402,7 @@ class VAE(Trainable):
         *,
         generator: torch.Generator | None = None,
         batch_size: int = 100,
-        max_elements: int = 2**24,
+        max_elements: int | None = None,
         sampler: bool = False,
     ) -> LogLikelihood:
         """Return the importance-weighted estimate log (1/k) Σ_j p(x, z_j)/q(z_j | x), z_j ~ q.
@@ -410,7 +410,8 @@ class VAE(Trainable):
         Per example (n,) for x (n, d), with its Monte Carlo standard error; p(z) the
         :attr:`training_prior`, or with ``sampler`` the measure samples are drawn from
         (:attr:`latent_measure`). Memory stays bounded: rows go ``batch_size`` at a time and
-        samples in chunks of at most ``max_elements`` decoder outputs; weights are combined with
+        samples in chunks of at most ``max_elements`` decoder outputs (default
+        :data:`~pushforward.models.vae.iwae.IWAE_CHUNK`); weights are combined with
         running log-sum-exp sums. The estimate never exceeds log p(x) in expectation and rises
         to it as k grows (Burda et al., 2016).
         """
