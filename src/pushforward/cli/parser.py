@@ -1,4 +1,5 @@
-"""The argument parser of the ``pushforward`` command and its entry point, :func:`main`."""
+"""The argument parser of every command, and :func:`run`, which parses a named command and runs it
+(:func:`pushforward.cli.main`, in :mod:`pushforward.cli.top`, answers the top level first)."""
 
 from __future__ import annotations
 
