@@ -244,7 +244,6 @@ def train_classifier(
 
 
 @torch.no_grad()
-@torch.no_grad()
 def accuracy(model: DigitClassifier, x: Tensor, labels: Tensor) -> float:
     """Return the share of rows x (n, d) that ``model`` classifies as ``labels`` (n,), in passes
     of :data:`FEATURE_BATCH` rows."""
